@@ -1,0 +1,52 @@
+//! gk-sdk: the public vocabulary of GoatKit, the plugin platform of GoatFlow.
+//!
+//! Everything a plugin and the host agree on lives here, and nothing else:
+//!
+//! - [`Plugin`]: what every plugin is, whichever runtime carries it (WASM or gRPC).
+//! - [`HostApi`]: the eleven host functions a plugin may use, and [`CallContext`], which says who
+//!   is calling and how deep in a chain of plugin-to-plugin calls.
+//! - [`GkRegistration`]: what a plugin provides (routes, widgets, menu items, jobs, templates,
+//!   translations, error codes, requested resources), JSON-compatible with the plugins written for
+//!   the Go GoatFlow host.
+//! - [`ResourcePolicy`] and [`Permission`]: what an admin grants a plugin.
+//! - [`PluginManifest`]: the `plugin.yaml` beside a plugin's module or binary.
+//! - [`dispatch()`]: the one table of host-call names and JSON shapes that a guest uses to reach
+//!   the host, shared by both runtimes.
+//! - `proto` (feature `proto`, on by default): code generated from `proto/goatkit/plugin/v1` and
+//!   conversions between the wire types and the types above.
+//!
+//! This crate depends on no other GoatKit crate. It does not enforce policies (gk-sandbox), run
+//! plugins (gk-wasm, gk-grpc) or manage them (gk-core).
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+mod context;
+pub mod dispatch;
+mod duration;
+mod error;
+mod host;
+mod manifest;
+mod plugin;
+mod policy;
+#[cfg(feature = "proto")]
+pub mod proto;
+mod registration;
+mod string_enum;
+
+pub use context::{CallContext, MAX_CALL_DEPTH};
+pub use dispatch::{HostCallName, dispatch};
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use error::{HostError, HostErrorKind, ManifestError, PluginError};
+pub use host::{Email, HostApi, HttpRequest, HttpResponse, LogLevel, Row, TranslateArgs};
+pub use manifest::{MANIFEST_FILE_NAMES, PluginManifest, Runtime, validate_plugin_name};
+pub use plugin::Plugin;
+pub use policy::{
+    Access, Permission, PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest,
+};
+pub use registration::{
+    ErrorCodeSpec, GkRegistration, I18nSpec, JobSpec, MenuItemSpec, RouteSpec, TemplateSpec,
+    WidgetSpec,
+};
+
+/// The result type of host functions.
+pub type HostResult<T> = Result<T, HostError>;
