@@ -5,7 +5,8 @@
 //!
 //! Commands print what they run, so a failure can be reproduced by hand.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -36,17 +37,86 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Task::Test { args } => {
+            let mut totals = TestTotals::default();
             let mut test = cargo(&["test", "--workspace", "--all-targets"]);
             test.args(&args);
-            run(test)?;
-            run(cargo(&["test", "--workspace", "--doc"]))
+            let unit = run_tests(test, &mut totals);
+            let doc = run_tests(cargo(&["test", "--workspace", "--doc"]), &mut totals);
+            // One closing line for the whole run, so that CI reads the total and not the count of
+            // whichever test binary happened to run last.
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                totals.passed, totals.failed, totals.skipped
+            );
+            unit.and(doc)
         }
         Task::Serve { args } => {
-            let mut serve = cargo(&["run", "--package", "gk-server", "--bin", "gk", "--", "serve"]);
+            let mut serve = cargo(&[
+                "run",
+                "--package",
+                "gk-server",
+                "--bin",
+                "gk",
+                "--",
+                "serve",
+            ]);
             serve.args(&args);
             run(serve)
         }
     }
+}
+
+/// Test counts summed over every `test result:` line of a cargo test run.
+#[derive(Debug, Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl TestTotals {
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.skipped += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs a `cargo test` command, echoing its output and adding its counts to `totals`.
+fn run_tests(mut command: Command, totals: &mut TestTotals) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading test output")?;
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> Command {
@@ -57,9 +127,27 @@ fn cargo(args: &[&str]) -> Command {
 
 fn run(mut command: Command) -> Result<()> {
     eprintln!("xtask: running {command:?}");
-    let status = command.status().with_context(|| format!("could not start {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_cargo_test_result_lines() {
+        let mut totals = TestTotals::default();
+        totals.add_line("test result: ok. 24 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        totals.add_line(
+            "test result: FAILED. 8 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        totals.add_line("running 5 tests");
+        assert_eq!((totals.passed, totals.failed, totals.skipped), (32, 1, 2));
+    }
 }

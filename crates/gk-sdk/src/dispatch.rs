@@ -257,16 +257,25 @@ pub mod wire {
         use base64::engine::general_purpose::STANDARD;
         use serde::{Deserialize, Deserializer, Serializer};
 
-        pub(super) fn serialize<S: Serializer>(value: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+        pub(super) fn serialize<S: Serializer>(
+            value: &Option<Vec<u8>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
             match value {
                 Some(bytes) => serializer.serialize_str(&STANDARD.encode(bytes)),
                 None => serializer.serialize_none(),
             }
         }
 
-        pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+        pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Vec<u8>>, D::Error> {
             Option::<String>::deserialize(deserializer)?
-                .map(|text| STANDARD.decode(text.as_bytes()).map_err(|e| serde::de::Error::custom(format!("not valid base64: {e}"))))
+                .map(|text| {
+                    STANDARD
+                        .decode(text.as_bytes())
+                        .map_err(|e| serde::de::Error::custom(format!("not valid base64: {e}")))
+                })
                 .transpose()
         }
     }
@@ -276,9 +285,18 @@ use wire::*;
 
 /// Carries out the host call `name` with JSON arguments `json` on `host` and returns the JSON
 /// result. Unknown names and malformed JSON are errors, never panics.
-pub async fn dispatch(host: &dyn HostApi, ctx: &CallContext, name: &str, json: &[u8]) -> Result<Vec<u8>, DispatchError> {
+pub async fn dispatch(
+    host: &dyn HostApi,
+    ctx: &CallContext,
+    name: &str,
+    json: &[u8],
+) -> Result<Vec<u8>, DispatchError> {
     let function: HostCallName = name.parse().map_err(DispatchError::UnknownFunction)?;
-    let json = if json.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { json };
+    let json = if json.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        json
+    };
     match function {
         HostCallName::DbQuery => {
             let a: DbArgs = parse(function, json)?;
@@ -293,11 +311,15 @@ pub async fn dispatch(host: &dyn HostApi, ctx: &CallContext, name: &str, json: &
         HostCallName::CacheGet => {
             let a: KeyArgs = parse(function, json)?;
             let value = host.cache_get(ctx, &a.key).await?;
-            Ok(encode(&CacheGetResult { found: value.is_some(), value }))
+            Ok(encode(&CacheGetResult {
+                found: value.is_some(),
+                value,
+            }))
         }
         HostCallName::CacheSet => {
             let a: CacheSetArgs = parse(function, json)?;
-            host.cache_set(ctx, &a.key, &a.value, Duration::from_secs(a.ttl)).await?;
+            host.cache_set(ctx, &a.key, &a.value, Duration::from_secs(a.ttl))
+                .await?;
             Ok(encode(&OkResult { ok: true }))
         }
         HostCallName::CacheDelete => {
@@ -308,18 +330,40 @@ pub async fn dispatch(host: &dyn HostApi, ctx: &CallContext, name: &str, json: &
         HostCallName::HttpRequest => {
             let a: HttpRequestArgs = parse(function, json)?;
             let response = host
-                .http_request(ctx, HttpRequest { method: a.method, url: a.url, headers: a.headers, body: a.body })
+                .http_request(
+                    ctx,
+                    HttpRequest {
+                        method: a.method,
+                        url: a.url,
+                        headers: a.headers,
+                        body: a.body,
+                    },
+                )
                 .await?;
-            Ok(encode(&HttpResponseResult { status: response.status, headers: response.headers, body: response.body }))
+            Ok(encode(&HttpResponseResult {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            }))
         }
         HostCallName::SendEmail => {
             let a: SendEmailArgs = parse(function, json)?;
-            host.send_email(ctx, Email { to: a.to, subject: a.subject, body: a.body, html: a.html }).await?;
+            host.send_email(
+                ctx,
+                Email {
+                    to: a.to,
+                    subject: a.subject,
+                    body: a.body,
+                    html: a.html,
+                },
+            )
+            .await?;
             Ok(encode(&OkResult { ok: true }))
         }
         HostCallName::Log => {
             let a: LogArgs = parse(function, json)?;
-            host.log(ctx, LogLevel::from_name(&a.level), &a.message, &a.fields).await?;
+            host.log(ctx, LogLevel::from_name(&a.level), &a.message, &a.fields)
+                .await?;
             Ok(encode(&OkResult { ok: true }))
         }
         HostCallName::ConfigGet => {
@@ -329,19 +373,31 @@ pub async fn dispatch(host: &dyn HostApi, ctx: &CallContext, name: &str, json: &
         }
         HostCallName::Translate => {
             let a: TranslateCallArgs = parse(function, json)?;
-            let value = host.translate(ctx, &a.key, &TranslateArgs::from_json(a.args)).await?;
+            let value = host
+                .translate(ctx, &a.key, &TranslateArgs::from_json(a.args))
+                .await?;
             Ok(encode(&ValueResult { value }))
         }
         HostCallName::PluginCall => {
             let a: PluginCallArgs = parse(function, json)?;
-            let args = a.args.as_deref().map(|raw| raw.get().as_bytes()).unwrap_or_default();
+            let args = a
+                .args
+                .as_deref()
+                .map(|raw| raw.get().as_bytes())
+                .unwrap_or_default();
             Ok(host.call_plugin(ctx, &a.plugin, &a.function, args).await?)
         }
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(function: HostCallName, json: &'a [u8]) -> Result<T, DispatchError> {
-    serde_json::from_slice(json).map_err(|e| DispatchError::MalformedArguments { function, problem: e.to_string() })
+fn parse<'a, T: Deserialize<'a>>(
+    function: HostCallName,
+    json: &'a [u8],
+) -> Result<T, DispatchError> {
+    serde_json::from_slice(json).map_err(|e| DispatchError::MalformedArguments {
+        function,
+        problem: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

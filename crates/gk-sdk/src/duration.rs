@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration `{input}`: {problem} (write a number and a unit, e.g. `30s`, `500ms`, `2m`)")]
+#[error(
+    "invalid duration `{input}`: {problem} (write a number and a unit, e.g. `30s`, `500ms`, `2m`)"
+)]
 pub struct DurationError {
     input: String,
     problem: String,
@@ -32,6 +34,12 @@ const UNITS: [(&str, u128); 8] = [
 
 /// Parses a duration in Go's `time.ParseDuration` syntax (without a sign): one or more
 /// number-unit pairs, units `ns`, `us`, `ms`, `s`, `m`, `h`; `0` alone is zero.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(gk_sdk::parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+/// assert!(gk_sdk::parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let text = input.trim();
     if text.is_empty() {
@@ -64,18 +72,26 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             return Err(DurationError::new(input, format!("unknown unit `{unit}`")));
         };
         total_nanos = total_nanos
-            .checked_add(scaled(number, *scale).ok_or_else(|| DurationError::new(input, "it is too large"))?)
+            .checked_add(
+                scaled(number, *scale)
+                    .ok_or_else(|| DurationError::new(input, "it is too large"))?,
+            )
             .ok_or_else(|| DurationError::new(input, "it is too large"))?;
         rest = next;
     }
-    let nanos = u64::try_from(total_nanos).map_err(|_| DurationError::new(input, "it is too large"))?;
+    let nanos =
+        u64::try_from(total_nanos).map_err(|_| DurationError::new(input, "it is too large"))?;
     Ok(Duration::from_nanos(nanos))
 }
 
 /// `number` (digits with at most one `.`) times `scale` nanoseconds, truncated like Go.
 fn scaled(number: &str, scale: u128) -> Option<u128> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut nanos = whole.checked_mul(scale)?;
     let mut divisor: u128 = 1;
     let mut fraction_value: u128 = 0;
@@ -101,7 +117,7 @@ pub fn format_duration(duration: Duration) -> String {
         ("ms", 1_000_000),
         ("us", 1_000),
     ] {
-        if nanos % scale == 0 {
+        if nanos.is_multiple_of(scale) {
             return format!("{}{unit}", nanos / scale);
         }
     }
@@ -114,11 +130,16 @@ pub(crate) mod serde_string {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub(crate) fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format_duration(*value))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse_duration(&text).map_err(serde::de::Error::custom)
     }
@@ -127,18 +148,25 @@ pub(crate) mod serde_string {
     pub(crate) mod option {
         use super::*;
 
-        pub(crate) fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: Serializer>(
+            value: &Option<Duration>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
             match value {
                 Some(duration) => serializer.serialize_str(&format_duration(*duration)),
                 None => serializer.serialize_none(),
             }
         }
 
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
             match Option::<String>::deserialize(deserializer)? {
                 None => Ok(None),
                 Some(text) if text.trim().is_empty() => Ok(None),
-                Some(text) => parse_duration(&text).map(Some).map_err(serde::de::Error::custom),
+                Some(text) => parse_duration(&text)
+                    .map(Some)
+                    .map_err(serde::de::Error::custom),
             }
         }
     }
@@ -185,7 +213,9 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for millis in [0u64, 1, 999, 1000, 1500, 60_000, 90_000, 3_600_000, 5_400_000] {
+        for millis in [
+            0u64, 1, 999, 1000, 1500, 60_000, 90_000, 3_600_000, 5_400_000,
+        ] {
             let d = Duration::from_millis(millis);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{millis}ms");
         }

@@ -253,9 +253,18 @@ mod tests {
             limit: "max_calls_per_second".into(),
             retry_after: Duration::from_millis(250),
         };
-        assert_eq!(limited.to_string(), "rate limited: max_calls_per_second exceeded, retry in 250 ms");
-        assert_eq!(PluginError::failed("invalid_range", "range must be 7d").to_string(), "invalid_range: range must be 7d");
-        let timeout = PluginError::Timeout { operation: "call".into(), after: Duration::from_secs(2) };
+        assert_eq!(
+            limited.to_string(),
+            "rate limited: max_calls_per_second exceeded, retry in 250 ms"
+        );
+        assert_eq!(
+            PluginError::failed("invalid_range", "range must be 7d").to_string(),
+            "invalid_range: range must be 7d"
+        );
+        let timeout = PluginError::Timeout {
+            operation: "call".into(),
+            after: Duration::from_secs(2),
+        };
         assert_eq!(timeout.to_string(), "call timed out after 2000 ms");
     }
 }

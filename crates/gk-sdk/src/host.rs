@@ -24,7 +24,12 @@ pub type Row = Map<String, Value>;
 pub trait HostApi: Send + Sync {
     /// Runs a read query with `?` placeholders and returns its rows. A query starting with
     /// `@name:` runs on the named database instead of `default`.
-    async fn db_query(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<Vec<Row>>;
+    async fn db_query(
+        &self,
+        ctx: &CallContext,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>>;
 
     /// Runs a write statement with `?` placeholders and returns the number of affected rows.
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64>;
@@ -33,34 +38,66 @@ pub trait HostApi: Send + Sync {
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>>;
 
     /// Writes a cache entry of this plugin; a zero `ttl` means no expiry.
-    async fn cache_set(&self, ctx: &CallContext, key: &str, value: &[u8], ttl: Duration) -> HostResult<()>;
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> HostResult<()>;
 
     /// Deletes a cache entry of this plugin (deleting an absent key succeeds).
     async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()>;
 
     /// Makes an outbound HTTP request. Redirects are returned, not followed.
-    async fn http_request(&self, ctx: &CallContext, request: HttpRequest) -> HostResult<HttpResponse>;
+    async fn http_request(
+        &self,
+        ctx: &CallContext,
+        request: HttpRequest,
+    ) -> HostResult<HttpResponse>;
 
     /// Sends an email.
     async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()>;
 
     /// Writes to the plugin's log.
-    async fn log(&self, ctx: &CallContext, level: LogLevel, message: &str, fields: &Map<String, Value>) -> HostResult<()>;
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        fields: &Map<String, Value>,
+    ) -> HostResult<()>;
 
     /// Reads a configuration value by dotted key (`app.name`, `plugins.<name>.<key>`).
     async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String>;
 
     /// Translates a key into the context's language, with positional or named arguments.
-    async fn translate(&self, ctx: &CallContext, key: &str, args: &TranslateArgs) -> HostResult<String>;
+    async fn translate(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        args: &TranslateArgs,
+    ) -> HostResult<String>;
 
     /// Calls a function of another plugin with JSON arguments and returns its JSON result.
-    async fn call_plugin(&self, ctx: &CallContext, plugin: &str, function: &str, args: &[u8]) -> HostResult<Vec<u8>>;
+    async fn call_plugin(
+        &self,
+        ctx: &CallContext,
+        plugin: &str,
+        function: &str,
+        args: &[u8],
+    ) -> HostResult<Vec<u8>>;
 }
 
 /// Lets an `Arc<dyn HostApi>` (or any shared host) be used where a `HostApi` is expected.
 #[async_trait]
 impl<T: HostApi + ?Sized> HostApi for Arc<T> {
-    async fn db_query(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
+    async fn db_query(
+        &self,
+        ctx: &CallContext,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
         (**self).db_query(ctx, query, args).await
     }
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
@@ -69,28 +106,55 @@ impl<T: HostApi + ?Sized> HostApi for Arc<T> {
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
         (**self).cache_get(ctx, key).await
     }
-    async fn cache_set(&self, ctx: &CallContext, key: &str, value: &[u8], ttl: Duration) -> HostResult<()> {
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> HostResult<()> {
         (**self).cache_set(ctx, key, value, ttl).await
     }
     async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
         (**self).cache_delete(ctx, key).await
     }
-    async fn http_request(&self, ctx: &CallContext, request: HttpRequest) -> HostResult<HttpResponse> {
+    async fn http_request(
+        &self,
+        ctx: &CallContext,
+        request: HttpRequest,
+    ) -> HostResult<HttpResponse> {
         (**self).http_request(ctx, request).await
     }
     async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
         (**self).send_email(ctx, email).await
     }
-    async fn log(&self, ctx: &CallContext, level: LogLevel, message: &str, fields: &Map<String, Value>) -> HostResult<()> {
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        fields: &Map<String, Value>,
+    ) -> HostResult<()> {
         (**self).log(ctx, level, message, fields).await
     }
     async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String> {
         (**self).config_get(ctx, key).await
     }
-    async fn translate(&self, ctx: &CallContext, key: &str, args: &TranslateArgs) -> HostResult<String> {
+    async fn translate(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        args: &TranslateArgs,
+    ) -> HostResult<String> {
         (**self).translate(ctx, key, args).await
     }
-    async fn call_plugin(&self, ctx: &CallContext, plugin: &str, function: &str, args: &[u8]) -> HostResult<Vec<u8>> {
+    async fn call_plugin(
+        &self,
+        ctx: &CallContext,
+        plugin: &str,
+        function: &str,
+        args: &[u8],
+    ) -> HostResult<Vec<u8>> {
         (**self).call_plugin(ctx, plugin, function, args).await
     }
 }
@@ -133,7 +197,9 @@ pub struct Email {
 }
 
 /// Severity of a plugin log entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Detail for debugging.
@@ -231,7 +297,13 @@ mod tests {
     fn log_levels_follow_the_abi_and_names() {
         assert_eq!(
             (0..5).map(LogLevel::from_abi).collect::<Vec<_>>(),
-            [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Info]
+            [
+                LogLevel::Debug,
+                LogLevel::Info,
+                LogLevel::Warn,
+                LogLevel::Error,
+                LogLevel::Info
+            ]
         );
         assert_eq!(LogLevel::from_abi(-1), LogLevel::Info);
         assert_eq!(LogLevel::from_name("WARNING"), LogLevel::Warn);
@@ -242,8 +314,14 @@ mod tests {
     fn translate_args_from_json() {
         assert_eq!(TranslateArgs::from_json(json!(null)), TranslateArgs::None);
         assert_eq!(TranslateArgs::from_json(json!([])), TranslateArgs::None);
-        assert_eq!(TranslateArgs::from_json(json!(["a", 1])), TranslateArgs::Positional(vec![json!("a"), json!(1)]));
-        assert_eq!(TranslateArgs::from_json(json!(5)), TranslateArgs::Positional(vec![json!(5)]));
+        assert_eq!(
+            TranslateArgs::from_json(json!(["a", 1])),
+            TranslateArgs::Positional(vec![json!("a"), json!(1)])
+        );
+        assert_eq!(
+            TranslateArgs::from_json(json!(5)),
+            TranslateArgs::Positional(vec![json!(5)])
+        );
         let named = TranslateArgs::from_json(json!({"name": "Ann"}));
         assert_eq!(named.to_json(), json!({"name": "Ann"}));
     }

@@ -16,8 +16,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ManifestError, ResourceRequest};
+use crate::duration::{format_duration, parse_duration};
 use crate::string_enum::string_enum;
+use crate::{Access, ManifestError, Permission, ResourceRequest};
 
 /// The file names a plugin directory's manifest may have, in order of preference.
 pub const MANIFEST_FILE_NAMES: [&str; 2] = ["plugin.yaml", "manifest.yaml"];
@@ -79,16 +80,111 @@ struct RawManifest {
     license: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     homepage: String,
-    #[serde(default, skip_serializing_if = "is_empty_request")]
-    resources: ResourceRequest,
+    #[serde(default, skip_serializing_if = "RawResources::is_empty")]
+    resources: RawResources,
 }
 
-fn is_empty_request(request: &ResourceRequest) -> bool {
-    *request == ResourceRequest::default()
+/// `resources` as written, validated field by field so errors name the exact field.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shutdown_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    permissions: Vec<RawPermission>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermission {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    scope: Vec<String>,
+}
+
+impl RawResources {
+    fn is_empty(&self) -> bool {
+        self.memory_mb.is_none()
+            && self.call_timeout.is_none()
+            && self.init_timeout.is_none()
+            && self.shutdown_timeout.is_none()
+            && self.permissions.is_empty()
+    }
+
+    fn from_request(request: &ResourceRequest) -> Self {
+        Self {
+            memory_mb: request.memory_mb,
+            call_timeout: request.call_timeout.map(format_duration),
+            init_timeout: request.init_timeout.map(format_duration),
+            shutdown_timeout: request.shutdown_timeout.map(format_duration),
+            permissions: request
+                .permissions
+                .iter()
+                .map(|p| RawPermission {
+                    kind: p.kind.as_str().to_owned(),
+                    access: Some(p.access.as_str().to_owned()),
+                    scope: p.scope.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn validate(self) -> Result<ResourceRequest, ManifestError> {
+        let timeout = |field: &str, text: Option<String>| {
+            text.map(|text| parse_duration(&text))
+                .transpose()
+                .map_err(|e| ManifestError::field(format!("resources.{field}"), e.to_string()))
+        };
+        let permissions = self
+            .permissions
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let field = |name: &str| format!("resources.permissions[{i}].{name}");
+                Ok(Permission {
+                    kind: p
+                        .kind
+                        .parse()
+                        .map_err(|e| ManifestError::field(field("type"), e))?,
+                    access: match p.access {
+                        None => Access::Read,
+                        Some(text) => text
+                            .parse()
+                            .map_err(|e| ManifestError::field(field("access"), e))?,
+                    },
+                    scope: p.scope,
+                })
+            })
+            .collect::<Result<_, ManifestError>>()?;
+        Ok(ResourceRequest {
+            memory_mb: self.memory_mb,
+            call_timeout: timeout("call_timeout", self.call_timeout)?,
+            init_timeout: timeout("init_timeout", self.init_timeout)?,
+            shutdown_timeout: timeout("shutdown_timeout", self.shutdown_timeout)?,
+            permissions,
+        })
+    }
 }
 
 impl PluginManifest {
     /// Parses and validates a manifest. Every refusal names the field and the problem.
+    ///
+    /// ```
+    /// use gk_sdk::{PluginManifest, Runtime};
+    /// let manifest = PluginManifest::from_yaml("name: hello\nruntime: grpc\nbinary: bin/hello\n").unwrap();
+    /// assert_eq!(manifest.runtime, Runtime::Grpc);
+    /// let error = PluginManifest::from_yaml("name: Hello\nbinary: x.wasm\n").unwrap_err();
+    /// assert!(error.to_string().starts_with("plugin.yaml: field `name`: `Hello` is not a valid plugin name"));
+    /// ```
     pub fn from_yaml(text: &str) -> Result<Self, ManifestError> {
         let raw: RawManifest =
             serde_norway::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
@@ -122,7 +218,7 @@ impl PluginManifest {
             author: self.author.clone(),
             license: self.license.clone(),
             homepage: self.homepage.clone(),
-            resources: self.resources.clone(),
+            resources: RawResources::from_request(&self.resources),
         };
         // Strings, options and a request of plain values always serialise.
         serde_norway::to_string(&raw).unwrap_or_default()
@@ -141,7 +237,10 @@ impl PluginManifest {
         if !entry.starts_with(&dir) {
             return Err(ManifestError::field(
                 field,
-                format!("`{}` leads outside the plugin directory", self.entry.display()),
+                format!(
+                    "`{}` leads outside the plugin directory",
+                    self.entry.display()
+                ),
             ));
         }
         Ok(entry)
@@ -151,24 +250,42 @@ impl PluginManifest {
         validate_plugin_name(&raw.name).map_err(|problem| ManifestError::field("name", problem))?;
         let runtime = match raw.runtime.as_deref() {
             None => Runtime::Wasm,
-            Some(text) => text.parse().map_err(|problem| ManifestError::field("runtime", problem))?,
+            Some(text) => text
+                .parse()
+                .map_err(|problem| ManifestError::field("runtime", problem))?,
         };
         let entry = match (runtime, raw.binary, raw.wasm) {
             (Runtime::Grpc, _, Some(_)) => {
-                return Err(ManifestError::field("wasm", "a grpc plugin names its executable in `binary`"));
+                return Err(ManifestError::field(
+                    "wasm",
+                    "a grpc plugin names its executable in `binary`",
+                ));
             }
             (Runtime::Wasm, Some(_), Some(_)) => {
-                return Err(ManifestError::field("binary", "give the module once, in `wasm` or in `binary`"));
+                return Err(ManifestError::field(
+                    "binary",
+                    "give the module once, in `wasm` or in `binary`",
+                ));
             }
-            (Runtime::Grpc, Some(path), None) | (Runtime::Wasm, None, Some(path)) | (Runtime::Wasm, Some(path), None) => path,
+            (Runtime::Grpc, Some(path), None)
+            | (Runtime::Wasm, None, Some(path))
+            | (Runtime::Wasm, Some(path), None) => path,
             (Runtime::Grpc, None, None) => {
-                return Err(ManifestError::field("binary", "missing: a grpc plugin must name its executable"));
+                return Err(ManifestError::field(
+                    "binary",
+                    "missing: a grpc plugin must name its executable",
+                ));
             }
             (Runtime::Wasm, None, None) => {
-                return Err(ManifestError::field("wasm", "missing: a wasm plugin must name its module"));
+                return Err(ManifestError::field(
+                    "wasm",
+                    "missing: a wasm plugin must name its module",
+                ));
             }
         };
-        let entry = validate_entry(&entry).map_err(|problem| ManifestError::field(entry_field(runtime), problem))?;
+        let resources = raw.resources.validate()?;
+        let entry = validate_entry(&entry)
+            .map_err(|problem| ManifestError::field(entry_field(runtime), problem))?;
         Ok(Self {
             name: raw.name,
             version: raw.version,
@@ -178,7 +295,7 @@ impl PluginManifest {
             author: raw.author,
             license: raw.license,
             homepage: raw.homepage,
-            resources: raw.resources,
+            resources,
         })
     }
 }
@@ -199,7 +316,9 @@ pub fn validate_plugin_name(name: &str) -> Result<(), String> {
         return Err(format!("`{name}` is longer than {MAX_NAME_LEN} characters"));
     }
     let valid_first = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let valid_rest = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let valid_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !(valid_first && valid_rest) {
         return Err(format!(
             "`{name}` is not a valid plugin name: use lower-case letters, digits, `_` and `-`, starting with a letter or digit"
@@ -227,7 +346,10 @@ fn validate_entry(path: &str) -> Result<PathBuf, String> {
         }
     }
     if clean.as_os_str().is_empty() {
-        return Err(format!("`{}` names the plugin directory itself, not a file", path.display()));
+        return Err(format!(
+            "`{}` names the plugin directory itself, not a file",
+            path.display()
+        ));
     }
     Ok(clean)
 }
@@ -239,7 +361,10 @@ mod tests {
 
     #[test]
     fn minimal_grpc_manifest() {
-        let m = PluginManifest::from_yaml("name: hello-grpc\nversion: \"1.0.0\"\nruntime: grpc\nbinary: hello-grpc\n").unwrap();
+        let m = PluginManifest::from_yaml(
+            "name: hello-grpc\nversion: \"1.0.0\"\nruntime: grpc\nbinary: hello-grpc\n",
+        )
+        .unwrap();
         assert_eq!(m.runtime, Runtime::Grpc);
         assert_eq!(m.entry, PathBuf::from("hello-grpc"));
     }
@@ -269,12 +394,20 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink(root.join("outside"), dir.join("link")).unwrap();
         let inside = PluginManifest::from_yaml("name: p\nruntime: grpc\nbinary: inside\n").unwrap();
-        assert!(inside.resolve_entry(&dir).unwrap().ends_with("plugin/inside"));
+        assert!(
+            inside
+                .resolve_entry(&dir)
+                .unwrap()
+                .ends_with("plugin/inside")
+        );
         #[cfg(unix)]
         {
             let link = PluginManifest::from_yaml("name: p\nruntime: grpc\nbinary: link\n").unwrap();
             let err = link.resolve_entry(&dir).unwrap_err().to_string();
-            assert_eq!(err, "plugin.yaml: field `binary`: `link` leads outside the plugin directory");
+            assert_eq!(
+                err,
+                "plugin.yaml: field `binary`: `link` leads outside the plugin directory"
+            );
         }
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -25,7 +25,12 @@ pub trait Plugin: Send + Sync {
 
     /// Runs `function` with JSON `args` (empty means none) and returns its JSON result
     /// (empty means no result). May be called from many tasks at once.
-    async fn call(&self, ctx: &CallContext, function: &str, args: &[u8]) -> Result<Vec<u8>, PluginError>;
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, PluginError>;
 
     /// Lets the plugin finish its work; no call follows.
     async fn shutdown(&self, ctx: &CallContext) -> Result<(), PluginError>;

@@ -230,11 +230,35 @@ mod tests {
         assert_eq!(p.status, PolicyStatus::PendingReview);
         assert_eq!(p.memory_mb, 256);
         assert_eq!(p.memory_bytes(), 256 << 20);
-        assert_eq!((p.call_timeout, p.init_timeout, p.shutdown_timeout), (Duration::from_secs(30), Duration::from_secs(10), Duration::from_secs(5)));
-        assert_eq!(p.permissions_of(PermissionType::Db).map(|p| p.access).collect::<Vec<_>>(), [Access::Read]);
-        assert_eq!(p.permissions_of(PermissionType::Cache).map(|p| p.access).collect::<Vec<_>>(), [Access::ReadWrite]);
+        assert_eq!(
+            (p.call_timeout, p.init_timeout, p.shutdown_timeout),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(5)
+            )
+        );
+        assert_eq!(
+            p.permissions_of(PermissionType::Db)
+                .map(|p| p.access)
+                .collect::<Vec<_>>(),
+            [Access::Read]
+        );
+        assert_eq!(
+            p.permissions_of(PermissionType::Cache)
+                .map(|p| p.access)
+                .collect::<Vec<_>>(),
+            [Access::ReadWrite]
+        );
         assert_eq!(p.permissions_of(PermissionType::Http).count(), 0);
-        assert_eq!((p.max_calls_per_second, p.max_db_queries_per_min, p.max_http_req_per_min), (100, 600, 60));
+        assert_eq!(
+            (
+                p.max_calls_per_second,
+                p.max_db_queries_per_min,
+                p.max_http_req_per_min
+            ),
+            (100, 600, 60)
+        );
     }
 
     #[test]
@@ -254,20 +278,38 @@ mod tests {
         let p: ResourcePolicy = serde_json::from_value(json).unwrap();
         assert_eq!(p.call_timeout, Duration::from_millis(500));
         assert_eq!(p.init_timeout, Duration::from_secs(120));
-        assert_eq!(p.permissions[0], Permission::new(PermissionType::Db, Access::ReadWrite).with_scope(["ticket*"]));
-        assert_eq!(p.permissions[1].access, Access::Read, "absent access means read");
+        assert_eq!(
+            p.permissions[0],
+            Permission::new(PermissionType::Db, Access::ReadWrite).with_scope(["ticket*"])
+        );
+        assert_eq!(
+            p.permissions[1].access,
+            Access::Read,
+            "absent access means read"
+        );
         assert_eq!(p.max_db_queries_per_min, 0);
         assert_eq!(p.max_emails_per_min, 10, "absent limits take the default");
-        let back: ResourcePolicy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let back: ResourcePolicy =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 
     #[test]
     fn unknown_enum_values_list_the_accepted_ones() {
-        let err = serde_json::from_value::<Permission>(json!({"type": "files"})).unwrap_err().to_string();
-        assert_eq!(err, "unknown permission type `files` (expected one of: db, cache, http, email, config, plugin_call)");
-        let err = serde_json::from_value::<Permission>(json!({"type": "db", "access": "all"})).unwrap_err().to_string();
-        assert_eq!(err, "unknown access level `all` (expected one of: read, write, readwrite)");
+        let err = serde_json::from_value::<Permission>(json!({"type": "files"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "unknown permission type `files` (expected one of: db, cache, http, email, config, plugin_call)"
+        );
+        let err = serde_json::from_value::<Permission>(json!({"type": "db", "access": "all"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "unknown access level `all` (expected one of: read, write, readwrite)"
+        );
     }
 
     #[test]

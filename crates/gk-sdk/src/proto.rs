@@ -7,12 +7,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{
-    CallContext, ErrorCodeSpec, GkRegistration, HostError, HostErrorKind, I18nSpec, JobSpec, LogLevel,
-    MenuItemSpec, Permission, PluginError, ResourceRequest, RouteSpec, TemplateSpec, WidgetSpec,
+    CallContext, ErrorCodeSpec, GkRegistration, HostError, HostErrorKind, I18nSpec, JobSpec,
+    LogLevel, MenuItemSpec, Permission, PluginError, ResourceRequest, RouteSpec, TemplateSpec,
+    WidgetSpec,
 };
 
 mod generated {
-    #![allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    #![allow(
+        missing_docs,
+        unreachable_pub,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
     include!(concat!(env!("OUT_DIR"), "/goatkit.plugin.v1.rs"));
 }
 
@@ -22,8 +29,10 @@ pub mod pb {
 }
 
 /// The encoded `FileDescriptorSet` of the contract, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/goatkit_plugin_v1_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/goatkit_plugin_v1_descriptor.bin"
+));
 
 fn protocol(problem: String) -> PluginError {
     PluginError::Protocol(format!("invalid registration message: {problem}"))
@@ -90,7 +99,9 @@ impl From<&HostError> for pb::HostErrorDetail {
             ..Self::default()
         };
         match error {
-            HostError::PermissionDenied { permission, .. } => detail.permission = permission.clone(),
+            HostError::PermissionDenied { permission, .. } => {
+                detail.permission = permission.clone()
+            }
             HostError::RateLimited { limit, retry_after } => {
                 detail.limit = limit.clone();
                 detail.retry_after_ms = millis(Some(*retry_after));
@@ -109,7 +120,10 @@ impl From<pb::HostErrorDetail> for HostError {
             return HostError::Backend(format!("{}: {}", detail.kind, detail.message));
         };
         match kind {
-            HostErrorKind::PermissionDenied => HostError::PermissionDenied { permission: detail.permission, reason: detail.message },
+            HostErrorKind::PermissionDenied => HostError::PermissionDenied {
+                permission: detail.permission,
+                reason: detail.message,
+            },
             HostErrorKind::RateLimited => HostError::RateLimited {
                 limit: detail.limit,
                 retry_after: Duration::from_millis(detail.retry_after_ms),
@@ -129,7 +143,10 @@ impl From<pb::HostErrorDetail> for HostError {
 
 impl From<pb::Failure> for PluginError {
     fn from(failure: pb::Failure) -> Self {
-        Self::Failed { code: Some(failure.code).filter(|c| !c.is_empty()), message: failure.message }
+        Self::Failed {
+            code: Some(failure.code).filter(|c| !c.is_empty()),
+            message: failure.message,
+        }
     }
 }
 
@@ -137,15 +154,25 @@ impl From<&PluginError> for pb::Failure {
     /// A [`PluginError::Failed`] keeps its code; any other error travels as its message.
     fn from(error: &PluginError) -> Self {
         match error {
-            PluginError::Failed { code, message } => Self { code: code.clone().unwrap_or_default(), message: message.clone() },
-            other => Self { code: String::new(), message: other.to_string() },
+            PluginError::Failed { code, message } => Self {
+                code: code.clone().unwrap_or_default(),
+                message: message.clone(),
+            },
+            other => Self {
+                code: String::new(),
+                message: other.to_string(),
+            },
         }
     }
 }
 
 impl From<&Permission> for pb::Permission {
     fn from(p: &Permission) -> Self {
-        Self { r#type: p.kind.as_str().to_owned(), access: p.access.as_str().to_owned(), scope: p.scope.clone() }
+        Self {
+            r#type: p.kind.as_str().to_owned(),
+            access: p.access.as_str().to_owned(),
+            scope: p.scope.clone(),
+        }
     }
 }
 
@@ -155,7 +182,11 @@ impl TryFrom<pb::Permission> for Permission {
     fn try_from(p: pb::Permission) -> Result<Self, PluginError> {
         Ok(Self {
             kind: p.r#type.parse().map_err(protocol)?,
-            access: if p.access.is_empty() { crate::Access::Read } else { p.access.parse().map_err(protocol)? },
+            access: if p.access.is_empty() {
+                crate::Access::Read
+            } else {
+                p.access.parse().map_err(protocol)?
+            },
             scope: p.scope,
         })
     }
@@ -182,7 +213,11 @@ impl TryFrom<pb::ResourceRequest> for ResourceRequest {
             call_timeout: duration(r.call_timeout_ms),
             init_timeout: duration(r.init_timeout_ms),
             shutdown_timeout: duration(r.shutdown_timeout_ms),
-            permissions: r.permissions.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            permissions: r
+                .permissions
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -268,7 +303,11 @@ impl From<&GkRegistration> for pb::Registration {
             templates: r
                 .templates
                 .iter()
-                .map(|t| pb::Template { name: t.name.clone(), path: t.path.clone(), r#override: t.r#override })
+                .map(|t| pb::Template {
+                    name: t.name.clone(),
+                    path: t.path.clone(),
+                    r#override: t.r#override,
+                })
                 .collect(),
             i18n: r.i18n.as_ref().map(|i| pb::I18n {
                 namespace: i.namespace.clone(),
@@ -277,14 +316,26 @@ impl From<&GkRegistration> for pb::Registration {
                     .translations
                     .iter()
                     .map(|(lang, entries)| {
-                        (lang.clone(), pb::Catalog { entries: entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect() })
+                        (
+                            lang.clone(),
+                            pb::Catalog {
+                                entries: entries
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            },
+                        )
                     })
                     .collect(),
             }),
             error_codes: r
                 .error_codes
                 .iter()
-                .map(|e| pb::ErrorCode { code: e.code.clone(), message: e.message.clone(), http_status: u32::from(e.http_status) })
+                .map(|e| pb::ErrorCode {
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                    http_status: u32::from(e.http_status),
+                })
                 .collect(),
             hide_menu_items: r.hide_menu_items.clone(),
             landing_page: r.landing_page.clone(),
@@ -315,7 +366,13 @@ impl TryFrom<pb::Registration> for GkRegistration {
             routes: r
                 .routes
                 .into_iter()
-                .map(|x| RouteSpec { method: x.method, path: x.path, handler: x.handler, middleware: x.middleware, description: x.description })
+                .map(|x| RouteSpec {
+                    method: x.method,
+                    path: x.path,
+                    handler: x.handler,
+                    middleware: x.middleware,
+                    description: x.description,
+                })
                 .collect(),
             menu_items: r.menu_items.into_iter().map(Into::into).collect(),
             widgets: r
@@ -348,7 +405,11 @@ impl TryFrom<pb::Registration> for GkRegistration {
             templates: r
                 .templates
                 .into_iter()
-                .map(|t| TemplateSpec { name: t.name, path: t.path, r#override: t.r#override })
+                .map(|t| TemplateSpec {
+                    name: t.name,
+                    path: t.path,
+                    r#override: t.r#override,
+                })
                 .collect(),
             i18n: r.i18n.map(|i| I18nSpec {
                 namespace: i.namespace,
@@ -356,7 +417,12 @@ impl TryFrom<pb::Registration> for GkRegistration {
                 translations: i
                     .translations
                     .into_iter()
-                    .map(|(lang, catalog)| (lang, catalog.entries.into_iter().collect::<BTreeMap<_, _>>()))
+                    .map(|(lang, catalog)| {
+                        (
+                            lang,
+                            catalog.entries.into_iter().collect::<BTreeMap<_, _>>(),
+                        )
+                    })
                     .collect(),
             }),
             error_codes: r
@@ -366,8 +432,12 @@ impl TryFrom<pb::Registration> for GkRegistration {
                     Ok(ErrorCodeSpec {
                         code: e.code,
                         message: e.message,
-                        http_status: u16::try_from(e.http_status)
-                            .map_err(|_| protocol(format!("http_status {} is not an HTTP status", e.http_status)))?,
+                        http_status: u16::try_from(e.http_status).map_err(|_| {
+                            protocol(format!(
+                                "http_status {} is not an HTTP status",
+                                e.http_status
+                            ))
+                        })?,
                     })
                 })
                 .collect::<Result<_, PluginError>>()?,
@@ -379,7 +449,8 @@ impl TryFrom<pb::Registration> for GkRegistration {
             extensions: if r.extensions_json.is_empty() {
                 serde_json::Map::new()
             } else {
-                serde_json::from_slice(&r.extensions_json).map_err(|e| protocol(format!("extensions_json: {e}")))?
+                serde_json::from_slice(&r.extensions_json)
+                    .map_err(|e| protocol(format!("extensions_json: {e}")))?
             },
         })
     }
@@ -414,7 +485,9 @@ mod tests {
         }
 
         pub(super) fn decode_file_names(bytes: &[u8]) -> Vec<String> {
-            FileDescriptorSet::decode(bytes).map(|s| s.file.into_iter().filter_map(|f| f.name).collect()).unwrap_or_default()
+            FileDescriptorSet::decode(bytes)
+                .map(|s| s.file.into_iter().filter_map(|f| f.name).collect())
+                .unwrap_or_default()
         }
     }
 
@@ -422,7 +495,10 @@ mod tests {
     fn host_errors_round_trip_through_the_detail_message() {
         let errors = [
             HostError::denied("db:write", "writes need write access"),
-            HostError::RateLimited { limit: "max_http_req_per_min".into(), retry_after: Duration::from_millis(1500) },
+            HostError::RateLimited {
+                limit: "max_http_req_per_min".into(),
+                retry_after: Duration::from_millis(1500),
+            },
             HostError::NotFound("config key `x`".into()),
             HostError::InvalidInput("bad".into()),
             HostError::Timeout("query".into()),
@@ -437,19 +513,33 @@ mod tests {
             let back = HostError::from(pb::HostErrorDetail::decode(bytes.as_slice()).unwrap());
             assert_eq!(back, error);
         }
-        let unknown = HostError::from(pb::HostErrorDetail { kind: "quota".into(), message: "m".into(), ..Default::default() });
+        let unknown = HostError::from(pb::HostErrorDetail {
+            kind: "quota".into(),
+            message: "m".into(),
+            ..Default::default()
+        });
         assert_eq!(unknown, HostError::Backend("quota: m".into()));
     }
 
     #[test]
     fn context_and_failure_round_trip() {
-        let ctx = CallContext { plugin: "b".into(), caller: Some("a".into()), depth: 3, language: Some("de".into()) };
+        let ctx = CallContext {
+            plugin: "b".into(),
+            caller: Some("a".into()),
+            depth: 3,
+            language: Some("de".into()),
+        };
         assert_eq!(CallContext::from(pb::CallContext::from(&ctx)), ctx);
         let plain = CallContext::for_plugin("x");
         assert_eq!(CallContext::from(pb::CallContext::from(&plain)), plain);
         let failure = PluginError::failed("invalid_range", "range must be one of 7d, 30d");
         assert_eq!(PluginError::from(pb::Failure::from(&failure)), failure);
-        for level in [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+        for level in [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ] {
             assert_eq!(LogLevel::from(pb::LogLevel::from(level)), level);
         }
     }
@@ -459,7 +549,10 @@ mod tests {
         let wire = pb::Registration {
             name: "x".into(),
             resources: Some(pb::ResourceRequest {
-                permissions: vec![pb::Permission { r#type: "files".into(), ..Default::default() }],
+                permissions: vec![pb::Permission {
+                    r#type: "files".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             ..Default::default()

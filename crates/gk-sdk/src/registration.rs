@@ -277,10 +277,14 @@ mod tests {
 
     #[test]
     fn i18n_accepts_both_forms() {
-        let plain: I18nSpec = serde_json::from_value(json!({"en": {"a": "A"}, "de": {"a": "Ä"}})).unwrap();
+        let plain: I18nSpec =
+            serde_json::from_value(json!({"en": {"a": "A"}, "de": {"a": "Ä"}})).unwrap();
         assert_eq!(plain.languages, ["de", "en"]);
         assert_eq!(plain.translations["de"]["a"], "Ä");
-        let structured: I18nSpec = serde_json::from_value(json!({"namespace": "stats", "translations": {"en": {"a": "A"}}})).unwrap();
+        let structured: I18nSpec = serde_json::from_value(
+            json!({"namespace": "stats", "translations": {"en": {"a": "A"}}}),
+        )
+        .unwrap();
         assert_eq!(structured.namespace, "stats");
         assert_eq!(structured.translations["en"]["a"], "A");
         let err = serde_json::from_value::<I18nSpec>(json!({"en": "not a map"})).unwrap_err();
@@ -289,7 +293,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_kept() {
-        let reg: GkRegistration = serde_json::from_value(json!({"name": "x", "groups": [{"name": "g"}]})).unwrap();
+        let reg: GkRegistration =
+            serde_json::from_value(json!({"name": "x", "groups": [{"name": "g"}]})).unwrap();
         assert_eq!(reg.extensions["groups"], json!([{"name": "g"}]));
         let back: Value = serde_json::from_slice(&reg.to_json()).unwrap();
         assert_eq!(back["groups"], json!([{"name": "g"}]));
@@ -297,10 +302,15 @@ mod tests {
 
     #[test]
     fn job_timeout_is_a_go_duration() {
-        let job: JobSpec = serde_json::from_value(json!({"id": "j", "handler": "h", "schedule": "* * * * *", "timeout": "5m"})).unwrap();
+        let job: JobSpec = serde_json::from_value(
+            json!({"id": "j", "handler": "h", "schedule": "* * * * *", "timeout": "5m"}),
+        )
+        .unwrap();
         assert_eq!(job.timeout, Some(Duration::from_secs(300)));
         assert!(!job.enabled, "absent `enabled` is false, as in the Go host");
-        let err = serde_json::from_value::<JobSpec>(json!({"timeout": "soon"})).unwrap_err().to_string();
+        let err = serde_json::from_value::<JobSpec>(json!({"timeout": "soon"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid duration `soon`"), "{err}");
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use gk_sdk::proto::pb;
 use gk_sdk::{
-    Access, CallContext, ErrorCodeSpec, GkRegistration, I18nSpec, JobSpec, MenuItemSpec, Permission,
-    PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest, RouteSpec, TemplateSpec, WidgetSpec,
+    Access, CallContext, ErrorCodeSpec, GkRegistration, I18nSpec, JobSpec, MenuItemSpec,
+    Permission, PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest, RouteSpec,
+    TemplateSpec, WidgetSpec,
 };
 use pretty_assertions::assert_eq;
 use serde::Serialize;
@@ -19,9 +20,17 @@ const STATS: &str = include_str!("fixtures/stats_registration.json");
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T) {
     let json = serde_json::to_string(value).unwrap();
-    assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value, "JSON: {json}");
+    assert_eq!(
+        &serde_json::from_str::<T>(&json).unwrap(),
+        value,
+        "JSON: {json}"
+    );
     let yaml = serde_norway::to_string(value).unwrap();
-    assert_eq!(&serde_norway::from_str::<T>(&yaml).unwrap(), value, "YAML: {yaml}");
+    assert_eq!(
+        &serde_norway::from_str::<T>(&yaml).unwrap(),
+        value,
+        "YAML: {yaml}"
+    );
 }
 
 fn full_registration() -> GkRegistration {
@@ -78,16 +87,30 @@ fn full_registration() -> GkRegistration {
             enabled: true,
             timeout: Some(Duration::from_secs(90)),
         }],
-        templates: vec![TemplateSpec { name: "full/page.html".into(), path: "templates/page.html".into(), r#override: true }],
+        templates: vec![TemplateSpec {
+            name: "full/page.html".into(),
+            path: "templates/page.html".into(),
+            r#override: true,
+        }],
         i18n: Some(I18nSpec {
             namespace: "full".into(),
             languages: vec!["de".into(), "en".into()],
             translations: BTreeMap::from([
-                ("de".into(), BTreeMap::from([("menu".into(), "Voll".into())])),
-                ("en".into(), BTreeMap::from([("menu".into(), "Full".into())])),
+                (
+                    "de".into(),
+                    BTreeMap::from([("menu".into(), "Voll".into())]),
+                ),
+                (
+                    "en".into(),
+                    BTreeMap::from([("menu".into(), "Full".into())]),
+                ),
             ]),
         }),
-        error_codes: vec![ErrorCodeSpec { code: "broken".into(), message: "It broke".into(), http_status: 503 }],
+        error_codes: vec![ErrorCodeSpec {
+            code: "broken".into(),
+            message: "It broke".into(),
+            http_status: 503,
+        }],
         hide_menu_items: vec!["queues".into()],
         landing_page: "/full".into(),
         min_host_version: "2.1.0".into(),
@@ -98,7 +121,8 @@ fn full_registration() -> GkRegistration {
             init_timeout: Some(Duration::from_secs(20)),
             shutdown_timeout: Some(Duration::from_secs(3)),
             permissions: vec![
-                Permission::new(PermissionType::Db, Access::ReadWrite).with_scope(["full_*", "@analytics:events"]),
+                Permission::new(PermissionType::Db, Access::ReadWrite)
+                    .with_scope(["full_*", "@analytics:events"]),
                 Permission::new(PermissionType::PluginCall, Access::Read).with_scope(["stats"]),
             ],
         }),
@@ -111,18 +135,33 @@ fn stats_registration_from_the_go_plugin_parses() {
     let reg = GkRegistration::from_json(STATS.as_bytes()).unwrap();
     assert_eq!(reg.name, "stats");
     assert_eq!(reg.routes.len(), 8);
-    assert!(reg.routes.iter().all(|r| r.method == "GET" && r.path.starts_with("/api/plugins/stats/") && r.middleware == ["auth"]));
+    assert!(reg.routes.iter().all(|r| r.method == "GET"
+        && r.path.starts_with("/api/plugins/stats/")
+        && r.middleware == ["auth"]));
     assert_eq!(reg.routes[0].handler, "overview");
     assert_eq!(reg.routes[7].path, "/api/plugins/stats/timeline");
-    assert_eq!(reg.widgets.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["stats_overview", "stats_by_status", "stats_chart"]);
+    assert_eq!(
+        reg.widgets
+            .iter()
+            .map(|w| w.id.as_str())
+            .collect::<Vec<_>>(),
+        ["stats_overview", "stats_by_status", "stats_chart"]
+    );
     assert_eq!(reg.widgets[0].refresh_sec, 60);
     let i18n = reg.i18n.as_ref().unwrap();
     assert_eq!(i18n.languages, ["de", "en"]);
     assert_eq!(i18n.translations["de"]["stats.overview"], "Übersicht");
     assert_eq!(i18n.translations["en"].len(), 5);
     assert_eq!(
-        reg.error_codes.iter().map(|e| (e.code.as_str(), e.http_status)).collect::<Vec<_>>(),
-        [("query_failed", 500), ("invalid_range", 400), ("no_data", 404)]
+        reg.error_codes
+            .iter()
+            .map(|e| (e.code.as_str(), e.http_status))
+            .collect::<Vec<_>>(),
+        [
+            ("query_failed", 500),
+            ("invalid_range", 400),
+            ("no_data", 404)
+        ]
     );
     assert!(reg.extensions.is_empty(), "{:?}", reg.extensions);
     round_trip(&reg);
@@ -149,17 +188,28 @@ fn policies_and_contexts_round_trip_through_json_and_yaml() {
     let mut policy = ResourcePolicy::default_for("full");
     policy.status = PolicyStatus::Restricted;
     policy.call_timeout = Duration::from_millis(750);
-    policy.permissions.push(Permission::new(PermissionType::Http, Access::Read).with_scope(["*.example.com"]));
+    policy
+        .permissions
+        .push(Permission::new(PermissionType::Http, Access::Read).with_scope(["*.example.com"]));
     policy.max_calls_per_second = 0;
     round_trip(&policy);
-    round_trip(&CallContext { plugin: "b".into(), caller: Some("a".into()), depth: 2, language: Some("de".into()) });
+    round_trip(&CallContext {
+        plugin: "b".into(),
+        caller: Some("a".into()),
+        depth: 2,
+        language: Some("de".into()),
+    });
     round_trip(&CallContext::for_plugin("a"));
 }
 
 #[test]
 fn registration_round_trips_through_protobuf() {
     use prost::Message;
-    for reg in [full_registration(), GkRegistration::from_json(STATS.as_bytes()).unwrap(), GkRegistration::default()] {
+    for reg in [
+        full_registration(),
+        GkRegistration::from_json(STATS.as_bytes()).unwrap(),
+        GkRegistration::default(),
+    ] {
         let wire = pb::Registration::from(&reg);
         let bytes = wire.encode_to_vec();
         let decoded = pb::Registration::decode(bytes.as_slice()).unwrap();
@@ -170,7 +220,9 @@ fn registration_round_trips_through_protobuf() {
 #[test]
 fn register_response_carries_the_registration() {
     use prost::Message;
-    let response = pb::RegisterResponse { registration: Some(pb::Registration::from(&full_registration())) };
+    let response = pb::RegisterResponse {
+        registration: Some(pb::Registration::from(&full_registration())),
+    };
     let decoded = pb::RegisterResponse::decode(response.encode_to_vec().as_slice()).unwrap();
     let reg = GkRegistration::try_from(decoded.registration.unwrap()).unwrap();
     assert_eq!(reg.jobs[0].timeout, Some(Duration::from_secs(90)));
