@@ -1,0 +1,64 @@
+//! Settings of the sandbox itself (not of a plugin's policy).
+
+use std::collections::HashMap;
+
+/// The SQL dialect of a database, used to parse its queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SqlDialect {
+    /// Accepts the common syntax of all three (the default).
+    #[default]
+    Generic,
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL and MariaDB.
+    MySql,
+}
+
+/// The default number of SQL decisions remembered per policy version.
+pub const DEFAULT_DECISION_CACHE_CAPACITY: usize = 4096;
+
+/// The default largest cache value a plugin may store (1 MiB).
+pub const DEFAULT_MAX_CACHE_VALUE_BYTES: usize = 1 << 20;
+
+/// The default longest cache key a plugin may use.
+pub const DEFAULT_MAX_CACHE_KEY_BYTES: usize = 512;
+
+/// Settings shared by every sandbox of a host.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Dialect per database name (`default`, `analytics`, …); absent means generic.
+    pub sql_dialects: HashMap<String, SqlDialect>,
+    /// SQL decisions remembered per policy version; when full, the cache starts over.
+    pub decision_cache_capacity: usize,
+    /// Largest value `cache_set` accepts.
+    pub max_cache_value_bytes: usize,
+    /// Longest key the cache functions accept.
+    pub max_cache_key_bytes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            sql_dialects: HashMap::new(),
+            decision_cache_capacity: DEFAULT_DECISION_CACHE_CAPACITY,
+            max_cache_value_bytes: DEFAULT_MAX_CACHE_VALUE_BYTES,
+            max_cache_key_bytes: DEFAULT_MAX_CACHE_KEY_BYTES,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// Sets the dialect of one database.
+    #[must_use]
+    pub fn with_dialect(mut self, database: impl Into<String>, dialect: SqlDialect) -> Self {
+        self.sql_dialects.insert(database.into(), dialect);
+        self
+    }
+
+    pub(crate) fn dialect_of(&self, database: &str) -> SqlDialect {
+        self.sql_dialects.get(database).copied().unwrap_or_default()
+    }
+}

@@ -1,0 +1,142 @@
+//! The config guard: which configuration keys a plugin may read.
+//!
+//! Keys are normalised before they are judged: lower-cased, with `.`, `_`, `-`, `/`, `:` and
+//! white space all read as separators, so `Database.Password`, `DATABASE__URL` and
+//! `smtp::pass` are all caught. A key is sensitive when its first segment is one of
+//! [`SENSITIVE_PREFIXES`], when any segment contains one of [`SENSITIVE_WORDS`], or when it
+//! belongs to another plugin (`plugins.<other>.…`). A sensitive key is refused unless a `config`
+//! scope entry names it (exactly, or with a pattern; `*` alone does not unlock sensitive keys).
+
+use gk_sdk::{PermissionType, ResourcePolicy};
+
+use crate::scope::{Scope, ScopeMatch};
+
+/// First segments of keys that hold infrastructure settings.
+pub const SENSITIVE_PREFIXES: &[&str] = &[
+    "database", "db", "mysql", "postgres", "mariadb", "smtp", "mail", "email", "ldap", "oauth",
+    "saml", "aws", "gcp", "azure", "cloud",
+];
+
+/// Words that make any segment containing them sensitive.
+pub const SENSITIVE_WORDS: &[&str] = &[
+    "secret",
+    "password",
+    "credential",
+    "token",
+    "key",
+    "private",
+    "auth",
+    "session",
+    "cookie",
+];
+
+/// The compiled `config` scope.
+#[derive(Debug, Default)]
+pub(crate) struct ConfigRules {
+    scope: Scope,
+}
+
+impl ConfigRules {
+    pub(crate) fn compile(policy: &ResourcePolicy) -> Result<Self, String> {
+        let entries: Vec<String> = policy
+            .permissions_of(PermissionType::Config)
+            .flat_map(|p| &p.scope)
+            .map(|entry| {
+                if entry.trim() == "*" {
+                    "*".to_owned()
+                } else {
+                    normalise(entry).join(".")
+                }
+            })
+            .collect();
+        Ok(Self {
+            scope: Scope::compile(entries.iter().map(String::as_str), Some('.'))?,
+        })
+    }
+
+    /// Checks that `plugin` may read `key`; the error says why not.
+    pub(crate) fn check(&self, plugin: &str, key: &str) -> Result<(), String> {
+        let segments = normalise(key);
+        if segments.is_empty() {
+            return Err("the key is empty".to_owned());
+        }
+        let Some(why) = sensitivity(plugin, key, &segments) else {
+            return Ok(());
+        };
+        let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+        match self.scope.matches(&parts) {
+            ScopeMatch::Exact | ScopeMatch::Pattern => Ok(()),
+            ScopeMatch::Any | ScopeMatch::No => Err(format!(
+                "key `{}` is sensitive ({why}) and not named in the config scope",
+                segments.join(".")
+            )),
+        }
+    }
+}
+
+fn normalise(key: &str) -> Vec<String> {
+    key.split(|c: char| matches!(c, '.' | '_' | '-' | '/' | ':') || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Why a key is sensitive, if it is. `segments` is the normalised key.
+fn sensitivity(plugin: &str, key: &str, segments: &[String]) -> Option<String> {
+    let first = segments.first()?.as_str();
+    if SENSITIVE_PREFIXES.contains(&first) {
+        return Some(format!("`{first}` settings"));
+    }
+    if let Some(word) = segments
+        .iter()
+        .find_map(|s| SENSITIVE_WORDS.iter().find(|w| s.contains(*w)))
+    {
+        return Some(format!("contains `{word}`"));
+    }
+    if first == "plugins" {
+        // Normalisation blurs `my-plugin` into `my.plugin`, so a plugin's own settings are
+        // recognised only in the exact form `plugins.<name>.<key>`.
+        let lower = key.trim().to_lowercase();
+        let own_prefix = format!("plugins.{plugin}.");
+        let belongs_to_self = lower.starts_with(&own_prefix) && lower.len() > own_prefix.len();
+        if !belongs_to_self {
+            return Some("another plugin's settings".to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_folds_case_and_separators() {
+        assert_eq!(normalise("Database__URL"), ["database", "url"]);
+        assert_eq!(normalise(" smtp::Pass/word "), ["smtp", "pass", "word"]);
+    }
+
+    #[test]
+    fn own_plugin_settings_are_not_sensitive() {
+        let check = |plugin: &str, key: &str| sensitivity(plugin, key, &normalise(key));
+        assert_eq!(check("my-plugin", "plugins.my-plugin.colour"), None);
+        assert_eq!(check("my-plugin", "Plugins.My-Plugin.Colour"), None);
+        assert!(check("my-plugin", "plugins.other.colour").is_some());
+        assert!(
+            check("my", "plugins.my-plugin.colour").is_some(),
+            "a prefix of another name"
+        );
+        assert!(
+            check("my", "plugins_my_colour").is_some(),
+            "only the exact form is the plugin's own"
+        );
+        assert!(
+            check("my-plugin", "plugins.my-plugin").is_some(),
+            "the plugin's whole subtree"
+        );
+        assert!(
+            check("my-plugin", "plugins.my-plugin.api_key").is_some(),
+            "own keys holding secrets stay sensitive"
+        );
+    }
+}

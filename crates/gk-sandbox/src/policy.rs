@@ -1,0 +1,242 @@
+//! A policy compiled for enforcement: matchers, limits and the SQL decision cache of one policy
+//! version. A new version is built off to the side and swapped in whole.
+
+use dashmap::DashMap;
+use gk_sdk::{HostError, PermissionType, PolicyStatus, ResourcePolicy, validate_plugin_name};
+
+use crate::config_guard::ConfigRules;
+use crate::db_rules::{DbRules, database_of};
+use crate::email_guard::EmailRules;
+use crate::limits::LimitSet;
+use crate::scope::{Scope, ScopeMatch};
+use crate::sql_guard::{StatementClass, analyse};
+use crate::url_guard::HttpRules;
+use crate::{PolicyError, SandboxConfig};
+
+/// Which database function a SQL decision is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SqlCall {
+    Query,
+    Exec,
+}
+
+/// One policy version, ready to judge calls.
+#[derive(Debug)]
+pub(crate) struct CompiledPolicy {
+    pub(crate) version: u64,
+    /// The policy as the admin set it.
+    pub(crate) stored: ResourcePolicy,
+    /// The policy enforced: the stored one, or the default while pending review.
+    pub(crate) effective: ResourcePolicy,
+    pub(crate) limits: LimitSet,
+    db: DbRules,
+    http: HttpRules,
+    email: EmailRules,
+    config: ConfigRules,
+    cache_read: bool,
+    cache_write: bool,
+    cache_scope: Scope,
+    plugin_calls: Scope,
+    query_decisions: DashMap<Box<str>, Result<(), HostError>>,
+    exec_decisions: DashMap<Box<str>, Result<(), HostError>>,
+}
+
+impl CompiledPolicy {
+    pub(crate) fn compile(
+        plugin: &str,
+        stored: ResourcePolicy,
+        version: u64,
+        previous: Option<&CompiledPolicy>,
+    ) -> Result<Self, PolicyError> {
+        if !stored.plugin_name.is_empty() && stored.plugin_name != plugin {
+            return Err(PolicyError::WrongPlugin {
+                plugin: plugin.to_owned(),
+                policy_plugin: stored.plugin_name,
+            });
+        }
+        let mut effective = match stored.status {
+            PolicyStatus::PendingReview => ResourcePolicy::default_for(plugin),
+            _ => stored.clone(),
+        };
+        effective.plugin_name = plugin.to_owned();
+        let scope_error = |permission: PermissionType| {
+            move |problem: String| PolicyError::InvalidScope {
+                plugin: plugin.to_owned(),
+                permission,
+                problem,
+            }
+        };
+        let scope_of = |kind: PermissionType| -> Vec<&str> {
+            effective
+                .permissions_of(kind)
+                .flat_map(|p| p.scope.iter().map(String::as_str))
+                .collect()
+        };
+        let cache_permissions: Vec<_> = effective.permissions_of(PermissionType::Cache).collect();
+        Ok(Self {
+            version,
+            limits: LimitSet::build(&effective, previous.map(|p| &p.limits)),
+            db: DbRules::compile(&effective).map_err(scope_error(PermissionType::Db))?,
+            http: HttpRules::compile(&effective).map_err(scope_error(PermissionType::Http))?,
+            email: EmailRules::compile(&effective).map_err(scope_error(PermissionType::Email))?,
+            config: ConfigRules::compile(&effective)
+                .map_err(scope_error(PermissionType::Config))?,
+            cache_read: cache_permissions.iter().any(|p| p.access.can_read()),
+            cache_write: cache_permissions.iter().any(|p| p.access.can_write()),
+            cache_scope: Scope::compile(scope_of(PermissionType::Cache), None)
+                .map_err(scope_error(PermissionType::Cache))?,
+            plugin_calls: Scope::compile(scope_of(PermissionType::PluginCall), None)
+                .map_err(scope_error(PermissionType::PluginCall))?,
+            query_decisions: DashMap::new(),
+            exec_decisions: DashMap::new(),
+            stored,
+            effective,
+        })
+    }
+
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.effective.status == PolicyStatus::Blocked
+    }
+
+    /// Judges a database call, remembering the decision for this policy version.
+    pub(crate) fn check_sql(
+        &self,
+        config: &SandboxConfig,
+        call: SqlCall,
+        query: &str,
+    ) -> Result<(), HostError> {
+        let decisions = match call {
+            SqlCall::Query => &self.query_decisions,
+            SqlCall::Exec => &self.exec_decisions,
+        };
+        if let Some(decision) = decisions.get(query) {
+            return decision.clone();
+        }
+        let decision = self.judge_sql(config, call, query);
+        if decisions.len() >= config.decision_cache_capacity {
+            decisions.clear();
+        }
+        decisions.insert(query.into(), decision.clone());
+        decision
+    }
+
+    fn judge_sql(
+        &self,
+        config: &SandboxConfig,
+        call: SqlCall,
+        query: &str,
+    ) -> Result<(), HostError> {
+        let needed = match call {
+            SqlCall::Query => "db:read",
+            SqlCall::Exec => "db:write",
+        };
+        let (database, sql) = database_of(query).map_err(HostError::InvalidInput)?;
+        if !self.db.knows_database(&database) {
+            return Err(HostError::denied(
+                needed,
+                format!("the policy grants no table of database `{database}`"),
+            ));
+        }
+        let analysis = analyse(sql, config.dialect_of(&database))
+            .map_err(|problem| HostError::denied(needed, problem))?;
+        if call == SqlCall::Query && analysis.class != StatementClass::Read {
+            return Err(HostError::denied(
+                "db:write",
+                format!(
+                    "db_query runs only reads, and this is a {} statement: use db_exec",
+                    analysis.class
+                ),
+            ));
+        }
+        if analysis.class == StatementClass::Other && !self.db.allows_everything(&database) {
+            return Err(HostError::denied(
+                "db:write",
+                format!(
+                    "administrative statements need write access to every table (`*`) of database `{database}`"
+                ),
+            ));
+        }
+        for table in &analysis.reads {
+            if !self.db.allows(&database, table, false) {
+                return Err(HostError::denied(
+                    "db:read",
+                    format!("table `{table}` of database `{database}` is not in the db read scope"),
+                ));
+            }
+        }
+        for table in &analysis.writes {
+            if !self.db.allows(&database, table, true) {
+                return Err(HostError::denied(
+                    "db:write",
+                    format!(
+                        "table `{table}` of database `{database}` is not in the db write scope"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges a cache key for reading (`write == false`) or writing.
+    pub(crate) fn check_cache(
+        &self,
+        config: &SandboxConfig,
+        key: &str,
+        write: bool,
+    ) -> Result<(), HostError> {
+        let (granted, permission) = if write {
+            (self.cache_write, "cache:write")
+        } else {
+            (self.cache_read, "cache:read")
+        };
+        if !granted {
+            return Err(HostError::denied(
+                permission,
+                "the policy grants no such cache access",
+            ));
+        }
+        if key.is_empty() || key.len() > config.max_cache_key_bytes {
+            return Err(HostError::InvalidInput(format!(
+                "cache keys are 1 to {} bytes long",
+                config.max_cache_key_bytes
+            )));
+        }
+        if !self.cache_scope.is_empty() && self.cache_scope.matches(&[key]) == ScopeMatch::No {
+            return Err(HostError::denied(
+                permission,
+                format!("key `{key}` is not in the cache scope"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_http(&self, url: &str) -> Result<(), HostError> {
+        self.http
+            .check(url)
+            .map_err(|reason| HostError::denied("http", reason))
+    }
+
+    pub(crate) fn check_email(&self, to: &str) -> Result<(), HostError> {
+        self.email
+            .check(to)
+            .map_err(|reason| HostError::denied("email", reason))
+    }
+
+    pub(crate) fn check_config(&self, plugin: &str, key: &str) -> Result<(), HostError> {
+        self.config
+            .check(plugin, key)
+            .map_err(|reason| HostError::denied("config", reason))
+    }
+
+    pub(crate) fn check_plugin_call(&self, target: &str) -> Result<(), HostError> {
+        validate_plugin_name(target)
+            .map_err(|problem| HostError::InvalidInput(format!("plugin name: {problem}")))?;
+        match self.plugin_calls.matches(&[target]) {
+            ScopeMatch::No => Err(HostError::denied(
+                "plugin_call",
+                format!("plugin `{target}` is not in the plugin_call scope"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}

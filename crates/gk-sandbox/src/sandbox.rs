@@ -1,0 +1,361 @@
+//! [`SandboxedHostApi`]: the host as one plugin sees it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use gk_sdk::{
+    CallContext, Email, HostApi, HostCallName, HostError, HostResult, HttpRequest, HttpResponse,
+    LogLevel, MAX_CALL_DEPTH, ResourcePolicy, Row, TranslateArgs,
+};
+use serde_json::{Map, Value};
+
+use crate::policy::{CompiledPolicy, SqlCall};
+use crate::stats::{SandboxCounters, StatsSnapshot};
+use crate::{PolicyError, SandboxConfig};
+
+/// The host API of one plugin, with its [`ResourcePolicy`] enforced on every call.
+///
+/// Each call loads the current policy version once and is judged by it alone; a call refused
+/// by the policy or a rate limit never reaches the inner host. Calls reach the inner host with
+/// the context's `plugin` set to this sandbox's plugin, whatever the caller put there.
+///
+/// Status: `blocked` refuses every host call except `log` (so an admin can still see what the
+/// plugin tries); `pending_review` is enforced as [`ResourcePolicy::default_for`] until an admin
+/// approves or restricts it.
+pub struct SandboxedHostApi {
+    plugin: String,
+    inner: Arc<dyn HostApi>,
+    config: Arc<SandboxConfig>,
+    policy: ArcSwap<CompiledPolicy>,
+    next_version: AtomicU64,
+    counters: Arc<SandboxCounters>,
+}
+
+impl std::fmt::Debug for SandboxedHostApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxedHostApi")
+            .field("plugin", &self.plugin)
+            .field("policy_version", &self.policy.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxedHostApi {
+    /// A sandbox for `plugin` around `inner`, enforcing `policy`, with default settings.
+    pub fn new(
+        plugin: impl Into<String>,
+        inner: Arc<dyn HostApi>,
+        policy: ResourcePolicy,
+    ) -> Result<Self, PolicyError> {
+        Self::with_config(plugin, inner, policy, Arc::new(SandboxConfig::default()))
+    }
+
+    /// The same with explicit sandbox settings (SQL dialects, cache limits).
+    pub fn with_config(
+        plugin: impl Into<String>,
+        inner: Arc<dyn HostApi>,
+        policy: ResourcePolicy,
+        config: Arc<SandboxConfig>,
+    ) -> Result<Self, PolicyError> {
+        let plugin = plugin.into();
+        let compiled = CompiledPolicy::compile(&plugin, policy, 1, None)?;
+        Ok(Self {
+            plugin,
+            inner,
+            config,
+            policy: ArcSwap::from_pointee(compiled),
+            next_version: AtomicU64::new(2),
+            counters: Arc::new(SandboxCounters::default()),
+        })
+    }
+
+    /// The plugin this sandbox belongs to.
+    pub fn plugin_name(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Replaces the policy. The new version is compiled off to the side and swapped in whole:
+    /// a call sees either the old or the new policy, never a mix. On error the old policy stays.
+    pub fn update_policy(&self, policy: ResourcePolicy) -> Result<u64, PolicyError> {
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let current = self.policy.load();
+        let compiled = CompiledPolicy::compile(&self.plugin, policy, version, Some(&current))?;
+        self.policy.store(Arc::new(compiled));
+        tracing::info!(plugin = %self.plugin, version, "policy updated");
+        Ok(version)
+    }
+
+    /// The policy as last set.
+    pub fn policy(&self) -> ResourcePolicy {
+        self.policy.load().stored.clone()
+    }
+
+    /// The policy enforced now (the default one while the plugin is pending review).
+    pub fn effective_policy(&self) -> ResourcePolicy {
+        self.policy.load().effective.clone()
+    }
+
+    /// The version of the policy in force; it grows with every update.
+    pub fn policy_version(&self) -> u64 {
+        self.policy.load().version
+    }
+
+    /// The plugin's usage counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// A context stamped with this sandbox's plugin name.
+    fn stamp(&self, ctx: &CallContext) -> CallContext {
+        CallContext {
+            plugin: self.plugin.clone(),
+            ..ctx.clone()
+        }
+    }
+
+    /// Judges a call: blocked status, then `check`, then the per-second limit and `limit`.
+    /// Refusals are counted and logged once here.
+    fn admit(
+        &self,
+        policy: &CompiledPolicy,
+        function: HostCallName,
+        check: impl FnOnce() -> HostResult<()>,
+        limit: impl FnOnce() -> HostResult<()>,
+    ) -> HostResult<()> {
+        self.counters.touch();
+        let verdict = if policy.is_blocked() && function != HostCallName::Log {
+            Err(HostError::denied(
+                "status",
+                "the plugin is blocked by an admin",
+            ))
+        } else {
+            check()
+                .and_then(|()| policy.limits.check_call())
+                .and_then(|()| limit())
+        };
+        if let Err(error) = &verdict {
+            let counter = match error {
+                HostError::RateLimited { .. } => &self.counters.rate_limited,
+                HostError::PermissionDenied { .. } | HostError::CallDepthExceeded { .. } => {
+                    &self.counters.denied
+                }
+                _ => &self.counters.errors,
+            };
+            SandboxCounters::bump(counter);
+            tracing::info!(plugin = %self.plugin, function = %function, policy_version = policy.version, %error, "host call refused");
+        }
+        verdict
+    }
+
+    /// Counts the outcome of a call that reached the inner host.
+    fn account<T>(&self, result: HostResult<T>, counter: &AtomicU64) -> HostResult<T> {
+        SandboxCounters::bump(if result.is_ok() {
+            counter
+        } else {
+            &self.counters.errors
+        });
+        result
+    }
+}
+
+fn no_limit() -> HostResult<()> {
+    Ok(())
+}
+
+#[async_trait]
+impl HostApi for SandboxedHostApi {
+    async fn db_query(
+        &self,
+        ctx: &CallContext,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::DbQuery,
+            || policy.check_sql(&self.config, SqlCall::Query, query),
+            || policy.limits.check_db(),
+        )?;
+        let result = self.inner.db_query(&self.stamp(ctx), query, args).await;
+        self.account(result, &self.counters.db_queries)
+    }
+
+    async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::DbExec,
+            || policy.check_sql(&self.config, SqlCall::Exec, query),
+            || policy.limits.check_db(),
+        )?;
+        let result = self.inner.db_exec(&self.stamp(ctx), query, args).await;
+        self.account(result, &self.counters.db_execs)
+    }
+
+    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::CacheGet,
+            || policy.check_cache(&self.config, key, false),
+            no_limit,
+        )?;
+        let result = self
+            .inner
+            .cache_get(&self.stamp(ctx), &namespaced(&self.plugin, key))
+            .await;
+        self.account(result, &self.counters.cache_ops)
+    }
+
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> HostResult<()> {
+        let policy = self.policy.load_full();
+        let check = || {
+            policy.check_cache(&self.config, key, true)?;
+            if value.len() > self.config.max_cache_value_bytes {
+                return Err(HostError::InvalidInput(format!(
+                    "cache values are at most {} bytes; this one has {}",
+                    self.config.max_cache_value_bytes,
+                    value.len()
+                )));
+            }
+            Ok(())
+        };
+        self.admit(&policy, HostCallName::CacheSet, check, no_limit)?;
+        let result = self
+            .inner
+            .cache_set(&self.stamp(ctx), &namespaced(&self.plugin, key), value, ttl)
+            .await;
+        self.account(result, &self.counters.cache_ops)
+    }
+
+    async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::CacheDelete,
+            || policy.check_cache(&self.config, key, true),
+            no_limit,
+        )?;
+        let result = self
+            .inner
+            .cache_delete(&self.stamp(ctx), &namespaced(&self.plugin, key))
+            .await;
+        self.account(result, &self.counters.cache_ops)
+    }
+
+    async fn http_request(
+        &self,
+        ctx: &CallContext,
+        request: HttpRequest,
+    ) -> HostResult<HttpResponse> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::HttpRequest,
+            || policy.check_http(&request.url),
+            || policy.limits.check_http(),
+        )?;
+        let result = self.inner.http_request(&self.stamp(ctx), request).await;
+        self.account(result, &self.counters.http_requests)
+    }
+
+    async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::SendEmail,
+            || policy.check_email(&email.to),
+            || policy.limits.check_email(),
+        )?;
+        let result = self.inner.send_email(&self.stamp(ctx), email).await;
+        self.account(result, &self.counters.emails)
+    }
+
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        fields: &Map<String, Value>,
+    ) -> HostResult<()> {
+        let policy = self.policy.load_full();
+        self.admit(&policy, HostCallName::Log, || Ok(()), no_limit)?;
+        let result = self
+            .inner
+            .log(&self.stamp(ctx), level, message, fields)
+            .await;
+        self.account(result, &self.counters.logs)
+    }
+
+    async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String> {
+        let policy = self.policy.load_full();
+        self.admit(
+            &policy,
+            HostCallName::ConfigGet,
+            || policy.check_config(&self.plugin, key),
+            no_limit,
+        )?;
+        let result = self.inner.config_get(&self.stamp(ctx), key).await;
+        self.account(result, &self.counters.config_reads)
+    }
+
+    async fn translate(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        args: &TranslateArgs,
+    ) -> HostResult<String> {
+        let policy = self.policy.load_full();
+        self.admit(&policy, HostCallName::Translate, || Ok(()), no_limit)?;
+        let result = self.inner.translate(&self.stamp(ctx), key, args).await;
+        self.account(result, &self.counters.translations)
+    }
+
+    async fn call_plugin(
+        &self,
+        ctx: &CallContext,
+        plugin: &str,
+        function: &str,
+        args: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        let policy = self.policy.load_full();
+        let mut target_ctx = None;
+        let check = || {
+            policy.check_plugin_call(plugin)?;
+            // The caller is this sandbox's plugin, never a name the plugin supplied.
+            target_ctx = Some(self.stamp(ctx).nested_call(plugin).ok_or(
+                HostError::CallDepthExceeded {
+                    max: MAX_CALL_DEPTH,
+                },
+            )?);
+            Ok(())
+        };
+        self.admit(&policy, HostCallName::PluginCall, check, no_limit)?;
+        let Some(target_ctx) = target_ctx else {
+            return Err(HostError::CallDepthExceeded {
+                max: MAX_CALL_DEPTH,
+            });
+        };
+        let result = self
+            .inner
+            .call_plugin(&target_ctx, plugin, function, args)
+            .await;
+        self.account(result, &self.counters.plugin_calls)
+    }
+}
+
+/// The backend key of a plugin's cache key. Plugin names cannot contain `:`, so no key of one
+/// plugin can equal a key of another, whatever bytes it holds.
+fn namespaced(plugin: &str, key: &str) -> String {
+    format!("plugin:{plugin}:{key}")
+}
