@@ -76,7 +76,7 @@ impl Scope {
     /// How `name` (parts joined by the separator) matches.
     pub(crate) fn matches(&self, parts: &[&str]) -> ScopeMatch {
         let dotted = parts.join(".").to_lowercase();
-        if self.exact.iter().any(|e| *e == dotted) {
+        if self.exact.contains(&dotted) {
             return ScopeMatch::Exact;
         }
         let slashed = parts.join("/");

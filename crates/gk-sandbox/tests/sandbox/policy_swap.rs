@@ -22,50 +22,43 @@ async fn every_call_sees_one_whole_policy_version() {
     ]);
     let (sb, host) = sandbox(a.clone());
     let stop = Arc::new(AtomicBool::new(false));
-    let (mixed, only_a, only_b) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let mixed = Arc::new(AtomicUsize::new(0));
+    let only_a = Arc::new(AtomicUsize::new(0));
+    let only_b = Arc::new(AtomicUsize::new(0));
 
     // An OS thread, so that the swaps do not depend on how tokio schedules the callers.
     let updater = {
-        let (sb, stop) = (sb.clone(), stop.clone());
+        let (sb, stop, swaps) = (sb.clone(), stop.clone(), swaps.clone());
         std::thread::spawn(move || {
-            let mut swaps = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                sb.update_policy(if swaps % 2 == 0 { b.clone() } else { a.clone() })
+                let n = swaps.fetch_add(1, Ordering::Relaxed);
+                sb.update_policy(if n % 2 == 0 { b.clone() } else { a.clone() })
                     .unwrap();
-                swaps += 1;
                 std::thread::yield_now();
             }
-            swaps
         })
     };
     let callers: Vec<_> = (0..8)
         .map(|i| {
-            let (sb, mixed, only_a, only_b) =
-                (sb.clone(), mixed.clone(), only_a.clone(), only_b.clone());
+            let (sb, swaps) = (sb.clone(), swaps.clone());
+            let (mixed, only_a, only_b) = (mixed.clone(), only_a.clone(), only_b.clone());
             tokio::spawn(async move {
-                // At least 400 rounds each, and on until both versions have been seen (bounded).
-                for n in 0..20_000 {
-                    if n >= 400
-                        && only_a.load(Ordering::Relaxed) > 0
-                        && only_b.load(Ordering::Relaxed) > 0
-                    {
+                // At least 400 rounds each, and on (bounded) until both versions have been seen
+                // and the policy has changed many times.
+                for n in 0..50_000 {
+                    let seen_both =
+                        only_a.load(Ordering::Relaxed) > 0 && only_b.load(Ordering::Relaxed) > 0;
+                    if n >= 400 && seen_both && swaps.load(Ordering::Relaxed) >= 100 {
                         break;
                     }
-                    let query = match (i + n) % 3 {
-                        0 => "SELECT * FROM a JOIN b ON a.id = b.id",
-                        1 => "SELECT * FROM a",
-                        _ => "SELECT * FROM b",
+                    let (query, counter) = match (i + n) % 3 {
+                        0 => ("SELECT * FROM a JOIN b ON a.id = b.id", &mixed),
+                        1 => ("SELECT * FROM a", &only_a),
+                        _ => ("SELECT * FROM b", &only_b),
                     };
                     if sb.db_query(&ctx(), query, &[]).await.is_ok() {
-                        match (i + n) % 3 {
-                            0 => mixed.fetch_add(1, Ordering::Relaxed),
-                            1 => only_a.fetch_add(1, Ordering::Relaxed),
-                            _ => only_b.fetch_add(1, Ordering::Relaxed),
-                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                     // Cache read is granted by A only and write by B only: never both at once.
                     let _ = sb.cache_get(&ctx(), "k").await;
@@ -78,7 +71,8 @@ async fn every_call_sees_one_whole_policy_version() {
         caller.await.expect("no caller panicked");
     }
     stop.store(true, Ordering::Relaxed);
-    let swaps = updater.join().expect("the updater did not panic");
+    updater.join().expect("the updater did not panic");
+    let swaps = swaps.load(Ordering::Relaxed);
 
     assert_eq!(
         mixed.load(Ordering::Relaxed),
@@ -90,10 +84,10 @@ async fn every_call_sees_one_whole_policy_version() {
         "both versions were in force during the run: a {only_a:?}, b {only_b:?}"
     );
     assert!(
-        swaps > 10,
+        swaps >= 100,
         "the policy changed during the run ({swaps} swaps)"
     );
-    assert!(sb.policy_version() > 10);
+    assert!(sb.policy_version() >= 100);
     let reached_db = host
         .reached
         .lock()
