@@ -1,9 +1,39 @@
-//! gk-wasm: runs `.wasm` plugins in-process with wasmer.
+//! gk-wasm: runs `.wasm` plugins in-process with wasmer, sandboxed.
 //!
-//! It will own the engine and the compiled-module cache, memory and CPU/time limits, the
-//! GoatFlow-compatible ABI (guest exports, host imports) and the instance pool. A runtime receives
-//! an `Arc<dyn HostApi>` and returns a `Box<dyn Plugin>`.
+//! - **ABI v1**, the one the Go GoatFlow host defined, so existing plugins load unchanged:
+//!   guest exports `memory`, `gk_malloc`, optional `gk_free`, `gk_register`, `gk_call`; host
+//!   imports `gk.host_call` and `gk.log`; a minimal `wasi_snapshot_preview1` shim for TinyGo
+//!   guests. Optional extensions (`gk.host_error`, `gk.fail`, `gk.clock_ms`) are there for guests
+//!   that import them. `docs/ABI.md` describes it byte by byte.
+//! - **Limits that hold**: linear memory capped by the policy's `memory_mb` (growth past it fails
+//!   inside the guest); CPU bounded by a fuel budget (wasmer metering) derived from the call
+//!   timeout with a calibrated rate, plus the wall-clock deadline checked at every host call; a
+//!   caller gets its `Timeout` at the deadline. A trap ends the call with an error and discards
+//!   the instance.
+//! - **Performance**: a module is compiled once per content hash and kept in memory and on disk;
+//!   each plugin has a pool of instances so calls run in parallel; guest code runs on blocking
+//!   threads and reaches the async host API from there.
 //!
-//! It depends on `gk-sdk` only: it never knows the manager, the store or the server.
+//! Between calls a plugin must not rely on what it keeps in linear memory: calls are spread over
+//! several instances, and an instance is thrown away after a trap. Use the cache host functions
+//! for state.
+//!
+//! It depends on `gk-sdk` only: it receives an `Arc<dyn HostApi>` and returns a `Box<dyn Plugin>`,
+//! and never knows the manager, the store or the server.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
+
+mod abi;
+mod error;
+mod imports;
+mod instance;
+mod limits;
+mod plugin;
+mod pool;
+mod runtime;
+mod wasi;
+
+pub use error::WasmError;
+pub use limits::WasmLimits;
+pub use plugin::WasmPlugin;
+pub use runtime::{DEFAULT_MAX_PAYLOAD_BYTES, WasmConfig, WasmRuntime};

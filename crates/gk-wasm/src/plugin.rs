@@ -1,0 +1,208 @@
+//! [`WasmPlugin`]: a loaded module behind the [`Plugin`] trait.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use wasmer::{Engine, Module};
+
+use crate::WasmLimits;
+use crate::abi::GuestExports;
+use crate::imports::Shared;
+use crate::instance::{GuestInstance, Outcome};
+use crate::limits::FuelRate;
+use crate::pool::{Job, Pool, Worker};
+
+/// A WASM plugin, ready to be initialised and called.
+#[derive(Clone)]
+pub struct WasmPlugin {
+    inner: Arc<PluginInner>,
+}
+
+pub(crate) struct PluginInner {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) engine: Engine,
+    pub(crate) module: Module,
+    pub(crate) exports: GuestExports,
+    pub(crate) limits: WasmLimits,
+    pub(crate) fuel: FuelRate,
+    pub(crate) pool: Pool,
+    /// Set once `gk_register` has answered.
+    pub(crate) registration: OnceLock<GkRegistration>,
+}
+
+impl fmt::Debug for WasmPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmPlugin")
+            .field("name", &self.inner.shared.name())
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a job does on an instance.
+pub(crate) type Work = Box<dyn FnOnce(&mut GuestInstance) -> Outcome + Send>;
+
+impl PluginInner {
+    /// Runs `work` on a worker's instance (creating the instance first if needed) and answers
+    /// through `reply`. The worker returns to the pool when the guest is done, even if the
+    /// caller stopped waiting at its deadline.
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        worker: Worker,
+        permit: Option<OwnedSemaphorePermit>,
+        work: Work,
+        reply: oneshot::Sender<Result<Vec<u8>, PluginError>>,
+    ) -> Result<(), PluginError> {
+        let inner = Arc::clone(self);
+        let returned = worker.clone();
+
+        let job: Job = Box::new(move |slot: &mut Option<GuestInstance>| {
+            let _permit = permit;
+            if slot.is_none() {
+                match GuestInstance::new(
+                    &inner.engine,
+                    &inner.module,
+                    inner.exports,
+                    inner.shared.clone(),
+                ) {
+                    Ok(instance) => *slot = Some(instance),
+                    Err(error) => {
+                        let _ = reply.send(Err(PluginError::Unavailable(error.to_string())));
+                        inner.pool.release(returned);
+                        return;
+                    }
+                }
+            }
+            if let Some(instance) = slot.as_mut() {
+                let outcome = work(instance);
+                if !outcome.reusable {
+                    *slot = None;
+                }
+                let _ = reply.send(outcome.result);
+            }
+            inner.pool.release(returned);
+        });
+        match worker.send(job) {
+            Ok(()) => Ok(()),
+            // An idle worker whose thread died (a panic in a host function): start another.
+            Err(job) => {
+                let fresh = Worker::spawn(self.shared.name()).map_err(PluginError::Unavailable)?;
+                fresh
+                    .send(job)
+                    .map_err(|_| PluginError::Crashed("the plugin's worker thread stopped".into()))
+            }
+        }
+    }
+}
+
+impl WasmPlugin {
+    pub(crate) fn new(inner: Arc<PluginInner>) -> Self {
+        Self { inner }
+    }
+
+    /// The limits the plugin runs under.
+    pub fn limits(&self) -> WasmLimits {
+        self.inner.limits
+    }
+
+    /// Runs `work` on an instance; the caller gets `Timeout` at `deadline` even if the guest is
+    /// still running (fuel or its next host call stops it, and its instance is discarded).
+    async fn run(
+        &self,
+        ctx: &CallContext,
+        deadline: Instant,
+        work: Work,
+    ) -> Result<Vec<u8>, PluginError> {
+        let inner = &self.inner;
+        let timeout = || PluginError::Timeout {
+            operation: "call".to_owned(),
+            after: inner.limits.call_timeout,
+        };
+        let closed = || PluginError::Unavailable("the plugin has been shut down".into());
+        if inner.pool.is_closed() {
+            return Err(closed());
+        }
+        let permit = match inner.pool.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            // A nested call (a plugin calling itself through the host) gets an extra worker
+            // rather than waiting for the one its caller holds.
+            Err(_) if ctx.depth > 0 => None,
+            Err(_) => match tokio::time::timeout_at(
+                deadline.into(),
+                inner.pool.permits.clone().acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_)) => return Err(closed()),
+                Err(_) => return Err(timeout()),
+            },
+        };
+        let worker = inner
+            .pool
+            .worker(inner.shared.name())
+            .map_err(PluginError::Unavailable)?;
+        let (reply, answer) = oneshot::channel();
+        inner.dispatch(worker, permit, work, reply)?;
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Err(_elapsed) => Err(timeout()),
+            Ok(Err(_dropped)) => Err(PluginError::Crashed(
+                "the guest's worker stopped during the call".into(),
+            )),
+            Ok(Ok(result)) => result,
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for WasmPlugin {
+    async fn register(&self) -> Result<GkRegistration, PluginError> {
+        self.inner
+            .registration
+            .get()
+            .cloned()
+            .ok_or_else(|| PluginError::Unavailable("the plugin is not registered".into()))
+    }
+
+    async fn init(&self, _ctx: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
+        self.inner
+            .shared
+            .host
+            .set(host)
+            .map_err(|_| PluginError::Unavailable("the plugin was initialised already".into()))
+    }
+
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        let budget = self.inner.limits.call_timeout;
+        let deadline = Instant::now() + budget;
+        let fuel = self.inner.fuel.points_for(budget);
+        let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
+        let work: Work = Box::new(move |instance| {
+            instance.call(call_ctx, &function, &args, fuel, deadline, budget)
+        });
+        self.run(ctx, deadline, work).await
+    }
+
+    async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {
+        self.inner.pool.close();
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), PluginError> {
+        if self.inner.pool.is_closed() {
+            return Err(PluginError::Unavailable(
+                "the plugin has been shut down".into(),
+            ));
+        }
+        Ok(())
+    }
+}

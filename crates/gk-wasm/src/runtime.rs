@@ -1,0 +1,313 @@
+//! [`WasmRuntime`]: the engine, the compiled-module cache, fuel calibration, and loading.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use gk_sdk::{GkRegistration, PluginError};
+use wasmer::sys::{CompilerConfig, Cranelift, EngineBuilder, NativeEngineExt};
+use wasmer::wasmparser::Operator;
+use wasmer::{Engine, Imports, Instance, Module, Store};
+use wasmer_middlewares::Metering;
+use wasmer_middlewares::metering::set_remaining_points;
+
+use crate::abi;
+use crate::imports::Shared;
+use crate::limits::{FuelRate, LimitingTunables};
+use crate::plugin::{PluginInner, Work};
+use crate::pool::{Pool, Worker};
+use crate::{WasmError, WasmLimits, WasmPlugin};
+use tokio::sync::oneshot;
+
+/// The default largest argument, result or host reply (16 MiB).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
+
+/// Fuel a module's start function may burn at instantiation, before any budget is set.
+const INSTANTIATION_POINTS: u64 = 500_000_000;
+
+/// Part of the compiled-module cache key: changes when the metering or the ABI handling changes
+/// what gets compiled.
+const COMPILE_TAG: &str = "gk-abi1-meter1";
+
+/// `(module (func (export "spin") (loop $l (br $l))))`, to measure the fuel rate.
+const SPIN_MODULE: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02,
+    0x01, 0x00, 0x07, 0x08, 0x01, 0x04, 0x73, 0x70, 0x69, 0x6e, 0x00, 0x00, 0x0a, 0x09, 0x01, 0x07,
+    0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b,
+];
+
+/// Settings of the WASM runtime.
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Instances per plugin, i.e. calls of one plugin that run at once. Default: the number of
+    /// cores.
+    pub pool_size: usize,
+    /// Where compiled modules are kept across restarts (`None`: in memory only).
+    pub cache_dir: Option<PathBuf>,
+    /// Largest argument, result or host reply that crosses the boundary.
+    pub max_payload_bytes: usize,
+    /// Metering points per second of guest time; `None` measures it when the runtime starts.
+    pub points_per_second: Option<u64>,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: std::thread::available_parallelism().map_or(2, usize::from),
+            cache_dir: None,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            points_per_second: None,
+        }
+    }
+}
+
+/// Loads and runs WASM plugins. One runtime serves every WASM plugin of a host.
+pub struct WasmRuntime {
+    /// Only for measuring the fuel rate: every module gets an engine of its own, because a
+    /// metering middleware instruments exactly one module.
+    engine: Engine,
+    modules: Arc<DashMap<String, Compiled>>,
+    config: WasmConfig,
+    fuel: FuelRate,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("config", &self.config)
+            .field("points_per_second", &self.fuel.points_per_second)
+            .field("cached_modules", &self.modules.len())
+            .finish()
+    }
+}
+
+fn cost(_operator: &Operator<'_>) -> u64 {
+    1
+}
+
+/// A compiled module and the engine that owns its code (kept together: the code lives as long
+/// as the engine).
+#[derive(Clone)]
+struct Compiled {
+    engine: Engine,
+    module: Module,
+}
+
+/// An engine with a fresh metering middleware, for compiling or loading one module.
+fn metered_engine() -> Engine {
+    let mut compiler = Cranelift::default();
+    compiler.push_middleware(Arc::new(Metering::new(INSTANTIATION_POINTS, cost)));
+    EngineBuilder::new(compiler).into()
+}
+
+impl WasmRuntime {
+    /// Builds the engine (Cranelift with metering) and measures the fuel rate unless the
+    /// configuration gives it.
+    pub fn new(config: WasmConfig) -> Result<Self, WasmError> {
+        let engine = metered_engine();
+        let mut runtime = Self {
+            engine,
+            modules: Arc::new(DashMap::new()),
+            config,
+            fuel: FuelRate {
+                points_per_second: 1,
+            },
+        };
+        runtime.fuel.points_per_second = match runtime.config.points_per_second {
+            Some(rate) => rate.max(1),
+            None => runtime.calibrate()?,
+        };
+        tracing::debug!(
+            points_per_second = runtime.fuel.points_per_second,
+            "WASM fuel rate"
+        );
+        Ok(runtime)
+    }
+
+    /// Metering points a guest burns per second in a tight loop here. A call's fuel is its
+    /// timeout times this rate; real code burns fewer points per second, so fuel runs out at or
+    /// after the deadline, and the deadline itself is enforced by the wall clock.
+    pub fn points_per_second(&self) -> u64 {
+        self.fuel.points_per_second
+    }
+
+    fn calibrate(&self) -> Result<u64, WasmError> {
+        const POINTS: u64 = 20_000_000;
+        let module = Module::new(&self.engine, SPIN_MODULE)
+            .map_err(|e| WasmError::Compile(e.to_string()))?;
+        let mut store = Store::new(self.engine.clone());
+        let instance = Instance::new(&mut store, &module, &Imports::new())
+            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let spin = instance
+            .exports
+            .get_typed_function::<(), ()>(&store, "spin")
+            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let mut fastest = Duration::MAX;
+        for _ in 0..3 {
+            set_remaining_points(&mut store, &instance, POINTS);
+            let start = Instant::now();
+            let _exhausted = spin.call(&mut store);
+            fastest = fastest.min(start.elapsed());
+        }
+        let nanos = fastest.as_nanos().max(1);
+        Ok(u64::try_from(u128::from(POINTS) * 1_000_000_000 / nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Compiles `wasm`, or takes it from the cache (memory, then disk) by content hash.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Module, WasmError> {
+        compile_cached(&self.modules, self.config.cache_dir.as_deref(), wasm).map(|c| c.module)
+    }
+
+    /// Whether a module with these bytes is compiled and kept in memory.
+    pub fn is_cached(&self, wasm: &[u8]) -> bool {
+        self.modules.contains_key(&cache_key(wasm))
+    }
+
+    /// Loads a plugin from a file.
+    pub async fn load_file(
+        &self,
+        path: &Path,
+        limits: WasmLimits,
+    ) -> Result<WasmPlugin, WasmError> {
+        let wasm = tokio::fs::read(path)
+            .await
+            .map_err(|source| WasmError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        self.load(wasm, limits).await
+    }
+
+    /// Compiles (or finds) the module, checks it against the ABI, instantiates it under `limits`
+    /// and runs `gk_register` within `limits.init_timeout`.
+    pub async fn load(&self, wasm: Vec<u8>, limits: WasmLimits) -> Result<WasmPlugin, WasmError> {
+        abi::refuse_reserved_exports(&wasm)?;
+        let (modules, dir) = (self.modules.clone(), self.config.cache_dir.clone());
+        let Compiled { engine, module } =
+            tokio::task::spawn_blocking(move || compile_cached(&modules, dir.as_deref(), &wasm))
+                .await
+                .map_err(|e| WasmError::Compile(format!("the compiler thread failed: {e}")))??;
+        let exports = abi::validate(&module)?;
+        let mut engine = engine.clone();
+        engine.set_tunables(LimitingTunables::new(limits.max_pages()));
+        let shared = Arc::new(Shared {
+            name: OnceLock::new(),
+            host: OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+            max_payload: self.config.max_payload_bytes,
+        });
+
+        let budget = limits.init_timeout;
+        let deadline = Instant::now() + budget;
+        let fuel = self.fuel.points_for(budget);
+        let pool = Pool::new(self.config.pool_size);
+        let inner = Arc::new(PluginInner {
+            shared: shared.clone(),
+            engine,
+            module,
+            exports,
+            limits,
+            fuel: self.fuel,
+            pool,
+            registration: OnceLock::new(),
+        });
+        // Register on the worker that will keep the instance for the first calls.
+        let worker = Worker::spawn("register").map_err(WasmError::Instantiate)?;
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(move |instance| instance.register(fuel, deadline, budget));
+        inner
+            .dispatch(worker, None, work, reply)
+            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let json = match tokio::time::timeout_at(deadline.into(), answer).await {
+            Err(_) => {
+                return Err(WasmError::Register(
+                    PluginError::Timeout {
+                        operation: "register".into(),
+                        after: budget,
+                    }
+                    .to_string(),
+                ));
+            }
+            Ok(Err(_)) => return Err(WasmError::Register("the guest's worker stopped".into())),
+            Ok(Ok(Err(PluginError::Unavailable(problem)))) => {
+                return Err(WasmError::Instantiate(problem));
+            }
+            Ok(Ok(result)) => result.map_err(|e| WasmError::Register(e.to_string()))?,
+        };
+        let registration = GkRegistration::from_json(&json).map_err(|e| {
+            WasmError::Register(format!(
+                "the registration is not valid JSON of a registration: {e}"
+            ))
+        })?;
+        if registration.name.is_empty() {
+            return Err(WasmError::Register("the registration has no name".into()));
+        }
+        let _ = shared.name.set(registration.name.clone());
+        let _ = inner.registration.set(registration);
+        Ok(WasmPlugin::new(inner))
+    }
+}
+
+fn compile_cached(
+    modules: &DashMap<String, Compiled>,
+    cache_dir: Option<&Path>,
+    wasm: &[u8],
+) -> Result<Compiled, WasmError> {
+    let key = cache_key(wasm);
+    if let Some(compiled) = modules.get(&key) {
+        return Ok(compiled.clone());
+    }
+    let engine = metered_engine();
+    let file = cache_dir.map(|dir| dir.join(format!("{key}.bin")));
+    if let Some(file) = &file
+        && file.is_file()
+    {
+        // SAFETY: the file was written by `Module::serialize` of this runtime under a name that
+        // includes the content hash, the wasmer version and the compile settings; wasmer also
+        // checks the artifact's header and refuses an incompatible one.
+        match unsafe { engine.deserialize_from_mmapped_file(file) } {
+            Ok(module) => {
+                let compiled = Compiled { engine, module };
+                modules.insert(key, compiled.clone());
+                return Ok(compiled);
+            }
+            Err(error) => {
+                tracing::warn!(file = %file.display(), %error, "ignoring an unreadable compiled module");
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+    let module = Module::new(&engine, wasm).map_err(|e| WasmError::Compile(e.to_string()))?;
+    if let Some(file) = &file {
+        store_compiled(&module, file);
+    }
+    let compiled = Compiled { engine, module };
+    modules.insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+/// Content hash, wasmer version and compile settings: what a compiled module depends on.
+fn cache_key(wasm: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, wasm);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-wasmer{}-{COMPILE_TAG}", wasmer_types::VERSION)
+}
+
+/// Writes a compiled module next to its final name, then renames it, so a reader never sees a
+/// half-written file. Failure only costs a recompile later.
+fn store_compiled(module: &Module, file: &Path) {
+    let result = (|| -> Result<(), String> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let temporary = file.with_extension(format!("tmp{}", std::process::id()));
+        module
+            .serialize_to_file(&temporary)
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&temporary, file).map_err(|e| e.to_string())
+    })();
+    if let Err(error) = result {
+        tracing::warn!(file = %file.display(), %error, "could not keep the compiled module on disk");
+    }
+}
