@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # Installs what building and testing GoatKit needs on a fresh Debian machine. Idempotent: a
 # machine that has everything already spends no time here.
+#
+# - rustfmt, clippy: the lint steps of .ci/run.
+# - clang, lld: the C guest test of gk-wasm (clang --target=wasm32, wasm-ld).
+# - The Rust WASM toolchain for guests is installed by `cargo xtask build-plugins` itself
+#   (a rustup wasm32 target when present, else Debian's rustc-web + rust-web-src).
 set -euo pipefail
 
-missing=()
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing; install Rust first" >&2; exit 1; }
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || missing+=(rustfmt)
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || missing+=(clippy)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-deps: adding rustup components: ${missing[*]}"
-  rustup component add "${missing[@]}"
+
+components=()
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || components+=(rustfmt)
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || components+=(clippy)
+if [ ${#components[@]} -gt 0 ]; then
+  echo "install-deps: adding rustup components: ${components[*]}"
+  rustup component add "${components[@]}"
+fi
+
+packages=()
+command -v clang >/dev/null || packages+=(clang)
+command -v wasm-ld >/dev/null || packages+=(lld)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "install-deps: installing Debian packages: ${packages[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi

@@ -1,12 +1,16 @@
 //! `cargo xtask`: GoatKit's developer automation.
 //!
-//! - `cargo xtask test`: everything CI runs as tests (the README's test command).
+//! - `cargo xtask test`: everything CI runs as tests (the README's test command): builds the
+//!   WASM guests, then runs the workspace's tests.
+//! - `cargo xtask build-plugins`: builds every Rust guest under `plugins/` and `examples/`.
 //! - `cargo xtask serve`: builds and starts the server with the example plugins.
 //!
 //! Commands print what they run, so a failure can be reproduced by hand.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+
+mod guests;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -26,6 +30,9 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Build every Rust WASM guest under plugins/ and examples/ (installing the toolchain when
+    /// missing).
+    BuildPlugins,
     /// Build and start the server with the example plugins on embedded defaults.
     Serve {
         /// Extra arguments passed to `gk serve`.
@@ -36,7 +43,9 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Task::BuildPlugins => guests::build_plugins(&workspace_root()).map(|_| ()),
         Task::Test { args } => {
+            guests::build_plugins(&workspace_root())?;
             let mut totals = TestTotals::default();
             let mut test = cargo(&["test", "--workspace", "--all-targets"]);
             test.args(&args);
@@ -51,6 +60,7 @@ fn main() -> Result<()> {
             unit.and(doc)
         }
         Task::Serve { args } => {
+            guests::build_plugins(&workspace_root())?;
             let mut serve = cargo(&[
                 "run",
                 "--package",
@@ -61,7 +71,7 @@ fn main() -> Result<()> {
                 "serve",
             ]);
             serve.args(&args);
-            run(serve)
+            run(&mut serve)
         }
     }
 }
@@ -125,7 +135,14 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
-fn run(mut command: Command) -> Result<()> {
+/// The workspace root (the parent of this crate).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
+}
+
+fn run(command: &mut Command) -> Result<()> {
     eprintln!("xtask: running {command:?}");
     let status = command
         .status()

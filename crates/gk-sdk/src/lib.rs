@@ -12,6 +12,8 @@
 //! - [`PluginManifest`]: the `plugin.yaml` beside a plugin's module or binary.
 //! - [`dispatch()`]: the one table of host-call names and JSON shapes that a guest uses to reach
 //!   the host, shared by both runtimes.
+//! - `guest` (feature `guest`): the Rust SDK for WASM plugins: a trait, an export macro, typed
+//!   host functions and log macros.
 //! - `proto` (feature `proto`, on by default): code generated from `proto/goatkit/plugin/v1` and
 //!   conversions between the wire types and the types above.
 //!
@@ -24,6 +26,8 @@ mod context;
 pub mod dispatch;
 mod duration;
 mod error;
+#[cfg(feature = "guest")]
+pub mod guest;
 mod host;
 mod manifest;
 mod plugin;

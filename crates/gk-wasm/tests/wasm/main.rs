@@ -1,6 +1,7 @@
 //! gk-wasm against hand-written `.wat` fixtures: the ABI, every failure mode, the limits.
 
 mod abi;
+mod c_guest;
 mod faults;
 mod limits;
 mod support;
