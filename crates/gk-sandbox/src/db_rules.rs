@@ -1,12 +1,9 @@
 //! Database permissions: which tables of which database a plugin may read and write.
 
-use gk_sdk::{Access, ResourcePolicy};
+use gk_sdk::{Access, ResourcePolicy, split_database};
 
 use crate::scope::{Scope, ScopeMatch};
 use crate::sql_guard::TableRef;
-
-/// The database a query runs on when it has no `@name:` prefix.
-pub(crate) const DEFAULT_DATABASE: &str = "default";
 
 /// Schemas whose tables describe the server itself (users, grants, settings).
 const SYSTEM_SCHEMAS: &[&str] = &[
@@ -105,25 +102,7 @@ fn is_system_table(table: &TableRef) -> bool {
         || first.starts_with("pg_")
 }
 
-/// Splits `@name:rest` into (`name`, `rest`); anything else is (`default`, text).
-fn split_database(text: &str) -> Result<(String, &str), String> {
-    let Some(rest) = text.trim_start().strip_prefix('@') else {
-        return Ok((DEFAULT_DATABASE.to_owned(), text));
-    };
-    let Some((name, after)) = rest.split_once(':') else {
-        return Err("a database prefix is written `@name:`".to_owned());
-    };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!("`{name}` is not a database name"));
-    }
-    Ok((name.to_ascii_lowercase(), after))
-}
-
-/// Splits a query into its database and SQL, as [`split_database`] does for scope entries.
+/// Splits a query into its database and SQL.
 pub(crate) fn database_of(query: &str) -> Result<(String, &str), String> {
     split_database(query).map_err(|problem| format!("malformed database prefix: {problem}"))
 }

@@ -23,6 +23,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod context;
+mod database;
 pub mod dispatch;
 mod duration;
 mod error;
@@ -38,6 +39,7 @@ mod registration;
 mod string_enum;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};
+pub use database::{DEFAULT_DATABASE, split_database};
 pub use dispatch::{HostCallName, dispatch};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{HostError, HostErrorKind, ManifestError, PluginError};

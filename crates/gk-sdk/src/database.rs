@@ -1,0 +1,30 @@
+//! The `@name:` prefix that selects a named database in `db_query` and `db_exec`.
+
+/// The database a query runs on when it has no `@name:` prefix.
+pub const DEFAULT_DATABASE: &str = "default";
+
+/// Splits `@name:SQL` into (`name`, `SQL`) with the name lower-cased; a query without the
+/// prefix is (`default`, query). A prefix that is not `@` + letters, digits, `_` or `-` + `:`
+/// is an error naming the problem.
+///
+/// ```
+/// assert_eq!(gk_sdk::split_database("@Analytics:SELECT 1"), Ok(("analytics".to_owned(), "SELECT 1")));
+/// assert_eq!(gk_sdk::split_database("SELECT 1"), Ok(("default".to_owned(), "SELECT 1")));
+/// assert!(gk_sdk::split_database("@bad name:SELECT 1").is_err());
+/// ```
+pub fn split_database(query: &str) -> Result<(String, &str), String> {
+    let Some(rest) = query.trim_start().strip_prefix('@') else {
+        return Ok((DEFAULT_DATABASE.to_owned(), query));
+    };
+    let Some((name, sql)) = rest.split_once(':') else {
+        return Err("a database prefix is written `@name:`".to_owned());
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!("`{name}` is not a database name"));
+    }
+    Ok((name.to_ascii_lowercase(), sql))
+}
