@@ -1,8 +1,10 @@
 //! gk-core: the platform.
 //!
-//! Today it owns the production host services in [`host`]: the database through sea-orm
-//! (named databases on SQLite, PostgreSQL and MariaDB). The manager, loader, store, cache,
-//! HTTP, email, logs, config, i18n, signing, packaging and scheduler land with their issues.
+//! Today it owns the production host services in [`host`]: named databases through sea-orm
+//! (SQLite, PostgreSQL, MariaDB), the in-memory cache, plugin log rings, configuration values,
+//! translations and the email outbox, composed as [`host::ProductionHost`]. The manager,
+//! loader, store, Redis cache, outbound HTTP, SMTP, signing, packaging and scheduler land with
+//! their issues.
 //!
 //! It depends on `gk-sdk` and `gk-sandbox` only, and knows runtimes through its own trait.
 #![deny(missing_docs)]

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use gk_sdk::{
-    CallContext, Email, HostApi, HostResult, HttpRequest, HttpResponse, LogLevel, Plugin, Row, TranslateArgs,
+    CallContext, Email, HostApi, HostResult, HttpRequest, HttpResponse, LogLevel, Plugin, Row,
+    TranslateArgs,
 };
 use gk_wasm::{WasmConfig, WasmLimits, WasmRuntime};
 use serde_json::{Map, Value};
@@ -41,7 +42,13 @@ impl HostApi for NoopHost {
     async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
         Ok(())
     }
-    async fn log(&self, _: &CallContext, _: LogLevel, _: &str, _: &Map<String, Value>) -> HostResult<()> {
+    async fn log(
+        &self,
+        _: &CallContext,
+        _: LogLevel,
+        _: &str,
+        _: &Map<String, Value>,
+    ) -> HostResult<()> {
         Ok(())
     }
     async fn config_get(&self, _: &CallContext, _: &str) -> HostResult<String> {
@@ -50,7 +57,13 @@ impl HostApi for NoopHost {
     async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
         Ok(key.to_owned())
     }
-    async fn call_plugin(&self, _: &CallContext, _: &str, _: &str, _: &[u8]) -> HostResult<Vec<u8>> {
+    async fn call_plugin(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: &[u8],
+    ) -> HostResult<Vec<u8>> {
         Ok(Vec::new())
     }
 }
@@ -87,18 +100,28 @@ where
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let limits = WasmLimits { memory_bytes: 64 << 20, call_timeout: Duration::from_secs(30), init_timeout: Duration::from_secs(30) };
+    let limits = WasmLimits {
+        memory_bytes: 64 << 20,
+        call_timeout: Duration::from_secs(30),
+        init_timeout: Duration::from_secs(30),
+    };
     println!("gk-wasm benchmark (wasmer 7.4, cranelift)");
 
     let stats = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/stats/stats.wasm");
     match std::fs::read(&stats) {
         Ok(wasm) => {
             let cache = tempfile_dir();
-            let config = WasmConfig { cache_dir: Some(cache.clone()), ..WasmConfig::default() };
+            let config = WasmConfig {
+                cache_dir: Some(cache.clone()),
+                ..WasmConfig::default()
+            };
             let cold = WasmRuntime::new(config.clone()).unwrap();
             let start = Instant::now();
             cold.compile(&wasm).unwrap();
-            report(&format!("cold load: compile Stats ({} KiB)", wasm.len() / 1024), start.elapsed());
+            report(
+                &format!("cold load: compile Stats ({} KiB)", wasm.len() / 1024),
+                start.elapsed(),
+            );
             let warm = WasmRuntime::new(config).unwrap();
             let start = Instant::now();
             warm.compile(&wasm).unwrap();
@@ -109,24 +132,50 @@ async fn main() {
             drop(plugin);
             let _ = std::fs::remove_dir_all(cache);
         }
-        Err(_) => println!("(plugins/stats/stats.wasm not built: run `cargo xtask build-plugins` for the load figures)"),
+        Err(_) => println!(
+            "(plugins/stats/stats.wasm not built: run `cargo xtask build-plugins` for the load figures)"
+        ),
     }
 
     let runtime = WasmRuntime::new(WasmConfig::default()).unwrap();
     let wasm = wat::parse_str(fixtures::ECHO).unwrap();
     let plugin = Arc::new(runtime.load(wasm, limits).await.unwrap());
-    plugin.init(&CallContext::for_plugin("bench"), Arc::new(NoopHost)).await.unwrap();
+    plugin
+        .init(&CallContext::for_plugin("bench"), Arc::new(NoopHost))
+        .await
+        .unwrap();
     let ctx = CallContext::for_plugin("bench");
 
     let small = br#"{"id":42}"#.to_vec();
-    let per_call = measure(20_000, || async { plugin.call(&ctx, "echo", &small).await.unwrap(); }).await;
+    let per_call = measure(20_000, || async {
+        plugin.call(&ctx, "echo", &small).await.unwrap();
+    })
+    .await;
     report("Plugin::call, small JSON argument", per_call);
     let kib = vec![b'x'; 1024];
-    report("Plugin::call, 1 KiB argument", measure(20_000, || async { plugin.call(&ctx, "echo", &kib).await.unwrap(); }).await);
+    report(
+        "Plugin::call, 1 KiB argument",
+        measure(20_000, || async {
+            plugin.call(&ctx, "echo", &kib).await.unwrap();
+        })
+        .await,
+    );
     let big = vec![b'x'; 64 * 1024];
-    report("Plugin::call, 64 KiB argument", measure(2_000, || async { plugin.call(&ctx, "echo", &big).await.unwrap(); }).await);
-    let thousand = measure(200, || async { plugin.call(&ctx, "host", b"").await.unwrap(); }).await;
-    report("host_call round trip to a no-op host", thousand.saturating_sub(per_call) / 1000);
+    report(
+        "Plugin::call, 64 KiB argument",
+        measure(2_000, || async {
+            plugin.call(&ctx, "echo", &big).await.unwrap();
+        })
+        .await,
+    );
+    let thousand = measure(200, || async {
+        plugin.call(&ctx, "host", b"").await.unwrap();
+    })
+    .await;
+    report(
+        "host_call round trip to a no-op host",
+        thousand.saturating_sub(per_call) / 1000,
+    );
 
     let concurrent = Instant::now();
     let tasks: Vec<_> = (0..8)
@@ -143,7 +192,11 @@ async fn main() {
     for task in tasks {
         task.await.unwrap();
     }
-    println!("{:<44} {:>12.0} calls/s", "throughput, 8 tasks calling one plugin", 40_000.0 / concurrent.elapsed().as_secs_f64());
+    println!(
+        "{:<44} {:>12.0} calls/s",
+        "throughput, 8 tasks calling one plugin",
+        40_000.0 / concurrent.elapsed().as_secs_f64()
+    );
     println!("fuel rate: {} points/s", runtime.points_per_second());
 }
 

@@ -22,6 +22,9 @@ pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default most rows a query may return.
 pub const DEFAULT_MAX_ROWS: usize = 10_000;
 
+/// How long opening a connection may take before the database counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Which databases exist and the guards on every query.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -102,7 +105,10 @@ impl Databases {
                 // Every connection to an in-memory SQLite database is a database of its own.
                 options.max_connections(1);
             }
-            options.sqlx_logging(false);
+            options
+                .sqlx_logging(false)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .acquire_timeout(CONNECT_TIMEOUT);
             let connection = Database::connect(options)
                 .await
                 .map_err(|e| open_error(e.to_string()))?;

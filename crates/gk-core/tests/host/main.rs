@@ -1,0 +1,4 @@
+//! The production host services against real backends.
+
+mod databases;
+mod services;
