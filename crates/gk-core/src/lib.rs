@@ -2,9 +2,9 @@
 //!
 //! Today it owns the production host services in [`host`]: named databases through sea-orm
 //! (SQLite, PostgreSQL, MariaDB), the in-memory cache, plugin log rings, configuration values,
-//! translations and the email outbox, composed as [`host::ProductionHost`]. The manager,
-//! loader, store, Redis cache, outbound HTTP, SMTP, signing, packaging and scheduler land with
-//! their issues.
+//! translations and the email outbox, composed as [`host::ProductionHost`]; and the [`Store`]
+//! of plugin state (enabled, policy) in the `sysconfig_*` tables. The manager, loader, Redis
+//! cache, outbound HTTP, SMTP, signing, packaging and scheduler land with their issues.
 //!
 //! It depends on `gk-sdk` and `gk-sandbox` only, and knows runtimes through its own trait.
 #![deny(missing_docs)]
@@ -12,5 +12,7 @@
 
 mod error;
 pub mod host;
+mod store;
 
 pub use error::{CoreError, CoreResult};
+pub use store::{Store, StoreError};

@@ -1,0 +1,217 @@
+//! The store: the platform's own state in the shared database (`sysconfig_default`,
+//! `sysconfig_modified`), with typed accessors for plugin state. Identical on SQLite,
+//! PostgreSQL and MariaDB; tables are created on open, idempotently.
+//!
+//! Keys follow the Go host: `Plugin::<name>::Enabled` (`0` or `false` means disabled; no row
+//! means enabled) and `Plugin::<name>::Policy` (the policy as JSON). A modified value wins over
+//! a default one.
+
+mod entities;
+
+use chrono::Utc;
+use gk_sdk::ResourcePolicy;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Schema,
+};
+
+use entities::{sysconfig_default, sysconfig_modified};
+
+/// Why the store could not read or write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// A stored value cannot be read.
+    #[error("store: `{key}` holds a value that cannot be read: {problem}")]
+    Corrupt {
+        /// The setting.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The platform's state.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+fn enabled_key(plugin: &str) -> String {
+    format!("Plugin::{plugin}::Enabled")
+}
+
+fn policy_key(plugin: &str) -> String {
+    format!("Plugin::{plugin}::Policy")
+}
+
+impl Store {
+    /// Opens the store on `db`, creating its tables when they do not exist.
+    pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
+        let schema = Schema::new(db.get_database_backend());
+        for statement in [
+            schema
+                .create_table_from_entity(sysconfig_default::Entity)
+                .if_not_exists()
+                .to_owned(),
+            schema
+                .create_table_from_entity(sysconfig_modified::Entity)
+                .if_not_exists()
+                .to_owned(),
+        ] {
+            db.execute(&statement).await?;
+        }
+        Ok(Self { db })
+    }
+
+    /// A setting: the modified value if there is a valid one, else the default.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let modified = sysconfig_modified::Entity::find()
+            .filter(sysconfig_modified::Column::Name.eq(key))
+            .filter(sysconfig_modified::Column::Valid.eq(1))
+            .one(&self.db)
+            .await?;
+        if let Some(row) = modified {
+            return Ok(Some(row.value));
+        }
+        let default = sysconfig_default::Entity::find()
+            .filter(sysconfig_default::Column::Name.eq(key))
+            .filter(sysconfig_default::Column::Valid.eq(1))
+            .one(&self.db)
+            .await?;
+        Ok(default.map(|row| row.value))
+    }
+
+    /// Sets a modified setting (insert or update).
+    pub async fn set_setting(&self, key: &str, value: &str, by: &str) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let row = sysconfig_modified::ActiveModel {
+            id: ActiveValue::NotSet,
+            name: ActiveValue::Set(key.to_owned()),
+            value: ActiveValue::Set(value.to_owned()),
+            valid: ActiveValue::Set(1),
+            create_time: ActiveValue::Set(now),
+            create_by: ActiveValue::Set(by.to_owned()),
+            change_time: ActiveValue::Set(now),
+            change_by: ActiveValue::Set(by.to_owned()),
+        };
+        sysconfig_modified::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(sysconfig_modified::Column::Name)
+                    .update_columns([
+                        sysconfig_modified::Column::Value,
+                        sysconfig_modified::Column::Valid,
+                        sysconfig_modified::Column::ChangeTime,
+                        sysconfig_modified::Column::ChangeBy,
+                    ])
+                    .to_owned(),
+            )
+            // An update that changes nothing affects no row on MariaDB: not an error.
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a shipped default (insert or update), e.g. for the bundled example plugins.
+    pub async fn set_default(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let row = sysconfig_default::ActiveModel {
+            id: ActiveValue::NotSet,
+            name: ActiveValue::Set(key.to_owned()),
+            value: ActiveValue::Set(value.to_owned()),
+            valid: ActiveValue::Set(1),
+            create_time: ActiveValue::Set(now),
+            create_by: ActiveValue::Set("system".to_owned()),
+            change_time: ActiveValue::Set(now),
+            change_by: ActiveValue::Set("system".to_owned()),
+        };
+        sysconfig_default::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(sysconfig_default::Column::Name)
+                    .update_columns([
+                        sysconfig_default::Column::Value,
+                        sysconfig_default::Column::ChangeTime,
+                    ])
+                    .to_owned(),
+            )
+            // An update that changes nothing affects no row on MariaDB: not an error.
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a plugin is enabled: no stored state means enabled.
+    pub async fn plugin_enabled(&self, plugin: &str) -> Result<bool, StoreError> {
+        Ok(match self.setting(&enabled_key(plugin)).await? {
+            None => true,
+            Some(value) => !matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off"
+            ),
+        })
+    }
+
+    /// Whether a plugin has any stored enabled state.
+    pub async fn plugin_enabled_is_stored(&self, plugin: &str) -> Result<bool, StoreError> {
+        Ok(self.setting(&enabled_key(plugin)).await?.is_some())
+    }
+
+    /// Stores a plugin's enabled state.
+    pub async fn set_plugin_enabled(
+        &self,
+        plugin: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        self.set_setting(&enabled_key(plugin), if enabled { "1" } else { "0" }, by)
+            .await
+    }
+
+    /// A plugin's stored policy, if it has one.
+    pub async fn plugin_policy(&self, plugin: &str) -> Result<Option<ResourcePolicy>, StoreError> {
+        let key = policy_key(plugin);
+        match self.setting(&key).await? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key,
+                    problem: e.to_string(),
+                }),
+        }
+    }
+
+    /// Stores a plugin's policy (as JSON under `Plugin::<name>::Policy`).
+    pub async fn set_plugin_policy(
+        &self,
+        policy: &ResourcePolicy,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt {
+            key: policy_key(&policy.plugin_name),
+            problem: e.to_string(),
+        })?;
+        self.set_setting(&policy_key(&policy.plugin_name), &json, by)
+            .await
+    }
+
+    /// Every stored policy.
+    pub async fn all_policies(&self) -> Result<Vec<ResourcePolicy>, StoreError> {
+        let rows = sysconfig_modified::Entity::find()
+            .filter(sysconfig_modified::Column::Name.like("Plugin::%::Policy"))
+            .filter(sysconfig_modified::Column::Valid.eq(1))
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_str(&row.value).map_err(|e| StoreError::Corrupt {
+                    key: row.name.clone(),
+                    problem: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,126 @@
+//! The store keeps plugin state across restarts (reopening the database), on every backend.
+
+use gk_core::Store;
+use gk_core::host::{DatabaseConfig, Databases};
+use gk_sdk::{Access, Permission, PermissionType, PolicyStatus, ResourcePolicy};
+
+use crate::databases::{Kind, service_url};
+
+async fn open(url: &str) -> Store {
+    let databases = Databases::connect(&DatabaseConfig::single(url))
+        .await
+        .unwrap();
+    Store::open(databases.connection("default").unwrap().clone())
+        .await
+        .unwrap()
+}
+
+/// Removes what earlier runs of this test left in a shared database.
+async fn forget_earlier_runs(url: &str) {
+    let databases = Databases::connect(&DatabaseConfig::single(url))
+        .await
+        .unwrap();
+    for table in ["sysconfig_modified", "sysconfig_default"] {
+        databases
+            .exec(
+                &format!("DELETE FROM {table} WHERE name LIKE 'Plugin::store-test-%'"),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn survives_a_restart(kind: Kind, url: &str) {
+    let plugin = format!("store-test-{}-{:?}", std::process::id(), kind).to_lowercase();
+    let store = open(url).await;
+    forget_earlier_runs(url).await;
+    assert!(
+        store.plugin_enabled(&plugin).await.unwrap(),
+        "{kind:?}: no stored state means enabled"
+    );
+    assert!(!store.plugin_enabled_is_stored(&plugin).await.unwrap());
+    assert_eq!(store.plugin_policy(&plugin).await.unwrap(), None);
+
+    store
+        .set_plugin_enabled(&plugin, false, "admin")
+        .await
+        .unwrap();
+    let mut policy = ResourcePolicy::default_for(&plugin);
+    policy.status = PolicyStatus::Approved;
+    policy
+        .permissions
+        .push(Permission::new(PermissionType::Http, Access::Read).with_scope(["api.example.com"]));
+    store.set_plugin_policy(&policy, "admin").await.unwrap();
+    store.set_plugin_policy(&policy, "admin").await.unwrap();
+    drop(store);
+
+    // A new connection, as after a restart.
+    let store = open(url).await;
+    assert!(!store.plugin_enabled(&plugin).await.unwrap(), "{kind:?}");
+    assert_eq!(
+        store.plugin_policy(&plugin).await.unwrap(),
+        Some(policy.clone()),
+        "{kind:?}"
+    );
+    assert!(store.all_policies().await.unwrap().contains(&policy));
+    store
+        .set_plugin_enabled(&plugin, true, "admin")
+        .await
+        .unwrap();
+    assert!(
+        open(url).await.plugin_enabled(&plugin).await.unwrap(),
+        "{kind:?}"
+    );
+
+    // Defaults apply until a modified value exists; the Go host's `false` disables too.
+    let shipped = format!("{plugin}-shipped");
+    store
+        .set_default(&format!("Plugin::{shipped}::Enabled"), "false")
+        .await
+        .unwrap();
+    assert!(!store.plugin_enabled(&shipped).await.unwrap());
+    store
+        .set_plugin_enabled(&shipped, true, "admin")
+        .await
+        .unwrap();
+    assert!(store.plugin_enabled(&shipped).await.unwrap());
+
+    // A corrupt policy is an error naming the key, not a silent default.
+    store
+        .set_setting(&format!("Plugin::{plugin}::Policy"), "{not json", "admin")
+        .await
+        .unwrap();
+    let err = store.plugin_policy(&plugin).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "store: `Plugin::{plugin}::Policy` holds a value that cannot be read"
+        )),
+        "{err}"
+    );
+    forget_earlier_runs(url).await;
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    survives_a_restart(
+        Kind::Sqlite,
+        &format!("sqlite://{}", dir.path().join("store.db").display()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres() {
+    if let Some(url) = service_url("GK_TEST_POSTGRES_URL") {
+        survives_a_restart(Kind::Postgres, &url).await;
+    }
+}
+
+#[tokio::test]
+async fn mariadb() {
+    if let Some(url) = service_url("GK_TEST_MYSQL_URL") {
+        survives_a_restart(Kind::MySql, &url).await;
+    }
+}
