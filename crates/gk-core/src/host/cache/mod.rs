@@ -3,6 +3,7 @@
 //! (`plugin:<name>:<key>`). A zero TTL means no expiry on every backend.
 
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use gk_sdk::HostResult;
 
 pub use memory::{DEFAULT_MEMORY_CACHE_ENTRIES, MemoryCache};
+pub use redis::RedisCache;
 
 /// A key-value cache with expiry.
 #[async_trait]
