@@ -5,6 +5,7 @@ pub mod cache;
 mod config;
 mod db;
 mod email;
+mod http;
 mod i18n;
 mod logs;
 mod placeholders;
@@ -24,6 +25,7 @@ pub use cache::{Cache, MemoryCache};
 pub use config::ConfigValues;
 pub use db::{CONNECT_TIMEOUT, DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases};
 pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
+pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, is_internal};
 pub use i18n::{FALLBACK_LANGUAGE, Translations};
 pub use logs::{DEFAULT_LOG_ENTRIES, LogEntry, PluginLogs};
 
@@ -40,44 +42,45 @@ pub trait PluginCaller: Send + Sync {
     ) -> HostResult<Vec<u8>>;
 }
 
+/// The backends a [`ProductionHost`] is built from.
+#[derive(Debug)]
+pub struct HostServices {
+    /// Named databases.
+    pub databases: Databases,
+    /// The cache (memory or Redis).
+    pub cache: Arc<dyn Cache>,
+    /// Plugin log rings.
+    pub logs: Arc<PluginLogs>,
+    /// Configuration values plugins may read.
+    pub config: ConfigValues,
+    /// Translation catalogs.
+    pub translations: Arc<Translations>,
+    /// Email delivery (the outbox, or SMTP).
+    pub mailer: Arc<dyn Mailer>,
+    /// Outbound HTTP.
+    pub http: HttpClient,
+}
+
 /// The real host services. One instance serves every plugin; the context's `plugin` (stamped
 /// by the sandbox) says whose log, settings and translations a call uses.
 pub struct ProductionHost {
-    databases: Databases,
-    cache: Arc<dyn Cache>,
-    logs: Arc<PluginLogs>,
-    config: ConfigValues,
-    translations: Arc<Translations>,
-    mailer: Arc<dyn Mailer>,
+    services: HostServices,
     caller: OnceLock<Arc<dyn PluginCaller>>,
 }
 
 impl std::fmt::Debug for ProductionHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProductionHost")
-            .field("cache", &self.cache)
-            .field("mailer", &self.mailer)
+            .field("services", &self.services)
             .finish_non_exhaustive()
     }
 }
 
 impl ProductionHost {
     /// A host over these backends.
-    pub fn new(
-        databases: Databases,
-        cache: Arc<dyn Cache>,
-        logs: Arc<PluginLogs>,
-        config: ConfigValues,
-        translations: Arc<Translations>,
-        mailer: Arc<dyn Mailer>,
-    ) -> Self {
+    pub fn new(services: HostServices) -> Self {
         Self {
-            databases,
-            cache,
-            logs,
-            config,
-            translations,
-            mailer,
+            services,
             caller: OnceLock::new(),
         }
     }
@@ -89,19 +92,9 @@ impl ProductionHost {
             .map_err(|_| HostError::Unavailable("the plugin caller is set already".into()))
     }
 
-    /// The databases, for the platform's own use.
-    pub fn databases(&self) -> &Databases {
-        &self.databases
-    }
-
-    /// The plugin logs.
-    pub fn logs(&self) -> &Arc<PluginLogs> {
-        &self.logs
-    }
-
-    /// The translations.
-    pub fn translations(&self) -> &Arc<Translations> {
-        &self.translations
+    /// The backends, for the platform's own use (store, log viewer, outbox).
+    pub fn services(&self) -> &HostServices {
+        &self.services
     }
 }
 
@@ -113,15 +106,15 @@ impl HostApi for ProductionHost {
         query: &str,
         args: &[Value],
     ) -> HostResult<Vec<Row>> {
-        self.databases.query(query, args).await
+        self.services.databases.query(query, args).await
     }
 
     async fn db_exec(&self, _ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
-        self.databases.exec(query, args).await
+        self.services.databases.exec(query, args).await
     }
 
     async fn cache_get(&self, _ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
-        self.cache.get(key).await
+        self.services.cache.get(key).await
     }
 
     async fn cache_set(
@@ -131,11 +124,11 @@ impl HostApi for ProductionHost {
         value: &[u8],
         ttl: Duration,
     ) -> HostResult<()> {
-        self.cache.set(key, value, ttl).await
+        self.services.cache.set(key, value, ttl).await
     }
 
     async fn cache_delete(&self, _ctx: &CallContext, key: &str) -> HostResult<()> {
-        self.cache.delete(key).await
+        self.services.cache.delete(key).await
     }
 
     async fn http_request(
@@ -150,7 +143,7 @@ impl HostApi for ProductionHost {
 
     async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
         email::validate(&email)?;
-        self.mailer.send(&ctx.plugin, &email).await
+        self.services.mailer.send(&ctx.plugin, &email).await
     }
 
     async fn log(
@@ -160,12 +153,14 @@ impl HostApi for ProductionHost {
         message: &str,
         fields: &Map<String, Value>,
     ) -> HostResult<()> {
-        self.logs.write(&ctx.plugin, level, message, fields);
+        self.services
+            .logs
+            .write(&ctx.plugin, level, message, fields);
         Ok(())
     }
 
     async fn config_get(&self, _ctx: &CallContext, key: &str) -> HostResult<String> {
-        self.config.get(key)
+        self.services.config.get(key)
     }
 
     async fn translate(
@@ -175,6 +170,7 @@ impl HostApi for ProductionHost {
         args: &TranslateArgs,
     ) -> HostResult<String> {
         Ok(self
+            .services
             .translations
             .translate(&ctx.plugin, ctx.language.as_deref(), key, args))
     }

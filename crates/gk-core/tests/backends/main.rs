@@ -2,5 +2,6 @@
 
 mod cache;
 mod databases;
+mod http;
 mod services;
 mod store;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gk_core::host::{
-    Cache, ConfigValues, DatabaseConfig, Databases, MemoryCache, Outbox, PluginLogs,
-    ProductionHost, Translations,
+    Cache, ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig,
+    MemoryCache, Outbox, PluginLogs, ProductionHost, Translations,
 };
 use gk_sdk::{CallContext, Email, HostApi, HostError, I18nSpec, LogLevel, TranslateArgs};
 use serde_json::{Map, json};
@@ -34,14 +34,15 @@ async fn host() -> (ProductionHost, Arc<Outbox>, tempfile::TempDir) {
         },
     );
     let outbox = Arc::new(Outbox::default());
-    let host = ProductionHost::new(
+    let host = ProductionHost::new(HostServices {
         databases,
-        Arc::new(MemoryCache::new(100)),
-        Arc::new(PluginLogs::new(3)),
+        cache: Arc::new(MemoryCache::new(100)),
+        logs: Arc::new(PluginLogs::new(3)),
         config,
         translations,
-        outbox.clone(),
-    );
+        mailer: outbox.clone(),
+        http: HttpClient::new(HttpConfig::default()),
+    });
     (host, outbox, dir)
 }
 
@@ -121,7 +122,10 @@ async fn logs_are_rings_per_plugin() {
     )
     .await
     .unwrap();
-    let entries = host.logs().read(Some("stats"), LogLevel::Debug, 100);
+    let entries = host
+        .services()
+        .logs
+        .read(Some("stats"), LogLevel::Debug, 100);
     assert_eq!(
         entries
             .iter()
@@ -130,7 +134,7 @@ async fn logs_are_rings_per_plugin() {
         ["m4", "m3", "m2"],
         "ring of 3, newest first"
     );
-    let errors = host.logs().read(None, LogLevel::Error, 100);
+    let errors = host.services().logs.read(None, LogLevel::Error, 100);
     assert_eq!(
         errors
             .iter()
@@ -138,10 +142,15 @@ async fn logs_are_rings_per_plugin() {
             .collect::<Vec<_>>(),
         ["m3"]
     );
-    assert_eq!(host.logs().read(None, LogLevel::Debug, 2).len(), 2, "limit");
-    host.logs().clear(Some("stats"));
     assert_eq!(
-        host.logs()
+        host.services().logs.read(None, LogLevel::Debug, 2).len(),
+        2,
+        "limit"
+    );
+    host.services().logs.clear(Some("stats"));
+    assert_eq!(
+        host.services()
+            .logs
             .read(None, LogLevel::Debug, 100)
             .iter()
             .map(|e| e.plugin.as_str())

@@ -18,7 +18,7 @@ pub const ECHO: &str = r#"
     (local.get $p))
   (func $pack (param $p i32) (param $l i32) (result i64)
     (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32)) (i64.extend_i32_u (local.get $l))))
-  (func (export "gk_register") (result i64) (call $pack (i32.const 16) (i32.const 31)))
+  (func (export "gk_register") (result i64) (call $pack (i32.const 16) (i32.const 30)))
   (func (export "gk_call") (param $fp i32) (param $fl i32) (param $ap i32) (param $al i32) (result i64)
     (local $i i32) (local $out i32)
     ;; "host": 1000 host calls (translate {"key":"k"}) in one guest call
