@@ -4,6 +4,7 @@
 #
 # - rustfmt, clippy: the lint steps of .ci/run.
 # - clang, lld: the C guest test of gk-wasm (clang --target=wasm32, wasm-ld).
+# - aiosmtpd (PyPI): the SMTP server gk-core's email test talks to.
 # - The Rust WASM toolchain for guests is installed by `cargo xtask build-plugins` itself
 #   (a rustup wasm32 target when present, else Debian's rustc-web + rust-web-src).
 set -euo pipefail
@@ -25,4 +26,9 @@ if [ ${#packages[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${packages[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
+fi
+
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "install-deps: installing aiosmtpd from PyPI (SMTP test server)"
+  python3 -m pip install --quiet --root-user-action=ignore aiosmtpd
 fi

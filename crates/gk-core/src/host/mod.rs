@@ -10,6 +10,7 @@ mod i18n;
 mod logs;
 mod placeholders;
 mod rows;
+mod smtp;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
 pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, is_internal};
 pub use i18n::{FALLBACK_LANGUAGE, Translations};
 pub use logs::{DEFAULT_LOG_ENTRIES, LogEntry, PluginLogs};
+pub use smtp::{SmtpConfig, SmtpMailer, SmtpSecurity};
 
 /// Where `call_plugin` goes: the manager provides it.
 #[async_trait]

@@ -4,4 +4,5 @@ mod cache;
 mod databases;
 mod http;
 mod services;
+mod smtp;
 mod store;
