@@ -26,24 +26,28 @@ fn start_smtp_server(maildir: &Path) -> SmtpServer {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-        ])
-        .arg(maildir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd is needed: scripts/install-deps.sh installs it");
+    // Owned by the server value at once: dropping it kills and reaps the process on every path.
+    let server = SmtpServer {
+        port,
+        child: Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd is needed: scripts/install-deps.sh installs it"),
+    };
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return SmtpServer { child, port };
+            return server;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
