@@ -1,9 +1,7 @@
 //! `send_email`: validation, and the outbox the embedded default writes to instead of SMTP.
 
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use gk_sdk::{Email, HostError, HostResult};
 use serde::Serialize;
 
@@ -53,8 +51,8 @@ pub fn validate(email: &Email) -> HostResult<()> {
 /// A message kept in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxMessage {
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: u64,
+    /// When it was sent.
+    pub time: DateTime<Utc>,
     /// The plugin that sent it.
     pub plugin: String,
     /// Recipient.
@@ -67,41 +65,44 @@ pub struct OutboxMessage {
     pub html: bool,
 }
 
-/// The embedded default: messages are kept for the admin to read and written to the log; nothing
-/// leaves the machine.
-#[derive(Debug, Default)]
+/// The embedded default: messages are kept in the store's outbox table, for the admin to read,
+/// and written to the log; nothing leaves the machine.
+#[derive(Debug, Clone)]
 pub struct Outbox {
-    messages: Mutex<Vec<OutboxMessage>>,
+    store: crate::Store,
 }
 
 impl Outbox {
-    /// Every message, oldest first.
-    pub fn messages(&self) -> Vec<OutboxMessage> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// An outbox in `store`.
+    pub fn new(store: crate::Store) -> Self {
+        Self { store }
+    }
+
+    /// The newest `limit` messages, newest first.
+    pub async fn messages(&self, limit: u64) -> HostResult<Vec<OutboxMessage>> {
+        self.store
+            .outbox(limit)
+            .await
+            .map_err(|e| HostError::Backend(e.to_string()))
     }
 }
 
 #[async_trait]
 impl Mailer for Outbox {
     async fn send(&self, plugin: &str, email: &Email) -> HostResult<()> {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let message = OutboxMessage {
+            time: Utc::now(),
+            plugin: plugin.to_owned(),
+            to: email.to.trim().to_owned(),
+            subject: email.subject.clone(),
+            body: email.body.clone(),
+            html: email.html,
+        };
+        self.store
+            .record_outbox(&message)
+            .await
+            .map_err(|e| HostError::Backend(e.to_string()))?;
         tracing::info!(plugin, to = %email.to, subject = %email.subject, "email kept in the outbox (no SMTP configured)");
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(OutboxMessage {
-                time_ms,
-                plugin: plugin.to_owned(),
-                to: email.to.trim().to_owned(),
-                subject: email.subject.clone(),
-                body: email.body.clone(),
-                html: email.html,
-            });
         Ok(())
     }
 }

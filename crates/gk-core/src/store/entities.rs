@@ -52,3 +52,28 @@ pub(crate) mod sysconfig_modified {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `gk_email_outbox`: mail plugins sent while no SMTP server is configured.
+pub(crate) mod email_outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "gk_email_outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(column_type = "String(StringLen::N(64))")]
+        pub plugin: String,
+        #[sea_orm(column_type = "String(StringLen::N(320))")]
+        pub recipient: String,
+        #[sea_orm(column_type = "Text")]
+        pub subject: String,
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+        pub html: bool,
+        pub created: DateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

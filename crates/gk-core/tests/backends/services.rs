@@ -33,7 +33,10 @@ async fn host() -> (ProductionHost, Arc<Outbox>, tempfile::TempDir) {
             ..Default::default()
         },
     );
-    let outbox = Arc::new(Outbox::default());
+    let store = gk_core::Store::open(databases.connection("default").unwrap().clone())
+        .await
+        .unwrap();
+    let outbox = Arc::new(Outbox::new(store));
     let host = ProductionHost::new(HostServices {
         databases,
         cache: Arc::new(MemoryCache::new(100)),
@@ -227,7 +230,7 @@ async fn email_goes_to_the_outbox_after_validation() {
         err,
         HostError::InvalidInput("the subject contains a line break".into())
     );
-    let messages = outbox.messages();
+    let messages = outbox.messages(10).await.unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(
         (
