@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use crate::host::placeholders::numbered;
+use crate::host::placeholders::rewrite;
 use crate::host::rows;
 use crate::{CoreError, CoreResult};
 
@@ -51,6 +51,8 @@ impl DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct Databases {
     connections: HashMap<String, DatabaseConnection>,
+    /// PostgreSQL parameter types per SQL text, as the server infers them.
+    parameter_types: std::sync::Arc<dashmap::DashMap<String, Vec<String>>>,
     query_timeout: Duration,
     max_rows: usize,
 }
@@ -121,6 +123,7 @@ impl Databases {
         }
         Ok(Self {
             connections,
+            parameter_types: std::sync::Arc::default(),
             query_timeout: config.query_timeout,
             max_rows: config.max_rows,
         })
@@ -132,7 +135,7 @@ impl Databases {
     }
 
     /// Prepares a query: picks the database, numbers placeholders for PostgreSQL, binds arguments.
-    fn statement(
+    async fn statement(
         &self,
         query: &str,
         args: &[Value],
@@ -143,23 +146,53 @@ impl Databases {
             .get(&name)
             .ok_or_else(|| HostError::NotFound(format!("database `{name}` is not configured")))?;
         let backend = connection.get_database_backend();
-        let (numbered_sql, placeholders) = numbered(sql);
+        // PostgreSQL numbers its placeholders and types every bound parameter; a NULL bound
+        // as text would not go into a column of another type, so NULLs are written as the
+        // untyped literal `NULL` instead (no plugin data enters the SQL text).
+        let postgres = backend == DbBackend::Postgres;
+        let mut bound = 0;
+        let (rewritten, placeholders) = rewrite(sql, |index| match args.get(index) {
+            Some(Value::Null) if postgres => "NULL".to_owned(),
+            _ if postgres => {
+                bound += 1;
+                format!("${bound}")
+            }
+            _ => "?".to_owned(),
+        });
         if placeholders != args.len() {
             return Err(HostError::InvalidInput(format!(
                 "the query has {placeholders} `?` placeholders but {} arguments were given",
                 args.len()
             )));
         }
-        let sql = if backend == DbBackend::Postgres {
-            numbered_sql
-        } else {
-            sql.to_owned()
-        };
-        let values = args
+        let bound_args: Vec<(usize, &Value)> = args
             .iter()
             .enumerate()
-            .map(|(i, v)| bind(i, v))
-            .collect::<HostResult<Vec<_>>>()?;
+            .filter(|(_, v)| !(postgres && v.is_null()))
+            .collect();
+        let values = if postgres && !bound_args.is_empty() {
+            // PostgreSQL does not turn a text parameter into a timestamp, number or JSON on its
+            // own: ask it which types it infers, and bind each argument as that type.
+            let types = self
+                .postgres_parameter_types(&name, connection, &rewritten)
+                .await?;
+            bound_args
+                .iter()
+                .zip(
+                    types
+                        .iter()
+                        .map(String::as_str)
+                        .chain(std::iter::repeat("")),
+                )
+                .map(|((i, v), pg_type)| bind_postgres(*i, v, pg_type))
+                .collect::<HostResult<Vec<_>>>()?
+        } else {
+            bound_args
+                .iter()
+                .map(|(i, v)| bind(*i, v))
+                .collect::<HostResult<Vec<_>>>()?
+        };
+        let sql = rewritten;
         Ok((
             name,
             connection,
@@ -167,9 +200,43 @@ impl Databases {
         ))
     }
 
+    /// The parameter types PostgreSQL infers for `sql`, remembered per SQL text.
+    async fn postgres_parameter_types(
+        &self,
+        name: &str,
+        connection: &DatabaseConnection,
+        sql: &str,
+    ) -> HostResult<Vec<String>> {
+        if let Some(types) = self.parameter_types.get(sql) {
+            return Ok(types.clone());
+        }
+        use sea_orm::sqlx::{AssertSqlSafe, Executor, SqlSafeStr, Statement as _, TypeInfo};
+        let pool = connection.get_postgres_connection_pool();
+        // The SQL is the plugin's own, already judged by its sandbox; preparing it runs nothing.
+        let prepared = self
+            .guarded(async {
+                pool.prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+                    .await
+                    .map_err(|e| HostError::Backend(format!("database `{name}`: {e}")))
+            })
+            .await?;
+        let types: Vec<String> = match prepared.parameters() {
+            Some(sea_orm::sqlx::Either::Left(types)) => types
+                .iter()
+                .map(|t| t.name().to_ascii_uppercase())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if self.parameter_types.len() > 10_000 {
+            self.parameter_types.clear();
+        }
+        self.parameter_types.insert(sql.to_owned(), types.clone());
+        Ok(types)
+    }
+
     /// Runs a query and returns its rows as JSON objects.
     pub async fn query(&self, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
-        let (name, connection, statement) = self.statement(query, args)?;
+        let (name, connection, statement) = self.statement(query, args).await?;
         let max_rows = self.max_rows;
         let run = async {
             let mut stream = connection
@@ -195,7 +262,7 @@ impl Databases {
 
     /// Runs a statement and returns the number of affected rows.
     pub async fn exec(&self, query: &str, args: &[Value]) -> HostResult<u64> {
-        let (name, connection, statement) = self.statement(query, args)?;
+        let (name, connection, statement) = self.statement(query, args).await?;
         let run = async {
             connection
                 .execute_raw(statement)
@@ -220,6 +287,118 @@ impl Databases {
 
 fn backend_error(name: &str, error: &sea_orm::DbErr) -> HostError {
     HostError::Backend(format!("database `{name}`: {error}"))
+}
+
+/// Binds one JSON argument as the PostgreSQL type inferred for its parameter (the prepared
+/// statement expects exactly that type): numbers, booleans and strings are converted to it, or
+/// refused with an error naming the argument.
+fn bind_postgres(index: usize, value: &Value, pg_type: &str) -> HostResult<sea_orm::Value> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+    let wrong = |what: &str| {
+        HostError::InvalidInput(format!("argument {} ({value}) is not {what}", index + 1))
+    };
+    if matches!(value, Value::Array(_) | Value::Object(_)) {
+        return bind(index, value);
+    }
+    let text = match value {
+        Value::String(text) => Some(text.trim()),
+        _ => None,
+    };
+    let integer = || -> HostResult<i64> {
+        match value {
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .ok_or_else(|| wrong("an integer")),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            _ => text
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| wrong("an integer")),
+        }
+    };
+    let float = || -> HostResult<f64> {
+        match value {
+            Value::Number(n) => n.as_f64().ok_or_else(|| wrong("a number")),
+            _ => text
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| wrong("a number")),
+        }
+    };
+    let naive = |text: &str| {
+        [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc).naive_utc())
+        })
+    };
+    Ok(match pg_type {
+        "INT2" => sea_orm::Value::SmallInt(Some(
+            i16::try_from(integer()?).map_err(|_| wrong("a 16-bit integer"))?,
+        )),
+        "INT4" => sea_orm::Value::Int(Some(
+            i32::try_from(integer()?).map_err(|_| wrong("a 32-bit integer"))?,
+        )),
+        "INT8" => sea_orm::Value::BigInt(Some(integer()?)),
+        "FLOAT4" => sea_orm::Value::Float(Some(float()? as f32)),
+        "FLOAT8" => sea_orm::Value::Double(Some(float()?)),
+        "NUMERIC" => {
+            let digits = match value {
+                Value::Number(n) => n.to_string(),
+                _ => text.ok_or_else(|| wrong("a number"))?.to_owned(),
+            };
+            sea_orm::Value::Decimal(Some(digits.parse().map_err(|_| wrong("a number"))?))
+        }
+        "BOOL" => sea_orm::Value::Bool(Some(match (value, text.map(str::to_ascii_lowercase)) {
+            (Value::Bool(b), _) => *b,
+            (_, Some(t)) if matches!(t.as_str(), "true" | "t" | "1" | "yes") => true,
+            (_, Some(t)) if matches!(t.as_str(), "false" | "f" | "0" | "no") => false,
+            (Value::Number(n), _) if n.as_i64().is_some() => n.as_i64() != Some(0),
+            _ => return Err(wrong("a boolean")),
+        })),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => {
+            sea_orm::Value::String(Some(match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }))
+        }
+        "TIMESTAMP" => sea_orm::Value::ChronoDateTime(Some(
+            text.and_then(naive).ok_or_else(|| wrong("a timestamp"))?,
+        )),
+        "TIMESTAMPTZ" => sea_orm::Value::ChronoDateTimeUtc(Some(
+            text.and_then(naive)
+                .map(|t| t.and_utc())
+                .ok_or_else(|| wrong("a timestamp"))?,
+        )),
+        "DATE" => sea_orm::Value::ChronoDate(Some(
+            text.and_then(|t| {
+                NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .ok()
+                    .or_else(|| naive(t).map(|n| n.date()))
+            })
+            .ok_or_else(|| wrong("a date"))?,
+        )),
+        "TIME" => sea_orm::Value::ChronoTime(Some(
+            text.and_then(|t| NaiveTime::parse_from_str(t, "%H:%M:%S%.f").ok())
+                .ok_or_else(|| wrong("a time"))?,
+        )),
+        "JSON" | "JSONB" => sea_orm::Value::Json(Some(Box::new(match text {
+            Some(t) => serde_json::from_str(t).map_err(|_| wrong("JSON"))?,
+            None => value.clone(),
+        }))),
+        _ => bind(index, value)?,
+    })
 }
 
 /// Binds one JSON argument with its own type.

@@ -5,7 +5,14 @@
 //! not a placeholder, and stays as it is.
 
 /// Rewrites `?` placeholders as `$1`, `$2`, … and returns the SQL and the number found.
+#[cfg(test)]
 pub(crate) fn numbered(sql: &str) -> (String, usize) {
+    rewrite(sql, |index| format!("${}", index + 1))
+}
+
+/// Replaces each `?` placeholder with `replacement(index)` (0-based) and returns the SQL and
+/// the number of placeholders.
+pub(crate) fn rewrite(sql: &str, mut replacement: impl FnMut(usize) -> String) -> (String, usize) {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut count = 0;
     let mut rest = sql;
@@ -16,8 +23,8 @@ pub(crate) fn numbered(sql: &str) -> (String, usize) {
             '/' if rest.starts_with("/*") => rest[2..].find("*/").map_or(rest.len(), |i| i + 4),
             '$' => dollar_quoted(rest).unwrap_or(1),
             '?' => {
+                out.push_str(&replacement(count));
                 count += 1;
-                out.push_str(&format!("${count}"));
                 rest = &rest[1..];
                 continue;
             }

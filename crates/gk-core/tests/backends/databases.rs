@@ -124,6 +124,61 @@ async fn behaviour(kind: Kind, url: &str) {
         assert_eq!(rows.len(), 1, "{kind:?}");
         assert_eq!(rows[0]["name"], "Ann");
 
+        // Strings go into timestamp, date and number columns, numbers into text columns.
+        db.exec(
+            &format!("INSERT INTO {t} (id, name, price, created, day) VALUES (?, ?, ?, ?, ?)"),
+            &[
+                json!(7),
+                json!(7),
+                json!("1.25"),
+                json!("2026-02-03 04:05:06"),
+                json!("2026-02-03"),
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let typed = db
+            .query(
+                &format!("SELECT name, price, created, day FROM {t} WHERE created >= ? AND id = ?"),
+                &[json!("2026-02-01"), json!(7)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert_eq!(
+            Value::Object(typed[0].clone()),
+            json!({"name": "7", "price": 1.25, "created": "2026-02-03T04:05:06Z", "day": "2026-02-03"}),
+            "{kind:?}"
+        );
+        db.exec(&format!("DELETE FROM {t} WHERE id = ?"), &[json!(7)])
+            .await
+            .unwrap();
+
+        // NULL goes into a column of any type.
+        db.exec(
+            &format!("UPDATE {t} SET score = ?, day = ?, note = ? WHERE id = ?"),
+            &[Value::Null, Value::Null, Value::Null, json!(2)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let nulls = db
+            .query(
+                &format!("SELECT score, day, note FROM {t} WHERE id = ?"),
+                &[json!(2)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            Value::Object(nulls[0].clone()),
+            json!({"score": null, "day": null, "note": null}),
+            "{kind:?}"
+        );
+        db.exec(
+            &format!("UPDATE {t} SET score = ? WHERE id = ?"),
+            &[json!(0.25), json!(2)],
+        )
+        .await
+        .unwrap();
+
         let aggregates = db
             .query(
                 &format!("SELECT COUNT(*) AS n, SUM(id) AS total, MAX(score) AS best FROM {t}"),
