@@ -1,9 +1,22 @@
 //! gk-grpc: runs plugin executables in their own process and speaks to them over gRPC.
 //!
-//! It will own process spawning with an OS sandbox (Linux namespaces, pdeathsig, minimal
-//! environment), the go-plugin style handshake, the tonic client of `PluginService`, one
-//! `HostService` server per plugin that stamps the caller, restart on crash and stdio capture.
+//! [`GrpcRuntime::start`] runs the manifest's binary with a minimal environment (`PATH`, `HOME`,
+//! `TZ`, a private `TMPDIR` (`/tmp/goatflow-plugin-<name>-<random>`, 0700), and the handshake variables: nothing else of the host's
+//! environment reaches the plugin), waits for its go-plugin style handshake line within the
+//! init timeout, connects to its Unix socket and serves it a `HostService` on a socket of its own
+//! that only this plugin may use (a 0700 directory and a per-plugin token checked on every call).
+//! Every host call is passed, stamped with the plugin's identity, to the `Arc<dyn HostApi>` the
+//! plugin was initialised with — its sandbox. Calls carry the call timeout as a deadline;
+//! shutdown asks, then terminates, then kills, and removes every socket and directory.
 //!
-//! It depends on `gk-sdk` only: it never knows the manager, the store or the server.
+//! It depends on `gk-sdk` only: it returns a [`gk_sdk::Plugin`] and never knows the manager.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
+
+mod error;
+mod host_server;
+mod process;
+mod runtime;
+
+pub use error::GrpcError;
+pub use runtime::{GrpcLimits, GrpcPlugin, GrpcRuntime};

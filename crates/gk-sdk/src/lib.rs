@@ -29,6 +29,8 @@ mod duration;
 mod error;
 #[cfg(feature = "guest")]
 pub mod guest;
+#[cfg(feature = "proto")]
+pub mod handshake;
 mod host;
 mod manifest;
 mod plugin;
@@ -36,6 +38,8 @@ mod policy;
 #[cfg(feature = "proto")]
 pub mod proto;
 mod registration;
+#[cfg(feature = "grpc")]
+mod serve;
 mod string_enum;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};
@@ -53,6 +57,8 @@ pub use registration::{
     ErrorCodeSpec, GkRegistration, I18nSpec, JobSpec, MenuItemSpec, RouteSpec, TemplateSpec,
     WidgetSpec,
 };
+#[cfg(feature = "grpc")]
+pub use serve::{ServeError, serve};
 
 /// The result type of host functions.
 pub type HostResult<T> = Result<T, HostError>;

@@ -1,0 +1,256 @@
+//! The `HostService` a plugin process calls back into: one server per plugin, on its own socket,
+//! answering only requests that carry the plugin's token, each passed to the plugin's sandboxed
+//! host with the plugin's own identity.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use gk_sdk::handshake::TOKEN_METADATA;
+use gk_sdk::proto::pb::host_service_server::HostService;
+use gk_sdk::proto::{host_error_to_status, pb};
+use gk_sdk::{CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, TranslateArgs};
+use serde_json::{Map, Value};
+use tonic::{Request, Response, Status};
+
+/// What the host service knows about its plugin.
+pub(crate) struct HostSide {
+    pub(crate) plugin: String,
+    pub(crate) token: String,
+    /// The sandboxed host, set by `init`.
+    pub(crate) host: OnceLock<Arc<dyn HostApi>>,
+    /// Depth of the plugin's calls in flight, by call number.
+    pub(crate) in_flight: DashMap<u64, u32>,
+}
+
+/// The `HostService` of one plugin.
+#[derive(Clone)]
+pub(crate) struct HostServer {
+    pub(crate) side: Arc<HostSide>,
+}
+
+impl HostServer {
+    /// Checks the token and builds the context: the plugin is this server's plugin whatever the
+    /// request says, and the depth is the deepest of the plugin's calls in flight, so a plugin
+    /// cannot reset its own call depth.
+    fn admit<T>(
+        &self,
+        request: &Request<T>,
+        sent: Option<&pb::CallContext>,
+    ) -> Result<(Arc<dyn HostApi>, CallContext), Status> {
+        let token = request
+            .metadata()
+            .get(TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !constant_time_eq(token.as_bytes(), self.side.token.as_bytes()) {
+            tracing::warn!(plugin = %self.side.plugin, "host call with a wrong token refused");
+            return Err(Status::unauthenticated(
+                "this socket belongs to another plugin",
+            ));
+        }
+        let host =
+            self.side.host.get().cloned().ok_or_else(|| {
+                Status::failed_precondition("the plugin has not been initialised")
+            })?;
+        let depth = self
+            .side
+            .in_flight
+            .iter()
+            .map(|entry| *entry.value())
+            .max()
+            .unwrap_or(0);
+        let language = sent.map(|c| c.language.clone()).filter(|l| !l.is_empty());
+        Ok((
+            host,
+            CallContext {
+                plugin: self.side.plugin.clone(),
+                caller: None,
+                depth,
+                language,
+            },
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn status(error: HostError) -> Status {
+    host_error_to_status(&error)
+}
+
+fn json<T: serde::de::DeserializeOwned + Default>(bytes: &[u8], what: &str) -> Result<T, Status> {
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| status(HostError::InvalidInput(format!("{what}: {e}"))))
+}
+
+#[tonic::async_trait]
+impl HostService for HostServer {
+    async fn db_query(
+        &self,
+        request: Request<pb::DbQueryRequest>,
+    ) -> Result<Response<pb::DbQueryResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let message = request.into_inner();
+        let args: Vec<Value> = json(&message.args_json, "args_json")?;
+        let rows = host
+            .db_query(&ctx, &message.query, &args)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DbQueryResponse {
+            rows_json: serde_json::to_vec(&rows).unwrap_or_default(),
+        }))
+    }
+
+    async fn db_exec(
+        &self,
+        request: Request<pb::DbExecRequest>,
+    ) -> Result<Response<pb::DbExecResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let message = request.into_inner();
+        let args: Vec<Value> = json(&message.args_json, "args_json")?;
+        let affected = host
+            .db_exec(&ctx, &message.query, &args)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DbExecResponse { affected }))
+    }
+
+    async fn cache_get(
+        &self,
+        request: Request<pb::CacheGetRequest>,
+    ) -> Result<Response<pb::CacheGetResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let value = host
+            .cache_get(&ctx, &request.get_ref().key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CacheGetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn cache_set(
+        &self,
+        request: Request<pb::CacheSetRequest>,
+    ) -> Result<Response<pb::CacheSetResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let m = request.into_inner();
+        host.cache_set(&ctx, &m.key, &m.value, Duration::from_secs(m.ttl_seconds))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CacheSetResponse {}))
+    }
+
+    async fn cache_delete(
+        &self,
+        request: Request<pb::CacheDeleteRequest>,
+    ) -> Result<Response<pb::CacheDeleteResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        host.cache_delete(&ctx, &request.get_ref().key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CacheDeleteResponse {}))
+    }
+
+    async fn http_request(
+        &self,
+        request: Request<pb::OutboundHttpRequest>,
+    ) -> Result<Response<pb::OutboundHttpResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let m = request.into_inner();
+        let outgoing = HttpRequest {
+            method: m.method,
+            url: m.url,
+            headers: m.headers.into_iter().collect(),
+            body: m.body,
+        };
+        let response = host.http_request(&ctx, outgoing).await.map_err(status)?;
+        Ok(Response::new(pb::OutboundHttpResponse {
+            status: u32::from(response.status),
+            headers: response.headers.into_iter().collect(),
+            body: response.body,
+        }))
+    }
+
+    async fn send_email(
+        &self,
+        request: Request<pb::SendEmailRequest>,
+    ) -> Result<Response<pb::SendEmailResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let m = request.into_inner();
+        host.send_email(
+            &ctx,
+            Email {
+                to: m.to,
+                subject: m.subject,
+                body: m.body,
+                html: m.html,
+            },
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(pb::SendEmailResponse {}))
+    }
+
+    async fn log(
+        &self,
+        request: Request<pb::LogRequest>,
+    ) -> Result<Response<pb::LogResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let m = request.into_inner();
+        let fields: Map<String, Value> = json(&m.fields_json, "fields_json")?;
+        let level = LogLevel::from(pb::LogLevel::try_from(m.level).unwrap_or(pb::LogLevel::Info));
+        host.log(&ctx, level, &m.message, &fields)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LogResponse {}))
+    }
+
+    async fn config_get(
+        &self,
+        request: Request<pb::ConfigGetRequest>,
+    ) -> Result<Response<pb::ConfigGetResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let value = host
+            .config_get(&ctx, &request.get_ref().key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ConfigGetResponse { value }))
+    }
+
+    async fn translate(
+        &self,
+        request: Request<pb::TranslateRequest>,
+    ) -> Result<Response<pb::TranslateResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let m = request.into_inner();
+        let args: Value = json(&m.args_json, "args_json")?;
+        let value = host
+            .translate(&ctx, &m.key, &TranslateArgs::from_json(args))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::TranslateResponse { value }))
+    }
+
+    async fn call_plugin(
+        &self,
+        request: Request<pb::CallPluginRequest>,
+    ) -> Result<Response<pb::CallPluginResponse>, Status> {
+        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let m = request.into_inner();
+        let result = host
+            .call_plugin(&ctx, &m.plugin, &m.function, &m.args_json)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CallPluginResponse {
+            result_json: result,
+        }))
+    }
+}

@@ -1,0 +1,455 @@
+//! gk-grpc against real processes: the hello-grpc example and shell scripts that misbehave.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gk_grpc::{GrpcLimits, GrpcPlugin, GrpcRuntime};
+use gk_sdk::{
+    CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
+    Plugin, PluginError, Row, TranslateArgs,
+};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Default)]
+struct MemoryHost {
+    cache: Mutex<HashMap<String, Vec<u8>>>,
+    logs: Mutex<Vec<(String, LogLevel, String)>>,
+}
+
+#[async_trait]
+impl HostApi for MemoryHost {
+    async fn db_query(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<Vec<Row>> {
+        Ok(Vec::new())
+    }
+    async fn db_exec(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
+        Ok(0)
+    }
+    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
+        Ok(self
+            .cache
+            .lock()
+            .unwrap()
+            .get(&format!("{}:{key}", ctx.plugin))
+            .cloned())
+    }
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        _: Duration,
+    ) -> HostResult<()> {
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(format!("{}:{key}", ctx.plugin), value.to_vec());
+        Ok(())
+    }
+    async fn cache_delete(&self, _: &CallContext, _: &str) -> HostResult<()> {
+        Ok(())
+    }
+    async fn http_request(&self, _: &CallContext, _: HttpRequest) -> HostResult<HttpResponse> {
+        Err(HostError::denied("http", "no"))
+    }
+    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
+        Ok(())
+    }
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        _: &Map<String, Value>,
+    ) -> HostResult<()> {
+        self.logs
+            .lock()
+            .unwrap()
+            .push((ctx.plugin.clone(), level, message.to_owned()));
+        Ok(())
+    }
+    async fn config_get(&self, _: &CallContext, key: &str) -> HostResult<String> {
+        Err(HostError::NotFound(key.to_owned()))
+    }
+    async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
+        Ok(key.to_owned())
+    }
+    async fn call_plugin(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The hello-grpc binary, built with the workspace (`cargo test --workspace` builds it).
+fn hello_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let binary = dir.join("hello-grpc");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p hello-grpc` (cargo xtask test does)",
+        binary.display()
+    );
+    binary
+}
+
+fn limits(call_ms: u64) -> GrpcLimits {
+    GrpcLimits {
+        call_timeout: Duration::from_millis(call_ms),
+        init_timeout: Duration::from_secs(10),
+        shutdown_timeout: Duration::from_secs(2),
+        network: false,
+    }
+}
+
+async fn hello(call_ms: u64) -> (GrpcPlugin, Arc<MemoryHost>, tempfile::TempDir) {
+    let run = tempfile::tempdir().unwrap();
+    let plugin = GrpcRuntime::new(run.path())
+        .start("hello-grpc", &hello_binary(), run.path(), limits(call_ms))
+        .await
+        .unwrap();
+    let host = Arc::new(MemoryHost::default());
+    plugin
+        .init(&CallContext::for_plugin("hello-grpc"), host.clone())
+        .await
+        .unwrap();
+    (plugin, host, run)
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+async fn call(plugin: &GrpcPlugin, function: &str, args: Value) -> Result<Value, PluginError> {
+    let bytes = plugin
+        .call(
+            &CallContext::for_plugin("hello-grpc"),
+            function,
+            args.to_string().as_bytes(),
+        )
+        .await?;
+    Ok(serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn start_register_call_callback_shutdown() {
+    let (plugin, host, run) = hello(5_000).await;
+    let reg = plugin.register().await.unwrap();
+    assert_eq!(reg.name, "hello-grpc");
+    assert_eq!(
+        reg.routes
+            .iter()
+            .map(|r| r.path.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "/api/plugins/hello-grpc/hello",
+            "/api/plugins/hello-grpc/env"
+        ]
+    );
+    assert_eq!(reg.widgets[0].id, "hello_widget");
+    assert_eq!(
+        call(&plugin, "greet", json!({"name": "Ann"}))
+            .await
+            .unwrap(),
+        json!({"message": "Hello, Ann!", "greetings": 1})
+    );
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap(),
+        json!({"message": "Hello, world!", "greetings": 2})
+    );
+    assert_eq!(
+        host.cache.lock().unwrap()["hello-grpc:greetings"],
+        b"2",
+        "the cache was used through the host"
+    );
+    assert!(
+        host.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, l, m)| p == "hello-grpc" && *l == LogLevel::Info && m == "greeted")
+    );
+    let err = call(&plugin, "nope", json!({})).await.unwrap_err();
+    assert_eq!(
+        err,
+        PluginError::failed("unknown_function", "no function `nope`")
+    );
+    plugin.health().await.unwrap();
+
+    let pid = plugin.pid();
+    let socket = plugin.host_socket();
+    let tmp_dir = plugin.tmp_dir();
+    assert!(alive(pid) && tmp_dir.is_dir());
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+    assert!(!alive(pid), "no process is left");
+    assert!(plugin.exit_status().is_some());
+    assert!(
+        !socket.exists() && !socket.parent().unwrap().exists(),
+        "the host socket and its directory are gone"
+    );
+    assert!(
+        !std::env::temp_dir()
+            .join("goatflow-plugin-hello-grpc")
+            .exists(),
+        "the plugin's TMPDIR is gone"
+    );
+    assert!(matches!(
+        call(&plugin, "greet", json!({})).await,
+        Err(PluginError::Unavailable(_))
+    ));
+    drop(run);
+}
+
+#[tokio::test]
+async fn the_plugin_sees_a_minimal_environment() {
+    let (plugin, _host, _run) = hello(5_000).await;
+    let seen = call(&plugin, "environment", json!({})).await.unwrap();
+    let mut names: Vec<String> = serde_json::from_value(seen["variables"].clone()).unwrap();
+    names.sort();
+    let allowed = [
+        "GOATFLOW_NO_NETWORK",
+        "GOATKIT_HOST_SOCKET",
+        "GOATKIT_HOST_TOKEN",
+        "GOATKIT_PLUGIN",
+        "HOME",
+        "PATH",
+        "TMPDIR",
+        "TZ",
+    ];
+    assert!(
+        names.iter().all(|n| allowed.contains(&n.as_str())),
+        "unexpected variables: {names:?}"
+    );
+    assert!(
+        names.contains(&"GOATFLOW_NO_NETWORK".to_owned()),
+        "no http permission, so no network: {names:?}"
+    );
+    assert!(
+        std::env::vars().any(|(k, _)| k.starts_with("CARGO")),
+        "the test itself has CARGO_* variables that must not leak"
+    );
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn another_process_cannot_use_the_host_socket() {
+    use gk_sdk::proto::pb;
+    use gk_sdk::proto::pb::host_service_client::HostServiceClient;
+    let (plugin, host, _run) = hello(5_000).await;
+    let socket = plugin.host_socket();
+    let channel = tonic::transport::Endpoint::try_from("http://x.invalid")
+        .unwrap()
+        .connect_with_connector(tower_service(socket))
+        .await
+        .unwrap();
+    let mut client = HostServiceClient::new(channel);
+    let forged = pb::CacheSetRequest {
+        context: Some(pb::CallContext {
+            plugin: "admin".into(),
+            ..Default::default()
+        }),
+        key: "k".into(),
+        value: b"v".to_vec(),
+        ttl_seconds: 0,
+    };
+    let err = client.cache_set(forged.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(forged);
+    wrong
+        .metadata_mut()
+        .insert("x-goatkit-token", "0000".parse().unwrap());
+    assert_eq!(
+        client.cache_set(wrong).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    assert!(
+        host.cache.lock().unwrap().is_empty(),
+        "nothing reached the host"
+    );
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
+fn tower_service(
+    socket: PathBuf,
+) -> impl tower_service_trait::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future: Send,
+> + Send
++ Clone
++ 'static {
+    tower_service_trait::service_fn(move |_| {
+        let socket = socket.clone();
+        async move {
+            tokio::net::UnixStream::connect(socket)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }
+    })
+}
+
+mod tower_service_trait {
+    pub use tower::{Service, service_fn};
+}
+
+#[tokio::test]
+async fn a_crash_mid_call_is_reported_and_the_host_goes_on() {
+    let (plugin, _host, _run) = hello(5_000).await;
+    let start = Instant::now();
+    let err = call(&plugin, "crash", json!({})).await.unwrap_err();
+    let PluginError::Crashed(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("exit status: 3"), "{message}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "in-flight calls fail at once"
+    );
+    let (other, _, _run2) = hello(5_000).await;
+    assert_eq!(
+        call(&other, "greet", json!({})).await.unwrap()["greetings"],
+        1
+    );
+    other
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_hanging_call_times_out_at_its_deadline_without_blocking_others() {
+    let (plugin, _host, _run) = hello(500).await;
+    let plugin = Arc::new(plugin);
+    let slow = {
+        let plugin = plugin.clone();
+        tokio::spawn(async move { call(&plugin, "sleep", json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap()["greetings"],
+        1,
+        "calls are concurrent"
+    );
+    let start = Instant::now();
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        PluginError::Timeout {
+            operation: "call".into(),
+            after: Duration::from_millis(500)
+        }
+    );
+    assert!(start.elapsed() < Duration::from_millis(600));
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn handshake_faults_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = GrpcRuntime::new(dir.path());
+    let quick = GrpcLimits {
+        init_timeout: Duration::from_millis(700),
+        ..limits(1_000)
+    };
+    for (name, body, expected) in [
+        (
+            "bad-line",
+            "echo hello there; sleep 5",
+            "the plugin printed `hello there`; a handshake line is `1|1|unix|/path/to/socket|grpc`",
+        ),
+        (
+            "wrong-version",
+            "echo '1|7|unix|/tmp/x.sock|grpc'; sleep 5",
+            "app protocol version `7`",
+        ),
+        (
+            "silent",
+            "sleep 5",
+            "no handshake line within 700 ms (init_timeout)",
+        ),
+        (
+            "exits",
+            "echo 'missing config file' >&2; exit 4",
+            "it exited before the handshake (exit status: 4); stderr: missing config file",
+        ),
+    ] {
+        let executable = script(dir.path(), name, body);
+        let err = runtime
+            .start(name, &executable, dir.path(), quick)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("handshake with {name} failed: ")),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains(expected),
+            "{name}:\n  expected: {expected}\n  actual:   {err}"
+        );
+    }
+    let err = runtime
+        .start(
+            "nowhere",
+            Path::new("/nonexistent/plugin"),
+            dir.path(),
+            quick,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot start /nonexistent/plugin:"),
+        "{err}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gk-host-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "socket directories are removed after failures: {leftovers:?}"
+    );
+}
+
+#[tokio::test]
+async fn started_by_hand_the_plugin_says_what_it_is() {
+    let output = std::process::Command::new(hello_binary())
+        .env_remove("GOATKIT_PLUGIN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("This is a GoatKit plugin"));
+}

@@ -1,0 +1,482 @@
+//! `serve()`: runs a [`Plugin`] as a gRPC plugin process. The author writes no gRPC code.
+//!
+//! ```no_run
+//! # use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
+//! # use std::sync::Arc;
+//! struct Hello;
+//!
+//! #[async_trait::async_trait]
+//! impl Plugin for Hello {
+//!     async fn register(&self) -> Result<GkRegistration, PluginError> {
+//!         Ok(GkRegistration { name: "hello".into(), version: "0.1.0".into(), ..Default::default() })
+//!     }
+//!     async fn init(&self, _: &CallContext, _host: Arc<dyn HostApi>) -> Result<(), PluginError> {
+//!         Ok(())
+//!     }
+//!     async fn call(&self, _: &CallContext, _function: &str, _args: &[u8]) -> Result<Vec<u8>, PluginError> {
+//!         Ok(br#"{"message":"hello"}"#.to_vec())
+//!     }
+//!     async fn shutdown(&self, _: &CallContext) -> Result<(), PluginError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), gk_sdk::ServeError> {
+//!     gk_sdk::serve(Hello).await
+//! }
+//! ```
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+use crate::handshake::{
+    HEALTH_SERVICE, HOST_SOCKET_ENV, HOST_TOKEN_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE,
+    TOKEN_METADATA, handshake_line,
+};
+use crate::proto::pb::host_service_client::HostServiceClient;
+use crate::proto::pb::plugin_service_server::{PluginService, PluginServiceServer};
+use crate::proto::{pb, status_to_host_error};
+use crate::{
+    CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
+    Plugin, PluginError, Row, TranslateArgs,
+};
+
+/// Why a plugin process could not serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The environment lacks what the host sets.
+    #[error("{0}")]
+    Environment(String),
+    /// The socket or the server failed.
+    #[error("the plugin's gRPC server failed: {0}")]
+    Server(String),
+}
+
+/// Serves `plugin` to the host that started this process, until the host shuts it down.
+///
+/// Started by hand (without the host's environment), it prints that this is a plugin and
+/// exits with status 1.
+pub async fn serve<P: Plugin + 'static>(plugin: P) -> Result<(), ServeError> {
+    if std::env::var(MAGIC_COOKIE_KEY).ok().as_deref() != Some(MAGIC_COOKIE_VALUE) {
+        eprintln!(
+            "This is a GoatKit plugin: it is started by the GoatKit host, not by hand.\n\
+             Put it (with its plugin.yaml) in the host's plugins directory and run `gk serve`."
+        );
+        std::process::exit(1);
+    }
+    let host_socket = std::env::var(HOST_SOCKET_ENV)
+        .map_err(|_| ServeError::Environment(format!("{HOST_SOCKET_ENV} is not set")))?;
+    let token = std::env::var(HOST_TOKEN_ENV)
+        .map_err(|_| ServeError::Environment(format!("{HOST_TOKEN_ENV} is not set")))?;
+
+    let dir = std::env::temp_dir().join(format!("gk-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ServeError::Server(format!("cannot create {}: {e}", dir.display())))?;
+    let socket = dir.join("plugin.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .map_err(|e| ServeError::Server(format!("cannot listen on {}: {e}", socket.display())))?;
+
+    let stop = Arc::new(Notify::new());
+    let service = PluginServer {
+        plugin: Arc::new(plugin),
+        host_socket,
+        token,
+        stop: stop.clone(),
+        initialised: OnceLock::new(),
+    };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+
+    println!("{}", handshake_line(&socket.to_string_lossy()));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let stopped = async move {
+        tokio::select! {
+            () = stop.notified() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let result = Server::builder()
+        .add_service(health)
+        .add_service(PluginServiceServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            stopped,
+        )
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_dir(&dir);
+    result.map_err(|e| ServeError::Server(e.to_string()))
+}
+
+struct PluginServer<P> {
+    plugin: Arc<P>,
+    host_socket: String,
+    token: String,
+    stop: Arc<Notify>,
+    initialised: OnceLock<()>,
+}
+
+fn context(ctx: Option<pb::CallContext>) -> CallContext {
+    ctx.map(CallContext::from).unwrap_or_default()
+}
+
+fn plugin_status(error: PluginError) -> Status {
+    Status::internal(error.to_string())
+}
+
+#[tonic::async_trait]
+impl<P: Plugin + 'static> PluginService for PluginServer<P> {
+    async fn register(
+        &self,
+        _: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let registration = self.plugin.register().await.map_err(plugin_status)?;
+        Ok(Response::new(pb::RegisterResponse {
+            registration: Some(pb::Registration::from(&registration)),
+        }))
+    }
+
+    async fn init(
+        &self,
+        request: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
+        let ctx = context(request.into_inner().context);
+        let host = GrpcHost::connect(&self.host_socket, &self.token)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.plugin
+            .init(&ctx, Arc::new(host))
+            .await
+            .map_err(plugin_status)?;
+        let _ = self.initialised.set(());
+        Ok(Response::new(pb::InitResponse {}))
+    }
+
+    async fn call(
+        &self,
+        request: Request<pb::CallRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
+        let request = request.into_inner();
+        let ctx = context(request.context);
+        match self
+            .plugin
+            .call(&ctx, &request.function, &request.args_json)
+            .await
+        {
+            Ok(result) => Ok(Response::new(pb::CallResponse {
+                result_json: result,
+                failure: None,
+            })),
+            Err(error) => Ok(Response::new(pb::CallResponse {
+                result_json: Vec::new(),
+                failure: Some(pb::Failure::from(&error)),
+            })),
+        }
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        let ctx = context(request.into_inner().context);
+        let outcome = self.plugin.shutdown(&ctx).await;
+        // Answer first, then stop serving.
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stop.notify_one();
+        });
+        outcome.map_err(plugin_status)?;
+        Ok(Response::new(pb::ShutdownResponse {}))
+    }
+
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let healthy = self.plugin.health().await;
+        Ok(Response::new(pb::HealthResponse {
+            healthy: healthy.is_ok(),
+            message: healthy.err().map(|e| e.to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+/// The host, as a gRPC client of its `HostService` (what `init` hands the plugin).
+#[derive(Clone)]
+struct GrpcHost {
+    client: HostServiceClient<Channel>,
+    token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl GrpcHost {
+    async fn connect(socket: &str, token: &str) -> Result<Self, String> {
+        let socket = socket.to_owned();
+        let channel = Endpoint::try_from("http://host.invalid")
+            .map_err(|e| e.to_string())?
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+            }))
+            .await
+            .map_err(|e| format!("cannot reach the host: {e}"))?;
+        let token = token
+            .parse()
+            .map_err(|_| "the host token is not valid metadata".to_owned())?;
+        Ok(Self {
+            client: HostServiceClient::new(channel),
+            token,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(TOKEN_METADATA, self.token.clone());
+        request
+    }
+}
+
+fn json_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn host_error(status: Status) -> HostError {
+    status_to_host_error(&status)
+}
+
+#[async_trait]
+impl HostApi for GrpcHost {
+    async fn db_query(
+        &self,
+        ctx: &CallContext,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        let request = pb::DbQueryRequest {
+            context: Some(ctx.into()),
+            query: query.to_owned(),
+            args_json: json_bytes(&args),
+        };
+        let reply = self
+            .client
+            .clone()
+            .db_query(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner();
+        serde_json::from_slice(&reply.rows_json)
+            .map_err(|e| HostError::Backend(format!("unreadable rows: {e}")))
+    }
+
+    async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
+        let request = pb::DbExecRequest {
+            context: Some(ctx.into()),
+            query: query.to_owned(),
+            args_json: json_bytes(&args),
+        };
+        Ok(self
+            .client
+            .clone()
+            .db_exec(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner()
+            .affected)
+    }
+
+    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
+        let request = pb::CacheGetRequest {
+            context: Some(ctx.into()),
+            key: key.to_owned(),
+        };
+        let reply = self
+            .client
+            .clone()
+            .cache_get(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner();
+        Ok(reply.found.then_some(reply.value))
+    }
+
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> HostResult<()> {
+        let request = pb::CacheSetRequest {
+            context: Some(ctx.into()),
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl_seconds: ttl.as_secs(),
+        };
+        self.client
+            .clone()
+            .cache_set(self.request(request))
+            .await
+            .map_err(host_error)?;
+        Ok(())
+    }
+
+    async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
+        let request = pb::CacheDeleteRequest {
+            context: Some(ctx.into()),
+            key: key.to_owned(),
+        };
+        self.client
+            .clone()
+            .cache_delete(self.request(request))
+            .await
+            .map_err(host_error)?;
+        Ok(())
+    }
+
+    async fn http_request(
+        &self,
+        ctx: &CallContext,
+        request: HttpRequest,
+    ) -> HostResult<HttpResponse> {
+        let request = pb::OutboundHttpRequest {
+            context: Some(ctx.into()),
+            method: request.method,
+            url: request.url,
+            headers: request.headers.into_iter().collect(),
+            body: request.body,
+        };
+        let reply = self
+            .client
+            .clone()
+            .http_request(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner();
+        Ok(HttpResponse {
+            status: u16::try_from(reply.status).unwrap_or(0),
+            headers: reply.headers.into_iter().collect(),
+            body: reply.body,
+        })
+    }
+
+    async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
+        let request = pb::SendEmailRequest {
+            context: Some(ctx.into()),
+            to: email.to,
+            subject: email.subject,
+            body: email.body,
+            html: email.html,
+        };
+        self.client
+            .clone()
+            .send_email(self.request(request))
+            .await
+            .map_err(host_error)?;
+        Ok(())
+    }
+
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        fields: &Map<String, Value>,
+    ) -> HostResult<()> {
+        let request = pb::LogRequest {
+            context: Some(ctx.into()),
+            level: pb::LogLevel::from(level) as i32,
+            message: message.to_owned(),
+            fields_json: if fields.is_empty() {
+                Vec::new()
+            } else {
+                json_bytes(fields)
+            },
+        };
+        self.client
+            .clone()
+            .log(self.request(request))
+            .await
+            .map_err(host_error)?;
+        Ok(())
+    }
+
+    async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String> {
+        let request = pb::ConfigGetRequest {
+            context: Some(ctx.into()),
+            key: key.to_owned(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .config_get(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner()
+            .value)
+    }
+
+    async fn translate(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        args: &TranslateArgs,
+    ) -> HostResult<String> {
+        let args_json = match args {
+            TranslateArgs::None => Vec::new(),
+            other => json_bytes(&other.to_json()),
+        };
+        let request = pb::TranslateRequest {
+            context: Some(ctx.into()),
+            key: key.to_owned(),
+            args_json,
+        };
+        Ok(self
+            .client
+            .clone()
+            .translate(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner()
+            .value)
+    }
+
+    async fn call_plugin(
+        &self,
+        ctx: &CallContext,
+        plugin: &str,
+        function: &str,
+        args: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        let request = pb::CallPluginRequest {
+            context: Some(ctx.into()),
+            plugin: plugin.to_owned(),
+            function: function.to_owned(),
+            args_json: args.to_vec(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .call_plugin(self.request(request))
+            .await
+            .map_err(host_error)?
+            .into_inner()
+            .result_json)
+    }
+}

@@ -1,0 +1,136 @@
+//! hello-grpc: the example gRPC plugin. It registers two routes and a dashboard widget, counts
+//! greetings in the cache and logs through the host.
+//!
+//! It is built with the workspace (`cargo build -p hello-grpc`) and started by the host; run by
+//! hand, it says so and exits.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gk_sdk::{
+    CallContext, GkRegistration, HostApi, LogLevel, Plugin, PluginError, RouteSpec, WidgetSpec,
+};
+use serde_json::{Map, Value, json};
+
+#[derive(Default)]
+struct Hello {
+    host: OnceLock<Arc<dyn HostApi>>,
+}
+
+impl Hello {
+    fn host(&self) -> Result<&Arc<dyn HostApi>, PluginError> {
+        self.host
+            .get()
+            .ok_or_else(|| PluginError::Unavailable("not initialised".into()))
+    }
+
+    async fn greet(&self, ctx: &CallContext, args: &[u8]) -> Result<Value, PluginError> {
+        let args: Value = if args.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(args)
+                .map_err(|e| PluginError::failed("bad_arguments", e.to_string()))?
+        };
+        let name = args
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("world")
+            .to_owned();
+        let host = self.host()?;
+        let count = host
+            .cache_get(ctx, "greetings")
+            .await?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        host.cache_set(
+            ctx,
+            "greetings",
+            count.to_string().as_bytes(),
+            Duration::ZERO,
+        )
+        .await?;
+        let mut fields = Map::new();
+        fields.insert("name".into(), json!(name));
+        host.log(ctx, LogLevel::Info, "greeted", &fields).await?;
+        Ok(json!({"message": format!("Hello, {name}!"), "greetings": count}))
+    }
+}
+
+#[async_trait]
+impl Plugin for Hello {
+    async fn register(&self) -> Result<GkRegistration, PluginError> {
+        let route = |path: &str, handler: &str| RouteSpec {
+            method: "GET".into(),
+            path: format!("/api/plugins/hello-grpc/{path}"),
+            handler: handler.into(),
+            middleware: vec!["auth".into()],
+            description: String::new(),
+        };
+        Ok(GkRegistration {
+            name: "hello-grpc".into(),
+            version: "0.1.0".into(),
+            description: "The example gRPC plugin of GoatKit".into(),
+            license: "Apache-2.0".into(),
+            routes: vec![route("hello", "greet"), route("env", "environment")],
+            widgets: vec![WidgetSpec {
+                id: "hello_widget".into(),
+                title: "Hello".into(),
+                handler: "widget".into(),
+                location: "dashboard".into(),
+                size: "small".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    async fn init(&self, _ctx: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
+        self.host
+            .set(host)
+            .map_err(|_| PluginError::Unavailable("initialised twice".into()))
+    }
+
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        let result = match function {
+            "greet" => self.greet(ctx, args).await?,
+            "widget" => {
+                let greeting = self.greet(ctx, br#"{"name":"dashboard"}"#).await?;
+                json!({"html": format!("<p class=\"hello\">{}</p>", greeting["message"].as_str().unwrap_or_default())})
+            }
+            // What the process can see of its environment: for the isolation tests.
+            "environment" => json!({
+                "variables": std::env::vars().map(|(k, _)| k).collect::<Vec<_>>(),
+                "pid": std::process::id(),
+            }),
+            "crash" => std::process::exit(3),
+            "sleep" => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                json!({})
+            }
+            other => {
+                return Err(PluginError::failed(
+                    "unknown_function",
+                    format!("no function `{other}`"),
+                ));
+            }
+        };
+        Ok(serde_json::to_vec(&result).unwrap_or_default())
+    }
+
+    async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), gk_sdk::ServeError> {
+    gk_sdk::serve(Hello::default()).await
+}
