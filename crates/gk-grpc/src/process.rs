@@ -50,16 +50,73 @@ pub(crate) fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// How a plugin process is isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Isolation {
+    /// New network namespace: no network at all (the Unix socket to the host still works).
+    pub(crate) no_network: bool,
+    /// Cap on private writable memory (`RLIMIT_DATA`), in bytes; 0 = none.
+    pub(crate) memory_bytes: u64,
+}
+
+/// Whether new PID, mount and network namespaces can be made here (with util-linux `unshare`);
+/// checked once. Without them a warning names what is skipped.
+fn namespaces_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let probe = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--net", "--kill-child", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let available = probe.is_ok_and(|status| status.success());
+        if !available {
+            tracing::warn!(
+                "Linux namespaces are not available here (no privilege, or no `unshare`): plugin processes run \
+                 without their own PID, mount and network namespaces"
+            );
+        }
+        available
+    })
+}
+
 /// Starts `executable` and waits for its handshake line up to `timeout`.
 pub(crate) async fn spawn(
     side: &Arc<HostSide>,
     executable: &Path,
     working_dir: &Path,
     env: &[(String, String)],
+    isolation: Isolation,
     timeout: Duration,
 ) -> Result<Spawned, GrpcError> {
     let plugin = side.plugin.clone();
-    let mut command = Command::new(executable);
+    let spawn_error = |message: String| GrpcError::Spawn {
+        path: executable.display().to_string(),
+        message,
+    };
+    let metadata = std::fs::metadata(executable).map_err(|e| spawn_error(e.to_string()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
+            return Err(spawn_error("not an executable file".into()));
+        }
+    }
+    let mut command = if cfg!(target_os = "linux") && namespaces_available() {
+        // The plugin runs as PID 1 of a new PID namespace with its own /proc (it cannot see
+        // the host's processes), in a new mount namespace, and without network unless its
+        // policy grants http; `unshare` stays as its parent and kills it when it dies.
+        let mut command = Command::new("unshare");
+        command.args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"]);
+        if isolation.no_network {
+            command.arg("--net");
+        }
+        command.arg("--").arg(executable);
+        command
+    } else {
+        Command::new(executable)
+    };
+    let memory = isolation.memory_bytes;
     command
         .current_dir(working_dir)
         .env_clear()
@@ -68,20 +125,29 @@ pub(crate) async fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-    // which is async-signal-safe.
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
+    // setrlimit(2): both are async-signal-safe system calls on plain values.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if memory > 0 {
+                // RLIMIT_DATA counts private writable memory; the PROT_NONE reservations Go and
+                // Java runtimes make at start do not count, so they still start (RLIMIT_AS
+                // would stop them).
+                let limit = libc::rlimit {
+                    rlim_cur: memory,
+                    rlim_max: memory,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|e| GrpcError::Spawn {
-        path: executable.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let mut child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
     let pid = child.id().unwrap_or(0);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();

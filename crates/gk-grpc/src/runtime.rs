@@ -36,8 +36,11 @@ pub struct GrpcLimits {
     /// Grace period of each step of shutdown.
     pub shutdown_timeout: Duration,
     /// Whether the plugin may use the network (the policy grants `http`); without it the
-    /// process is told so with `GOATFLOW_NO_NETWORK=1`.
+    /// process runs in a network namespace of its own (no network at all, where namespaces are
+    /// available) and is told so with `GOATFLOW_NO_NETWORK=1`.
     pub network: bool,
+    /// Cap on the process's private writable memory in MiB (`RLIMIT_DATA`); 0 = none.
+    pub memory_mb: u32,
 }
 
 impl GrpcLimits {
@@ -48,6 +51,7 @@ impl GrpcLimits {
             init_timeout: policy.init_timeout,
             shutdown_timeout: policy.shutdown_timeout,
             network: policy.permissions_of(PermissionType::Http).next().is_some(),
+            memory_mb: policy.memory_mb,
         }
     }
 }
@@ -154,9 +158,20 @@ impl GrpcRuntime {
             let _ = std::fs::remove_dir_all(&tmp_dir);
             error
         };
-        let spawned = process::spawn(&side, executable, working_dir, &env, limits.init_timeout)
-            .await
-            .map_err(cleanup)?;
+        let isolation = process::Isolation {
+            no_network: !limits.network,
+            memory_bytes: u64::from(limits.memory_mb) << 20,
+        };
+        let spawned = process::spawn(
+            &side,
+            executable,
+            working_dir,
+            &env,
+            isolation,
+            limits.init_timeout,
+        )
+        .await
+        .map_err(cleanup)?;
         let socket = spawned.handshake.socket.clone();
         let endpoint = Endpoint::try_from("http://plugin.invalid")
             .map_err(|e| GrpcError::Host {

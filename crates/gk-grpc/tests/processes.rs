@@ -106,13 +106,18 @@ fn limits(call_ms: u64) -> GrpcLimits {
         init_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(2),
         network: false,
+        memory_mb: 512,
     }
 }
 
 async fn hello(call_ms: u64) -> (GrpcPlugin, Arc<MemoryHost>, tempfile::TempDir) {
+    hello_with(limits(call_ms)).await
+}
+
+async fn hello_with(limits: GrpcLimits) -> (GrpcPlugin, Arc<MemoryHost>, tempfile::TempDir) {
     let run = tempfile::tempdir().unwrap();
     let plugin = GrpcRuntime::new(run.path())
-        .start("hello-grpc", &hello_binary(), run.path(), limits(call_ms))
+        .start("hello-grpc", &hello_binary(), run.path(), limits)
         .await
         .unwrap();
     let host = Arc::new(MemoryHost::default());
@@ -452,4 +457,116 @@ async fn started_by_hand_the_plugin_says_what_it_is() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("This is a GoatKit plugin"));
+}
+
+/// Whether this machine can make namespaces (root, util-linux `unshare`): CI's can.
+fn namespaces_here() -> bool {
+    std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--net",
+            "--kill-child",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn the_plugin_runs_in_its_own_pid_namespace_without_network() {
+    if !namespaces_here() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI machines run as root and can make namespaces"
+        );
+        eprintln!("skipping: no namespaces here");
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+
+    let (isolated, _host, _run) = hello(5_000).await;
+    let seen = call(&isolated, "environment", json!({})).await.unwrap();
+    assert_eq!(seen["pid"], 1, "PID 1 of its own namespace");
+    assert!(
+        seen["visible_processes"].as_u64().unwrap() <= 3,
+        "the host's processes are invisible: {seen}"
+    );
+    assert_eq!(
+        call(&isolated, "tcp", json!({"address": address}))
+            .await
+            .unwrap()["connected"],
+        false,
+        "no network without http"
+    );
+    isolated
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+
+    let (networked, _host, _run) = hello_with(GrpcLimits {
+        network: true,
+        ..limits(5_000)
+    })
+    .await;
+    assert_eq!(
+        call(&networked, "tcp", json!({"address": address}))
+            .await
+            .unwrap()["connected"],
+        true,
+        "with http, the network is there"
+    );
+    networked
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
+/// Run as a helper process by `killing_the_host_kills_the_plugin`: starts hello-grpc, prints
+/// its pid and waits to be killed.
+#[tokio::test]
+async fn helper_host_process() {
+    if std::env::var_os("GK_GRPC_HELPER_HOST").is_none() {
+        return;
+    }
+    let (plugin, _host, _run) = hello(5_000).await;
+    println!("PLUGIN_PID={}", plugin.pid());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn killing_the_host_kills_the_plugin() {
+    use std::io::{BufRead, BufReader};
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_host_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GK_GRPC_HELPER_HOST", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = helper.stdout.take().unwrap();
+    let pid: u32 = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            // libtest may print `test helper_host_process ... ` on the same line first.
+            line.split("PLUGIN_PID=")
+                .nth(1)
+                .and_then(|p| p.trim().parse().ok())
+        })
+        .expect("the helper host started the plugin");
+    assert!(alive(pid));
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    let start = Instant::now();
+    while alive(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "the plugin died with its host");
 }

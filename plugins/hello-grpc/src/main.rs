@@ -109,7 +109,25 @@ impl Plugin for Hello {
             "environment" => json!({
                 "variables": std::env::vars().map(|(k, _)| k).collect::<Vec<_>>(),
                 "pid": std::process::id(),
+                "visible_processes": std::fs::read_dir("/proc")
+                    .map(|entries| entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit())).count())
+                    .unwrap_or(0),
             }),
+            // Whether a TCP connection can be opened: for the network isolation tests.
+            "tcp" => {
+                let args: Value = serde_json::from_slice(args).unwrap_or_default();
+                let address = args
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .unwrap_or("127.0.0.1:1")
+                    .to_owned();
+                let outcome = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(&address),
+                )
+                .await;
+                json!({"connected": matches!(outcome, Ok(Ok(_)))})
+            }
             "crash" => std::process::exit(3),
             "sleep" => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
