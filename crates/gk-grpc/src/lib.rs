@@ -15,8 +15,12 @@
 
 mod error;
 mod host_server;
+mod plugin;
 mod process;
 mod runtime;
+mod supervisor;
 
 pub use error::GrpcError;
-pub use runtime::{GrpcLimits, GrpcPlugin, GrpcRuntime};
+pub use plugin::GrpcPlugin;
+pub use runtime::{DEFAULT_HEALTH_INTERVAL, GrpcLimits, GrpcRuntime};
+pub use supervisor::{CRASH_WINDOW, MAX_CRASHES};

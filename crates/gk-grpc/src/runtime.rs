@@ -1,30 +1,31 @@
-//! [`GrpcRuntime`] and [`GrpcPlugin`]: starting, calling and stopping plugin processes.
+//! [`GrpcRuntime`]: starting plugin processes, and [`GrpcLimits`].
 
-use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use dashmap::DashMap;
 use gk_sdk::handshake::{HOST_SOCKET_ENV, HOST_TOKEN_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::host_service_server::HostServiceServer;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
-use gk_sdk::{
-    CallContext, GkRegistration, HostApi, PermissionType, Plugin, PluginError, ResourcePolicy,
-};
+use gk_sdk::{GkRegistration, PermissionType, PluginError, ResourcePolicy};
 use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Notify, watch};
-use tonic::transport::{Channel, Endpoint, Server};
+use tokio::sync::Notify;
+use tonic::transport::{Endpoint, Server};
 
 use crate::GrpcError;
 use crate::host_server::{HostServer, HostSide};
-use crate::process::{self, signal_group, tail};
+use crate::plugin::{GrpcPlugin, Inner, Process, Supervision};
+use crate::process::{self, signal_group};
+use crate::supervisor;
+
+/// How often a running plugin's health is checked, by default.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The limits one plugin process runs under, usually taken from its policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct GrpcLimits {
     pub network: bool,
     /// Cap on the process's private writable memory in MiB (`RLIMIT_DATA`); 0 = none.
     pub memory_mb: u32,
+    /// How often the plugin's `Health` is checked; a plugin that does not answer is restarted.
+    pub health_interval: Duration,
 }
 
 impl GrpcLimits {
@@ -52,6 +55,7 @@ impl GrpcLimits {
             shutdown_timeout: policy.shutdown_timeout,
             network: policy.permissions_of(PermissionType::Http).next().is_some(),
             memory_mb: policy.memory_mb,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
         }
     }
 }
@@ -71,7 +75,7 @@ impl Default for GrpcRuntime {
     }
 }
 
-fn random_hex(bytes: usize) -> Result<String, String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, String> {
     let mut buffer = vec![0u8; bytes];
     SystemRandom::new()
         .fill(&mut buffer)
@@ -80,7 +84,7 @@ fn random_hex(bytes: usize) -> Result<String, String> {
 }
 
 /// Creates a directory readable by its owner only.
-fn private_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
@@ -95,6 +99,8 @@ impl GrpcRuntime {
 
     /// Starts `executable` (in `working_dir`) as plugin `name`: serves its host socket, waits
     /// for the handshake, connects and calls `Register`, all within `limits.init_timeout`.
+    /// The process is then supervised: restarted with backoff when it dies or stops answering
+    /// its health checks, and marked failed after 5 crashes in 60 s.
     pub async fn start(
         &self,
         name: &str,
@@ -112,14 +118,6 @@ impl GrpcRuntime {
             random_hex(6).map_err(host_error)?
         ));
         private_dir(&host_dir).map_err(|e| host_error(format!("{}: {e}", host_dir.display())))?;
-        // One TMPDIR per process (not per plugin name): during a blue-green replace the old and
-        // the new process of a plugin run side by side, and removing one's directory must not
-        // pull it from under the other.
-        let tmp_dir = std::env::temp_dir().join(format!(
-            "goatflow-plugin-{name}-{}",
-            random_hex(4).map_err(host_error)?
-        ));
-        private_dir(&tmp_dir).map_err(|e| host_error(format!("{}: {e}", tmp_dir.display())))?;
 
         let side = Arc::new(HostSide {
             plugin: name.to_owned(),
@@ -144,7 +142,6 @@ impl GrpcRuntime {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
             .collect();
-        env.push(("TMPDIR".into(), tmp_dir.display().to_string()));
         env.push((MAGIC_COOKIE_KEY.into(), MAGIC_COOKIE_VALUE.into()));
         env.push((HOST_SOCKET_ENV.into(), host_socket.display().to_string()));
         env.push((HOST_TOKEN_ENV.into(), token));
@@ -152,300 +149,121 @@ impl GrpcRuntime {
             env.push(("GOATFLOW_NO_NETWORK".into(), "1".into()));
         }
 
-        let cleanup = |error: GrpcError| {
-            server_stop.notify_one();
-            let _ = std::fs::remove_dir_all(&host_dir);
-            let _ = std::fs::remove_dir_all(&tmp_dir);
-            error
-        };
-        let isolation = process::Isolation {
-            no_network: !limits.network,
-            memory_bytes: u64::from(limits.memory_mb) << 20,
-        };
-        let spawned = process::spawn(
-            &side,
-            executable,
-            working_dir,
-            &env,
-            isolation,
-            limits.init_timeout,
-        )
-        .await
-        .map_err(cleanup)?;
-        let socket = spawned.handshake.socket.clone();
-        let endpoint = Endpoint::try_from("http://plugin.invalid")
-            .map_err(|e| GrpcError::Host {
-                plugin: name.to_owned(),
-                message: e.to_string(),
-            })
-            .map_err(cleanup)?
-            .timeout(limits.call_timeout);
-        let channel = endpoint.connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-        }));
-        let channel = match tokio::time::timeout(limits.init_timeout, channel).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => {
-                signal_group(spawned.pid, libc::SIGKILL);
-                return Err(cleanup(GrpcError::Handshake {
-                    plugin: name.to_owned(),
-                    message: format!("cannot connect to its socket: {e}"),
-                }));
-            }
-            Err(_) => {
-                signal_group(spawned.pid, libc::SIGKILL);
-                return Err(cleanup(GrpcError::Handshake {
-                    plugin: name.to_owned(),
-                    message: "connecting to its socket timed out".into(),
-                }));
-            }
-        };
-        let mut client = PluginServiceClient::new(channel);
-        let mut request = tonic::Request::new(pb::RegisterRequest {});
-        request.set_timeout(limits.init_timeout);
-        let registration = match client.register(request).await {
-            Ok(response) => response
-                .into_inner()
-                .registration
-                .map(GkRegistration::try_from),
-            Err(status) => Some(Err(PluginError::Unavailable(status.message().to_owned()))),
-        };
-        let registration = match registration {
-            Some(Ok(registration)) => registration,
-            Some(Err(e)) => {
-                signal_group(spawned.pid, libc::SIGKILL);
-                return Err(cleanup(GrpcError::Register {
-                    plugin: name.to_owned(),
-                    message: e.to_string(),
-                }));
-            }
-            None => {
-                signal_group(spawned.pid, libc::SIGKILL);
-                return Err(cleanup(GrpcError::Register {
-                    plugin: name.to_owned(),
-                    message: "the reply holds no registration".into(),
-                }));
-            }
-        };
-        Ok(GrpcPlugin {
-            inner: Arc::new(Inner {
-                name: name.to_owned(),
-                limits,
-                side,
-                client,
-                pid: spawned.pid,
-                exit: spawned.exit,
-                stderr_tail: spawned.stderr_tail,
-                registration,
-                host_dir,
-                tmp_dir,
-                server_stop,
-                next_call: AtomicU64::new(0),
-                stopped: AtomicBool::new(false),
-            }),
-        })
-    }
-}
-
-/// A running plugin process behind the [`Plugin`] trait.
-#[derive(Clone)]
-pub struct GrpcPlugin {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    name: String,
-    limits: GrpcLimits,
-    side: Arc<HostSide>,
-    client: PluginServiceClient<Channel>,
-    pid: u32,
-    exit: watch::Receiver<Option<String>>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    registration: GkRegistration,
-    host_dir: PathBuf,
-    tmp_dir: PathBuf,
-    server_stop: Arc<Notify>,
-    next_call: AtomicU64,
-    stopped: AtomicBool,
-}
-
-impl std::fmt::Debug for GrpcPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcPlugin")
-            .field("name", &self.inner.name)
-            .field("pid", &self.inner.pid)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GrpcPlugin {
-    /// The process id of the plugin.
-    pub fn pid(&self) -> u32 {
-        self.inner.pid
-    }
-
-    /// The host socket this plugin's callbacks arrive on (for diagnostics).
-    pub fn host_socket(&self) -> PathBuf {
-        self.inner.host_dir.join("host.sock")
-    }
-
-    /// The plugin's private `TMPDIR`.
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.inner.tmp_dir.clone()
-    }
-
-    /// How the process ended, once it has.
-    pub fn exit_status(&self) -> Option<String> {
-        self.inner.exit.borrow().clone()
-    }
-
-    /// The error for a failed RPC: a crash when the process is gone, else the status.
-    async fn failure(
-        &self,
-        operation: &str,
-        status: tonic::Status,
-        after: Duration,
-    ) -> PluginError {
-        let deadline = matches!(
-            status.code(),
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        );
-        let mut exit = self.inner.exit.clone();
-        if !deadline {
-            // A broken connection usually means the process died: give its exit a moment to
-            // be recorded, so the error can say how it ended.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(300), exit.wait_for(Option::is_some))
-                    .await;
-        }
-        if let Some(exit) = exit.borrow().clone() {
-            return PluginError::Crashed(format!(
-                "the process ended ({exit}); stderr: {}",
-                tail(&self.inner.stderr_tail)
-            ));
-        }
-        if deadline {
-            return PluginError::Timeout {
-                operation: operation.to_owned(),
-                after,
-            };
-        }
-        PluginError::Unavailable(format!("{operation}: {}", status.message()))
-    }
-}
-
-#[async_trait]
-impl Plugin for GrpcPlugin {
-    async fn register(&self) -> Result<GkRegistration, PluginError> {
-        Ok(self.inner.registration.clone())
-    }
-
-    async fn init(&self, ctx: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
-        self.inner
-            .side
-            .host
-            .set(host)
-            .map_err(|_| PluginError::Unavailable("the plugin was initialised already".into()))?;
-        let mut request = tonic::Request::new(pb::InitRequest {
-            context: Some(ctx.into()),
-            config: Default::default(),
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            limits,
+            side,
+            executable: executable.to_owned(),
+            working_dir: working_dir.to_owned(),
+            env,
+            host_dir,
+            server_stop,
+            registration: OnceLock::new(),
+            current: RwLock::new(None),
+            supervision: Mutex::new(Supervision::default()),
+            restarted: Notify::new(),
+            next_call: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         });
-        request.set_timeout(self.inner.limits.init_timeout);
-        match self.inner.client.clone().init(request).await {
-            Ok(_) => Ok(()),
-            Err(status) => Err(self
-                .failure("init", status, self.inner.limits.init_timeout)
-                .await),
-        }
-    }
-
-    async fn call(
-        &self,
-        ctx: &CallContext,
-        function: &str,
-        args: &[u8],
-    ) -> Result<Vec<u8>, PluginError> {
-        if self.inner.stopped.load(Ordering::SeqCst) {
-            return Err(PluginError::Unavailable(
-                "the plugin has been shut down".into(),
-            ));
-        }
-        let budget = self.inner.limits.call_timeout;
-        let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        self.inner.side.in_flight.insert(id, ctx.depth);
-        let mut request = tonic::Request::new(pb::CallRequest {
-            context: Some(ctx.into()),
-            function: function.to_owned(),
-            args_json: args.to_vec(),
-        });
-        request.set_timeout(budget);
-        let outcome = tokio::time::timeout(budget, self.inner.client.clone().call(request)).await;
-        self.inner.side.in_flight.remove(&id);
-        match outcome {
-            Err(_) => Err(PluginError::Timeout {
-                operation: "call".into(),
-                after: budget,
-            }),
-            Ok(Err(status)) => Err(self.failure("call", status, budget).await),
-            Ok(Ok(response)) => {
-                let response = response.into_inner();
-                match response.failure {
-                    Some(failure) => Err(PluginError::from(failure)),
-                    None => Ok(response.result_json),
+        let process = launch(&inner).await?;
+        let registration = register(&process, limits.init_timeout)
+            .await
+            .map_err(|message| {
+                signal_group(process.pid, libc::SIGKILL);
+                GrpcError::Register {
+                    plugin: name.to_owned(),
+                    message,
                 }
-            }
-        }
-    }
-
-    async fn shutdown(&self, ctx: &CallContext) -> Result<(), PluginError> {
-        let inner = &self.inner;
-        inner.stopped.store(true, Ordering::SeqCst);
-        let grace = inner.limits.shutdown_timeout;
-        let mut request = tonic::Request::new(pb::ShutdownRequest {
-            context: Some(ctx.into()),
-        });
-        request.set_timeout(grace);
-        let _ = tokio::time::timeout(grace, inner.client.clone().shutdown(request)).await;
-        let mut exit = inner.exit.clone();
-        for signal in [None, Some(libc::SIGTERM), Some(libc::SIGKILL)] {
-            if let Some(signal) = signal {
-                signal_group(inner.pid, signal);
-            }
-            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-        }
-        inner.server_stop.notify_one();
-        let _ = std::fs::remove_dir_all(&inner.host_dir);
-        let _ = std::fs::remove_dir_all(&inner.tmp_dir);
-        Ok(())
-    }
-
-    async fn health(&self) -> Result<(), PluginError> {
-        let mut request = tonic::Request::new(pb::HealthRequest {});
-        request.set_timeout(self.inner.limits.call_timeout);
-        match self.inner.client.clone().health(request).await {
-            Ok(response) if response.get_ref().healthy => Ok(()),
-            Ok(response) => Err(PluginError::Unavailable(response.into_inner().message)),
-            Err(status) => Err(self
-                .failure("health", status, self.inner.limits.call_timeout)
-                .await),
-        }
+            })?;
+        let _ = inner.registration.set(registration);
+        inner.set_current(Some(process));
+        supervisor::watch(&inner);
+        Ok(GrpcPlugin::new(inner))
     }
 }
 
-impl Drop for Inner {
-    /// A plugin dropped without shutdown does not outlive its handle.
-    fn drop(&mut self) {
-        if self.exit.borrow().is_none() {
-            signal_group(self.pid, libc::SIGKILL);
+/// Starts one process of the plugin and connects to it.
+pub(crate) async fn launch(inner: &Arc<Inner>) -> Result<Arc<Process>, GrpcError> {
+    let name = inner.name.clone();
+    let host_error = |message: String| GrpcError::Host {
+        plugin: name.clone(),
+        message,
+    };
+    // One TMPDIR per process (not per plugin name): during a blue-green replace the old and the
+    // new process of a plugin run side by side, and removing one's directory must not pull it
+    // from under the other.
+    let tmp_dir = std::env::temp_dir().join(format!(
+        "goatflow-plugin-{}-{}",
+        inner.name,
+        random_hex(4).map_err(host_error)?
+    ));
+    private_dir(&tmp_dir).map_err(|e| host_error(format!("{}: {e}", tmp_dir.display())))?;
+    let mut env = inner.env.clone();
+    env.push(("TMPDIR".into(), tmp_dir.display().to_string()));
+    let isolation = process::Isolation {
+        no_network: !inner.limits.network,
+        memory_bytes: u64::from(inner.limits.memory_mb) << 20,
+    };
+    let limits = inner.limits;
+    let spawned = match process::spawn(
+        &inner.side,
+        &inner.executable,
+        &inner.working_dir,
+        &env,
+        isolation,
+        limits.init_timeout,
+    )
+    .await
+    {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            return Err(error);
         }
-        self.server_stop.notify_one();
-        let _ = std::fs::remove_dir_all(&self.host_dir);
-        let _ = std::fs::remove_dir_all(&self.tmp_dir);
-    }
+    };
+    let socket = spawned.handshake.socket.clone();
+    let fail = |message: String| {
+        signal_group(spawned.pid, libc::SIGKILL);
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        GrpcError::Handshake {
+            plugin: inner.name.clone(),
+            message,
+        }
+    };
+    let endpoint = Endpoint::try_from("http://plugin.invalid")
+        .map_err(|e| fail(e.to_string()))?
+        .timeout(limits.call_timeout);
+    let connect = endpoint.connect_with_connector(tower::service_fn(move |_| {
+        let socket = socket.clone();
+        async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+    }));
+    let channel = match tokio::time::timeout(limits.init_timeout, connect).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => return Err(fail(format!("cannot connect to its socket: {e}"))),
+        Err(_) => return Err(fail("connecting to its socket timed out".into())),
+    };
+    Ok(Arc::new(Process {
+        client: PluginServiceClient::new(channel),
+        pid: spawned.pid,
+        exit: spawned.exit,
+        stderr_tail: spawned.stderr_tail,
+        tmp_dir,
+    }))
+}
+
+/// Calls `Register` on a process.
+async fn register(process: &Process, timeout: Duration) -> Result<GkRegistration, String> {
+    let mut request = tonic::Request::new(pb::RegisterRequest {});
+    request.set_timeout(timeout);
+    let response = process
+        .client
+        .clone()
+        .register(request)
+        .await
+        .map_err(|status| status.message().to_owned())?;
+    let registration = response
+        .into_inner()
+        .registration
+        .ok_or("the reply holds no registration")?;
+    GkRegistration::try_from(registration).map_err(|e: PluginError| e.to_string())
 }

@@ -107,6 +107,7 @@ fn limits(call_ms: u64) -> GrpcLimits {
         shutdown_timeout: Duration::from_secs(2),
         network: false,
         memory_mb: 512,
+        health_interval: Duration::from_millis(200),
     }
 }
 
@@ -193,7 +194,7 @@ async fn start_register_call_callback_shutdown() {
 
     let pid = plugin.pid();
     let socket = plugin.host_socket();
-    let tmp_dir = plugin.tmp_dir();
+    let tmp_dir = plugin.tmp_dir().unwrap();
     assert!(alive(pid) && tmp_dir.is_dir());
     plugin
         .shutdown(&CallContext::for_plugin("hello-grpc"))
@@ -201,6 +202,10 @@ async fn start_register_call_callback_shutdown() {
         .unwrap();
     assert!(!alive(pid), "no process is left");
     assert!(plugin.exit_status().is_some());
+    assert!(
+        plugin.failure_reason().is_none(),
+        "a shutdown is not a crash"
+    );
     assert!(
         !socket.exists() && !socket.parent().unwrap().exists(),
         "the host socket and its directory are gone"
@@ -569,4 +574,72 @@ async fn killing_the_host_kills_the_plugin() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(pid), "the plugin died with its host");
+}
+
+#[tokio::test]
+async fn a_crashed_plugin_is_restarted_and_keeps_its_host() {
+    let (plugin, host, _run) = hello(5_000).await;
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap()["greetings"],
+        1
+    );
+    let first = plugin.pid();
+    assert!(matches!(
+        call(&plugin, "crash", json!({})).await,
+        Err(PluginError::Crashed(_))
+    ));
+    // The next call waits for the restart and runs on the new process, initialised again.
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap()["greetings"],
+        2
+    );
+    assert_ne!(plugin.pid(), first);
+    assert!(!alive(first));
+    assert_eq!(host.cache.lock().unwrap()["hello-grpc:greetings"], b"2");
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn five_crashes_in_a_minute_mark_the_plugin_failed() {
+    let (plugin, _host, _run) = hello(5_000).await;
+    for _ in 0..5 {
+        assert!(matches!(
+            call(&plugin, "crash", json!({})).await,
+            Err(PluginError::Crashed(_))
+        ));
+    }
+    let err = call(&plugin, "greet", json!({})).await.unwrap_err();
+    let PluginError::Unavailable(reason) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(reason.contains("crashed 5 times in 60 s"), "{reason}");
+    assert_eq!(plugin.failure_reason().as_deref(), Some(reason.as_str()));
+    assert_eq!(plugin.pid(), 0, "no process runs");
+}
+
+#[tokio::test]
+async fn a_plugin_that_fails_its_health_checks_is_restarted() {
+    let (plugin, _host, _run) = hello(5_000).await;
+    let first = plugin.pid();
+    call(&plugin, "unhealthy", json!({})).await.unwrap();
+    let start = Instant::now();
+    while (plugin.pid() == first || plugin.pid() == 0) && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(
+        plugin.pid(),
+        first,
+        "restarted after failing a health check"
+    );
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap()["message"],
+        "Hello, world!"
+    );
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
 }

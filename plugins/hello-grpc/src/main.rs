@@ -16,6 +16,8 @@ use serde_json::{Map, Value, json};
 #[derive(Default)]
 struct Hello {
     host: OnceLock<Arc<dyn HostApi>>,
+    /// Set by `unhealthy`: health checks fail from then on (for the supervision tests).
+    unhealthy: std::sync::atomic::AtomicBool,
 }
 
 impl Hello {
@@ -129,6 +131,11 @@ impl Plugin for Hello {
                 json!({"connected": matches!(outcome, Ok(Ok(_)))})
             }
             "crash" => std::process::exit(3),
+            "unhealthy" => {
+                self.unhealthy
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                json!({})
+            }
             "sleep" => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 json!({})
@@ -144,6 +151,13 @@ impl Plugin for Hello {
     }
 
     async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), PluginError> {
+        if self.unhealthy.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PluginError::Unavailable("asked to be unhealthy".into()));
+        }
         Ok(())
     }
 }

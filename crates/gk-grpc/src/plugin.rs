@@ -1,0 +1,327 @@
+//! [`GrpcPlugin`]: a supervised plugin process behind the [`Plugin`] trait.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gk_sdk::proto::pb;
+use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
+use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
+use tokio::sync::{Notify, watch};
+use tonic::transport::Channel;
+
+use crate::GrpcLimits;
+use crate::host_server::HostSide;
+use crate::process::{signal_group, tail};
+
+/// One running process of a plugin.
+pub(crate) struct Process {
+    pub(crate) client: PluginServiceClient<Channel>,
+    pub(crate) pid: u32,
+    pub(crate) exit: watch::Receiver<Option<String>>,
+    pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    pub(crate) tmp_dir: PathBuf,
+}
+
+impl Process {
+    pub(crate) fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+impl Drop for Process {
+    /// A process nobody holds any more does not outlive its handle.
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            signal_group(self.pid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp_dir);
+    }
+}
+
+/// Crash accounting of a plugin.
+#[derive(Debug, Default)]
+pub(crate) struct Supervision {
+    /// When the recent crashes happened.
+    pub(crate) crashes: VecDeque<Instant>,
+    /// Why the plugin stays down, once it is failed.
+    pub(crate) failed: Option<String>,
+}
+
+/// Everything about one plugin, shared by its handle and its supervisor.
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) limits: GrpcLimits,
+    pub(crate) side: Arc<HostSide>,
+    pub(crate) executable: PathBuf,
+    pub(crate) working_dir: PathBuf,
+    /// The environment of every process, without its TMPDIR.
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) host_dir: PathBuf,
+    pub(crate) server_stop: Arc<Notify>,
+    pub(crate) registration: OnceLock<GkRegistration>,
+    /// The running process; `None` while restarting or failed.
+    pub(crate) current: RwLock<Option<Arc<Process>>>,
+    pub(crate) supervision: Mutex<Supervision>,
+    /// Signalled when a restarted process is up (or the plugin failed).
+    pub(crate) restarted: Notify,
+    pub(crate) next_call: AtomicU64,
+    pub(crate) stopped: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn current(&self) -> Option<Arc<Process>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_current(&self, process: Option<Arc<Process>>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = process;
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.supervision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .clone()
+    }
+
+    /// The process to call, waiting (until `deadline`) for a restart in progress.
+    async fn process(&self, deadline: Instant) -> Result<Arc<Process>, PluginError> {
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return Err(PluginError::Unavailable(
+                    "the plugin has been shut down".into(),
+                ));
+            }
+            if let Some(reason) = self.failed() {
+                return Err(PluginError::Unavailable(reason));
+            }
+            let restarted = self.restarted.notified();
+            if let Some(process) = self.current().filter(|p| !p.has_exited()) {
+                return Ok(process);
+            }
+            if tokio::time::timeout_at(deadline.into(), restarted)
+                .await
+                .is_err()
+            {
+                return Err(PluginError::Unavailable("the plugin is restarting".into()));
+            }
+        }
+    }
+
+    /// Calls `Init` on a process with the plugin's host.
+    pub(crate) async fn init_process(
+        &self,
+        process: &Process,
+        ctx: &CallContext,
+    ) -> Result<(), PluginError> {
+        let mut request = tonic::Request::new(pb::InitRequest {
+            context: Some(ctx.into()),
+            config: Default::default(),
+        });
+        request.set_timeout(self.limits.init_timeout);
+        match process.client.clone().init(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(failure(process, "init", status, self.limits.init_timeout).await),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.server_stop.notify_one();
+        let _ = std::fs::remove_dir_all(&self.host_dir);
+    }
+}
+
+/// The error for a failed RPC: a crash when the process is gone, else the status.
+async fn failure(
+    process: &Process,
+    operation: &str,
+    status: tonic::Status,
+    after: Duration,
+) -> PluginError {
+    let deadline = matches!(
+        status.code(),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    );
+    let mut exit = process.exit.clone();
+    if !deadline {
+        // A broken connection usually means the process died: give its exit a moment to be
+        // recorded, so the error can say how it ended.
+        let _ =
+            tokio::time::timeout(Duration::from_millis(300), exit.wait_for(Option::is_some)).await;
+    }
+    if let Some(exit) = exit.borrow().clone() {
+        return PluginError::Crashed(format!(
+            "the process ended ({exit}); stderr: {}",
+            tail(&process.stderr_tail)
+        ));
+    }
+    if deadline {
+        return PluginError::Timeout {
+            operation: operation.to_owned(),
+            after,
+        };
+    }
+    PluginError::Unavailable(format!("{operation}: {}", status.message()))
+}
+
+/// A running plugin process behind the [`Plugin`] trait.
+#[derive(Clone)]
+pub struct GrpcPlugin {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GrpcPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcPlugin")
+            .field("name", &self.inner.name)
+            .field("pid", &self.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcPlugin {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// The process id of the current process (0 while none runs).
+    pub fn pid(&self) -> u32 {
+        self.inner.current().map_or(0, |p| p.pid)
+    }
+
+    /// The host socket this plugin's callbacks arrive on (for diagnostics).
+    pub fn host_socket(&self) -> PathBuf {
+        self.inner.host_dir.join("host.sock")
+    }
+
+    /// The current process's private `TMPDIR`.
+    pub fn tmp_dir(&self) -> Option<PathBuf> {
+        self.inner.current().map(|p| p.tmp_dir.clone())
+    }
+
+    /// How the current process ended, once it has.
+    pub fn exit_status(&self) -> Option<String> {
+        self.inner.current().and_then(|p| p.exit.borrow().clone())
+    }
+
+    /// Why the plugin stays down (after 5 crashes in 60 s), if it does.
+    pub fn failure_reason(&self) -> Option<String> {
+        self.inner.failed()
+    }
+}
+
+#[async_trait]
+impl Plugin for GrpcPlugin {
+    async fn register(&self) -> Result<GkRegistration, PluginError> {
+        self.inner
+            .registration
+            .get()
+            .cloned()
+            .ok_or_else(|| PluginError::Unavailable("not registered".into()))
+    }
+
+    async fn init(&self, ctx: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
+        self.inner
+            .side
+            .host
+            .set(host)
+            .map_err(|_| PluginError::Unavailable("the plugin was initialised already".into()))?;
+        let process = self
+            .inner
+            .process(Instant::now() + self.inner.limits.init_timeout)
+            .await?;
+        self.inner.init_process(&process, ctx).await
+    }
+
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        let budget = self.inner.limits.call_timeout;
+        let deadline = Instant::now() + budget;
+        let process = self.inner.process(deadline).await?;
+        let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
+        self.inner.side.in_flight.insert(id, ctx.depth);
+        let mut request = tonic::Request::new(pb::CallRequest {
+            context: Some(ctx.into()),
+            function: function.to_owned(),
+            args_json: args.to_vec(),
+        });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let outcome =
+            tokio::time::timeout_at(deadline.into(), process.client.clone().call(request)).await;
+        self.inner.side.in_flight.remove(&id);
+        match outcome {
+            Err(_) => Err(PluginError::Timeout {
+                operation: "call".into(),
+                after: budget,
+            }),
+            Ok(Err(status)) => Err(failure(&process, "call", status, budget).await),
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                match response.failure {
+                    Some(failure) => Err(PluginError::from(failure)),
+                    None => Ok(response.result_json),
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&self, ctx: &CallContext) -> Result<(), PluginError> {
+        let inner = &self.inner;
+        inner.stopped.store(true, Ordering::SeqCst);
+        inner.restarted.notify_waiters();
+        if let Some(process) = inner.current() {
+            let grace = inner.limits.shutdown_timeout;
+            let mut request = tonic::Request::new(pb::ShutdownRequest {
+                context: Some(ctx.into()),
+            });
+            request.set_timeout(grace);
+            let _ = tokio::time::timeout(grace, process.client.clone().shutdown(request)).await;
+            let mut exit = process.exit.clone();
+            for signal in [None, Some(libc::SIGTERM), Some(libc::SIGKILL)] {
+                if let Some(signal) = signal {
+                    signal_group(process.pid, signal);
+                }
+                if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&process.tmp_dir);
+        }
+        inner.server_stop.notify_one();
+        let _ = std::fs::remove_dir_all(&inner.host_dir);
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), PluginError> {
+        let process = self
+            .inner
+            .process(Instant::now() + self.inner.limits.call_timeout)
+            .await?;
+        let mut request = tonic::Request::new(pb::HealthRequest {});
+        request.set_timeout(self.inner.limits.call_timeout);
+        match process.client.clone().health(request).await {
+            Ok(response) if response.get_ref().healthy => Ok(()),
+            Ok(response) => Err(PluginError::Unavailable(response.into_inner().message)),
+            Err(status) => {
+                Err(failure(&process, "health", status, self.inner.limits.call_timeout).await)
+            }
+        }
+    }
+}

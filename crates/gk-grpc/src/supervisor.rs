@@ -1,0 +1,141 @@
+//! Supervision: a plugin process that dies is restarted with exponential backoff; after 5
+//! crashes in 60 s the plugin is marked failed and stays down until reloaded. A process that
+//! stops answering its health checks is killed, and so restarted.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use gk_sdk::CallContext;
+use gk_sdk::proto::pb;
+
+use crate::plugin::Inner;
+use crate::process::signal_group;
+use crate::runtime::launch;
+
+/// Crashes within [`CRASH_WINDOW`] that make a plugin failed.
+pub const MAX_CRASHES: usize = 5;
+/// The window crashes are counted in.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// The first restart delay; each further crash in the window doubles it.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest restart delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Starts the supervisor and the health checker of a plugin.
+pub(crate) fn watch(inner: &Arc<Inner>) {
+    tokio::spawn(supervise(Arc::downgrade(inner)));
+    tokio::spawn(check_health(Arc::downgrade(inner)));
+}
+
+async fn supervise(weak: Weak<Inner>) {
+    loop {
+        let Some(mut exit) = weak
+            .upgrade()
+            .and_then(|inner| inner.current())
+            .map(|p| p.exit.clone())
+        else {
+            return;
+        };
+        if exit.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let status = exit.borrow().clone().unwrap_or_default();
+        let backoff = {
+            let mut supervision = inner.supervision.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            supervision.crashes.push_back(now);
+            while supervision
+                .crashes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+            {
+                supervision.crashes.pop_front();
+            }
+            let crashes = supervision.crashes.len();
+            if crashes >= MAX_CRASHES {
+                let reason = format!(
+                    "the plugin crashed {crashes} times in {} s (last: {status}) and stays down until it is reloaded",
+                    CRASH_WINDOW.as_secs()
+                );
+                tracing::error!(plugin = %inner.name, "{reason}");
+                supervision.failed = Some(reason);
+                drop(supervision);
+                inner.set_current(None);
+                inner.restarted.notify_waiters();
+                return;
+            }
+            let exponent = u32::try_from(crashes.saturating_sub(1))
+                .unwrap_or(u32::MAX)
+                .min(16);
+            FIRST_BACKOFF
+                .saturating_mul(2u32.saturating_pow(exponent))
+                .min(MAX_BACKOFF)
+        };
+        tracing::warn!(plugin = %inner.name, %status, backoff_ms = backoff.as_millis() as u64, "plugin process ended; restarting");
+        inner.set_current(None);
+        drop(inner);
+        tokio::time::sleep(backoff).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        match launch(&inner).await {
+            Ok(process) => {
+                if inner.side.host.get().is_some()
+                    && let Err(error) = inner
+                        .init_process(&process, &CallContext::for_plugin(inner.name.clone()))
+                        .await
+                {
+                    tracing::warn!(plugin = %inner.name, %error, "the restarted plugin failed to initialise");
+                }
+                inner.set_current(Some(process));
+                tracing::info!(plugin = %inner.name, "plugin process restarted");
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %inner.name, %error, "restarting the plugin failed");
+                let mut supervision = inner.supervision.lock().unwrap_or_else(|p| p.into_inner());
+                supervision.failed = Some(format!("restarting the plugin failed: {error}"));
+                drop(supervision);
+                inner.restarted.notify_waiters();
+                return;
+            }
+        }
+        inner.restarted.notify_waiters();
+    }
+}
+
+async fn check_health(weak: Weak<Inner>) {
+    loop {
+        let Some(interval) = weak.upgrade().map(|inner| inner.limits.health_interval) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopped.load(Ordering::SeqCst)
+            || inner
+                .supervision
+                .lock()
+                .map(|s| s.failed.is_some())
+                .unwrap_or(true)
+        {
+            return;
+        }
+        let Some(process) = inner.current().filter(|p| !p.has_exited()) else {
+            continue;
+        };
+        let timeout = inner.limits.call_timeout.min(Duration::from_secs(5));
+        let mut request = tonic::Request::new(pb::HealthRequest {});
+        request.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, process.client.clone().health(request)).await;
+        let healthy = matches!(&answer, Ok(Ok(response)) if response.get_ref().healthy);
+        if !healthy && !inner.stopped.load(Ordering::SeqCst) {
+            tracing::warn!(plugin = %inner.name, "plugin failed its health check; restarting it");
+            signal_group(process.pid, libc::SIGKILL);
+        }
+    }
+}
