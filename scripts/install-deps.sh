@@ -5,6 +5,7 @@
 # - rustfmt, clippy: the lint steps of .ci/run.
 # - clang, lld: the C guest test of gk-wasm (clang --target=wasm32, wasm-ld).
 # - aiosmtpd (PyPI): the SMTP server gk-core's email test talks to.
+# - grpcio, grpcio-tools (PyPI): the Python plugin example that gk-grpc's tests run.
 # - The Rust WASM toolchain for guests is installed by `cargo xtask build-plugins` itself
 #   (a rustup wasm32 target when present, else Debian's rustc-web + rust-web-src).
 set -euo pipefail
@@ -31,4 +32,9 @@ fi
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   echo "install-deps: installing aiosmtpd from PyPI (SMTP test server)"
   python3 -m pip install --quiet --root-user-action=ignore aiosmtpd
+fi
+
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+  echo "install-deps: installing grpcio and grpcio-tools from PyPI (Python plugin example)"
+  python3 -m pip install --quiet --root-user-action=ignore grpcio grpcio-tools
 fi

@@ -1,0 +1,194 @@
+//! A plugin written in Python with grpcio, its code generated from `proto/` at test time: the
+//! proto files are all a polyglot author needs. Needs python3 with grpcio and grpcio-tools
+//! (scripts/install-deps.sh installs them).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gk_grpc::{GrpcLimits, GrpcRuntime};
+use gk_sdk::{
+    CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
+    Plugin, PluginError, Row, TranslateArgs,
+};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Default)]
+struct RecordingHost {
+    cache: Mutex<HashMap<String, Vec<u8>>>,
+    logs: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl HostApi for RecordingHost {
+    async fn db_query(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<Vec<Row>> {
+        Ok(Vec::new())
+    }
+    async fn db_exec(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
+        Ok(0)
+    }
+    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
+        Ok(self
+            .cache
+            .lock()
+            .unwrap()
+            .get(&format!("{}:{key}", ctx.plugin))
+            .cloned())
+    }
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        _: Duration,
+    ) -> HostResult<()> {
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(format!("{}:{key}", ctx.plugin), value.to_vec());
+        Ok(())
+    }
+    async fn cache_delete(&self, _: &CallContext, _: &str) -> HostResult<()> {
+        Ok(())
+    }
+    async fn http_request(&self, _: &CallContext, _: HttpRequest) -> HostResult<HttpResponse> {
+        Err(HostError::denied(
+            "http",
+            "host `example.com` is not in the http scope",
+        ))
+    }
+    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
+        Ok(())
+    }
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        _: LogLevel,
+        message: &str,
+        _: &Map<String, Value>,
+    ) -> HostResult<()> {
+        self.logs
+            .lock()
+            .unwrap()
+            .push((ctx.plugin.clone(), message.to_owned()));
+        Ok(())
+    }
+    async fn config_get(&self, _: &CallContext, key: &str) -> HostResult<String> {
+        Err(HostError::NotFound(key.to_owned()))
+    }
+    async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
+        Ok(key.to_owned())
+    }
+    async fn call_plugin(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Copies the example into `dir` and generates its gRPC code there from `proto/`.
+fn prepare(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::copy(
+        root.join("examples/python-grpc-plugin/plugin.py"),
+        dir.join("plugin.py"),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("plugin.py"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let proto = root.join("proto");
+    let status = std::process::Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", dir.display()))
+        .arg(format!("--grpc_python_out={}", dir.display()))
+        .arg(proto.join("goatkit/plugin/v1/plugin.proto"))
+        .arg(proto.join("goatkit/plugin/v1/host.proto"))
+        .status()
+        .expect("python3 is needed for this test");
+    assert!(
+        status.success(),
+        "grpc_tools.protoc failed: is grpcio-tools installed? (scripts/install-deps.sh)"
+    );
+}
+
+#[tokio::test]
+async fn a_python_plugin_registers_answers_and_calls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let limits = GrpcLimits {
+        call_timeout: Duration::from_secs(5),
+        init_timeout: Duration::from_secs(20),
+        shutdown_timeout: Duration::from_secs(2),
+        network: false,
+        memory_mb: 0,
+        health_interval: Duration::from_secs(10),
+    };
+    let plugin = GrpcRuntime::new(dir.path())
+        .start(
+            "python-hello",
+            &dir.path().join("plugin.py"),
+            dir.path(),
+            limits,
+        )
+        .await
+        .unwrap();
+    let reg = plugin.register().await.unwrap();
+    assert_eq!(reg.name, "python-hello");
+    assert_eq!(reg.routes[0].handler, "remember");
+    let host = Arc::new(RecordingHost::default());
+    let ctx = CallContext::for_plugin("python-hello");
+    plugin.init(&ctx, host.clone()).await.unwrap();
+
+    let reply: Value = serde_json::from_slice(
+        &plugin
+            .call(&ctx, "remember", br#"{"value":"green"}"#)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        reply,
+        json!({"remembered": "green", "found": true, "language": "python"})
+    );
+    assert_eq!(
+        host.cache.lock().unwrap()["python-hello:memory"],
+        b"green",
+        "the cache was reached through the host"
+    );
+    assert_eq!(
+        host.logs.lock().unwrap().last().unwrap(),
+        &("python-hello".to_owned(), "remembered green".to_owned())
+    );
+
+    let refused: Value =
+        serde_json::from_slice(&plugin.call(&ctx, "forbidden", b"").await.unwrap()).unwrap();
+    assert_eq!(
+        refused["outcome"],
+        "PERMISSION_DENIED: permission denied: `http` is required: host `example.com` is not in the http scope"
+    );
+    let err = plugin.call(&ctx, "fly", b"").await.unwrap_err();
+    assert_eq!(
+        err,
+        PluginError::failed("unknown_function", "no function `fly`")
+    );
+
+    let pid = plugin.pid();
+    plugin.shutdown(&ctx).await.unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "no process left"
+    );
+}
