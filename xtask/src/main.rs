@@ -47,7 +47,14 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             guests::build_plugins(&workspace_root())?;
             let mut totals = TestTotals::default();
-            let mut test = cargo(&["test", "--workspace", "--all-targets"]);
+            let mut test = cargo(&[
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ]);
             test.args(&args);
             let unit = run_tests(test, &mut totals);
             let doc = run_tests(cargo(&["test", "--workspace", "--doc"]), &mut totals);

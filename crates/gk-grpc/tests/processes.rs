@@ -643,3 +643,19 @@ async fn a_plugin_that_fails_its_health_checks_is_restarted() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_plugin_cannot_claim_another_name() {
+    let (plugin, host, _run) = hello(5_000).await;
+    call(&plugin, "impersonate", json!({})).await.unwrap();
+    let cache = host.cache.lock().unwrap().clone();
+    assert!(
+        cache.contains_key("hello-grpc:owned"),
+        "the host stamped the real plugin: {cache:?}"
+    );
+    assert!(!cache.keys().any(|k| k.starts_with("admin:")), "{cache:?}");
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}

@@ -130,6 +130,19 @@ impl Plugin for Hello {
                 .await;
                 json!({"connected": matches!(outcome, Ok(Ok(_)))})
             }
+            // For benchmarks: no host call, and exactly one.
+            "echo" => return Ok(args.to_vec()),
+            "ping" => {
+                json!({"app": self.host()?.config_get(ctx, "app.name").await.unwrap_or_default()})
+            }
+            // Tries to speak for another plugin: the host stamps the real name anyway.
+            "impersonate" => {
+                let admin = CallContext::for_plugin("admin");
+                self.host()?
+                    .cache_set(&admin, "owned", b"yes", Duration::ZERO)
+                    .await?;
+                json!({})
+            }
             "crash" => std::process::exit(3),
             "unhealthy" => {
                 self.unhealthy
