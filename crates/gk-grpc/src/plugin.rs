@@ -20,6 +20,8 @@ use crate::process::{signal_group, tail};
 /// One running process of a plugin.
 pub(crate) struct Process {
     pub(crate) client: PluginServiceClient<Channel>,
+    /// The connection, for the standard `grpc.health.v1` client.
+    pub(crate) channel: Channel,
     pub(crate) pid: u32,
     pub(crate) exit: watch::Receiver<Option<String>>,
     pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,

@@ -81,6 +81,28 @@ fn namespaces_available() -> bool {
     })
 }
 
+/// Puts `pid` into a cgroup v2 of its own with `memory.max` = `bytes`, where the host may
+/// (a writable unified hierarchy with the memory controller). Returns the cgroup to remove when
+/// the process has ended; `None` where cgroups v2 are not available, which leaves the
+/// `RLIMIT_DATA` cap as the only one.
+fn memory_cgroup(plugin: &str, pid: u32, bytes: u64) -> Option<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return None;
+    }
+    let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+    let dir = root.join(format!("goatkit-{plugin}-{pid}"));
+    std::fs::create_dir(&dir).ok()?;
+    let limited = std::fs::write(dir.join("memory.max"), bytes.to_string()).is_ok()
+        && std::fs::write(dir.join("cgroup.procs"), pid.to_string()).is_ok();
+    if !limited {
+        let _ = std::fs::remove_dir(&dir);
+        return None;
+    }
+    Some(dir)
+}
+
 /// Starts `executable` and waits for its handshake line up to `timeout`.
 pub(crate) async fn spawn(
     side: &Arc<HostSide>,
@@ -161,12 +183,20 @@ pub(crate) async fn spawn(
             Some(stderr_tail.clone()),
         ));
     }
+    let cgroup = if memory > 0 {
+        memory_cgroup(&plugin, pid, memory)
+    } else {
+        None
+    };
     let (exit_tx, exit) = watch::channel(None);
     tokio::spawn(async move {
         let description = match child.wait().await {
             Ok(status) => status.to_string(),
             Err(e) => format!("unknown exit ({e})"),
         };
+        if let Some(cgroup) = cgroup {
+            let _ = std::fs::remove_dir(cgroup);
+        }
         let _ = exit_tx.send(Some(description));
     });
 

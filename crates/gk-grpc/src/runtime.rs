@@ -40,7 +40,10 @@ pub struct GrpcLimits {
     /// process runs in a network namespace of its own (no network at all, where namespaces are
     /// available) and is told so with `GOATFLOW_NO_NETWORK=1`.
     pub network: bool,
-    /// Cap on the process's private writable memory in MiB (`RLIMIT_DATA`); 0 = none.
+    /// Memory cap in MiB; 0 = none. Enforced as `memory.max` of a cgroup v2 of the process's
+    /// own where the host may create one, and always as `RLIMIT_DATA` (private writable memory:
+    /// the `PROT_NONE` address reservations of Go and Java runtimes do not count, so they start,
+    /// which `RLIMIT_AS` would prevent).
     pub memory_mb: u32,
     /// How often the plugin's `Health` is checked; a plugin that does not answer is restarted.
     pub health_interval: Duration,
@@ -243,7 +246,8 @@ pub(crate) async fn launch(inner: &Arc<Inner>) -> Result<Arc<Process>, GrpcError
         Err(_) => return Err(fail("connecting to its socket timed out".into())),
     };
     Ok(Arc::new(Process {
-        client: PluginServiceClient::new(channel),
+        client: PluginServiceClient::new(channel.clone()),
+        channel,
         pid: spawned.pid,
         exit: spawned.exit,
         stderr_tail: spawned.stderr_tail,

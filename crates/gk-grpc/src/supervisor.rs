@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use gk_sdk::CallContext;
 use gk_sdk::proto::pb;
 
-use crate::plugin::Inner;
+use gk_sdk::handshake::HEALTH_SERVICE;
+
+use crate::plugin::{Inner, Process};
 use crate::process::signal_group;
 use crate::runtime::launch;
 
@@ -109,6 +111,29 @@ async fn supervise(weak: Weak<Inner>) {
     }
 }
 
+/// Asks the standard `grpc.health.v1` service for `plugin` (go-plugin's convention); a plugin
+/// that does not implement it is asked through `PluginService.Health`.
+async fn is_healthy(process: &Process) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: HEALTH_SERVICE.to_owned(),
+    };
+    match HealthClient::new(process.channel.clone())
+        .check(request)
+        .await
+    {
+        Ok(response) => response.get_ref().status == ServingStatus::Serving as i32,
+        Err(status) if status.code() == tonic::Code::Unimplemented => process
+            .client
+            .clone()
+            .health(pb::HealthRequest {})
+            .await
+            .is_ok_and(|response| response.get_ref().healthy),
+        Err(_) => false,
+    }
+}
+
 async fn check_health(weak: Weak<Inner>) {
     loop {
         let Some(interval) = weak.upgrade().map(|inner| inner.limits.health_interval) else {
@@ -129,10 +154,9 @@ async fn check_health(weak: Weak<Inner>) {
             continue;
         };
         let timeout = inner.limits.call_timeout.min(Duration::from_secs(5));
-        let mut request = tonic::Request::new(pb::HealthRequest {});
-        request.set_timeout(timeout);
-        let answer = tokio::time::timeout(timeout, process.client.clone().health(request)).await;
-        let healthy = matches!(&answer, Ok(Ok(response)) if response.get_ref().healthy);
+        let healthy = tokio::time::timeout(timeout, is_healthy(&process))
+            .await
+            .unwrap_or(false);
         if !healthy && !inner.stopped.load(Ordering::SeqCst) {
             tracing::warn!(plugin = %inner.name, "plugin failed its health check; restarting it");
             signal_group(process.pid, libc::SIGKILL);

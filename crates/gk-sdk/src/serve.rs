@@ -95,10 +95,9 @@ pub async fn serve<P: Plugin + 'static>(plugin: P) -> Result<(), ServeError> {
         stop: stop.clone(),
         initialised: OnceLock::new(),
     };
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
-        .await;
+    let health = tonic_health::pb::health_server::HealthServer::new(StandardHealth {
+        plugin: service.plugin.clone(),
+    });
 
     println!("{}", handshake_line(&socket.to_string_lossy()));
     use std::io::Write;
@@ -121,6 +120,48 @@ pub async fn serve<P: Plugin + 'static>(plugin: P) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_dir(&dir);
     result.map_err(|e| ServeError::Server(e.to_string()))
+}
+
+/// The standard `grpc.health.v1` service, answering for service `plugin` (and the server as a
+/// whole, `""`) from the plugin's own [`Plugin::health`].
+struct StandardHealth<P> {
+    plugin: Arc<P>,
+}
+
+#[tonic::async_trait]
+impl<P: Plugin + 'static> tonic_health::pb::health_server::Health for StandardHealth<P> {
+    async fn check(
+        &self,
+        request: Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<Response<tonic_health::pb::HealthCheckResponse>, Status> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let service = request.into_inner().service;
+        if !service.is_empty() && service != HEALTH_SERVICE {
+            return Err(Status::not_found(format!("no service `{service}`")));
+        }
+        let status = if self.plugin.health().await.is_ok() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        Ok(Response::new(tonic_health::pb::HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<tonic_health::pb::HealthCheckResponse, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn watch(
+        &self,
+        _request: Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("use Check"))
+    }
 }
 
 struct PluginServer<P> {
