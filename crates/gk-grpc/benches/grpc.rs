@@ -139,6 +139,43 @@ async fn main() {
         );
     }
 
+    // The same calls with a bare tonic client on the plugin's socket: the reference the runtime
+    // is measured against.
+    let socket = plugin.plugin_socket().unwrap();
+    let channel = tonic::transport::Endpoint::try_from("http://bare.invalid")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .unwrap();
+    let mut bare = gk_sdk::proto::pb::plugin_service_client::PluginServiceClient::new(channel);
+    let mut samples = Vec::with_capacity(3000);
+    for i in 0..3200 {
+        let request = gk_sdk::proto::pb::CallRequest {
+            context: None,
+            function: "echo".into(),
+            args_json: b"{}".to_vec(),
+        };
+        let t = Instant::now();
+        bare.call(request).await.unwrap();
+        if i >= 200 {
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    println!(
+        "{:<44} p50 {:>7.1} µs   p99 {:>7.1} µs",
+        "empty call, bare tonic client (reference)",
+        percentile(&samples, 0.5).as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6
+    );
+
     let plugin = Arc::new(plugin);
     let total = 20_000;
     let start = Instant::now();

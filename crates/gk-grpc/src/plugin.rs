@@ -22,6 +22,8 @@ pub(crate) struct Process {
     pub(crate) client: PluginServiceClient<Channel>,
     /// The connection, for the standard `grpc.health.v1` client.
     pub(crate) channel: Channel,
+    /// The socket the process serves on (from its handshake).
+    pub(crate) socket: PathBuf,
     pub(crate) pid: u32,
     pub(crate) exit: watch::Receiver<Option<String>>,
     pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -204,6 +206,12 @@ impl GrpcPlugin {
     /// The host socket this plugin's callbacks arrive on (for diagnostics).
     pub fn host_socket(&self) -> PathBuf {
         self.inner.host_dir.join("host.sock")
+    }
+
+    /// The socket the current process serves `PluginService` on (for diagnostics and
+    /// benchmarks).
+    pub fn plugin_socket(&self) -> Option<PathBuf> {
+        self.inner.current().map(|p| p.socket.clone())
     }
 
     /// The current process's private `TMPDIR`.

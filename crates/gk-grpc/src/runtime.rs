@@ -248,6 +248,7 @@ pub(crate) async fn launch(inner: &Arc<Inner>) -> Result<Arc<Process>, GrpcError
     Ok(Arc::new(Process {
         client: PluginServiceClient::new(channel.clone()),
         channel,
+        socket: PathBuf::from(&spawned.handshake.socket),
         pid: spawned.pid,
         exit: spawned.exit,
         stderr_tail: spawned.stderr_tail,
