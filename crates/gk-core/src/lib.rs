@@ -12,7 +12,9 @@
 
 mod error;
 pub mod host;
+mod manager;
 mod store;
 
 pub use error::{CoreError, CoreResult};
+pub use manager::{Manager, ManagerError, PluginStats};
 pub use store::{Store, StoreError};

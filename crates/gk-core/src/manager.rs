@@ -1,0 +1,479 @@
+//! The [`Manager`]: the plugins of a host, their state and every call into them.
+//!
+//! It builds each plugin's sandbox from the stored policy (or the default for a new plugin,
+//! stored at once), initialises it outside any global lock, publishes it, routes calls (and
+//! plugin-to-plugin calls, which go through the caller's sandbox), keeps enabled state and
+//! policies in the [`Store`], replaces a plugin blue-green, and measures calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use gk_sandbox::{SandboxConfig, SandboxedHostApi, StatsSnapshot};
+use gk_sdk::{
+    CallContext, GkRegistration, HostApi, HostError, HostResult, Plugin, PluginError,
+    ResourcePolicy,
+};
+use serde::Serialize;
+
+use crate::Store;
+use crate::host::PluginCaller;
+
+/// Why the manager refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// No plugin of that name is known.
+    #[error("plugin `{0}` is not known")]
+    NotFound(String),
+    /// The plugin is disabled.
+    #[error("plugin `{0}` is disabled")]
+    Disabled(String),
+    /// The plugin's registration cannot be accepted.
+    #[error("plugin `{plugin}` cannot be registered: {problem}")]
+    Invalid {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The plugin failed.
+    #[error("plugin `{plugin}`: {source}")]
+    Plugin {
+        /// The plugin.
+        plugin: String,
+        /// Its error.
+        #[source]
+        source: PluginError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    /// The policy cannot be enforced.
+    #[error(transparent)]
+    Policy(#[from] gk_sandbox::PolicyError),
+}
+
+/// Calls, errors and latency of one plugin, measured by the manager.
+#[derive(Debug, Default)]
+struct CallCounters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    total_micros: AtomicU64,
+    max_micros: AtomicU64,
+}
+
+/// A plugin's statistics: the manager's call counters and its sandbox's host-call counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginStats {
+    /// Calls into the plugin.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Mean call latency in microseconds.
+    pub mean_micros: u64,
+    /// Slowest call in microseconds.
+    pub max_micros: u64,
+    /// The sandbox's counters of the plugin's host calls.
+    pub host: StatsSnapshot,
+}
+
+/// One loaded instance of a plugin.
+struct Loaded {
+    plugin: Arc<dyn Plugin>,
+    registration: GkRegistration,
+    sandbox: Arc<SandboxedHostApi>,
+}
+
+/// A known plugin.
+struct Slot {
+    name: String,
+    loaded: ArcSwapOption<Loaded>,
+    enabled: std::sync::atomic::AtomicBool,
+    counters: CallCounters,
+}
+
+/// The plugins of a host.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<ManagerInner>,
+}
+
+struct ManagerInner {
+    host: Arc<dyn HostApi>,
+    store: Store,
+    sandbox_config: Arc<SandboxConfig>,
+    plugins: RwLock<HashMap<String, Arc<Slot>>>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("plugins", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// A manager over the real host services (`host`, which the sandboxes wrap) and `store`.
+    pub fn new(host: Arc<dyn HostApi>, store: Store, sandbox_config: Arc<SandboxConfig>) -> Self {
+        Self {
+            inner: Arc::new(ManagerInner {
+                host,
+                store,
+                sandbox_config,
+                plugins: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The names of the known plugins, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, ManagerError> {
+        self.inner
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    /// The stored policy of `name`, or the default one, stored at once.
+    async fn policy_for(&self, name: &str) -> Result<ResourcePolicy, ManagerError> {
+        if let Some(policy) = self.inner.store.plugin_policy(name).await? {
+            return Ok(policy);
+        }
+        let policy = ResourcePolicy::default_for(name);
+        self.inner
+            .store
+            .set_plugin_policy(&policy, "system")
+            .await?;
+        Ok(policy)
+    }
+
+    /// Registers a loaded plugin: validates its registration, builds its sandbox from its policy,
+    /// calls `init` (within the policy's `init_timeout`, outside any lock) and publishes it.
+    pub async fn register(&self, plugin: Arc<dyn Plugin>) -> Result<GkRegistration, ManagerError> {
+        let loaded = self.prepare(plugin).await?;
+        let registration = loaded.registration.clone();
+        let name = registration.name.clone();
+        let enabled = self.inner.store.plugin_enabled(&name).await?;
+        let slot = Arc::new(Slot {
+            name: name.clone(),
+            loaded: ArcSwapOption::from_pointee(loaded),
+            enabled: std::sync::atomic::AtomicBool::new(enabled),
+            counters: CallCounters::default(),
+        });
+        let previous = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), slot);
+        if let Some(previous) = previous {
+            retire(&previous.name, previous.loaded.swap(None)).await;
+        }
+        tracing::info!(plugin = %name, enabled, "plugin registered");
+        Ok(registration)
+    }
+
+    /// Everything `register` and `replace` need before publishing: a validated, initialised plugin.
+    async fn prepare(&self, plugin: Arc<dyn Plugin>) -> Result<Loaded, ManagerError> {
+        let registration = plugin
+            .register()
+            .await
+            .map_err(|source| ManagerError::Plugin {
+                plugin: "(unregistered)".into(),
+                source,
+            })?;
+        let name = registration.name.clone();
+        gk_sdk::validate_plugin_name(&name).map_err(|problem| ManagerError::Invalid {
+            plugin: name.clone(),
+            problem,
+        })?;
+        self.check_routes(&registration)?;
+        let policy = self.policy_for(&name).await?;
+        let sandbox = Arc::new(SandboxedHostApi::with_config(
+            name.clone(),
+            self.inner.host.clone(),
+            policy.clone(),
+            self.inner.sandbox_config.clone(),
+        )?);
+        let init_ctx = CallContext::for_plugin(name.clone());
+        let init = plugin.init(&init_ctx, sandbox.clone());
+        match tokio::time::timeout(policy.init_timeout, init).await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(ManagerError::Plugin {
+                    plugin: name,
+                    source,
+                });
+            }
+            Err(_) => {
+                let source = PluginError::Timeout {
+                    operation: "init".into(),
+                    after: policy.init_timeout,
+                };
+                return Err(ManagerError::Plugin {
+                    plugin: name,
+                    source,
+                });
+            }
+        }
+        Ok(Loaded {
+            plugin,
+            registration,
+            sandbox,
+        })
+    }
+
+    /// Refuses a route another plugin has already declared.
+    fn check_routes(&self, registration: &GkRegistration) -> Result<(), ManagerError> {
+        let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
+        for (name, slot) in plugins
+            .iter()
+            .filter(|(name, _)| **name != registration.name)
+        {
+            let Some(loaded) = slot.loaded.load_full() else {
+                continue;
+            };
+            for route in &registration.routes {
+                if loaded
+                    .registration
+                    .routes
+                    .iter()
+                    .any(|r| r.method.eq_ignore_ascii_case(&route.method) && r.path == route.path)
+                {
+                    return Err(ManagerError::Invalid {
+                        plugin: registration.name.clone(),
+                        problem: format!(
+                            "route {} {} is already declared by plugin `{name}`",
+                            route.method, route.path
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a plugin blue-green: the new instance is initialised before the old one stops
+    /// taking calls; calls in flight on the old one finish; enabled state and policy carry over.
+    pub async fn replace(&self, plugin: Arc<dyn Plugin>) -> Result<GkRegistration, ManagerError> {
+        let loaded = self.prepare(plugin).await?;
+        let registration = loaded.registration.clone();
+        let Ok(slot) = self.slot(&registration.name) else {
+            return self.register(loaded.plugin).await;
+        };
+        let old = slot.loaded.swap(Some(Arc::new(loaded)));
+        retire(&slot.name, old).await;
+        tracing::info!(plugin = %slot.name, "plugin replaced");
+        Ok(registration)
+    }
+
+    /// Unloads a plugin (shutdown within its policy's timeout). Its policy and enabled state stay
+    /// in the store.
+    pub async fn unregister(&self, name: &str) -> Result<(), ManagerError> {
+        let slot = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+        retire(name, slot.loaded.swap(None)).await;
+        Ok(())
+    }
+
+    /// Enables or disables a plugin, persistently.
+    pub async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<(), ManagerError> {
+        let slot = self.slot(name)?;
+        self.inner
+            .store
+            .set_plugin_enabled(name, enabled, by)
+            .await?;
+        slot.enabled.store(enabled, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether a plugin is enabled.
+    pub fn is_enabled(&self, name: &str) -> Result<bool, ManagerError> {
+        Ok(self.slot(name)?.enabled.load(Ordering::SeqCst))
+    }
+
+    /// A plugin's registration.
+    pub fn registration(&self, name: &str) -> Result<GkRegistration, ManagerError> {
+        self.slot(name)?
+            .loaded
+            .load_full()
+            .map(|l| l.registration.clone())
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    /// Calls `function` of plugin `name` from the host (depth 0).
+    pub async fn call(
+        &self,
+        name: &str,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, ManagerError> {
+        self.call_with(&CallContext::for_plugin(name), function, args)
+            .await
+    }
+
+    /// Calls `function` of the plugin `ctx.plugin` with the given context (caller and depth).
+    pub async fn call_with(
+        &self,
+        ctx: &CallContext,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, ManagerError> {
+        let slot = self.slot(&ctx.plugin)?;
+        if !slot.enabled.load(Ordering::SeqCst) {
+            return Err(ManagerError::Disabled(ctx.plugin.clone()));
+        }
+        let loaded = slot
+            .loaded
+            .load_full()
+            .ok_or_else(|| ManagerError::NotFound(ctx.plugin.clone()))?;
+        let start = Instant::now();
+        let result = loaded.plugin.call(ctx, function, args).await;
+        let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let counters = &slot.counters;
+        counters.calls.fetch_add(1, Ordering::Relaxed);
+        counters.total_micros.fetch_add(micros, Ordering::Relaxed);
+        counters.max_micros.fetch_max(micros, Ordering::Relaxed);
+        if result.is_err() {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result.map_err(|source| ManagerError::Plugin {
+            plugin: ctx.plugin.clone(),
+            source,
+        })
+    }
+
+    /// Stores a plugin's policy and applies it to the live sandbox on its next host call.
+    pub async fn set_policy(&self, policy: ResourcePolicy, by: &str) -> Result<(), ManagerError> {
+        let name = policy.plugin_name.clone();
+        if let Ok(slot) = self.slot(&name)
+            && let Some(loaded) = slot.loaded.load_full()
+        {
+            // Checked by compiling it before anything is stored.
+            loaded.sandbox.update_policy(policy.clone())?;
+        }
+        self.inner.store.set_plugin_policy(&policy, by).await?;
+        Ok(())
+    }
+
+    /// A plugin's policy (stored, or the default).
+    pub async fn policy(&self, name: &str) -> Result<ResourcePolicy, ManagerError> {
+        self.policy_for(name).await
+    }
+
+    /// Every stored policy.
+    pub async fn all_policies(&self) -> Result<Vec<ResourcePolicy>, ManagerError> {
+        Ok(self.inner.store.all_policies().await?)
+    }
+
+    /// A plugin's statistics.
+    pub fn stats(&self, name: &str) -> Result<PluginStats, ManagerError> {
+        let slot = self.slot(name)?;
+        let c = &slot.counters;
+        let calls = c.calls.load(Ordering::Relaxed);
+        Ok(PluginStats {
+            calls,
+            errors: c.errors.load(Ordering::Relaxed),
+            mean_micros: c
+                .total_micros
+                .load(Ordering::Relaxed)
+                .checked_div(calls)
+                .unwrap_or(0),
+            max_micros: c.max_micros.load(Ordering::Relaxed),
+            host: slot
+                .loaded
+                .load_full()
+                .map(|l| l.sandbox.stats())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Shuts every plugin down.
+    pub async fn shutdown_all(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for slot in slots {
+            retire(&slot.name, slot.loaded.swap(None)).await;
+        }
+    }
+}
+
+/// Shuts an instance down once the calls in flight on it are done (bounded by its policy's
+/// shutdown timeout).
+async fn retire(name: &str, old: Option<Arc<Loaded>>) {
+    let Some(old) = old else { return };
+    let grace = old.sandbox.effective_policy().shutdown_timeout;
+    let deadline = Instant::now() + grace;
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ctx = CallContext::for_plugin(name);
+    match tokio::time::timeout(grace, old.plugin.shutdown(&ctx)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(plugin = name, %error, "shutdown failed"),
+        Err(_) => tracing::warn!(plugin = name, "shutdown timed out"),
+    }
+}
+
+#[async_trait]
+impl PluginCaller for Manager {
+    /// Plugin-to-plugin calls: the caller's sandbox has checked the scope and the depth and set
+    /// the caller; the target runs with that context.
+    async fn call_plugin(
+        &self,
+        ctx: &CallContext,
+        plugin: &str,
+        function: &str,
+        args: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        let target = CallContext {
+            plugin: plugin.to_owned(),
+            ..ctx.clone()
+        };
+        self.call_with(&target, function, args)
+            .await
+            .map_err(|error| match error {
+                ManagerError::NotFound(name) => HostError::NotFound(format!("plugin `{name}`")),
+                ManagerError::Disabled(name) => {
+                    HostError::Unavailable(format!("plugin `{name}` is disabled"))
+                }
+                other => HostError::PluginFailed(other.to_string()),
+            })
+    }
+}

@@ -1,0 +1,465 @@
+//! The manager with test plugins on the real production host (SQLite, memory cache).
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gk_core::host::{
+    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, MemoryCache,
+    Outbox, PluginLogs, ProductionHost, Translations,
+};
+use gk_core::{Manager, ManagerError, Store};
+use gk_sandbox::SandboxConfig;
+use gk_sdk::{
+    Access, CallContext, GkRegistration, HostApi, HostError, Permission, PermissionType, Plugin,
+    PluginError, PolicyStatus, RouteSpec,
+};
+use serde_json::{Value, json};
+
+/// A plugin for the tests: its behaviour per function name.
+struct TestPlugin {
+    name: String,
+    version: String,
+    route: Option<String>,
+    host: OnceLock<Arc<dyn HostApi>>,
+    slow_init: bool,
+    shutdowns: Arc<AtomicUsize>,
+}
+
+impl TestPlugin {
+    fn new(name: &str, version: &str) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            route: None,
+            host: OnceLock::new(),
+            slow_init: false,
+            shutdowns: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for TestPlugin {
+    async fn register(&self) -> Result<GkRegistration, PluginError> {
+        Ok(GkRegistration {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            routes: self
+                .route
+                .iter()
+                .map(|p| RouteSpec {
+                    method: "GET".into(),
+                    path: p.clone(),
+                    handler: "echo".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn init(&self, _: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
+        if self.slow_init {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let _ = self.host.set(host);
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        function: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        let host = self
+            .host
+            .get()
+            .ok_or_else(|| PluginError::Unavailable("no host".into()))?;
+        let args: Value = if args.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(args).unwrap_or_default()
+        };
+        let result = match function {
+            "who" => {
+                json!({"plugin": ctx.plugin, "caller": ctx.caller, "depth": ctx.depth, "version": self.version})
+            }
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                json!({"version": self.version})
+            }
+            "cache" => {
+                host.cache_set(ctx, "k", b"v", Duration::ZERO).await?;
+                json!({"ok": true})
+            }
+            "call" => {
+                let target = args["target"].as_str().unwrap_or_default();
+                let function = args["function"].as_str().unwrap_or("who");
+                let reply = host
+                    .call_plugin(ctx, target, function, args["args"].to_string().as_bytes())
+                    .await?;
+                serde_json::from_slice(&reply).unwrap_or_default()
+            }
+            "recurse" => {
+                let reply = host.call_plugin(ctx, &self.name, "recurse", b"{}").await?;
+                serde_json::from_slice(&reply).unwrap_or_default()
+            }
+            other => return Err(PluginError::failed("unknown_function", other)),
+        };
+        Ok(serde_json::to_vec(&result).unwrap_or_default())
+    }
+
+    async fn shutdown(&self, _: &CallContext) -> Result<(), PluginError> {
+        self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Fixture {
+    manager: Manager,
+    store: Store,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+async fn fixture_at(dir: tempfile::TempDir) -> Fixture {
+    let url = format!("sqlite://{}", dir.path().join("gk.db").display());
+    let databases = Databases::connect(&DatabaseConfig::single(url.clone()))
+        .await
+        .unwrap();
+    let store = Store::open(databases.connection("default").unwrap().clone())
+        .await
+        .unwrap();
+    let host = Arc::new(ProductionHost::new(HostServices {
+        databases,
+        cache: Arc::new(MemoryCache::default()),
+        logs: Arc::new(PluginLogs::default()),
+        config: ConfigValues::default(),
+        translations: Arc::new(Translations::default()),
+        mailer: Arc::new(Outbox::new(store.clone())),
+        http: HttpClient::new(HttpConfig::default()),
+    }));
+    let manager = Manager::new(
+        host.clone(),
+        store.clone(),
+        Arc::new(SandboxConfig::default()),
+    );
+    host.set_plugin_caller(Arc::new(manager.clone())).unwrap();
+    Fixture {
+        manager,
+        store,
+        _dir: dir,
+        url,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_at(tempfile::tempdir().unwrap()).await
+}
+
+fn approved(name: &str, permissions: Vec<Permission>) -> gk_sdk::ResourcePolicy {
+    let mut policy = gk_sdk::ResourcePolicy::default_for(name);
+    policy.status = PolicyStatus::Approved;
+    policy.permissions = permissions;
+    policy
+}
+
+async fn who(manager: &Manager, name: &str) -> Value {
+    serde_json::from_slice(&manager.call(name, "who", b"").await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn register_call_and_the_default_policy_is_stored() {
+    let f = fixture().await;
+    let reg = f
+        .manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    assert_eq!(reg.name, "alpha");
+    assert_eq!(
+        who(&f.manager, "alpha").await,
+        json!({"plugin": "alpha", "caller": null, "depth": 0, "version": "1"})
+    );
+    assert_eq!(
+        f.store.plugin_policy("alpha").await.unwrap(),
+        Some(gk_sdk::ResourcePolicy::default_for("alpha"))
+    );
+    let stats = f.manager.stats("alpha").unwrap();
+    assert_eq!((stats.calls, stats.errors), (1, 0));
+    assert!(matches!(
+        f.manager.call("nobody", "who", b"").await,
+        Err(ManagerError::NotFound(_))
+    ));
+    f.manager.call("alpha", "nope", b"").await.unwrap_err();
+    assert_eq!(f.manager.stats("alpha").unwrap().errors, 1);
+}
+
+#[tokio::test]
+async fn disabled_state_is_persisted_and_survives_a_restart() {
+    let f = fixture().await;
+    f.manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    f.manager
+        .set_enabled("alpha", false, "admin")
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.manager.call("alpha", "who", b"").await,
+        Err(ManagerError::Disabled(_))
+    ));
+    // A new manager on the same database: a restart.
+    let again = fixture_at(f._dir).await;
+    again
+        .manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    assert!(!again.manager.is_enabled("alpha").unwrap());
+    again
+        .manager
+        .set_enabled("alpha", true, "admin")
+        .await
+        .unwrap();
+    assert_eq!(who(&again.manager, "alpha").await["version"], "1");
+    let _ = again.url;
+}
+
+#[tokio::test]
+async fn a_policy_change_applies_to_the_next_host_call() {
+    let f = fixture().await;
+    f.manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    f.manager.call("alpha", "cache", b"").await.unwrap();
+    f.manager
+        .set_policy(approved("alpha", vec![]), "admin")
+        .await
+        .unwrap();
+    let err = f.manager.call("alpha", "cache", b"").await.unwrap_err();
+    assert!(err.to_string().contains("cache:write"), "{err}");
+    assert_eq!(
+        f.manager.policy("alpha").await.unwrap().status,
+        PolicyStatus::Approved
+    );
+    f.manager
+        .set_policy(
+            approved(
+                "alpha",
+                vec![Permission::new(PermissionType::Cache, Access::ReadWrite)],
+            ),
+            "admin",
+        )
+        .await
+        .unwrap();
+    f.manager.call("alpha", "cache", b"").await.unwrap();
+    assert_eq!(f.manager.stats("alpha").unwrap().host.denied, 1);
+}
+
+#[tokio::test]
+async fn plugin_calls_go_through_the_callers_sandbox() {
+    let f = fixture().await;
+    f.manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    f.manager
+        .register(Arc::new(TestPlugin::new("beta", "1")))
+        .await
+        .unwrap();
+    let call_beta = br#"{"target": "beta", "function": "who", "args": {}}"#;
+    let err = f
+        .manager
+        .call("alpha", "call", call_beta)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("plugin `beta` is not in the plugin_call scope"),
+        "{err}"
+    );
+    f.manager
+        .set_policy(
+            approved(
+                "alpha",
+                vec![
+                    Permission::new(PermissionType::PluginCall, Access::Read).with_scope(["beta"]),
+                ],
+            ),
+            "admin",
+        )
+        .await
+        .unwrap();
+    let reply: Value =
+        serde_json::from_slice(&f.manager.call("alpha", "call", call_beta).await.unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        json!({"plugin": "beta", "caller": "alpha", "depth": 1, "version": "1"})
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_calling_itself_does_not_deadlock_and_stops_at_the_depth_limit() {
+    let f = fixture().await;
+    f.manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    f.manager
+        .set_policy(
+            approved(
+                "alpha",
+                vec![
+                    Permission::new(PermissionType::PluginCall, Access::Read).with_scope(["alpha"]),
+                ],
+            ),
+            "admin",
+        )
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        f.manager.call("alpha", "recurse", b""),
+    )
+    .await
+    .expect("no deadlock");
+    let err = outcome.unwrap_err().to_string();
+    assert!(
+        err.contains("plugin call depth exceeded: at most 10 nested plugin calls"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn replace_under_load_fails_no_call() {
+    let f = fixture().await;
+    let old = TestPlugin::new("alpha", "1");
+    let old_shutdowns = old.shutdowns.clone();
+    f.manager.register(Arc::new(old)).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (manager, stop, calls, failures) = (
+                f.manager.clone(),
+                stop.clone(),
+                calls.clone(),
+                failures.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match manager.call("alpha", "slow", b"").await {
+                        Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.manager
+        .set_enabled("alpha", false, "admin")
+        .await
+        .unwrap();
+    f.manager.set_enabled("alpha", true, "admin").await.unwrap();
+    let before = failures.load(Ordering::Relaxed);
+    f.manager
+        .replace(Arc::new(TestPlugin::new("alpha", "2")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        before,
+        "no call failed during the swap"
+    );
+    assert!(calls.load(Ordering::Relaxed) > 20);
+    assert_eq!(who(&f.manager, "alpha").await["version"], "2");
+    assert_eq!(
+        old_shutdowns.load(Ordering::SeqCst),
+        1,
+        "the old instance was shut down once, after its calls"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_plugin_can_be_replaced_and_stays_disabled() {
+    let f = fixture().await;
+    f.manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    f.manager
+        .set_enabled("alpha", false, "admin")
+        .await
+        .unwrap();
+    f.manager
+        .replace(Arc::new(TestPlugin::new("alpha", "2")))
+        .await
+        .unwrap();
+    assert!(!f.manager.is_enabled("alpha").unwrap());
+    assert_eq!(f.manager.registration("alpha").unwrap().version, "2");
+}
+
+#[tokio::test]
+async fn bad_registrations_are_refused() {
+    let f = fixture().await;
+    let mut first = TestPlugin::new("alpha", "1");
+    first.route = Some("/api/plugins/shared".into());
+    f.manager.register(Arc::new(first)).await.unwrap();
+    let mut second = TestPlugin::new("beta", "1");
+    second.route = Some("/api/plugins/shared".into());
+    let err = f
+        .manager
+        .register(Arc::new(second))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "plugin `beta` cannot be registered: route GET /api/plugins/shared is already declared by plugin `alpha`"
+    );
+    let err = f
+        .manager
+        .register(Arc::new(TestPlugin::new("Bad Name", "1")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a valid plugin name"), "{err}");
+}
+
+#[tokio::test]
+async fn a_slow_init_times_out_without_blocking_other_plugins() {
+    let f = fixture().await;
+    let mut slow = TestPlugin::new("slow", "1");
+    slow.slow_init = true;
+    let mut policy = gk_sdk::ResourcePolicy::default_for("slow");
+    policy.init_timeout = Duration::from_millis(200);
+    f.store.set_plugin_policy(&policy, "admin").await.unwrap();
+    f.manager
+        .register(Arc::new(TestPlugin::new("alpha", "1")))
+        .await
+        .unwrap();
+    let manager = f.manager.clone();
+    let pending = tokio::spawn(async move { manager.register(Arc::new(slow)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        who(&f.manager, "alpha").await["version"],
+        "1",
+        "calls to others go on during a slow init"
+    );
+    let err = pending.await.unwrap().unwrap_err().to_string();
+    assert_eq!(err, "plugin `slow`: init timed out after 200 ms");
+    let _ = HostError::NotFound(String::new());
+}
