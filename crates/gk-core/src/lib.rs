@@ -13,6 +13,7 @@
 mod error;
 pub mod host;
 mod manager;
+pub mod packaging;
 pub mod signing;
 mod store;
 
