@@ -14,9 +14,11 @@ mod error;
 pub mod host;
 mod manager;
 pub mod packaging;
+mod scheduler;
 pub mod signing;
 mod store;
 
 pub use error::{CoreError, CoreResult};
 pub use manager::{Manager, ManagerError, PluginStats};
+pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};

@@ -208,6 +208,12 @@ impl Manager {
             problem,
         })?;
         self.check_routes(&registration)?;
+        for job in &registration.jobs {
+            crate::parse_schedule(&job.schedule).map_err(|problem| ManagerError::Invalid {
+                plugin: name.clone(),
+                problem: format!("job `{}`: {problem}", job.id),
+            })?;
+        }
         let policy = self.policy_for(&name).await?;
         let sandbox = Arc::new(SandboxedHostApi::with_config(
             name.clone(),

@@ -1,0 +1,195 @@
+//! The scheduler: jobs from registrations run on their cron schedules (the seconds field is
+//! optional), calling the job's handler with no arguments within the job's timeout (default
+//! 300 s). A job never overlaps itself; a disabled plugin's jobs do not run and an unloaded
+//! plugin's stop; runs and failures are counted and logged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::{Manager, ManagerError};
+
+/// How long a job may run when its registration gives no timeout.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Parses a cron schedule (5 or 6 fields; the seconds field is optional).
+pub fn parse_schedule(schedule: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(schedule)
+        .map_err(|e| format!("schedule `{schedule}` is not a cron expression: {e}"))
+}
+
+/// Counters of one job.
+#[derive(Debug, Default)]
+struct JobCounters {
+    runs: AtomicU64,
+    failures: AtomicU64,
+    skipped: AtomicU64,
+    running: AtomicBool,
+}
+
+/// A job's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobStats {
+    /// Completed runs (successful or not).
+    pub runs: u64,
+    /// Runs that failed or timed out.
+    pub failures: u64,
+    /// Occurrences skipped because the previous run was still going.
+    pub skipped: u64,
+}
+
+struct ScheduledJob {
+    task: JoinHandle<()>,
+    counters: Arc<JobCounters>,
+}
+
+/// Runs the jobs of the manager's plugins.
+pub struct Scheduler {
+    manager: Manager,
+    jobs: Mutex<HashMap<(String, String), ScheduledJob>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jobs = self.jobs.lock().map(|j| j.len()).unwrap_or(0);
+        f.debug_struct("Scheduler")
+            .field("jobs", &jobs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler for `manager`'s plugins.
+    pub fn new(manager: Manager) -> Self {
+        Self {
+            manager,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// (Re)schedules the enabled jobs of `plugin`'s registration; returns how many run.
+    pub fn schedule_plugin(&self, plugin: &str) -> Result<usize, ManagerError> {
+        self.unschedule_plugin(plugin);
+        let registration = self.manager.registration(plugin)?;
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut count = 0;
+        for job in registration.jobs.iter().filter(|job| job.enabled) {
+            let cron = parse_schedule(&job.schedule).map_err(|problem| ManagerError::Invalid {
+                plugin: plugin.to_owned(),
+                problem,
+            })?;
+            let counters = Arc::new(JobCounters::default());
+            let task = tokio::spawn(run_job(
+                self.manager.clone(),
+                plugin.to_owned(),
+                job.id.clone(),
+                job.handler.clone(),
+                cron,
+                job.timeout.unwrap_or(DEFAULT_JOB_TIMEOUT),
+                counters.clone(),
+            ));
+            jobs.insert(
+                (plugin.to_owned(), job.id.clone()),
+                ScheduledJob { task, counters },
+            );
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Stops every job of `plugin`.
+    pub fn unschedule_plugin(&self, plugin: &str) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.retain(|(owner, _), job| {
+            let keep = owner != plugin;
+            if !keep {
+                job.task.abort();
+            }
+            keep
+        });
+    }
+
+    /// A job's counters.
+    pub fn job_stats(&self, plugin: &str, job: &str) -> Option<JobStats> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&(plugin.to_owned(), job.to_owned()))
+            .map(|job| JobStats {
+                runs: job.counters.runs.load(Ordering::Relaxed),
+                failures: job.counters.failures.load(Ordering::Relaxed),
+                skipped: job.counters.skipped.load(Ordering::Relaxed),
+            })
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if let Ok(jobs) = self.jobs.lock() {
+            for job in jobs.values() {
+                job.task.abort();
+            }
+        }
+    }
+}
+
+async fn run_job(
+    manager: Manager,
+    plugin: String,
+    id: String,
+    handler: String,
+    cron: Cron,
+    timeout: Duration,
+    counters: Arc<JobCounters>,
+) {
+    loop {
+        let now = Utc::now();
+        let Ok(next) = cron.find_next_occurrence(&now, false) else {
+            tracing::warn!(plugin, job = %id, "the schedule has no next occurrence; the job stops");
+            return;
+        };
+        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        match manager.is_enabled(&plugin) {
+            Err(_) => return,
+            Ok(false) => continue,
+            Ok(true) => {}
+        }
+        if counters.running.swap(true, Ordering::SeqCst) {
+            counters.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(plugin, job = %id, "the previous run is still going; this occurrence is skipped");
+            continue;
+        }
+        let (manager, plugin, id, handler, counters) = (
+            manager.clone(),
+            plugin.clone(),
+            id.clone(),
+            handler.clone(),
+            counters.clone(),
+        );
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(timeout, manager.call(&plugin, &handler, b"")).await;
+            counters.runs.fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                Ok(Ok(_)) => tracing::info!(plugin, job = %id, "job ran"),
+                Ok(Err(error)) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(plugin, job = %id, %error, "job failed");
+                }
+                Err(_) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(plugin, job = %id, timeout_ms = timeout.as_millis() as u64, "job timed out");
+                }
+            }
+            counters.running.store(false, Ordering::SeqCst);
+        });
+    }
+}
