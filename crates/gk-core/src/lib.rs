@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod discovery;
 mod error;
 pub mod host;
 mod manager;

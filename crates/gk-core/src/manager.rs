@@ -20,6 +20,7 @@ use gk_sdk::{
 use serde::Serialize;
 
 use crate::Store;
+use crate::discovery::{Discovered, PluginRuntime};
 use crate::host::PluginCaller;
 
 /// Why the manager refused or failed an operation.
@@ -91,6 +92,10 @@ struct Loaded {
 /// A known plugin.
 struct Slot {
     name: String,
+    /// Where to load it from, for a plugin discovered but not loaded yet.
+    source: Option<Discovered>,
+    /// Held while loading, so that concurrent first calls load once.
+    load_lock: tokio::sync::Mutex<()>,
     loaded: ArcSwapOption<Loaded>,
     enabled: std::sync::atomic::AtomicBool,
     counters: CallCounters,
@@ -107,6 +112,7 @@ struct ManagerInner {
     store: Store,
     sandbox_config: Arc<SandboxConfig>,
     plugins: RwLock<HashMap<String, Arc<Slot>>>,
+    runtimes: RwLock<Vec<Arc<dyn PluginRuntime>>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -126,6 +132,7 @@ impl Manager {
                 store,
                 sandbox_config,
                 plugins: RwLock::new(HashMap::new()),
+                runtimes: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -176,6 +183,8 @@ impl Manager {
         let enabled = self.inner.store.plugin_enabled(&name).await?;
         let slot = Arc::new(Slot {
             name: name.clone(),
+            source: None,
+            load_lock: tokio::sync::Mutex::new(()),
             loaded: ArcSwapOption::from_pointee(loaded),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
@@ -191,6 +200,93 @@ impl Manager {
         }
         tracing::info!(plugin = %name, enabled, "plugin registered");
         Ok(registration)
+    }
+
+    /// Adds a runtime that lazily discovered plugins can be loaded with.
+    pub fn add_runtime(&self, runtime: Arc<dyn PluginRuntime>) {
+        self.inner
+            .runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(runtime);
+    }
+
+    /// Makes a discovered plugin known without loading it: it is loaded on first use, once,
+    /// however many first calls arrive together.
+    pub async fn add_discovered(&self, found: Discovered) -> Result<(), ManagerError> {
+        let enabled = self.inner.store.plugin_enabled(&found.name).await?;
+        let name = found.name.clone();
+        let slot = Arc::new(Slot {
+            name: name.clone(),
+            source: Some(found),
+            load_lock: tokio::sync::Mutex::new(()),
+            loaded: ArcSwapOption::empty(),
+            enabled: std::sync::atomic::AtomicBool::new(enabled),
+            counters: CallCounters::default(),
+        });
+        let mut plugins = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        plugins.entry(name).or_insert(slot);
+        Ok(())
+    }
+
+    /// Whether a known plugin is loaded.
+    pub fn is_loaded(&self, name: &str) -> Result<bool, ManagerError> {
+        Ok(self.slot(name)?.loaded.load().is_some())
+    }
+
+    /// The loaded instance of a plugin, loading it first if it was only discovered.
+    async fn ensure_loaded(&self, slot: &Arc<Slot>) -> Result<Arc<Loaded>, ManagerError> {
+        if let Some(loaded) = slot.loaded.load_full() {
+            return Ok(loaded);
+        }
+        let _loading = slot.load_lock.lock().await;
+        if let Some(loaded) = slot.loaded.load_full() {
+            return Ok(loaded);
+        }
+        let found = slot
+            .source
+            .clone()
+            .ok_or_else(|| ManagerError::NotFound(slot.name.clone()))?;
+        let runtime = self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| r.accepts(&found))
+            .cloned()
+            .ok_or_else(|| ManagerError::Invalid {
+                plugin: slot.name.clone(),
+                problem: format!("no runtime runs `{}` plugins", found.runtime),
+            })?;
+        let policy = self.policy_for(&found.name).await?;
+        let plugin =
+            runtime
+                .load(&found, &policy)
+                .await
+                .map_err(|problem| ManagerError::Invalid {
+                    plugin: slot.name.clone(),
+                    problem,
+                })?;
+        let loaded = Arc::new(self.prepare(plugin).await?);
+        if loaded.registration.name != slot.name {
+            let problem = format!(
+                "it registers as `{}`; name the file or manifest after it",
+                loaded.registration.name
+            );
+            retire(&slot.name, Some(loaded)).await;
+            return Err(ManagerError::Invalid {
+                plugin: slot.name.clone(),
+                problem,
+            });
+        }
+        slot.loaded.store(Some(loaded.clone()));
+        tracing::info!(plugin = %slot.name, "plugin loaded on first use");
+        Ok(loaded)
     }
 
     /// Everything `register` and `replace` need before publishing: a validated, initialised plugin.
@@ -359,10 +455,7 @@ impl Manager {
         if !slot.enabled.load(Ordering::SeqCst) {
             return Err(ManagerError::Disabled(ctx.plugin.clone()));
         }
-        let loaded = slot
-            .loaded
-            .load_full()
-            .ok_or_else(|| ManagerError::NotFound(ctx.plugin.clone()))?;
+        let loaded = self.ensure_loaded(&slot).await?;
         let start = Instant::now();
         let result = loaded.plugin.call(ctx, function, args).await;
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);

@@ -560,3 +560,176 @@ async fn bad_cron_schedules_are_refused_at_registration() {
         "six fields"
     );
 }
+
+/// A runtime that makes test plugins, counting its loads.
+struct FakeRuntime {
+    loads: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl gk_core::discovery::PluginRuntime for FakeRuntime {
+    fn accepts(&self, found: &gk_core::discovery::Discovered) -> bool {
+        found.runtime == gk_sdk::Runtime::Wasm
+    }
+
+    async fn load(
+        &self,
+        found: &gk_core::discovery::Discovered,
+        _: &gk_sdk::ResourcePolicy,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let name = if found.name == "renamed" {
+            "other-name"
+        } else {
+            found.name.as_str()
+        };
+        Ok(Arc::new(TestPlugin::new(name, "lazy")))
+    }
+}
+
+fn discovered(name: &str, runtime: gk_sdk::Runtime) -> gk_core::discovery::Discovered {
+    gk_core::discovery::Discovered {
+        name: name.into(),
+        runtime,
+        dir: "/nowhere".into(),
+        entry: format!("/nowhere/{name}.wasm").into(),
+        manifest: None,
+    }
+}
+
+#[tokio::test]
+async fn discovered_plugins_load_once_on_first_use() {
+    let f = fixture().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    f.manager.add_runtime(Arc::new(FakeRuntime {
+        loads: loads.clone(),
+    }));
+    f.manager
+        .add_discovered(discovered("lazy", gk_sdk::Runtime::Wasm))
+        .await
+        .unwrap();
+    assert!(!f.manager.is_loaded("lazy").unwrap());
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        0,
+        "nothing is loaded before it is used"
+    );
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let manager = f.manager.clone();
+            tokio::spawn(async move { manager.call("lazy", "who", b"").await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().is_ok());
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "concurrent first calls load once"
+    );
+    assert!(f.manager.is_loaded("lazy").unwrap());
+
+    f.manager
+        .add_discovered(discovered("renamed", gk_sdk::Runtime::Wasm))
+        .await
+        .unwrap();
+    let err = f
+        .manager
+        .call("renamed", "who", b"")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "plugin `renamed` cannot be registered: it registers as `other-name`; name the file or manifest after it"
+    );
+    f.manager
+        .add_discovered(discovered("native", gk_sdk::Runtime::Grpc))
+        .await
+        .unwrap();
+    let err = f
+        .manager
+        .call("native", "who", b"")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "plugin `native` cannot be registered: no runtime runs `grpc` plugins"
+    );
+}
+
+#[tokio::test]
+async fn discovery_finds_modules_directories_and_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(plugins.join("hello/bin")).unwrap();
+    std::fs::write(plugins.join("stats.wasm"), b"\0asm").unwrap();
+    std::fs::write(
+        plugins.join("hello/plugin.yaml"),
+        "name: hello\nruntime: grpc\nbinary: bin/hello\n",
+    )
+    .unwrap();
+    std::fs::write(plugins.join("hello/bin/hello"), b"#!/bin/sh\n").unwrap();
+    std::fs::write(plugins.join("Bad Name.wasm"), b"\0asm").unwrap();
+    std::fs::write(plugins.join("README.md"), b"not a plugin").unwrap();
+    let source = dir.path().join("zipped");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("plugin.yaml"),
+        "name: zipped\nwasm: zipped.wasm\n",
+    )
+    .unwrap();
+    std::fs::write(source.join("zipped.wasm"), b"\0asm").unwrap();
+    gk_core::packaging::build(&source, &plugins.join("zipped.zip"))
+        .await
+        .unwrap();
+    let managed = plugins.join(".managed");
+    let (found, errors) = gk_core::discovery::discover(
+        &plugins,
+        &managed,
+        &gk_core::signing::SignaturePolicy::default(),
+    )
+    .await;
+    let names: Vec<(&str, gk_sdk::Runtime)> =
+        found.iter().map(|d| (d.name.as_str(), d.runtime)).collect();
+    assert_eq!(
+        names,
+        [
+            ("hello", gk_sdk::Runtime::Grpc),
+            ("stats", gk_sdk::Runtime::Wasm),
+            ("zipped", gk_sdk::Runtime::Wasm)
+        ]
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("the file name is not a plugin name"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        managed.join("zipped/zipped.wasm").is_file(),
+        "packages are unpacked into the managed directory"
+    );
+
+    // With signatures required, unsigned plugins are refused.
+    let (_, public) = gk_core::signing::generate_keypair().unwrap();
+    let required = gk_core::signing::SignaturePolicy {
+        required: true,
+        trusted: gk_core::signing::TrustedKeys::from_hex([public.as_str()]).unwrap(),
+    };
+    let (found, errors) = gk_core::discovery::discover(&plugins, &managed, &required).await;
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.to_string().contains("is not signed")
+                || e.to_string().contains("not a plugin name")),
+        "{errors:?}"
+    );
+}

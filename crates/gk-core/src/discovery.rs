@@ -1,0 +1,156 @@
+//! Discovery: what the plugins directory holds, and the runtimes that can load it.
+//!
+//! - `*.wasm` files: WASM plugins named after the file (`stats.wasm` is `stats`);
+//! - sub-directories with a `plugin.yaml` (or `manifest.yaml`): either runtime, named by it;
+//! - `*.zip` packages: extracted (see [`packaging`](crate::packaging)) into the managed directory
+//!   and then treated as a directory.
+//!
+//! Every plugin file is checked against the [`SignaturePolicy`] when it is discovered.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gk_sdk::{Plugin, PluginManifest, ResourcePolicy, Runtime};
+
+use crate::packaging;
+use crate::signing::SignaturePolicy;
+
+/// A plugin found on disk, not loaded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// The plugin's name.
+    pub name: String,
+    /// How it runs.
+    pub runtime: Runtime,
+    /// Its directory (working directory of a process plugin).
+    pub dir: PathBuf,
+    /// Its module or executable.
+    pub entry: PathBuf,
+    /// Its manifest, when it has one.
+    pub manifest: Option<PluginManifest>,
+}
+
+/// A way of running plugins (WASM, gRPC), as the manager sees it.
+#[async_trait]
+pub trait PluginRuntime: Send + Sync {
+    /// Whether this runtime runs `found`.
+    fn accepts(&self, found: &Discovered) -> bool;
+    /// Loads `found` under `policy` (not initialised yet).
+    async fn load(
+        &self,
+        found: &Discovered,
+        policy: &ResourcePolicy,
+    ) -> Result<Arc<dyn Plugin>, String>;
+}
+
+/// Why something in the plugins directory was not taken.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct DiscoveryError {
+    /// The file or directory.
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn refused(path: &Path, problem: impl ToString) -> DiscoveryError {
+    DiscoveryError {
+        path: path.display().to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+/// Looks at one path of the plugins directory. `Ok(None)` for things that are not plugins.
+pub async fn inspect(
+    path: &Path,
+    managed_dir: &Path,
+    signatures: &SignaturePolicy,
+) -> Result<Option<Discovered>, DiscoveryError> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    if path.is_file() && extension == "wasm" {
+        signatures.check(path).map_err(|e| refused(path, e))?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        gk_sdk::validate_plugin_name(&name)
+            .map_err(|e| refused(path, format!("the file name is not a plugin name: {e}")))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        return Ok(Some(Discovered {
+            name,
+            runtime: Runtime::Wasm,
+            dir,
+            entry: path.to_owned(),
+            manifest: None,
+        }));
+    }
+    if path.is_file() && extension == "zip" {
+        signatures.check(path).map_err(|e| refused(path, e))?;
+        let (dir, _) = packaging::extract(path, managed_dir)
+            .await
+            .map_err(|e| refused(path, e))?;
+        return from_dir(&dir, signatures).map(Some);
+    }
+    if path.is_dir()
+        && gk_sdk::MANIFEST_FILE_NAMES
+            .iter()
+            .any(|name| path.join(name).is_file())
+    {
+        return from_dir(path, signatures).map(Some);
+    }
+    Ok(None)
+}
+
+fn from_dir(dir: &Path, signatures: &SignaturePolicy) -> Result<Discovered, DiscoveryError> {
+    let manifest = PluginManifest::from_dir(dir).map_err(|e| refused(dir, e))?;
+    let entry = manifest.resolve_entry(dir).map_err(|e| refused(dir, e))?;
+    signatures.check(&entry).map_err(|e| refused(&entry, e))?;
+    Ok(Discovered {
+        name: manifest.name.clone(),
+        runtime: manifest.runtime,
+        dir: dir.to_owned(),
+        entry,
+        manifest: Some(manifest),
+    })
+}
+
+/// Everything the plugins directory holds, sorted by name; what cannot be taken is returned as
+/// errors beside it.
+pub async fn discover(
+    plugins_dir: &Path,
+    managed_dir: &Path,
+    signatures: &SignaturePolicy,
+) -> (Vec<Discovered>, Vec<DiscoveryError>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(plugins_dir) else {
+        errors.push(refused(plugins_dir, "cannot read the plugins directory"));
+        return (found, errors);
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.starts_with(managed_dir))
+        .collect();
+    paths.sort();
+    for path in paths {
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
+            continue;
+        }
+        match inspect(&path, managed_dir, signatures).await {
+            Ok(Some(plugin)) => found.push(plugin),
+            Ok(None) => {}
+            Err(error) => errors.push(error),
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    (found, errors)
+}
