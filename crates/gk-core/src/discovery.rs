@@ -2,7 +2,7 @@
 //!
 //! - `*.wasm` files: WASM plugins named after the file (`stats.wasm` is `stats`);
 //! - sub-directories with a `plugin.yaml` (or `manifest.yaml`): either runtime, named by it;
-//! - `*.zip` packages: extracted (see [`packaging`](crate::packaging)) into the managed directory
+//! - `*.zip` packages: extracted (see the `packaging` module) into the managed directory
 //!   and then treated as a directory.
 //!
 //! Every plugin file is checked against the [`SignaturePolicy`] when it is discovered.
