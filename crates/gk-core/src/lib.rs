@@ -1,10 +1,18 @@
 //! gk-core: the platform.
 //!
-//! Today it owns the production host services in [`host`]: named databases through sea-orm
-//! (SQLite, PostgreSQL, MariaDB), the in-memory cache, plugin log rings, configuration values,
-//! translations and the email outbox, composed as [`host::ProductionHost`]; and the [`Store`]
-//! of plugin state (enabled, policy) in the `sysconfig_*` tables. The manager, loader, Redis
-//! cache, outbound HTTP, SMTP, signing, packaging and scheduler land with their issues.
+//! It owns:
+//! - [`host`]: the production host services a plugin's sandbox wraps — named databases through
+//!   sea-orm (SQLite, PostgreSQL, MariaDB), the memory and Redis caches, outbound HTTP, SMTP and
+//!   the email outbox, plugin log rings, configuration values and translations, composed as
+//!   [`host::ProductionHost`];
+//! - the [`Store`] of plugin state (enabled, policy, outbox) in the shared database;
+//! - the [`Manager`]: registration with a sandbox built from the stored policy, lazy loading of
+//!   [`discovery`]'d plugins through [`discovery::PluginRuntime`]s, enable/disable, policy CRUD,
+//!   plugin-to-plugin calls, blue-green replace, stats;
+//! - [`signing`] (ed25519), [`packaging`] (ZIP) and the [`Scheduler`].
+//!
+//! Runtimes plug in through [`discovery::PluginRuntime`]; the directory watcher (hot reload) is
+//! still to come.
 //!
 //! It depends on `gk-sdk` and `gk-sandbox` only, and knows runtimes through its own trait.
 #![deny(missing_docs)]
