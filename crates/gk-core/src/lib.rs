@@ -11,8 +11,8 @@
 //!   plugin-to-plugin calls, blue-green replace, stats;
 //! - [`signing`] (ed25519), [`packaging`] (ZIP) and the [`Scheduler`].
 //!
-//! Runtimes plug in through [`discovery::PluginRuntime`]; the directory watcher (hot reload) is
-//! still to come.
+//! Runtimes plug in through [`discovery::PluginRuntime`]; the [`Loader`] scans the plugins
+//! directory and watches it for hot reload.
 //!
 //! It depends on `gk-sdk` and `gk-sandbox` only, and knows runtimes through its own trait.
 #![deny(missing_docs)]
@@ -26,8 +26,10 @@ pub mod packaging;
 mod scheduler;
 pub mod signing;
 mod store;
+mod watch;
 
 pub use error::{CoreError, CoreResult};
 pub use manager::{Manager, ManagerError, PluginStats};
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};
+pub use watch::{DEBOUNCE, Loader, WatchHandle};

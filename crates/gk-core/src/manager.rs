@@ -233,6 +233,71 @@ impl Manager {
         Ok(())
     }
 
+    /// Loads `found` through its runtime now and replaces the running instance (blue-green); an
+    /// error leaves the running instance as it was.
+    pub async fn reload(&self, found: Discovered) -> Result<GkRegistration, ManagerError> {
+        let plugin = self.load_with_runtime(&found).await?;
+        let registration = plugin
+            .register()
+            .await
+            .map_err(|source| ManagerError::Plugin {
+                plugin: found.name.clone(),
+                source,
+            })?;
+        if registration.name != found.name {
+            let problem = format!(
+                "it registers as `{}`; name the file or manifest after it",
+                registration.name
+            );
+            return Err(ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem,
+            });
+        }
+        self.replace(plugin).await
+    }
+
+    /// Makes a newly found plugin known, or points a known, unloaded one at its new source.
+    pub async fn add_discovered_or_replace_source(
+        &self,
+        found: Discovered,
+    ) -> Result<(), ManagerError> {
+        let known_unloaded = self
+            .slot(&found.name)
+            .is_ok_and(|slot| slot.loaded.load().is_none());
+        if known_unloaded {
+            self.inner
+                .plugins
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&found.name);
+        }
+        self.add_discovered(found).await
+    }
+
+    async fn load_with_runtime(&self, found: &Discovered) -> Result<Arc<dyn Plugin>, ManagerError> {
+        let runtime = self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| r.accepts(found))
+            .cloned()
+            .ok_or_else(|| ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem: format!("no runtime runs `{}` plugins", found.runtime),
+            })?;
+        let policy = self.policy_for(&found.name).await?;
+        runtime
+            .load(found, &policy)
+            .await
+            .map_err(|problem| ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem,
+            })
+    }
+
     /// Whether a known plugin is loaded.
     pub fn is_loaded(&self, name: &str) -> Result<bool, ManagerError> {
         Ok(self.slot(name)?.loaded.load().is_some())
@@ -251,27 +316,7 @@ impl Manager {
             .source
             .clone()
             .ok_or_else(|| ManagerError::NotFound(slot.name.clone()))?;
-        let runtime = self
-            .inner
-            .runtimes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|r| r.accepts(&found))
-            .cloned()
-            .ok_or_else(|| ManagerError::Invalid {
-                plugin: slot.name.clone(),
-                problem: format!("no runtime runs `{}` plugins", found.runtime),
-            })?;
-        let policy = self.policy_for(&found.name).await?;
-        let plugin =
-            runtime
-                .load(&found, &policy)
-                .await
-                .map_err(|problem| ManagerError::Invalid {
-                    plugin: slot.name.clone(),
-                    problem,
-                })?;
+        let plugin = self.load_with_runtime(&found).await?;
         let loaded = Arc::new(self.prepare(plugin).await?);
         if loaded.registration.name != slot.name {
             let problem = format!(

@@ -733,3 +733,129 @@ async fn discovery_finds_modules_directories_and_packages() {
         "{errors:?}"
     );
 }
+
+/// A runtime whose "modules" are text files holding a version (or `broken`).
+struct FileRuntime;
+
+#[async_trait]
+impl gk_core::discovery::PluginRuntime for FileRuntime {
+    fn accepts(&self, _: &gk_core::discovery::Discovered) -> bool {
+        true
+    }
+
+    async fn load(
+        &self,
+        found: &gk_core::discovery::Discovered,
+        _: &gk_sdk::ResourcePolicy,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        let text = std::fs::read_to_string(&found.entry).map_err(|e| e.to_string())?;
+        let version = text.trim();
+        if version.is_empty() || version == "broken" {
+            return Err(format!("`{}` is not a module", found.entry.display()));
+        }
+        Ok(Arc::new(TestPlugin::new(&found.name, version)))
+    }
+}
+
+async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn version(manager: &Manager, name: &str) -> Option<String> {
+    let reply = manager.call(name, "who", b"").await.ok()?;
+    let value: Value = serde_json::from_slice(&reply).ok()?;
+    value["version"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_loader_follows_the_plugins_directory() {
+    let f = fixture().await;
+    f.manager.add_runtime(Arc::new(FileRuntime));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("early.wasm"), "1").unwrap();
+    let loader = gk_core::Loader::new(
+        f.manager.clone(),
+        plugins.clone(),
+        plugins.join(".managed"),
+        gk_core::signing::SignaturePolicy::default(),
+    );
+    assert!(loader.scan().await.is_empty());
+    assert_eq!(version(&f.manager, "early").await.as_deref(), Some("1"));
+    let _watch = loader.watch().unwrap();
+
+    // A new module appears, written in two steps: it is looked at once it is quiet.
+    std::fs::write(plugins.join("fresh.wasm"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(plugins.join("fresh.wasm"), "1").unwrap();
+    let manager = f.manager.clone();
+    eventually("fresh is known", || {
+        manager.names().contains(&"fresh".to_owned())
+    })
+    .await;
+    assert_eq!(version(&f.manager, "fresh").await.as_deref(), Some("1"));
+
+    // A change replaces it; a broken change keeps the running version.
+    std::fs::write(plugins.join("fresh.wasm"), "2").unwrap();
+    let start = std::time::Instant::now();
+    while version(&f.manager, "fresh").await.as_deref() != Some("2") {
+        assert!(start.elapsed() < Duration::from_secs(10), "reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(plugins.join("fresh.wasm"), "broken").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        version(&f.manager, "fresh").await.as_deref(),
+        Some("2"),
+        "a bad file keeps the old version"
+    );
+
+    // A plugin directory with a manifest, and a package.
+    std::fs::create_dir_all(plugins.join("native")).unwrap();
+    std::fs::write(plugins.join("native/run"), "7").unwrap();
+    std::fs::write(
+        plugins.join("native/plugin.yaml"),
+        "name: native\nruntime: grpc\nbinary: run\n",
+    )
+    .unwrap();
+    let source = dir.path().join("zipped");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("plugin.yaml"),
+        "name: zipped\nwasm: zipped.wasm\n",
+    )
+    .unwrap();
+    std::fs::write(source.join("zipped.wasm"), "3").unwrap();
+    gk_core::packaging::build(&source, &dir.path().join("zipped.zip"))
+        .await
+        .unwrap();
+    std::fs::rename(dir.path().join("zipped.zip"), plugins.join("zipped.zip")).unwrap();
+    let manager = f.manager.clone();
+    eventually("native and zipped are known", || {
+        let names = manager.names();
+        names.contains(&"native".to_owned()) && names.contains(&"zipped".to_owned())
+    })
+    .await;
+    assert_eq!(version(&f.manager, "native").await.as_deref(), Some("7"));
+    assert_eq!(version(&f.manager, "zipped").await.as_deref(), Some("3"));
+
+    // Removing a module unloads it.
+    std::fs::remove_file(plugins.join("fresh.wasm")).unwrap();
+    let manager = f.manager.clone();
+    eventually("fresh is gone", || {
+        !manager.names().contains(&"fresh".to_owned())
+    })
+    .await;
+    assert!(matches!(
+        f.manager.call("fresh", "who", b"").await,
+        Err(ManagerError::NotFound(_))
+    ));
+}
