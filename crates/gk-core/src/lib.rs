@@ -29,7 +29,7 @@ mod store;
 mod watch;
 
 pub use error::{CoreError, CoreResult};
-pub use manager::{Manager, ManagerError, PluginStats};
+pub use manager::{Manager, ManagerError, PluginItem, PluginStats, TranslationConflict};
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};
 pub use watch::{DEBOUNCE, Loader, WatchHandle};

@@ -21,7 +21,10 @@ use serde::Serialize;
 
 use crate::Store;
 use crate::discovery::{Discovered, PluginRuntime};
-use crate::host::PluginCaller;
+use crate::host::{PluginCaller, Translations};
+
+mod catalog;
+pub use catalog::{PluginItem, TranslationConflict};
 
 /// Why the manager refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,14 @@ pub enum ManagerError {
     /// No plugin of that name is known.
     #[error("plugin `{0}` is not known")]
     NotFound(String),
+    /// The plugin does not declare the item asked for.
+    #[error("plugin `{plugin}` declares no {item}")]
+    Undeclared {
+        /// The plugin.
+        plugin: String,
+        /// What was asked for (`widget `id``).
+        item: String,
+    },
     /// The plugin is disabled.
     #[error("plugin `{0}` is disabled")]
     Disabled(String),
@@ -113,6 +124,8 @@ struct ManagerInner {
     sandbox_config: Arc<SandboxConfig>,
     plugins: RwLock<HashMap<String, Arc<Slot>>>,
     runtimes: RwLock<Vec<Arc<dyn PluginRuntime>>>,
+    /// The `translate` service's catalogs, kept in step with the published registrations.
+    translations: std::sync::OnceLock<Arc<Translations>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -133,7 +146,33 @@ impl Manager {
                 sandbox_config,
                 plugins: RwLock::new(HashMap::new()),
                 runtimes: RwLock::new(Vec::new()),
+                translations: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Keeps `translations` (the catalogs the `translate` host service reads) in step with the
+    /// registrations of the loaded plugins from now on. Set once; later calls are ignored.
+    pub fn use_translations(&self, translations: Arc<Translations>) {
+        if self.inner.translations.set(translations).is_err() {
+            tracing::warn!("the manager already keeps a translation catalog; ignoring another");
+        }
+    }
+
+    /// Called whenever an instance of a plugin is published.
+    fn published(&self, registration: &GkRegistration) {
+        if let Some(translations) = self.inner.translations.get() {
+            match &registration.i18n {
+                Some(spec) => translations.set_plugin(&registration.name, spec),
+                None => translations.remove_plugin(&registration.name),
+            }
+        }
+    }
+
+    /// Called whenever a plugin stops being loaded.
+    fn withdrawn(&self, name: &str) {
+        if let Some(translations) = self.inner.translations.get() {
+            translations.remove_plugin(name);
         }
     }
 
@@ -195,6 +234,7 @@ impl Manager {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.clone(), slot);
+        self.published(&registration);
         if let Some(previous) = previous {
             retire(&previous.name, previous.loaded.swap(None)).await;
         }
@@ -330,6 +370,7 @@ impl Manager {
             });
         }
         slot.loaded.store(Some(loaded.clone()));
+        self.published(&loaded.registration);
         tracing::info!(plugin = %slot.name, "plugin loaded on first use");
         Ok(loaded)
     }
@@ -429,6 +470,7 @@ impl Manager {
             return self.register(loaded.plugin).await;
         };
         let old = slot.loaded.swap(Some(Arc::new(loaded)));
+        self.published(&registration);
         retire(&slot.name, old).await;
         tracing::info!(plugin = %slot.name, "plugin replaced");
         Ok(registration)
@@ -444,6 +486,7 @@ impl Manager {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
             .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+        self.withdrawn(name);
         retire(name, slot.loaded.swap(None)).await;
         Ok(())
     }
@@ -573,6 +616,7 @@ impl Manager {
             .map(|(_, s)| s)
             .collect();
         for slot in slots {
+            self.withdrawn(&slot.name);
             retire(&slot.name, slot.loaded.swap(None)).await;
         }
     }

@@ -6,17 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gk_core::host::{
-    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, MemoryCache,
-    Outbox, PluginLogs, ProductionHost, Translations,
-};
-use gk_core::{Manager, ManagerError, Store};
-use gk_sandbox::SandboxConfig;
+use gk_core::{Manager, ManagerError};
 use gk_sdk::{
     Access, CallContext, GkRegistration, HostApi, HostError, Permission, PermissionType, Plugin,
     PluginError, PolicyStatus, RouteSpec,
 };
 use serde_json::{Value, json};
+
+mod common;
+use common::{fixture, fixture_at};
 
 /// A plugin for the tests: its behaviour per function name.
 struct TestPlugin {
@@ -130,48 +128,6 @@ impl Plugin for TestPlugin {
         self.shutdowns.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-}
-
-struct Fixture {
-    manager: Manager,
-    store: Store,
-    _dir: tempfile::TempDir,
-    url: String,
-}
-
-async fn fixture_at(dir: tempfile::TempDir) -> Fixture {
-    let url = format!("sqlite://{}", dir.path().join("gk.db").display());
-    let databases = Databases::connect(&DatabaseConfig::single(url.clone()))
-        .await
-        .unwrap();
-    let store = Store::open(databases.connection("default").unwrap().clone())
-        .await
-        .unwrap();
-    let host = Arc::new(ProductionHost::new(HostServices {
-        databases,
-        cache: Arc::new(MemoryCache::default()),
-        logs: Arc::new(PluginLogs::default()),
-        config: ConfigValues::default(),
-        translations: Arc::new(Translations::default()),
-        mailer: Arc::new(Outbox::new(store.clone())),
-        http: HttpClient::new(HttpConfig::default()),
-    }));
-    let manager = Manager::new(
-        host.clone(),
-        store.clone(),
-        Arc::new(SandboxConfig::default()),
-    );
-    host.set_plugin_caller(Arc::new(manager.clone())).unwrap();
-    Fixture {
-        manager,
-        store,
-        _dir: dir,
-        url,
-    }
-}
-
-async fn fixture() -> Fixture {
-    fixture_at(tempfile::tempdir().unwrap()).await
 }
 
 fn approved(name: &str, permissions: Vec<Permission>) -> gk_sdk::ResourcePolicy {
@@ -658,6 +614,45 @@ async fn discovered_plugins_load_once_on_first_use() {
     assert_eq!(
         err,
         "plugin `native` cannot be registered: no runtime runs `grpc` plugins"
+    );
+}
+
+#[tokio::test]
+async fn eager_loading_loads_every_enabled_discovered_plugin() {
+    let f = fixture().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    f.manager.add_runtime(Arc::new(FakeRuntime {
+        loads: loads.clone(),
+    }));
+    for name in ["first", "second", "off", "renamed"] {
+        f.manager
+            .add_discovered(discovered(name, gk_sdk::Runtime::Wasm))
+            .await
+            .unwrap();
+    }
+    f.manager.set_enabled("off", false, "admin").await.unwrap();
+    let failures = f.manager.load_all().await;
+    assert_eq!(
+        failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "plugin `renamed` cannot be registered: it registers as `other-name`; name the file or manifest after it"
+        ]
+    );
+    assert!(f.manager.is_loaded("first").unwrap());
+    assert!(f.manager.is_loaded("second").unwrap());
+    assert!(
+        !f.manager.is_loaded("off").unwrap(),
+        "disabled plugins stay unloaded"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 3);
+    assert!(
+        f.manager.load_all().await.len() == 1,
+        "loaded plugins are not loaded again"
+    );
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "only the broken one is retried"
     );
 }
 
