@@ -842,15 +842,73 @@ async fn the_loader_follows_the_plugins_directory() {
     assert_eq!(version(&f.manager, "native").await.as_deref(), Some("7"));
     assert_eq!(version(&f.manager, "zipped").await.as_deref(), Some("3"));
 
-    // Removing a module unloads it.
+    // A changed manifest reloads the directory's plugin.
+    std::fs::write(plugins.join("native/run2"), "8").unwrap();
+    std::fs::write(
+        plugins.join("native/plugin.yaml"),
+        "name: native\nruntime: grpc\nbinary: run2\n",
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while version(&f.manager, "native").await.as_deref() != Some("8") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "manifest change reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Removing a package or a module unloads it.
+    std::fs::remove_file(plugins.join("zipped.zip")).unwrap();
     std::fs::remove_file(plugins.join("fresh.wasm")).unwrap();
     let manager = f.manager.clone();
-    eventually("fresh is gone", || {
-        !manager.names().contains(&"fresh".to_owned())
+    eventually("fresh and zipped are gone", || {
+        let names = manager.names();
+        !names.contains(&"fresh".to_owned()) && !names.contains(&"zipped".to_owned())
     })
     .await;
     assert!(matches!(
         f.manager.call("fresh", "who", b"").await,
         Err(ManagerError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn every_reload_re_verifies_the_signature() {
+    use gk_core::signing::{SignaturePolicy, TrustedKeys, generate_keypair, sign_file};
+    let f = fixture().await;
+    f.manager.add_runtime(Arc::new(FileRuntime));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (private, public) = generate_keypair().unwrap();
+    let module = plugins.join("signed.wasm");
+    std::fs::write(&module, "1").unwrap();
+    sign_file(&module, &private).unwrap();
+    std::fs::write(plugins.join("unsigned.wasm"), "1").unwrap();
+    let loader = gk_core::Loader::new(
+        f.manager.clone(),
+        plugins.clone(),
+        plugins.join(".managed"),
+        SignaturePolicy {
+            required: true,
+            trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
+        },
+    );
+    let refused = loader.scan().await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].path.ends_with("unsigned.wasm"), "{refused:?}");
+    assert_eq!(f.manager.names(), ["signed"]);
+    assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("1"));
+
+    // Changed without a new signature: refused, and the signed version keeps running.
+    std::fs::write(&module, "2").unwrap();
+    let error = loader.refresh(&module).await.unwrap_err().to_string();
+    assert!(error.contains("signature"), "{error}");
+    assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("1"));
+
+    // Signed again: the reload goes through.
+    sign_file(&module, &private).unwrap();
+    loader.refresh(&module).await.unwrap();
+    assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("2"));
 }
