@@ -35,8 +35,8 @@ enum Task {
     BuildPlugins,
     /// Build and start the server with the example plugins on embedded defaults.
     Serve {
-        /// Extra arguments passed to `gk serve`.
-        #[arg(trailing_var_arg = true)]
+        /// Extra arguments passed to `gk serve` (for example `--listen 127.0.0.1:9000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
@@ -67,7 +67,15 @@ fn main() -> Result<()> {
             unit.and(doc)
         }
         Task::Serve { args } => {
-            guests::build_plugins(&workspace_root())?;
+            let root = workspace_root();
+            guests::build_plugins(&root)?;
+            run(&mut cargo(&["build", "--package", "hello-grpc"]))?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+            let binary = root.join("plugins/hello-grpc/hello-grpc");
+            std::fs::copy(target.join("debug/hello-grpc"), &binary).with_context(|| {
+                format!("copying the hello-grpc binary to {}", binary.display())
+            })?;
             let mut serve = cargo(&[
                 "run",
                 "--package",
@@ -77,7 +85,10 @@ fn main() -> Result<()> {
                 "--",
                 "serve",
             ]);
-            serve.args(&args);
+            serve
+                .args(&args)
+                .env("GOATKIT_PLUGINS", root.join("plugins"))
+                .env("GOATKIT_DATA", root.join("data"));
             run(&mut serve)
         }
     }

@@ -164,7 +164,17 @@ impl Loader {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
+                // Reading a plugin (to verify or load it) is an access event too: following
+                // those would make every look at a file trigger the next one.
+                if let Ok(event) = event
+                    && !matches!(
+                        event.kind,
+                        notify::EventKind::Access(_)
+                            | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(
+                                notify::event::MetadataKind::AccessTime
+                            ))
+                    )
+                {
                     for path in event.paths {
                         let _ = tx.send(path);
                     }

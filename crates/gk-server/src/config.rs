@@ -1,0 +1,40 @@
+//! What `gk serve` runs with. Every field has an embedded default, so a fresh machine needs no
+//! configuration at all: SQLite under `./data`, an in-memory cache, the outbox for email,
+//! plugins from `./plugins`, listening on 127.0.0.1:8080.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the server listens and keeps its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// The plugins directory (scanned, then watched).
+    pub plugins_dir: PathBuf,
+    /// Where the SQLite database, unpacked packages, the module cache and sockets live.
+    pub data_dir: PathBuf,
+    /// Refuse unsigned or badly signed plugins.
+    pub require_signatures: bool,
+    /// A directory of trusted public keys (hex, one file per key).
+    pub trusted_keys_dir: Option<PathBuf>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plugins_dir: PathBuf::from("plugins"),
+            data_dir: PathBuf::from("data"),
+            require_signatures: false,
+            trusted_keys_dir: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The SQLite database of the embedded default.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir.join("goatkit.db").display())
+    }
+}

@@ -1,0 +1,193 @@
+//! Composition: the host services, the store, the manager with both runtimes, the loader and
+//! the HTTP listener, started together and stopped gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gk_core::host::{
+    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, MemoryCache,
+    Outbox, PluginLogs, ProductionHost, Translations,
+};
+use gk_core::signing::{SignaturePolicy, TrustedKeys};
+use gk_core::{Loader, Manager, Store, WatchHandle};
+use gk_sandbox::SandboxConfig;
+use gk_wasm::{WasmConfig, WasmRuntime};
+use tokio::sync::oneshot;
+
+use crate::ServeConfig;
+use crate::http::{AppState, router};
+use crate::runtimes::{GrpcAdapter, WasmAdapter};
+
+/// Entries in each plugin's log ring.
+const LOG_RING: usize = 1000;
+/// Entries of the in-memory cache.
+const CACHE_ENTRIES: usize = 100_000;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A directory could not be made.
+    #[error("cannot create {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A host service could not start.
+    #[error(transparent)]
+    Host(#[from] gk_core::CoreError),
+    /// The database configuration has no `default` database for the store.
+    #[error("the database configuration has no `default` database")]
+    NoDefaultDatabase,
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] gk_core::StoreError),
+    /// The WASM runtime could not start.
+    #[error(transparent)]
+    Wasm(#[from] gk_wasm::WasmError),
+    /// The trusted keys could not be read.
+    #[error(transparent)]
+    Signature(#[from] gk_core::signing::SignatureError),
+    /// The plugins directory cannot be watched.
+    #[error("cannot watch the plugins directory: {0}")]
+    Watch(#[from] notify::Error),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started server: its address and what stops it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on (the real port when the configuration asked for port 0).
+    pub addr: SocketAddr,
+    /// The plugins.
+    pub manager: Manager,
+    stop: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    _watch: WatchHandle,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, then shuts every plugin down.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        match self.serving.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
+            Err(error) => tracing::warn!(%error, "the HTTP server task failed"),
+        }
+        self.manager.shutdown_all().await;
+        tracing::info!("stopped");
+    }
+}
+
+fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(path).map_err(|source| ServerError::Directory {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Starts the server described by `config`: opens the store, registers both runtimes, makes the
+/// plugins of the plugins directory known (loaded on first use), watches the directory and
+/// listens.
+pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
+    make_dir(&config.data_dir)?;
+    make_dir(&config.plugins_dir)?;
+    let databases = Databases::connect(&DatabaseConfig::single(config.database_url())).await?;
+    let connection = databases
+        .connection(gk_sdk::DEFAULT_DATABASE)
+        .ok_or(ServerError::NoDefaultDatabase)?
+        .clone();
+    let store = Store::open(connection).await?;
+    let translations = Arc::new(Translations::default());
+    let host = Arc::new(ProductionHost::new(HostServices {
+        databases,
+        cache: Arc::new(MemoryCache::new(CACHE_ENTRIES)),
+        logs: Arc::new(PluginLogs::new(LOG_RING)),
+        config: ConfigValues::default(),
+        translations: translations.clone(),
+        mailer: Arc::new(Outbox::new(store.clone())),
+        http: HttpClient::new(HttpConfig::default()),
+    }));
+    let manager = Manager::new(host.clone(), store, Arc::new(SandboxConfig::default()));
+    if host.set_plugin_caller(Arc::new(manager.clone())).is_err() {
+        tracing::warn!("the host already had a plugin caller");
+    }
+    manager.use_translations(translations);
+
+    let wasm = WasmRuntime::new(WasmConfig {
+        cache_dir: Some(config.data_dir.join("module-cache")),
+        ..WasmConfig::default()
+    })?;
+    manager.add_runtime(Arc::new(WasmAdapter::new(Arc::new(wasm))));
+    let run_dir = config.data_dir.join("run");
+    make_dir(&run_dir)?;
+    manager.add_runtime(Arc::new(GrpcAdapter::new(run_dir)));
+
+    let trusted = match &config.trusted_keys_dir {
+        Some(dir) => TrustedKeys::from_dir(dir)?,
+        None => TrustedKeys::default(),
+    };
+    let loader = Loader::new(
+        manager.clone(),
+        config.plugins_dir.clone(),
+        config.data_dir.join("packages"),
+        SignaturePolicy {
+            required: config.require_signatures,
+            trusted,
+        },
+    );
+    for refused in loader.scan().await {
+        tracing::warn!(%refused, "plugin not loaded");
+    }
+    let watch = loader.watch()?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(AppState {
+        manager: manager.clone(),
+    });
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(
+        %addr,
+        plugins = ?manager.names(),
+        database = %config.database_url(),
+        plugins_dir = %config.plugins_dir.display(),
+        "GoatKit is serving (in-memory cache, outbox email)"
+    );
+    Ok(RunningServer {
+        addr,
+        manager,
+        stop,
+        serving,
+        _watch: watch,
+    })
+}

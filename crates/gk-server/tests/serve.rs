@@ -1,0 +1,118 @@
+//! `gk serve` composed for real: both runtimes, the loader and the HTTP listener, with the
+//! Stats WASM plugin and the hello-grpc process plugin.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gk_server::ServeConfig;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn stats_module() -> PathBuf {
+    let wasm = repository().join("plugins/stats/stats.wasm");
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `cargo xtask build-plugins` (cargo xtask test does)",
+        wasm.display()
+    );
+    wasm
+}
+
+fn hello_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("hello-grpc");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p hello-grpc` (cargo xtask test does)",
+        binary.display()
+    );
+    binary
+}
+
+async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn serve_discovers_loads_and_lists_both_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
+    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
+    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
+    std::fs::copy(
+        repository().join("plugins/hello-grpc/plugin.yaml"),
+        plugins.join("hello-grpc/plugin.yaml"),
+    )
+    .unwrap();
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plugins_dir: plugins.clone(),
+        data_dir: dir.path().join("data"),
+        ..ServeConfig::default()
+    };
+    let server = gk_server::start(&config).await.unwrap();
+    assert!(dir.path().join("data/goatkit.db").is_file());
+
+    let (status, health) = get_json(server.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["plugins"], 2);
+    let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+    assert_eq!(listed[0]["name"], "hello-grpc");
+    assert_eq!(listed[0]["loaded"], false, "plugins load on first use");
+    assert_eq!(listed[1]["name"], "stats");
+
+    // First use loads each through its runtime.
+    let reply = server
+        .manager
+        .call("hello-grpc", "echo", b"{\"x\":1}")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"{\"x\":1}");
+    server.manager.call("stats", "overview", b"{}").await.ok();
+    let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+    assert_eq!(listed[0]["loaded"], true);
+    assert_eq!(listed[0]["version"], "0.1.0");
+    assert_eq!(listed[1]["loaded"], true);
+    assert_eq!(listed[1]["version"], "2.0.0");
+
+    // The plugins directory is watched.
+    std::fs::copy(stats_module(), plugins.join("copy.wasm")).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+        if listed.as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a dropped module is discovered: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let addr = server.addr;
+    server.shutdown().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
