@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gk_server::ServeConfig;
+use gk_server::auth::{Role, TokenKeys, secret_path};
 
 /// GoatKit: run and manage GoatFlow plugins.
 #[derive(Debug, Parser)]
@@ -36,6 +37,29 @@ enum Command {
         /// A directory of trusted public keys (hex, one per file).
         #[arg(long, env = "GOATKIT_TRUSTED_KEYS")]
         trusted_keys: Option<PathBuf>,
+        /// The secret API tokens are signed with (at least 32 bytes). Without it the server
+        /// generates one into the data directory on first start.
+        #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
+        token_secret: Option<String>,
+    },
+    /// Mint an API token from the server's secret (the configured one, or the one `gk serve`
+    /// generated into the data directory).
+    Token {
+        /// The user the token is for.
+        #[arg(long)]
+        user: String,
+        /// What the token allows.
+        #[arg(long, value_enum, default_value = "agent")]
+        role: Role,
+        /// How many hours the token is valid.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+        /// The data directory of the server.
+        #[arg(long, env = "GOATKIT_DATA", default_value = "data")]
+        data: PathBuf,
+        /// The secret, when the server is configured with one.
+        #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
+        token_secret: Option<String>,
     },
 }
 
@@ -78,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             data,
             require_signatures,
             trusted_keys,
+            token_secret,
         } => {
             let config = ServeConfig {
                 listen,
@@ -85,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: data,
                 require_signatures,
                 trusted_keys_dir: trusted_keys,
+                token_secret,
             };
             let server = gk_server::start(&config)
                 .await
@@ -94,9 +120,50 @@ async fn main() -> anyhow::Result<()> {
                 server.addr,
                 server.manager.names().join(", ")
             );
+            match &server.first_admin_token {
+                Some(token) => println!(
+                    "First start: an admin token (valid 24 h, shown once):\n  {token}\n\
+                     Mint more with `gk token --user NAME --role admin|agent`."
+                ),
+                None => {
+                    println!("Mint an API token with `gk token --user NAME --role admin|agent`.")
+                }
+            }
             stop_signal().await;
             tracing::info!("stopping: finishing in-flight requests, then shutting plugins down");
             server.shutdown().await;
+            Ok(())
+        }
+        Command::Token {
+            user,
+            role,
+            hours,
+            data,
+            token_secret,
+        } => {
+            let secret = match token_secret {
+                Some(secret) => secret.trim().as_bytes().to_vec(),
+                None => {
+                    let path = secret_path(&data);
+                    std::fs::read_to_string(&path)
+                        .with_context(|| {
+                            format!(
+                                "cannot read {}: start `gk serve` once (it generates the secret) \
+                                 or pass --token-secret",
+                                path.display()
+                            )
+                        })?
+                        .trim()
+                        .as_bytes()
+                        .to_vec()
+                }
+            };
+            let token = TokenKeys::from_secret(&secret)?.mint(
+                &user,
+                role,
+                std::time::Duration::from_secs(hours.saturating_mul(3600)),
+            )?;
+            println!("{token}");
             Ok(())
         }
     }

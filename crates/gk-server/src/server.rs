@@ -15,11 +15,14 @@ use gk_wasm::{WasmConfig, WasmRuntime};
 use tokio::sync::oneshot;
 
 use crate::ServeConfig;
+use crate::auth::{Role, TokenKeys, load_or_generate_secret};
 use crate::http::{AppState, router};
 use crate::runtimes::{GrpcAdapter, WasmAdapter};
 
 /// Entries in each plugin's log ring.
 const LOG_RING: usize = 1000;
+/// How long the admin token printed on a fresh install stays valid.
+const FIRST_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Entries of the in-memory cache.
 const CACHE_ENTRIES: usize = 100_000;
 
@@ -54,6 +57,9 @@ pub enum ServerError {
     /// The plugins directory cannot be watched.
     #[error("cannot watch the plugins directory: {0}")]
     Watch(#[from] notify::Error),
+    /// The token secret cannot be used.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -72,6 +78,10 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The plugins.
     pub manager: Manager,
+    /// Signs and checks tokens.
+    pub tokens: TokenKeys,
+    /// On a fresh install (no secret yet): an admin token for the first login, shown once.
+    pub first_admin_token: Option<String>,
     stop: oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _watch: WatchHandle,
@@ -165,9 +175,19 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
             addr: config.listen,
             source,
         })?;
+    let (secret, generated) =
+        load_or_generate_secret(config.token_secret.as_deref(), &config.data_dir)?;
+    let tokens = TokenKeys::from_secret(&secret)?;
+    let first_admin_token = if generated {
+        Some(tokens.mint("admin", Role::Admin, FIRST_TOKEN_TTL)?)
+    } else {
+        None
+    };
+
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(AppState {
         manager: manager.clone(),
+        tokens: tokens.clone(),
     });
     let serving = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -186,6 +206,8 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     Ok(RunningServer {
         addr,
         manager,
+        tokens,
+        first_admin_token,
         stop,
         serving,
         _watch: watch,

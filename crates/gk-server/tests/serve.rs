@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gk_server::ServeConfig;
-use http_body_util::{BodyExt, Empty};
+use gk_server::auth::{Role, TokenKeys};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -49,6 +50,154 @@ async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// Sends a request with an optional bearer token; the status and the JSON reply.
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A server on a free port over a plugins directory holding Stats and hello-grpc.
+async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
+    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
+    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
+    std::fs::copy(
+        repository().join("plugins/hello-grpc/plugin.yaml"),
+        plugins.join("hello-grpc/plugin.yaml"),
+    )
+    .unwrap();
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plugins_dir: plugins,
+        data_dir: dir.join("data"),
+        ..ServeConfig::default()
+    };
+    gk_server::start(&config).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_api_checks_tokens_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_examples(dir.path()).await;
+    let admin = server
+        .first_admin_token
+        .clone()
+        .expect("a fresh install prints an admin token");
+    let agent = server
+        .tokens
+        .mint("agent", Role::Agent, Duration::from_secs(60))
+        .unwrap();
+    let foreign = TokenKeys::from_secret(&[1; 32])
+        .unwrap()
+        .mint("mallory", Role::Admin, Duration::from_secs(60))
+        .unwrap();
+    let addr = server.addr;
+
+    let call = "/api/v1/plugins/hello-grpc/call/echo";
+    assert_eq!(send(addr, "POST", call, None, "{}").await.0, 401);
+    assert_eq!(send(addr, "POST", call, Some("garbage"), "{}").await.0, 401);
+    let (status, reply) = send(addr, "POST", call, Some(&foreign), "{}").await;
+    assert_eq!(status, 401, "a token signed with another secret");
+    assert_eq!(reply["error"]["code"], "unauthorized");
+    let (status, reply) = send(addr, "POST", call, Some(&agent), r#"{"a":1}"#).await;
+    assert_eq!((status, reply), (200, serde_json::json!({"a": 1})));
+    let (status, reply) = send(addr, "POST", call, Some(&agent), "not json").await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (422, Some("invalid_json"))
+    );
+    let (status, reply) = send(
+        addr,
+        "POST",
+        "/api/v1/plugins/nope/call/x",
+        Some(&agent),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    for action in ["disable", "enable"] {
+        let path = format!("/api/v1/plugins/hello-grpc/{action}");
+        assert_eq!(send(addr, "POST", &path, None, "").await.0, 401, "{action}");
+        assert_eq!(
+            send(addr, "POST", &path, Some("bad"), "").await.0,
+            401,
+            "{action}"
+        );
+        let (status, reply) = send(addr, "POST", &path, Some(&agent), "").await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
+    }
+    let (status, reply) = send(
+        addr,
+        "POST",
+        "/api/v1/plugins/hello-grpc/disable",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!((status, &reply["enabled"]), (200, &Value::Bool(false)));
+    let (status, reply) = send(addr, "POST", call, Some(&agent), "{}").await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (403, Some("plugin_disabled"))
+    );
+    send(
+        addr,
+        "POST",
+        "/api/v1/plugins/hello-grpc/enable",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(send(addr, "POST", call, Some(&agent), "{}").await.0, 200);
+    server.shutdown().await;
+
+    // A restart keeps the generated secret: old tokens stay valid, no new admin token.
+    let server = gk_server::start(&ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plugins_dir: dir.path().join("plugins"),
+        data_dir: dir.path().join("data"),
+        ..ServeConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(server.first_admin_token.is_none());
+    assert_eq!(
+        send(server.addr, "POST", call, Some(&agent), "{}").await.0,
+        200
+    );
+    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -1,17 +1,32 @@
-//! The HTTP surface: health and the read-only plugin list. Calls, plugin routes, widgets and
-//! the admin API come with JWT authentication (see the README's status table).
+//! The HTTP surface: health, the plugin list, plugin calls (any valid token) and
+//! enable/disable (admin token). Errors are JSON `{"error": {"code", "message"}}`.
 
-use axum::extract::State;
-use axum::routing::get;
+mod auth;
+pub mod error;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gk_core::Manager;
 use serde::Serialize;
+
+pub use self::auth::{Admin, User};
+use self::error::{ApiError, manager_error};
+use crate::auth::TokenKeys;
+
+/// Largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The plugins.
     pub manager: Manager,
+    /// Checks bearer tokens.
+    pub tokens: TokenKeys,
 }
 
 /// The router of the server.
@@ -19,7 +34,72 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
+        .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
+        .route("/api/v1/plugins/{name}/disable", post(disable_plugin))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+fn map_error(state: &AppState, error: gk_core::ManagerError) -> ApiError {
+    let codes = state.manager.error_codes();
+    manager_error(error, |qualified| {
+        codes.get(qualified).map(|c| c.http_status)
+    })
+}
+
+async fn call_plugin(
+    State(state): State<AppState>,
+    User(user): User,
+    Path((name, function)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let args: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    if serde_json::from_slice::<serde_json::Value>(args).is_err() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_json",
+            "the request body must be JSON (the call's arguments)",
+        ));
+    }
+    tracing::debug!(plugin = %name, %function, user = %user.sub, "plugin call over HTTP");
+    let reply = state
+        .manager
+        .call(&name, &function, args)
+        .await
+        .map_err(|e| map_error(&state, e))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], reply))
+}
+
+async fn set_enabled(
+    state: &AppState,
+    admin: &Admin,
+    name: &str,
+    enabled: bool,
+) -> Result<Json<PluginSummary>, ApiError> {
+    state
+        .manager
+        .set_enabled(name, enabled, &admin.0.sub)
+        .await
+        .map_err(|e| map_error(state, e))?;
+    tracing::info!(plugin = %name, enabled, by = %admin.0.sub, "plugin state changed");
+    Ok(Json(summary(&state.manager, name.to_owned())))
+}
+
+async fn enable_plugin(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<PluginSummary>, ApiError> {
+    set_enabled(&state, &admin, &name, true).await
+}
+
+async fn disable_plugin(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<PluginSummary>, ApiError> {
+    set_enabled(&state, &admin, &name, false).await
 }
 
 #[derive(Debug, Serialize)]
@@ -48,17 +128,22 @@ pub struct PluginSummary {
     pub version: Option<String>,
 }
 
+fn summary(manager: &Manager, name: String) -> PluginSummary {
+    PluginSummary {
+        enabled: manager.is_enabled(&name).unwrap_or(false),
+        loaded: manager.is_loaded(&name).unwrap_or(false),
+        version: manager.registration(&name).ok().map(|r| r.version),
+        name,
+    }
+}
+
 async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginSummary>> {
     let manager = &state.manager;
-    let plugins = manager
-        .names()
-        .into_iter()
-        .map(|name| PluginSummary {
-            enabled: manager.is_enabled(&name).unwrap_or(false),
-            loaded: manager.is_loaded(&name).unwrap_or(false),
-            version: manager.registration(&name).ok().map(|r| r.version),
-            name,
-        })
-        .collect();
-    Json(plugins)
+    Json(
+        manager
+            .names()
+            .into_iter()
+            .map(|name| summary(manager, name))
+            .collect(),
+    )
 }

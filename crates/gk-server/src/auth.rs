@@ -1,0 +1,212 @@
+//! Tokens: HS256 JWTs signed with the server's secret. The secret comes from configuration or,
+//! on a fresh install, is generated once and kept in the data directory (mode 0600).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The file under the data directory that keeps a generated secret.
+pub const SECRET_FILE: &str = "jwt-secret";
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including the admin API.
+    Admin,
+    /// Plugin calls and routes marked `auth`.
+    Agent,
+}
+
+/// The claims of a GoatKit token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user's login.
+    pub sub: String,
+    /// The user's role.
+    pub role: Role,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+}
+
+/// Why a token or secret was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error(
+        "missing bearer token: send `Authorization: Bearer <token>` (mint one with `gk token`)"
+    )]
+    Missing,
+    /// The token is expired, malformed or signed with another secret.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The secret is too short to sign with.
+    #[error("the token secret must be at least 32 bytes, got {0}")]
+    WeakSecret(usize),
+    /// The secret file could not be read or written.
+    #[error("{path}: {source}")]
+    SecretFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No randomness for a new secret.
+    #[error("cannot generate a token secret: no system randomness")]
+    NoRandomness,
+}
+
+/// Signs and checks tokens with one secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl TokenKeys {
+    /// Keys from a secret of at least 32 bytes.
+    pub fn from_secret(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < 32 {
+            return Err(AuthError::WeakSecret(secret.len()));
+        }
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// Mints a token for `user` with `role`, valid for `ttl`.
+    pub fn mint(&self, user: &str, role: Role, ttl: Duration) -> Result<String, AuthError> {
+        let iat = now();
+        let claims = Claims {
+            sub: user.to_owned(),
+            role,
+            iat,
+            exp: iat.saturating_add(ttl.as_secs()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Checks a token's signature, algorithm and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}
+
+/// The secret: `configured` when given, else the one kept in `data_dir`, generated (and
+/// reported as new) when there is none yet.
+pub fn load_or_generate_secret(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<(Vec<u8>, bool), AuthError> {
+    if let Some(secret) = configured {
+        return Ok((secret.trim().as_bytes().to_vec(), false));
+    }
+    let path = secret_path(data_dir);
+    let file_error = |source| AuthError::SecretFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok((text.trim().as_bytes().to_vec(), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_error(e)),
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| AuthError::NoRandomness)?;
+    let secret = hex::encode(bytes);
+    write_private(&path, &secret).map_err(file_error)?;
+    Ok((secret.into_bytes(), true))
+}
+
+/// Where a generated secret is kept.
+pub fn secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SECRET_FILE)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_bad_ones_are_refused() {
+        let keys = TokenKeys::from_secret(&[7; 32]).unwrap();
+        let token = keys
+            .mint("ada", Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role), ("ada", Role::Admin));
+
+        let other = TokenKeys::from_secret(&[8; 32]).unwrap();
+        assert!(matches!(other.verify(&token), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            keys.verify("not.a.token"),
+            Err(AuthError::Invalid(_))
+        ));
+        let expired = keys.mint("ada", Role::Admin, Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let error = keys.verify(&expired).unwrap_err().to_string();
+        assert!(error.contains("xpired"), "{error}");
+        assert!(matches!(
+            TokenKeys::from_secret(b"short"),
+            Err(AuthError::WeakSecret(5))
+        ));
+    }
+
+    #[test]
+    fn a_generated_secret_is_kept_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, new) = load_or_generate_secret(None, dir.path()).unwrap();
+        assert!(new);
+        assert_eq!(first.len(), 64);
+        let (again, new) = load_or_generate_secret(None, dir.path()).unwrap();
+        assert!(!new);
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(secret_path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (configured, new) = load_or_generate_secret(Some(" s3cret "), dir.path()).unwrap();
+        assert_eq!((configured.as_slice(), new), (&b"s3cret"[..], false));
+    }
+}
