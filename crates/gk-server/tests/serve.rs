@@ -181,6 +181,79 @@ async fn the_api_checks_tokens_and_roles() {
     )
     .await;
     assert_eq!(send(addr, "POST", call, Some(&agent), "{}").await.0, 200);
+
+    // Widgets of loaded, enabled plugins, for any valid token.
+    let widgets = "/api/v1/plugins/widgets?location=dashboard";
+    assert_eq!(send(addr, "GET", widgets, None, "").await.0, 401);
+    let (status, listed) = send(addr, "GET", widgets, Some(&agent), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["plugin"], "hello-grpc", "{listed}");
+    assert_eq!(listed[0]["id"], "hello_widget", "{listed}");
+    let (_, listed) = send(
+        addr,
+        "GET",
+        "/api/v1/plugins/widgets?location=nowhere",
+        Some(&agent),
+        "",
+    )
+    .await;
+    assert_eq!(listed, serde_json::json!([]));
+
+    // Policies, stats: admins only.
+    let policy_path = "/api/v1/plugins/hello-grpc/policy";
+    for path in [
+        policy_path,
+        "/api/v1/plugins/hello-grpc/stats",
+        "/api/v1/plugins/stats",
+    ] {
+        assert_eq!(send(addr, "GET", path, None, "").await.0, 401, "{path}");
+        assert_eq!(
+            send(addr, "GET", path, Some(&agent), "").await.0,
+            403,
+            "{path}"
+        );
+    }
+    let (status, mut policy) = send(addr, "GET", policy_path, Some(&admin), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(policy["plugin_name"], "hello-grpc");
+    policy["status"] = Value::from("blocked");
+    let (status, _) = send(addr, "PUT", policy_path, Some(&agent), &policy.to_string()).await;
+    assert_eq!(status, 403);
+    let (status, reply) = send(addr, "PUT", policy_path, Some(&admin), &policy.to_string()).await;
+    assert_eq!((status, &reply["status"]), (200, &Value::from("blocked")));
+    let (_, stored) = send(addr, "GET", policy_path, Some(&admin), "").await;
+    assert_eq!(stored["status"], "blocked");
+    let (status, reply) = send(
+        addr,
+        "PUT",
+        "/api/v1/plugins/stats/policy",
+        Some(&admin),
+        &policy.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (422, Some("invalid_policy"))
+    );
+    let (status, _) = send(
+        addr,
+        "PUT",
+        policy_path,
+        Some(&admin),
+        "{\"plugin_name\": 3}",
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, stats) = send(addr, "GET", "/api/v1/plugins/stats", Some(&admin), "").await;
+    assert_eq!(status, 200);
+    assert!(
+        stats["hello-grpc"]["calls"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["hello-grpc"]["errors"], 0,
+        "the call to the disabled plugin never ran: {stats}"
+    );
     server.shutdown().await;
 
     // A restart keeps the generated secret: old tokens stay valid, no new admin token.

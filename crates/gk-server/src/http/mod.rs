@@ -5,13 +5,16 @@ mod auth;
 pub mod error;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gk_core::Manager;
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use gk_core::{Manager, PluginItem, PluginStats};
+use gk_sdk::{ResourcePolicy, WidgetSpec};
+use serde::{Deserialize, Serialize};
 
 pub use self::auth::{Admin, User};
 use self::error::{ApiError, manager_error};
@@ -37,6 +40,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/api/v1/plugins/{name}/disable", post(disable_plugin))
+        .route("/api/v1/plugins/widgets", get(list_widgets))
+        .route("/api/v1/plugins/stats", get(all_stats))
+        .route("/api/v1/plugins/{name}/stats", get(plugin_stats))
+        .route(
+            "/api/v1/plugins/{name}/policy",
+            get(get_policy).put(put_policy),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -146,4 +156,96 @@ async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginSummary>>
             .map(|name| summary(manager, name))
             .collect(),
     )
+}
+
+/// The query of `GET /api/v1/plugins/widgets`.
+#[derive(Debug, Deserialize)]
+pub struct WidgetQuery {
+    /// Only widgets for this location (`dashboard`, `sidebar`…).
+    pub location: Option<String>,
+}
+
+async fn list_widgets(
+    State(state): State<AppState>,
+    _user: User,
+    Query(query): Query<WidgetQuery>,
+) -> Json<Vec<PluginItem<WidgetSpec>>> {
+    Json(state.manager.widgets(query.location.as_deref()))
+}
+
+async fn plugin_stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<PluginStats>, ApiError> {
+    state
+        .manager
+        .stats(&name)
+        .map(Json)
+        .map_err(|e| map_error(&state, e))
+}
+
+async fn all_stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Json<BTreeMap<String, PluginStats>> {
+    let manager = &state.manager;
+    Json(
+        manager
+            .names()
+            .into_iter()
+            .filter_map(|name| manager.stats(&name).ok().map(|stats| (name, stats)))
+            .collect(),
+    )
+}
+
+async fn get_policy(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<ResourcePolicy>, ApiError> {
+    if !state.manager.names().contains(&name) {
+        return Err(map_error(&state, gk_core::ManagerError::NotFound(name)));
+    }
+    state
+        .manager
+        .policy(&name)
+        .await
+        .map(Json)
+        .map_err(|e| map_error(&state, e))
+}
+
+async fn put_policy(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<ResourcePolicy>, ApiError> {
+    let policy: ResourcePolicy = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            format!("the body is not a policy: {e}"),
+        )
+    })?;
+    if policy.plugin_name != name {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            format!(
+                "the policy is for `{}` but was sent to `{name}`",
+                policy.plugin_name
+            ),
+        ));
+    }
+    if !state.manager.names().contains(&name) {
+        return Err(map_error(&state, gk_core::ManagerError::NotFound(name)));
+    }
+    state
+        .manager
+        .set_policy(policy.clone(), &admin.sub)
+        .await
+        .map_err(|e| map_error(&state, e))?;
+    tracing::info!(plugin = %name, by = %admin.sub, "policy changed");
+    Ok(Json(policy))
 }
