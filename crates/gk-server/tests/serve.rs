@@ -80,6 +80,16 @@ async fn send(
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// A server on a free port with its plugins and data under `dir`.
+fn config_for(dir: &Path) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plugins_dir: dir.join("plugins"),
+        data_dir: dir.join("data"),
+        ..ServeConfig::default()
+    }
+}
+
 /// A server on a free port over a plugins directory holding Stats and hello-grpc.
 async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
     let plugins = dir.join("plugins");
@@ -91,12 +101,7 @@ async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
         plugins.join("hello-grpc/plugin.yaml"),
     )
     .unwrap();
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plugins_dir: plugins,
-        data_dir: dir.join("data"),
-        ..ServeConfig::default()
-    };
+    let config = config_for(dir);
     gk_server::start(&config).await.unwrap()
 }
 
@@ -257,14 +262,7 @@ async fn the_api_checks_tokens_and_roles() {
     server.shutdown().await;
 
     // A restart keeps the generated secret: old tokens stay valid, no new admin token.
-    let server = gk_server::start(&ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plugins_dir: dir.path().join("plugins"),
-        data_dir: dir.path().join("data"),
-        ..ServeConfig::default()
-    })
-    .await
-    .unwrap();
+    let server = gk_server::start(&config_for(dir.path())).await.unwrap();
     assert!(server.first_admin_token.is_none());
     assert_eq!(
         send(server.addr, "POST", call, Some(&agent), "{}").await.0,
@@ -277,21 +275,7 @@ async fn the_api_checks_tokens_and_roles() {
 async fn serve_discovers_loads_and_lists_both_runtimes() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
-    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
-    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
-    std::fs::copy(
-        repository().join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )
-    .unwrap();
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plugins_dir: plugins.clone(),
-        data_dir: dir.path().join("data"),
-        ..ServeConfig::default()
-    };
-    let server = gk_server::start(&config).await.unwrap();
+    let server = serve_examples(dir.path()).await;
     assert!(dir.path().join("data/goatkit.db").is_file());
 
     let (status, health) = get_json(server.addr, "/healthz").await;

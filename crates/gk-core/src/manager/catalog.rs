@@ -39,18 +39,22 @@ pub struct TranslationConflict {
 }
 
 impl Manager {
-    /// The registrations of the loaded, enabled plugins, by plugin name.
-    fn enabled_registrations(&self) -> Vec<(String, GkRegistration)> {
-        let slots: Vec<Arc<Slot>> = self
-            .inner
+    /// The enabled plugins' slots, taken out of the map's lock.
+    fn enabled_slots(&self) -> Vec<Arc<Slot>> {
+        self.inner
             .plugins
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter(|slot| slot.enabled.load(Ordering::SeqCst))
             .cloned()
-            .collect();
-        let mut registrations: Vec<(String, GkRegistration)> = slots
+            .collect()
+    }
+
+    /// The registrations of the loaded, enabled plugins, by plugin name.
+    fn enabled_registrations(&self) -> Vec<(String, GkRegistration)> {
+        let mut registrations: Vec<(String, GkRegistration)> = self
+            .enabled_slots()
             .iter()
             .filter_map(|slot| {
                 let loaded = slot.loaded.load_full()?;
@@ -213,17 +217,11 @@ impl Manager {
     /// Loads every enabled plugin that was discovered but not loaded yet (eager loading); returns
     /// the plugins that failed, each with why. Disabled plugins stay unloaded.
     pub async fn load_all(&self) -> Vec<ManagerError> {
-        let slots: Vec<Arc<Slot>> = self
-            .inner
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|slot| slot.enabled.load(Ordering::SeqCst) && slot.loaded.load().is_none())
-            .cloned()
-            .collect();
         let mut failures = Vec::new();
-        for slot in slots {
+        for slot in self.enabled_slots() {
+            if slot.loaded.load().is_some() {
+                continue;
+            }
             if let Err(error) = self.ensure_loaded(&slot).await {
                 tracing::warn!(plugin = %slot.name, %error, "eager load failed");
                 failures.push(error);
