@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gk_server::ServeConfig;
@@ -41,6 +43,40 @@ enum Command {
         /// generates one into the data directory on first start.
         #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
         token_secret: Option<String>,
+    },
+    /// Generate an ed25519 key pair for signing plugins: `<name>.key` (keep it secret) and
+    /// `<name>.pub` (give it to the servers that should trust your plugins).
+    Keygen {
+        /// Directory to write the keys into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// File name of the keys, without extension.
+        #[arg(long, default_value = "goatkit")]
+        name: String,
+    },
+    /// Sign a plugin file (module, binary or package): writes `<file>.sig`.
+    Sign {
+        /// The file to sign.
+        file: PathBuf,
+        /// The private key file made by `gk keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Verify a plugin file's `<file>.sig` against trusted public keys; fails when none matches.
+    Verify {
+        /// The signed file.
+        file: PathBuf,
+        /// A public key file or hex key (repeat for several).
+        #[arg(long, required = true)]
+        pubkey: Vec<String>,
+    },
+    /// Build a plugin package (ZIP) from a directory with a plugin.yaml.
+    Package {
+        /// The plugin directory.
+        dir: PathBuf,
+        /// The package to write.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Mint an API token from the server's secret (the configured one, or the one `gk serve`
     /// generated into the data directory).
@@ -132,6 +168,29 @@ async fn main() -> anyhow::Result<()> {
             stop_signal().await;
             tracing::info!("stopping: finishing in-flight requests, then shutting plugins down");
             server.shutdown().await;
+            Ok(())
+        }
+        Command::Keygen { out, name } => {
+            let (key, pubkey) = cli::keygen(&out, &name)?;
+            println!(
+                "private key: {} (keep it secret)\npublic key:  {} (trust it with `gk serve --trusted-keys DIR`)",
+                key.display(),
+                pubkey.display()
+            );
+            Ok(())
+        }
+        Command::Sign { file, key } => {
+            println!("{}", cli::sign(&file, &key)?.display());
+            Ok(())
+        }
+        Command::Verify { file, pubkey } => {
+            cli::verify(&file, &pubkey)?;
+            println!("{}: signature verified", file.display());
+            Ok(())
+        }
+        Command::Package { dir, output } => {
+            let name = cli::package(&dir, &output).await?;
+            println!("{}: package of plugin `{name}`", output.display());
             Ok(())
         }
         Command::Token {
