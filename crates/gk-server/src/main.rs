@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod cli;
+mod remote;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -78,6 +79,17 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Manage the plugins of a running server through its API.
+    Plugins {
+        /// The server's base URL.
+        #[arg(long, env = "GOATKIT_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// An API token (`gk token`); enable and disable need an admin token.
+        #[arg(long, env = "GOATKIT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
     /// Mint an API token from the server's secret (the configured one, or the one `gk serve`
     /// generated into the data directory).
     Token {
@@ -97,6 +109,75 @@ enum Command {
         #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
         token_secret: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsAction {
+    /// List the loaded and discovered plugins with their state.
+    List,
+    /// Enable a plugin.
+    Enable {
+        /// The plugin.
+        name: String,
+    },
+    /// Disable a plugin: its routes, widgets and jobs disappear, calls get 403.
+    Disable {
+        /// The plugin.
+        name: String,
+    },
+    /// Call a plugin function and print its JSON reply.
+    Call {
+        /// The plugin.
+        name: String,
+        /// The function.
+        function: String,
+        /// The arguments, as JSON.
+        #[arg(default_value = "{}")]
+        args: String,
+    },
+}
+
+async fn plugins(
+    server: String,
+    token: Option<String>,
+    action: PluginsAction,
+) -> anyhow::Result<()> {
+    let remote = remote::Remote { server, token };
+    match action {
+        PluginsAction::List => {
+            let list = remote.send("GET", "/api/v1/plugins", "").await?;
+            print!("{}", remote::plugin_table(&list));
+        }
+        PluginsAction::Enable { name } => {
+            remote
+                .send("POST", &format!("/api/v1/plugins/{name}/enable"), "")
+                .await?;
+            println!("{name}: enabled");
+        }
+        PluginsAction::Disable { name } => {
+            remote
+                .send("POST", &format!("/api/v1/plugins/{name}/disable"), "")
+                .await?;
+            println!("{name}: disabled");
+        }
+        PluginsAction::Call {
+            name,
+            function,
+            args,
+        } => {
+            serde_json::from_str::<serde_json::Value>(&args)
+                .with_context(|| format!("the arguments must be JSON, got `{args}`"))?;
+            let reply = remote
+                .send(
+                    "POST",
+                    &format!("/api/v1/plugins/{name}/call/{function}"),
+                    &args,
+                )
+                .await?;
+            println!("{reply}");
+        }
+    }
+    Ok(())
 }
 
 async fn stop_signal() {
@@ -193,6 +274,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{}: package of plugin `{name}`", output.display());
             Ok(())
         }
+        Command::Plugins {
+            server,
+            token,
+            action,
+        } => plugins(server, token, action).await,
         Command::Token {
             user,
             role,

@@ -322,3 +322,73 @@ async fn serve_discovers_loads_and_lists_both_runtimes() {
         "the listener is closed after shutdown"
     );
 }
+
+/// Runs the `gk` binary (off the runtime's threads, so the in-process server keeps serving).
+async fn gk(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gk"))
+            .args(&args)
+            .env_remove("GOATKIT_TOKEN")
+            .env_remove("GOATKIT_URL")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn gk_plugins_drives_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_examples(dir.path()).await;
+    let admin = server.first_admin_token.clone().unwrap();
+    let url = format!("http://{}", server.addr);
+    let with = |token: &str, rest: &[&str]| {
+        let mut args = vec!["plugins".to_owned(), "--server".into(), url.clone()];
+        if !token.is_empty() {
+            args.extend(["--token".to_owned(), token.to_owned()]);
+        }
+        args.extend(rest.iter().map(|s| (*s).to_owned()));
+        args
+    };
+
+    let (ok, out) = gk(with(&admin, &["list"])).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(out.contains("hello-grpc") && out.contains("stats"), "{out}");
+
+    let (ok, out) = gk(with(
+        &admin,
+        &["call", "hello-grpc", "greet", r#"{"name":"Ada"}"#],
+    ))
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Hello, Ada!"), "{out}");
+    let (ok, out) = gk(with(&admin, &["call", "hello-grpc", "greet", "not json"])).await;
+    assert!(!ok);
+    assert!(out.contains("the arguments must be JSON"), "{out}");
+
+    let (ok, out) = gk(with("", &["disable", "hello-grpc"])).await;
+    assert!(!ok);
+    assert!(out.contains("401") && out.contains("gk token"), "{out}");
+    let (ok, out) = gk(with(&admin, &["disable", "hello-grpc"])).await;
+    assert!(ok, "{out}");
+    let (ok, out) = gk(with(&admin, &["call", "hello-grpc", "greet"])).await;
+    assert!(!ok);
+    assert!(out.contains("403") && out.contains("disabled"), "{out}");
+    let (ok, out) = gk(with(&admin, &["enable", "hello-grpc"])).await;
+    assert!(ok, "{out}");
+    let (ok, out) = gk(with(&admin, &["call", "hello-grpc", "greet"])).await;
+    assert!(ok, "{out}");
+    server.shutdown().await;
+
+    let (ok, out) = gk(with(&admin, &["list"])).await;
+    assert!(!ok);
+    assert!(out.contains("is `gk serve` running there?"), "{out}");
+}
