@@ -18,6 +18,9 @@ pub struct ServeConfig {
     pub require_signatures: bool,
     /// A directory of trusted public keys (hex, one file per key).
     pub trusted_keys_dir: Option<PathBuf>,
+    /// Load every enabled plugin at start instead of on first use, so that their routes,
+    /// widgets and menus are known from the start.
+    pub eager_loading: bool,
     /// The secret tokens are signed with (at least 32 bytes); `None` uses the one kept in the
     /// data directory, generated on first start.
     pub token_secret: Option<String>,
@@ -31,6 +34,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("data"),
             require_signatures: false,
             trusted_keys_dir: None,
+            eager_loading: false,
             token_secret: None,
         }
     }

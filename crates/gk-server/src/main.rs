@@ -40,6 +40,9 @@ enum Command {
         /// A directory of trusted public keys (hex, one per file).
         #[arg(long, env = "GOATKIT_TRUSTED_KEYS")]
         trusted_keys: Option<PathBuf>,
+        /// Load every enabled plugin at start (default: on first use).
+        #[arg(long, env = "GOATKIT_EAGER")]
+        eager: bool,
         /// The secret API tokens are signed with (at least 32 bytes). Without it the server
         /// generates one into the data directory on first start.
         #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
@@ -219,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             data,
             require_signatures,
             trusted_keys,
+            eager,
             token_secret,
         } => {
             let config = ServeConfig {
@@ -227,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: data,
                 require_signatures,
                 trusted_keys_dir: trusted_keys,
+                eager_loading: eager,
                 token_secret,
             };
             let server = gk_server::start(&config)

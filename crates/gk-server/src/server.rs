@@ -161,6 +161,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     for refused in loader.scan().await {
         tracing::warn!(%refused, "plugin not loaded");
     }
+    if config.eager_loading {
+        for failed in manager.load_all().await {
+            tracing::warn!(error = %failed, "plugin not loaded");
+        }
+    }
     let watch = loader.watch()?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -392,3 +392,27 @@ async fn gk_plugins_drives_a_running_server() {
     assert!(!ok);
     assert!(out.contains("is `gk serve` running there?"), "{out}");
 }
+
+#[tokio::test]
+async fn eager_loading_loads_every_plugin_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // The examples in place, then a second start with eager loading over the same directories.
+    serve_examples(dir.path()).await.shutdown().await;
+    let server = gk_server::start(&ServeConfig {
+        eager_loading: true,
+        ..config_for(dir.path())
+    })
+    .await
+    .unwrap();
+    let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+    assert_eq!(listed[0]["name"], "hello-grpc");
+    assert_eq!(listed[0]["loaded"], true, "{listed}");
+    assert_eq!(listed[1]["name"], "stats");
+    assert_eq!(listed[1]["loaded"], true, "{listed}");
+    assert_eq!(
+        server.manager.widgets(Some("dashboard")).len(),
+        4,
+        "Stats' three dashboard widgets and hello-grpc's one"
+    );
+    server.shutdown().await;
+}
