@@ -4,6 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a request may take by default, plugin call included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the server listens and keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,8 @@ pub struct ServeConfig {
     pub require_signatures: bool,
     /// A directory of trusted public keys (hex, one file per key).
     pub trusted_keys_dir: Option<PathBuf>,
+    /// How long a request may take before it is answered `504 request_timeout`.
+    pub request_timeout: Duration,
     /// Load every enabled plugin at start instead of on first use, so that their routes,
     /// widgets and menus are known from the start.
     pub eager_loading: bool,
@@ -34,6 +40,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("data"),
             require_signatures: false,
             trusted_keys_dir: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             eager_loading: false,
             token_secret: None,
         }

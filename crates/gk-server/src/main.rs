@@ -40,6 +40,9 @@ enum Command {
         /// A directory of trusted public keys (hex, one per file).
         #[arg(long, env = "GOATKIT_TRUSTED_KEYS")]
         trusted_keys: Option<PathBuf>,
+        /// Seconds a request may take, plugin call included.
+        #[arg(long, env = "GOATKIT_REQUEST_TIMEOUT", default_value_t = 60)]
+        request_timeout: u64,
         /// Load every enabled plugin at start (default: on first use).
         #[arg(long, env = "GOATKIT_EAGER")]
         eager: bool,
@@ -222,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             data,
             require_signatures,
             trusted_keys,
+            request_timeout,
             eager,
             token_secret,
         } => {
@@ -231,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: data,
                 require_signatures,
                 trusted_keys_dir: trusted_keys,
+                request_timeout: std::time::Duration::from_secs(request_timeout),
                 eager_loading: eager,
                 token_secret,
             };

@@ -193,6 +193,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     let app = router(AppState {
         manager: manager.clone(),
         tokens: tokens.clone(),
+        request_timeout: config.request_timeout,
     });
     let serving = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -416,3 +416,30 @@ async fn eager_loading_loads_every_plugin_at_start() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_past_its_timeout_gets_a_json_504() {
+    let dir = tempfile::tempdir().unwrap();
+    serve_examples(dir.path()).await.shutdown().await;
+    let server = gk_server::start(&ServeConfig {
+        request_timeout: Duration::from_millis(500),
+        ..config_for(dir.path())
+    })
+    .await
+    .unwrap();
+    let token = server
+        .tokens
+        .mint("agent", Role::Agent, Duration::from_secs(60))
+        .unwrap();
+    let path = "/api/v1/plugins/hello-grpc/call/sleep";
+    let (status, reply) = send(server.addr, "POST", path, Some(&token), "{}").await;
+    assert_eq!(status, 504, "{reply}");
+    assert_eq!(reply["error"]["code"], "request_timeout");
+    let path = "/api/v1/plugins/hello-grpc/call/echo";
+    let (status, _) = send(server.addr, "POST", path, Some(&token), "{}").await;
+    assert_eq!(
+        status, 200,
+        "the plugin still answers after a timed-out request"
+    );
+    server.shutdown().await;
+}

@@ -30,6 +30,8 @@ pub struct AppState {
     pub manager: Manager,
     /// Checks bearer tokens.
     pub tokens: TokenKeys,
+    /// How long a request may take.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The router of the server.
@@ -48,7 +50,35 @@ pub fn router(state: AppState) -> Router {
             get(get_policy).put(put_policy),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ))
         .with_state(state)
+}
+
+/// Answers `504 request_timeout` (JSON) when a request runs past the configured timeout.
+async fn request_deadline(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path().to_owned();
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%path, timeout = ?state.request_timeout, "request timed out");
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request took longer than {} ms",
+                    state.request_timeout.as_millis()
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 fn map_error(state: &AppState, error: gk_core::ManagerError) -> ApiError {
