@@ -1,0 +1,402 @@
+//! Discovery, lazy and eager loading, and the loader that follows the plugins directory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gk_core::ManagerError;
+use gk_sdk::Plugin;
+
+mod common;
+use common::{TestPlugin, fixture, version};
+
+/// A runtime that makes test plugins, counting its loads.
+struct FakeRuntime {
+    loads: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl gk_core::discovery::PluginRuntime for FakeRuntime {
+    fn accepts(&self, found: &gk_core::discovery::Discovered) -> bool {
+        found.runtime == gk_sdk::Runtime::Wasm
+    }
+
+    async fn load(
+        &self,
+        found: &gk_core::discovery::Discovered,
+        _: &gk_sdk::ResourcePolicy,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let name = if found.name == "renamed" {
+            "other-name"
+        } else {
+            found.name.as_str()
+        };
+        Ok(Arc::new(TestPlugin::new(name, "lazy")))
+    }
+}
+
+fn discovered(name: &str, runtime: gk_sdk::Runtime) -> gk_core::discovery::Discovered {
+    gk_core::discovery::Discovered {
+        name: name.into(),
+        runtime,
+        dir: "/nowhere".into(),
+        entry: format!("/nowhere/{name}.wasm").into(),
+        manifest: None,
+    }
+}
+
+#[tokio::test]
+async fn discovered_plugins_load_once_on_first_use() {
+    let f = fixture().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    f.manager.add_runtime(Arc::new(FakeRuntime {
+        loads: loads.clone(),
+    }));
+    f.manager
+        .add_discovered(discovered("lazy", gk_sdk::Runtime::Wasm))
+        .await
+        .unwrap();
+    assert!(!f.manager.is_loaded("lazy").unwrap());
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        0,
+        "nothing is loaded before it is used"
+    );
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let manager = f.manager.clone();
+            tokio::spawn(async move { manager.call("lazy", "who", b"").await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().is_ok());
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "concurrent first calls load once"
+    );
+    assert!(f.manager.is_loaded("lazy").unwrap());
+
+    f.manager
+        .add_discovered(discovered("renamed", gk_sdk::Runtime::Wasm))
+        .await
+        .unwrap();
+    let err = f
+        .manager
+        .call("renamed", "who", b"")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "plugin `renamed` cannot be registered: it registers as `other-name`; name the file or manifest after it"
+    );
+    f.manager
+        .add_discovered(discovered("native", gk_sdk::Runtime::Grpc))
+        .await
+        .unwrap();
+    let err = f
+        .manager
+        .call("native", "who", b"")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "plugin `native` cannot be registered: no runtime runs `grpc` plugins"
+    );
+}
+
+#[tokio::test]
+async fn eager_loading_loads_every_enabled_discovered_plugin() {
+    let f = fixture().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    f.manager.add_runtime(Arc::new(FakeRuntime {
+        loads: loads.clone(),
+    }));
+    for name in ["first", "second", "off", "renamed"] {
+        f.manager
+            .add_discovered(discovered(name, gk_sdk::Runtime::Wasm))
+            .await
+            .unwrap();
+    }
+    f.manager.set_enabled("off", false, "admin").await.unwrap();
+    let failures = f.manager.load_all().await;
+    assert_eq!(
+        failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "plugin `renamed` cannot be registered: it registers as `other-name`; name the file or manifest after it"
+        ]
+    );
+    assert!(f.manager.is_loaded("first").unwrap());
+    assert!(f.manager.is_loaded("second").unwrap());
+    assert!(
+        !f.manager.is_loaded("off").unwrap(),
+        "disabled plugins stay unloaded"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 3);
+    assert!(
+        f.manager.load_all().await.len() == 1,
+        "loaded plugins are not loaded again"
+    );
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "only the broken one is retried"
+    );
+}
+
+#[tokio::test]
+async fn discovery_finds_modules_directories_and_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(plugins.join("hello/bin")).unwrap();
+    std::fs::write(plugins.join("stats.wasm"), b"\0asm").unwrap();
+    std::fs::write(
+        plugins.join("hello/plugin.yaml"),
+        "name: hello\nruntime: grpc\nbinary: bin/hello\n",
+    )
+    .unwrap();
+    std::fs::write(plugins.join("hello/bin/hello"), b"#!/bin/sh\n").unwrap();
+    std::fs::write(plugins.join("Bad Name.wasm"), b"\0asm").unwrap();
+    std::fs::write(plugins.join("README.md"), b"not a plugin").unwrap();
+    let source = dir.path().join("zipped");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("plugin.yaml"),
+        "name: zipped\nwasm: zipped.wasm\n",
+    )
+    .unwrap();
+    std::fs::write(source.join("zipped.wasm"), b"\0asm").unwrap();
+    gk_core::packaging::build(&source, &plugins.join("zipped.zip"))
+        .await
+        .unwrap();
+    let managed = plugins.join(".managed");
+    let (found, errors) = gk_core::discovery::discover(
+        &plugins,
+        &managed,
+        &gk_core::signing::SignaturePolicy::default(),
+    )
+    .await;
+    let names: Vec<(&str, gk_sdk::Runtime)> =
+        found.iter().map(|d| (d.name.as_str(), d.runtime)).collect();
+    assert_eq!(
+        names,
+        [
+            ("hello", gk_sdk::Runtime::Grpc),
+            ("stats", gk_sdk::Runtime::Wasm),
+            ("zipped", gk_sdk::Runtime::Wasm)
+        ]
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("the file name is not a plugin name"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        managed.join("zipped/zipped.wasm").is_file(),
+        "packages are unpacked into the managed directory"
+    );
+
+    // With signatures required, unsigned plugins are refused.
+    let (_, public) = gk_core::signing::generate_keypair().unwrap();
+    let required = gk_core::signing::SignaturePolicy {
+        required: true,
+        trusted: gk_core::signing::TrustedKeys::from_hex([public.as_str()]).unwrap(),
+    };
+    let (found, errors) = gk_core::discovery::discover(&plugins, &managed, &required).await;
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.to_string().contains("is not signed")
+                || e.to_string().contains("not a plugin name")),
+        "{errors:?}"
+    );
+}
+
+/// A runtime whose "modules" are text files holding a version (or `broken`).
+struct FileRuntime;
+
+#[async_trait]
+impl gk_core::discovery::PluginRuntime for FileRuntime {
+    fn accepts(&self, _: &gk_core::discovery::Discovered) -> bool {
+        true
+    }
+
+    async fn load(
+        &self,
+        found: &gk_core::discovery::Discovered,
+        _: &gk_sdk::ResourcePolicy,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        let text = std::fs::read_to_string(&found.entry).map_err(|e| e.to_string())?;
+        let version = text.trim();
+        if version.is_empty() || version == "broken" {
+            return Err(format!("`{}` is not a module", found.entry.display()));
+        }
+        Ok(Arc::new(TestPlugin::new(&found.name, version)))
+    }
+}
+
+async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_loader_follows_the_plugins_directory() {
+    let f = fixture().await;
+    f.manager.add_runtime(Arc::new(FileRuntime));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("early.wasm"), "1").unwrap();
+    let loader = gk_core::Loader::new(
+        f.manager.clone(),
+        plugins.clone(),
+        plugins.join(".managed"),
+        gk_core::signing::SignaturePolicy::default(),
+    );
+    assert!(loader.scan().await.is_empty());
+    assert_eq!(version(&f.manager, "early").await.as_deref(), Some("1"));
+    let _watch = loader.watch().unwrap();
+
+    // A new module appears, written in two steps: it is looked at once it is quiet.
+    std::fs::write(plugins.join("fresh.wasm"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(plugins.join("fresh.wasm"), "1").unwrap();
+    let manager = f.manager.clone();
+    eventually("fresh is known", || {
+        manager.names().contains(&"fresh".to_owned())
+    })
+    .await;
+    assert_eq!(version(&f.manager, "fresh").await.as_deref(), Some("1"));
+
+    // A change replaces it; a broken change keeps the running version.
+    std::fs::write(plugins.join("fresh.wasm"), "2").unwrap();
+    let start = std::time::Instant::now();
+    while version(&f.manager, "fresh").await.as_deref() != Some("2") {
+        assert!(start.elapsed() < Duration::from_secs(10), "reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(plugins.join("fresh.wasm"), "broken").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        version(&f.manager, "fresh").await.as_deref(),
+        Some("2"),
+        "a bad file keeps the old version"
+    );
+
+    // A plugin directory with a manifest, and a package.
+    std::fs::create_dir_all(plugins.join("native")).unwrap();
+    std::fs::write(plugins.join("native/run"), "7").unwrap();
+    std::fs::write(
+        plugins.join("native/plugin.yaml"),
+        "name: native\nruntime: grpc\nbinary: run\n",
+    )
+    .unwrap();
+    let source = dir.path().join("zipped");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("plugin.yaml"),
+        "name: zipped\nwasm: zipped.wasm\n",
+    )
+    .unwrap();
+    std::fs::write(source.join("zipped.wasm"), "3").unwrap();
+    gk_core::packaging::build(&source, &dir.path().join("zipped.zip"))
+        .await
+        .unwrap();
+    std::fs::rename(dir.path().join("zipped.zip"), plugins.join("zipped.zip")).unwrap();
+    let manager = f.manager.clone();
+    eventually("native and zipped are known", || {
+        let names = manager.names();
+        names.contains(&"native".to_owned()) && names.contains(&"zipped".to_owned())
+    })
+    .await;
+    assert_eq!(version(&f.manager, "native").await.as_deref(), Some("7"));
+    assert_eq!(version(&f.manager, "zipped").await.as_deref(), Some("3"));
+
+    // A changed manifest reloads the directory's plugin.
+    std::fs::write(plugins.join("native/run2"), "8").unwrap();
+    std::fs::write(
+        plugins.join("native/plugin.yaml"),
+        "name: native\nruntime: grpc\nbinary: run2\n",
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while version(&f.manager, "native").await.as_deref() != Some("8") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "manifest change reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Removing a package or a module unloads it.
+    std::fs::remove_file(plugins.join("zipped.zip")).unwrap();
+    std::fs::remove_file(plugins.join("fresh.wasm")).unwrap();
+    let manager = f.manager.clone();
+    eventually("fresh and zipped are gone", || {
+        let names = manager.names();
+        !names.contains(&"fresh".to_owned()) && !names.contains(&"zipped".to_owned())
+    })
+    .await;
+    assert!(matches!(
+        f.manager.call("fresh", "who", b"").await,
+        Err(ManagerError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn every_reload_re_verifies_the_signature() {
+    use gk_core::signing::{SignaturePolicy, TrustedKeys, generate_keypair, sign_file};
+    let f = fixture().await;
+    f.manager.add_runtime(Arc::new(FileRuntime));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (private, public) = generate_keypair().unwrap();
+    let module = plugins.join("signed.wasm");
+    std::fs::write(&module, "1").unwrap();
+    sign_file(&module, &private).unwrap();
+    std::fs::write(plugins.join("unsigned.wasm"), "1").unwrap();
+    let loader = gk_core::Loader::new(
+        f.manager.clone(),
+        plugins.clone(),
+        plugins.join(".managed"),
+        SignaturePolicy {
+            required: true,
+            trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
+        },
+    );
+    let refused = loader.scan().await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].path.ends_with("unsigned.wasm"), "{refused:?}");
+    assert_eq!(f.manager.names(), ["signed"]);
+    assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("1"));
+
+    // Changed without a new signature: refused, and the signed version keeps running.
+    std::fs::write(&module, "2").unwrap();
+    let error = loader.refresh(&module).await.unwrap_err().to_string();
+    assert!(error.contains("signature"), "{error}");
+    assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("1"));
+
+    // Signed again: the reload goes through.
+    sign_file(&module, &private).unwrap();
+    loader.refresh(&module).await.unwrap();
+    assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("2"));
+}
