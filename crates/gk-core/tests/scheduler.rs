@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-
 mod common;
 use common::{TestPlugin, fixture};
 

@@ -1,6 +1,8 @@
 //! The sandbox's behaviour through its public API, against a recording host.
 
-mod bypass;
+mod database;
+mod identity;
 mod limits;
 mod policy_swap;
+mod services;
 mod support;

@@ -151,3 +151,36 @@ pub fn sandbox(policy: ResourcePolicy) -> (Arc<SandboxedHostApi>, Arc<RecordingH
 pub fn ctx() -> CallContext {
     CallContext::for_plugin("me")
 }
+
+/// Runs `(input, expected)` cases through `call`; `None` means allowed, `Some(text)` means
+/// refused with an error containing `text`.
+pub async fn judge<F, Fut>(
+    what: &str,
+    cases: &[(&str, Option<&str>)],
+    host_count: impl Fn() -> usize,
+    call: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), gk_sdk::HostError>>,
+{
+    let mut failures = Vec::new();
+    for (input, expected) in cases {
+        let before = host_count();
+        let result = call((*input).to_owned()).await;
+        let reached = host_count() > before;
+        match (expected, &result) {
+            (None, Ok(())) if reached => {}
+            (Some(text), Err(error)) if error.to_string().contains(text) && !reached => {}
+            _ => failures.push(format!(
+                "{what} {input:?}: expected {expected:?}, got {result:?} (reached host: {reached})"
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
