@@ -2,95 +2,16 @@
 //! proto files are all a polyglot author needs. Needs python3 with grpcio and grpcio-tools
 //! (scripts/install-deps.sh installs them).
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use gk_grpc::{GrpcLimits, GrpcRuntime};
-use gk_sdk::{
-    CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
-    Plugin, PluginError, Row, TranslateArgs,
-};
-use serde_json::{Map, Value, json};
+use gk_sdk::{CallContext, LogLevel, Plugin, PluginError};
+use serde_json::{Value, json};
 
-#[derive(Debug, Default)]
-struct RecordingHost {
-    cache: Mutex<HashMap<String, Vec<u8>>>,
-    logs: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait]
-impl HostApi for RecordingHost {
-    async fn db_query(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<Vec<Row>> {
-        Ok(Vec::new())
-    }
-    async fn db_exec(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
-        Ok(0)
-    }
-    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
-        Ok(self
-            .cache
-            .lock()
-            .unwrap()
-            .get(&format!("{}:{key}", ctx.plugin))
-            .cloned())
-    }
-    async fn cache_set(
-        &self,
-        ctx: &CallContext,
-        key: &str,
-        value: &[u8],
-        _: Duration,
-    ) -> HostResult<()> {
-        self.cache
-            .lock()
-            .unwrap()
-            .insert(format!("{}:{key}", ctx.plugin), value.to_vec());
-        Ok(())
-    }
-    async fn cache_delete(&self, _: &CallContext, _: &str) -> HostResult<()> {
-        Ok(())
-    }
-    async fn http_request(&self, _: &CallContext, _: HttpRequest) -> HostResult<HttpResponse> {
-        Err(HostError::denied(
-            "http",
-            "host `example.com` is not in the http scope",
-        ))
-    }
-    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
-        Ok(())
-    }
-    async fn log(
-        &self,
-        ctx: &CallContext,
-        _: LogLevel,
-        message: &str,
-        _: &Map<String, Value>,
-    ) -> HostResult<()> {
-        self.logs
-            .lock()
-            .unwrap()
-            .push((ctx.plugin.clone(), message.to_owned()));
-        Ok(())
-    }
-    async fn config_get(&self, _: &CallContext, key: &str) -> HostResult<String> {
-        Err(HostError::NotFound(key.to_owned()))
-    }
-    async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
-        Ok(key.to_owned())
-    }
-    async fn call_plugin(
-        &self,
-        _: &CallContext,
-        _: &str,
-        _: &str,
-        _: &[u8],
-    ) -> HostResult<Vec<u8>> {
-        Ok(Vec::new())
-    }
-}
+mod common;
+use common::MemoryHost;
 
 /// Copies the example into `dir` and generates its gRPC code there from `proto/`.
 fn prepare(dir: &Path) {
@@ -148,7 +69,7 @@ async fn a_python_plugin_registers_answers_and_calls_back() {
     let reg = plugin.register().await.unwrap();
     assert_eq!(reg.name, "python-hello");
     assert_eq!(reg.routes[0].handler, "remember");
-    let host = Arc::new(RecordingHost::default());
+    let host = Arc::new(MemoryHost::default());
     let ctx = CallContext::for_plugin("python-hello");
     plugin.init(&ctx, host.clone()).await.unwrap();
 
@@ -170,7 +91,11 @@ async fn a_python_plugin_registers_answers_and_calls_back() {
     );
     assert_eq!(
         host.logs.lock().unwrap().last().unwrap(),
-        &("python-hello".to_owned(), "remembered green".to_owned())
+        &(
+            "python-hello".to_owned(),
+            LogLevel::Info,
+            "remembered green".to_owned()
+        )
     );
 
     let refused: Value =
