@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::Store;
 use crate::discovery::{Discovered, PluginRuntime};
-use crate::host::{PluginCaller, Translations};
+use crate::host::{PluginCaller, ProductionHost, Translations};
 
 mod catalog;
 pub use catalog::{PluginItem, TranslationConflict};
@@ -61,6 +61,9 @@ pub enum ManagerError {
         #[source]
         source: PluginError,
     },
+    /// The host already routes plugin-to-plugin calls to another manager.
+    #[error("the host already serves another manager")]
+    HostInUse,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::StoreError),
@@ -137,6 +140,21 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
+    /// A manager over a [`ProductionHost`], wired both ways: the host's plugin-to-plugin calls
+    /// come back through this manager, and its `translate` catalogs follow the registrations.
+    pub fn for_production_host(
+        host: Arc<ProductionHost>,
+        store: Store,
+        sandbox_config: Arc<SandboxConfig>,
+    ) -> Result<Self, ManagerError> {
+        let translations = host.services().translations.clone();
+        let manager = Self::new(host.clone(), store, sandbox_config);
+        host.set_plugin_caller(Arc::new(manager.clone()))
+            .map_err(|_| ManagerError::HostInUse)?;
+        manager.use_translations(translations);
+        Ok(manager)
+    }
+
     /// A manager over the real host services (`host`, which the sandboxes wrap) and `store`.
     pub fn new(host: Arc<dyn HostApi>, store: Store, sandbox_config: Arc<SandboxConfig>) -> Self {
         Self {

@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The plugins directory cannot be watched.
     #[error("cannot watch the plugins directory: {0}")]
     Watch(#[from] notify::Error),
+    /// The manager could not be set up over the host.
+    #[error(transparent)]
+    Manager(#[from] gk_core::ManagerError),
     /// The token secret cannot be used.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -120,21 +123,16 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         .ok_or(ServerError::NoDefaultDatabase)?
         .clone();
     let store = Store::open(connection).await?;
-    let translations = Arc::new(Translations::default());
     let host = Arc::new(ProductionHost::new(HostServices {
         databases,
         cache: Arc::new(MemoryCache::new(CACHE_ENTRIES)),
         logs: Arc::new(PluginLogs::new(LOG_RING)),
         config: ConfigValues::default(),
-        translations: translations.clone(),
+        translations: Arc::new(Translations::default()),
         mailer: Arc::new(Outbox::new(store.clone())),
         http: HttpClient::new(HttpConfig::default()),
     }));
-    let manager = Manager::new(host.clone(), store, Arc::new(SandboxConfig::default()));
-    if host.set_plugin_caller(Arc::new(manager.clone())).is_err() {
-        tracing::warn!("the host already had a plugin caller");
-    }
-    manager.use_translations(translations);
+    let manager = Manager::for_production_host(host, store, Arc::new(SandboxConfig::default()))?;
 
     let wasm = WasmRuntime::new(WasmConfig {
         cache_dir: Some(config.data_dir.join("module-cache")),

@@ -44,13 +44,19 @@ pub async fn fixture_at(dir: tempfile::TempDir) -> Fixture {
         mailer: Arc::new(Outbox::new(store.clone())),
         http: HttpClient::new(HttpConfig::default()),
     }));
-    let manager = Manager::new(
+    let manager = Manager::for_production_host(
         host.clone(),
         store.clone(),
         Arc::new(SandboxConfig::default()),
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            Manager::for_production_host(host, store.clone(), Arc::new(SandboxConfig::default())),
+            Err(gk_core::ManagerError::HostInUse)
+        ),
+        "a host serves one manager"
     );
-    host.set_plugin_caller(Arc::new(manager.clone())).unwrap();
-    manager.use_translations(translations.clone());
     Fixture {
         manager,
         store,
