@@ -196,6 +196,11 @@ pub async fn extract(
                     .await
                     .map_err(|e| io(&target, e))?;
             }
+            // A tokio write completes in the background: without this the last bytes may not be
+            // on disk yet when the manifest is read back (a flaky "missing name" in CI).
+            tokio::io::AsyncWriteExt::flush(&mut file)
+                .await
+                .map_err(|e| io(&target, e))?;
             if let Some(mode) = entry.unix_permissions() {
                 use std::os::unix::fs::PermissionsExt;
                 let mode = u32::from(mode) & 0o755;
