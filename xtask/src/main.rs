@@ -86,9 +86,9 @@ fn main() -> Result<()> {
                 "serve",
             ]);
             serve
-                .args(&args)
-                .env("GOATKIT_PLUGINS", root.join("plugins"))
-                .env("GOATKIT_DATA", root.join("data"));
+                .arg("--config")
+                .arg(root.join("goatkit.toml"))
+                .args(&args);
             run(&mut serve)
         }
     }

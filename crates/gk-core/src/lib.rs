@@ -29,7 +29,10 @@ mod store;
 mod watch;
 
 pub use error::{CoreError, CoreResult};
-pub use manager::{Manager, ManagerError, PluginItem, PluginStats, TranslationConflict};
+pub use manager::{
+    Manager, ManagerError, PluginItem, PluginStats, RESERVED_PATH_PREFIXES, ROUTE_METHODS,
+    ROUTE_MIDDLEWARE, TranslationConflict,
+};
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};
-pub use watch::{DEBOUNCE, Loader, WatchHandle};
+pub use watch::{DEBOUNCE, InstallError, Loader, WatchHandle};

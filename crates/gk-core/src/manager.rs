@@ -129,6 +129,8 @@ struct ManagerInner {
     runtimes: RwLock<Vec<Arc<dyn PluginRuntime>>>,
     /// The `translate` service's catalogs, kept in step with the published registrations.
     translations: std::sync::OnceLock<Arc<Translations>>,
+    /// Bumped whenever what the catalog queries answer may have changed.
+    catalog_version: AtomicU64,
 }
 
 impl std::fmt::Debug for Manager {
@@ -165,6 +167,7 @@ impl Manager {
                 plugins: RwLock::new(HashMap::new()),
                 runtimes: RwLock::new(Vec::new()),
                 translations: std::sync::OnceLock::new(),
+                catalog_version: AtomicU64::new(0),
             }),
         }
     }
@@ -177,8 +180,20 @@ impl Manager {
         }
     }
 
+    fn catalog_changed(&self) {
+        self.inner.catalog_version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A number that changes whenever a plugin is published, withdrawn, discovered, enabled or
+    /// disabled: what was derived from the catalog queries (a route table, say) is stale once
+    /// it differs.
+    pub fn catalog_version(&self) -> u64 {
+        self.inner.catalog_version.load(Ordering::SeqCst)
+    }
+
     /// Called whenever an instance of a plugin is published.
     fn published(&self, registration: &GkRegistration) {
+        self.catalog_changed();
         if let Some(translations) = self.inner.translations.get() {
             match &registration.i18n {
                 Some(spec) => translations.set_plugin(&registration.name, spec),
@@ -189,6 +204,7 @@ impl Manager {
 
     /// Called whenever a plugin stops being loaded.
     fn withdrawn(&self, name: &str) {
+        self.catalog_changed();
         if let Some(translations) = self.inner.translations.get() {
             translations.remove_plugin(name);
         }
@@ -288,6 +304,8 @@ impl Manager {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         plugins.entry(name).or_insert(slot);
+        drop(plugins);
+        self.catalog_changed();
         Ok(())
     }
 
@@ -359,6 +377,12 @@ impl Manager {
     /// Whether a known plugin is loaded.
     pub fn is_loaded(&self, name: &str) -> Result<bool, ManagerError> {
         Ok(self.slot(name)?.loaded.load().is_some())
+    }
+
+    /// Loads a discovered plugin now (a no-op when it is loaded) and returns its registration.
+    pub async fn load(&self, name: &str) -> Result<GkRegistration, ManagerError> {
+        let slot = self.slot(name)?;
+        Ok(self.ensure_loaded(&slot).await?.registration.clone())
     }
 
     /// The loaded instance of a plugin, loading it first if it was only discovered.
@@ -449,8 +473,14 @@ impl Manager {
         })
     }
 
-    /// Refuses a route another plugin has already declared.
+    /// Refuses a malformed route, or one another plugin has already declared.
     fn check_routes(&self, registration: &GkRegistration) -> Result<(), ManagerError> {
+        for route in &registration.routes {
+            check_route(route).map_err(|problem| ManagerError::Invalid {
+                plugin: registration.name.clone(),
+                problem: format!("route {} {}: {problem}", route.method, route.path),
+            })?;
+        }
         let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
         for (name, slot) in plugins
             .iter()
@@ -522,6 +552,7 @@ impl Manager {
             .set_plugin_enabled(name, enabled, by)
             .await?;
         slot.enabled.store(enabled, Ordering::SeqCst);
+        self.catalog_changed();
         Ok(())
     }
 
@@ -594,6 +625,47 @@ impl Manager {
     /// A plugin's policy (stored, or the default).
     pub async fn policy(&self, name: &str) -> Result<ResourcePolicy, ManagerError> {
         self.policy_for(name).await
+    }
+
+    /// What a plugin asks for: its registration's `resources` once loaded, else its
+    /// manifest's; a plugin with neither is loaded to read its registration.
+    pub async fn requested_resources(
+        &self,
+        name: &str,
+    ) -> Result<gk_sdk::ResourceRequest, ManagerError> {
+        let slot = self.slot(name)?;
+        if let Some(request) = slot
+            .loaded
+            .load_full()
+            .and_then(|l| l.registration.resources.clone())
+        {
+            return Ok(request);
+        }
+        if let Some(manifest) = slot.source.as_ref().and_then(|s| s.manifest.as_ref()) {
+            return Ok(manifest.resources.clone());
+        }
+        Ok(self.load(name).await?.resources.unwrap_or_default())
+    }
+
+    /// Grants a plugin what it requests ([`ResourcePolicy::approving`]) unless an admin has
+    /// reviewed it already: only a missing or `pending_review` policy is replaced. Returns the
+    /// policy now in force.
+    pub async fn approve_unreviewed(
+        &self,
+        name: &str,
+        by: &str,
+    ) -> Result<ResourcePolicy, ManagerError> {
+        let stored = self.inner.store.plugin_policy(name).await?;
+        if let Some(policy) = stored
+            && policy.status != gk_sdk::PolicyStatus::PendingReview
+        {
+            return Ok(policy);
+        }
+        let request = self.requested_resources(name).await?;
+        let policy = ResourcePolicy::approving(name, &request);
+        self.set_policy(policy.clone(), by).await?;
+        tracing::info!(plugin = %name, %by, "plugin approved with the resources it requests");
+        Ok(policy)
     }
 
     /// Every stored policy.
@@ -682,4 +754,48 @@ impl PluginCaller for Manager {
                 other => HostError::PluginFailed(other.to_string()),
             })
     }
+}
+
+/// The HTTP methods a plugin route may declare.
+pub const ROUTE_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// The middleware a plugin route may ask for: `auth` (any valid token), `admin` (admin role).
+pub const ROUTE_MIDDLEWARE: [&str; 2] = ["auth", "admin"];
+/// Path prefixes the server keeps for itself.
+pub const RESERVED_PATH_PREFIXES: [&str; 4] = ["/api/v1/", "/admin/", "/healthz/", "/metrics/"];
+
+/// What is wrong with a declared route, if anything.
+fn check_route(route: &gk_sdk::RouteSpec) -> Result<(), String> {
+    if !ROUTE_METHODS
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(&route.method))
+    {
+        return Err(format!(
+            "method `{}` is not one of {}",
+            route.method,
+            ROUTE_METHODS.join(", ")
+        ));
+    }
+    if !route.path.starts_with('/') || route.path.contains("//") || route.path.contains('?') {
+        return Err("the path must start with `/` and hold no empty segment or query".into());
+    }
+    if let Some(prefix) = RESERVED_PATH_PREFIXES
+        .iter()
+        .find(|p| route.path == p.trim_end_matches('/') || route.path.starts_with(*p))
+    {
+        return Err(format!("paths under `{prefix}` belong to the server"));
+    }
+    if let Some(unknown) = route
+        .middleware
+        .iter()
+        .find(|m| !ROUTE_MIDDLEWARE.contains(&m.as_str()))
+    {
+        return Err(format!(
+            "middleware `{unknown}` is not one of {}",
+            ROUTE_MIDDLEWARE.join(", ")
+        ));
+    }
+    if route.handler.is_empty() {
+        return Err("no handler is named".into());
+    }
+    Ok(())
 }

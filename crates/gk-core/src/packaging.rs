@@ -253,7 +253,7 @@ pub async fn extract(
     Ok((destination, manifest))
 }
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

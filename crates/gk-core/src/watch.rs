@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
+mod install;
+pub use install::InstallError;
+
 use crate::discovery::{DiscoveryError, discover, inspect};
 use crate::signing::SignaturePolicy;
 use crate::{Manager, ManagerError};

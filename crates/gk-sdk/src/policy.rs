@@ -201,6 +201,24 @@ impl ResourcePolicy {
         }
     }
 
+    /// The policy that grants what a plugin requests: `approved`, its memory and timeouts (the
+    /// defaults where it asks for none) and exactly the permissions it asks for, with the
+    /// default rate limits.
+    pub fn approving(plugin_name: impl Into<String>, request: &ResourceRequest) -> Self {
+        let defaults = Self::default_for(plugin_name);
+        Self {
+            status: PolicyStatus::Approved,
+            memory_mb: request.memory_mb.unwrap_or(defaults.memory_mb),
+            call_timeout: request.call_timeout.unwrap_or(defaults.call_timeout),
+            init_timeout: request.init_timeout.unwrap_or(defaults.init_timeout),
+            shutdown_timeout: request
+                .shutdown_timeout
+                .unwrap_or(defaults.shutdown_timeout),
+            permissions: request.permissions.clone(),
+            ..defaults
+        }
+    }
+
     /// The granted permissions of one type.
     pub fn permissions_of(&self, kind: PermissionType) -> impl Iterator<Item = &Permission> {
         self.permissions.iter().filter(move |p| p.kind == kind)

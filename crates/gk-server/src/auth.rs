@@ -31,6 +31,12 @@ pub struct Claims {
     pub exp: u64,
     /// Issued at, seconds since the Unix epoch.
     pub iat: u64,
+    /// The user's numeric id in the host application, when the token carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<i64>,
+    /// The user's email address, when the token carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// Why a token or secret was refused.
@@ -101,6 +107,8 @@ impl TokenKeys {
             role,
             iat,
             exp: iat.saturating_add(ttl.as_secs()),
+            uid: None,
+            email: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))

@@ -1,35 +1,79 @@
 //! What `gk serve` runs with. Every field has an embedded default, so a fresh machine needs no
 //! configuration at all: SQLite under `./data`, an in-memory cache, the outbox for email,
 //! plugins from `./plugins`, listening on 127.0.0.1:8080.
+//!
+//! Values come, each overriding the one before, from the defaults, `goatkit.toml` (relative
+//! paths in it are relative to the file), `GOATKIT_*` environment variables, and command-line
+//! flags. [`ServeConfig::load`] does the first three; the CLI applies its flags on top.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! plugins_dir = "plugins"
+//! data_dir = "data"
+//! request_timeout = "60s"
+//! eager_loading = false
+//! require_signatures = false
+//! trusted_keys_dir = "trusted-keys"
+//! token_secret = "at least 32 bytes of secret ..."
+//! redis_url = "redis://127.0.0.1:6379"
+//! approve = ["stats"]        # grant these plugins what they request, unless already reviewed
+//!
+//! [database]
+//! url = "sqlite://data/goatkit.db"  # or postgres://…, mysql://…
+//! init_sql = ["plugins/stats/schema.sql", "plugins/stats/seed.sql"]
+//! ```
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 /// How long a request may take by default, plugin call included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where the server listens and keeps its files.
+/// The configuration file `gk serve` reads from the working directory when `--config` is not
+/// given (and it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "goatkit.toml";
+
+/// Where the server listens, keeps its files, and which services it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
-    /// Address of the HTTP listener.
+    /// Address of the HTTP listener (`listen`, `GOATKIT_LISTEN`).
     pub listen: SocketAddr,
-    /// The plugins directory (scanned, then watched).
+    /// The plugins directory, scanned then watched (`plugins_dir`, `GOATKIT_PLUGINS_DIR`).
     pub plugins_dir: PathBuf,
-    /// Where the SQLite database, unpacked packages, the module cache and sockets live.
+    /// Where the SQLite database, unpacked packages, the module cache and sockets live
+    /// (`data_dir`, `GOATKIT_DATA_DIR`).
     pub data_dir: PathBuf,
-    /// Refuse unsigned or badly signed plugins.
+    /// Refuse unsigned or badly signed plugins (`require_signatures`,
+    /// `GOATKIT_REQUIRE_SIGNATURES`, or the Go host's `GOATFLOW_REQUIRE_SIGNATURES`).
     pub require_signatures: bool,
-    /// A directory of trusted public keys (hex, one file per key).
+    /// A directory of trusted public keys, hex, one file per key (`trusted_keys_dir`,
+    /// `GOATKIT_TRUSTED_KEYS_DIR`).
     pub trusted_keys_dir: Option<PathBuf>,
-    /// How long a request may take before it is answered `504 request_timeout`.
+    /// How long a request may take before it is answered `504 request_timeout`
+    /// (`request_timeout`, `GOATKIT_REQUEST_TIMEOUT`, as `60s`, `1m30s`…).
     pub request_timeout: Duration,
-    /// Load every enabled plugin at start instead of on first use, so that their routes,
-    /// widgets and menus are known from the start.
+    /// Load every enabled plugin at start instead of on first use (`eager_loading`,
+    /// `GOATKIT_EAGER_LOADING`).
     pub eager_loading: bool,
-    /// The secret tokens are signed with (at least 32 bytes); `None` uses the one kept in the
-    /// data directory, generated on first start.
+    /// The secret tokens are signed with, at least 32 bytes (`token_secret`,
+    /// `GOATKIT_TOKEN_SECRET`); `None` uses the one kept in the data directory, generated on
+    /// first start.
     pub token_secret: Option<String>,
+    /// The database the platform and the plugins use (`database.url`, `GOATKIT_DATABASE_URL`);
+    /// `None` is SQLite under the data directory.
+    pub database_url: Option<String>,
+    /// SQL files run against the database at start, each once per content (`database.init_sql`,
+    /// `GOATKIT_DATABASE_INIT_SQL`, comma-separated): the demo tables of the examples, say.
+    pub init_sql: Vec<PathBuf>,
+    /// A Redis server for the plugin cache (`redis_url`, `GOATKIT_REDIS_URL`); `None` keeps the
+    /// cache in memory.
+    pub redis_url: Option<String>,
+    /// Plugins granted what they request unless an admin has reviewed them already (`approve`,
+    /// `GOATKIT_APPROVE`, comma-separated).
+    pub approve: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -43,13 +87,338 @@ impl Default for ServeConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             eager_loading: false,
             token_secret: None,
+            database_url: None,
+            init_sql: Vec::new(),
+            redis_url: None,
+            approve: Vec::new(),
         }
     }
 }
 
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong (with the line, and the key when it is unknown).
+        message: String,
+    },
+    /// A value (from the file or the environment) cannot be used.
+    #[error("{key}: {problem}")]
+    Value {
+        /// The key or environment variable.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// `goatkit.toml` as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    plugins_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    require_signatures: Option<bool>,
+    trusted_keys_dir: Option<PathBuf>,
+    request_timeout: Option<String>,
+    eager_loading: Option<bool>,
+    token_secret: Option<String>,
+    redis_url: Option<String>,
+    approve: Option<Vec<String>>,
+    database: Option<FileDatabase>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    url: Option<String>,
+    init_sql: Option<Vec<PathBuf>>,
+}
+
+fn value_error(key: &str, problem: impl ToString) -> ConfigError {
+    ConfigError::Value {
+        key: key.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        value_error(
+            key,
+            format!("`{value}` is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn parse_timeout(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let timeout = gk_sdk::parse_duration(value).map_err(|e| value_error(key, e))?;
+    if timeout.is_zero() {
+        return Err(value_error(key, "must be longer than zero"));
+    }
+    Ok(timeout)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(value_error(key, format!("`{other}` is not true or false"))),
+    }
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl ServeConfig {
-    /// The SQLite database of the embedded default.
+    /// The database URL in use: the configured one, or SQLite under the data directory.
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.data_dir.join("goatkit.db").display())
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("goatkit.db").display()))
+    }
+
+    /// The defaults, then `file` (when given; an explicit file must exist), then the
+    /// environment as `env` reads it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(path) = file {
+            config.apply_file(path)?;
+        }
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: label.clone(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: label,
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        if let Some(listen) = file.listen {
+            self.listen = parse_listen("listen", &listen)?;
+        }
+        if let Some(dir) = file.plugins_dir {
+            self.plugins_dir = relative(dir);
+        }
+        if let Some(dir) = file.data_dir {
+            self.data_dir = relative(dir);
+        }
+        if let Some(required) = file.require_signatures {
+            self.require_signatures = required;
+        }
+        if let Some(dir) = file.trusted_keys_dir {
+            self.trusted_keys_dir = Some(relative(dir));
+        }
+        if let Some(timeout) = file.request_timeout {
+            self.request_timeout = parse_timeout("request_timeout", &timeout)?;
+        }
+        if let Some(eager) = file.eager_loading {
+            self.eager_loading = eager;
+        }
+        if let Some(secret) = file.token_secret {
+            self.token_secret = Some(secret);
+        }
+        if let Some(url) = file.redis_url {
+            self.redis_url = Some(url);
+        }
+        if let Some(approve) = file.approve {
+            self.approve = approve;
+        }
+        if let Some(database) = file.database {
+            if let Some(url) = database.url {
+                self.database_url = Some(url);
+            }
+            if let Some(files) = database.init_sql {
+                self.init_sql = files.into_iter().map(relative).collect();
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env("GOATKIT_LISTEN") {
+            self.listen = parse_listen("GOATKIT_LISTEN", &listen)?;
+        }
+        if let Some(dir) = env("GOATKIT_PLUGINS_DIR") {
+            self.plugins_dir = dir.into();
+        }
+        if let Some(dir) = env("GOATKIT_DATA_DIR") {
+            self.data_dir = dir.into();
+        }
+        for key in ["GOATFLOW_REQUIRE_SIGNATURES", "GOATKIT_REQUIRE_SIGNATURES"] {
+            if let Some(value) = env(key) {
+                self.require_signatures = parse_bool(key, &value)?;
+            }
+        }
+        if let Some(dir) = env("GOATKIT_TRUSTED_KEYS_DIR") {
+            self.trusted_keys_dir = Some(dir.into());
+        }
+        if let Some(timeout) = env("GOATKIT_REQUEST_TIMEOUT") {
+            self.request_timeout = parse_timeout("GOATKIT_REQUEST_TIMEOUT", &timeout)?;
+        }
+        if let Some(eager) = env("GOATKIT_EAGER_LOADING") {
+            self.eager_loading = parse_bool("GOATKIT_EAGER_LOADING", &eager)?;
+        }
+        if let Some(secret) = env("GOATKIT_TOKEN_SECRET") {
+            self.token_secret = Some(secret);
+        }
+        if let Some(url) = env("GOATKIT_REDIS_URL") {
+            self.redis_url = Some(url).filter(|u| !u.is_empty());
+        }
+        if let Some(approve) = env("GOATKIT_APPROVE") {
+            self.approve = list(&approve);
+        }
+        if let Some(url) = env("GOATKIT_DATABASE_URL") {
+            self.database_url = Some(url).filter(|u| !u.is_empty());
+        }
+        if let Some(files) = env("GOATKIT_DATABASE_INIT_SQL") {
+            self.init_sql = list(&files).into_iter().map(PathBuf::from).collect();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("goatkit.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn nothing_configured_is_the_embedded_default() {
+        let config = ServeConfig::load(None, env(&[])).unwrap();
+        assert_eq!(config, ServeConfig::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert!(
+            config
+                .database_url()
+                .starts_with("sqlite://data/goatkit.db")
+        );
+    }
+
+    #[test]
+    fn the_file_is_read_relative_to_itself_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+listen = "0.0.0.0:9000"
+plugins_dir = "my-plugins"
+request_timeout = "1m30s"
+eager_loading = true
+approve = ["stats", "hello-grpc"]
+
+[database]
+url = "postgres://127.0.0.1/test"
+init_sql = ["schema.sql", "/abs/seed.sql"]
+"#,
+        );
+        let config = ServeConfig::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.plugins_dir, dir.path().join("my-plugins"));
+        assert_eq!(config.request_timeout, Duration::from_secs(90));
+        assert!(config.eager_loading);
+        assert_eq!(config.approve, ["stats", "hello-grpc"]);
+        assert_eq!(config.database_url(), "postgres://127.0.0.1/test");
+        assert_eq!(
+            config.init_sql,
+            [
+                dir.path().join("schema.sql"),
+                PathBuf::from("/abs/seed.sql")
+            ]
+        );
+
+        let config = ServeConfig::load(
+            Some(&path),
+            env(&[
+                ("GOATKIT_LISTEN", "127.0.0.1:7000"),
+                ("GOATKIT_EAGER_LOADING", "false"),
+                ("GOATKIT_APPROVE", "a, b"),
+                ("GOATFLOW_REQUIRE_SIGNATURES", "1"),
+                ("GOATKIT_DATABASE_URL", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+        assert!(!config.eager_loading);
+        assert!(config.require_signatures);
+        assert_eq!(config.approve, ["a", "b"]);
+        assert_eq!(config.database_url, None, "an empty variable unsets it");
+    }
+
+    #[test]
+    fn bad_configuration_names_the_key_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("lisen = \"x\"", "unknown field `lisen`"),
+            (
+                "listen = \"localhost\"",
+                "listen: `localhost` is not an address",
+            ),
+            ("request_timeout = \"soon\"", "request_timeout:"),
+            (
+                "request_timeout = \"0s\"",
+                "request_timeout: must be longer than zero",
+            ),
+            ("[database]\nurl = 5", "invalid type"),
+        ];
+        for (text, expected) in cases {
+            let path = write(dir.path(), text);
+            let error = ServeConfig::load(Some(&path), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let error = ServeConfig::load(None, env(&[("GOATKIT_EAGER_LOADING", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "GOATKIT_EAGER_LOADING: `maybe` is not true or false");
+        let missing = dir.path().join("absent.toml");
+        let error = ServeConfig::load(Some(&missing), env(&[])).unwrap_err();
+        assert!(error.to_string().starts_with("cannot read"), "{error}");
     }
 }

@@ -1,7 +1,7 @@
 //! `gk`: the GoatKit server and command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 mod cli;
 mod remote;
@@ -21,36 +21,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the server with the plugins of the plugins directory. With no options it runs on
-    /// embedded defaults: SQLite under ./data, in-memory cache, outbox email, ./plugins,
-    /// 127.0.0.1:8080.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "GOATKIT_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The plugins directory (scanned at start, then watched).
-        #[arg(long, env = "GOATKIT_PLUGINS", default_value = "plugins")]
-        plugins: PathBuf,
-        /// Where the database, unpacked packages and caches are kept.
-        #[arg(long, env = "GOATKIT_DATA", default_value = "data")]
-        data: PathBuf,
-        /// Refuse plugins without a valid signature from a trusted key.
-        #[arg(long, env = "GOATFLOW_REQUIRE_SIGNATURES")]
-        require_signatures: bool,
-        /// A directory of trusted public keys (hex, one per file).
-        #[arg(long, env = "GOATKIT_TRUSTED_KEYS")]
-        trusted_keys: Option<PathBuf>,
-        /// Seconds a request may take, plugin call included.
-        #[arg(long, env = "GOATKIT_REQUEST_TIMEOUT", default_value_t = 60)]
-        request_timeout: u64,
-        /// Load every enabled plugin at start (default: on first use).
-        #[arg(long, env = "GOATKIT_EAGER")]
-        eager: bool,
-        /// The secret API tokens are signed with (at least 32 bytes). Without it the server
-        /// generates one into the data directory on first start.
-        #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
-        token_secret: Option<String>,
-    },
+    /// Start the server with the plugins of the plugins directory. With no configuration it
+    /// runs on embedded defaults: SQLite under ./data, in-memory cache, outbox email, ./plugins,
+    /// 127.0.0.1:8080. Settings come from goatkit.toml, then GOATKIT_* variables (one per key,
+    /// e.g. GOATKIT_LISTEN, GOATKIT_DATABASE_URL, GOATKIT_APPROVE), then these flags.
+    Serve(ServeArgs),
     /// Generate an ed25519 key pair for signing plugins: `<name>.key` (keep it secret) and
     /// `<name>.pub` (give it to the servers that should trust your plugins).
     Keygen {
@@ -108,13 +83,75 @@ enum Command {
         /// How many hours the token is valid.
         #[arg(long, default_value_t = 24)]
         hours: u64,
-        /// The data directory of the server.
-        #[arg(long, env = "GOATKIT_DATA", default_value = "data")]
-        data: PathBuf,
-        /// The secret, when the server is configured with one.
-        #[arg(long, env = "GOATKIT_TOKEN_SECRET", hide_env_values = true)]
-        token_secret: Option<String>,
+        /// The server's configuration file (default: ./goatkit.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The server's data directory (overrides the configuration).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
+}
+
+/// The options of `gk serve`; each flag overrides goatkit.toml and the environment.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The configuration file (default: ./goatkit.toml when it exists).
+    #[arg(long, env = "GOATKIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The plugins directory, scanned at start, then watched [default: plugins].
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// Where the database, unpacked packages and caches are kept [default: data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Refuse plugins without a valid signature from a trusted key.
+    #[arg(long)]
+    require_signatures: bool,
+    /// A directory of trusted public keys (hex, one per file).
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
+    /// How long a request may take, plugin call included (`60s`, `2m`) [default: 60s].
+    #[arg(long)]
+    request_timeout: Option<String>,
+    /// Load every enabled plugin at start (default: on first use).
+    #[arg(long)]
+    eager: bool,
+}
+
+/// The configuration: `file` or ./goatkit.toml when it exists, then the environment.
+fn load_config(file: Option<&Path>) -> anyhow::Result<ServeConfig> {
+    let default = Path::new(gk_server::config::DEFAULT_CONFIG_FILE);
+    let file = file.or_else(|| default.is_file().then_some(default));
+    ServeConfig::load(file, |key| std::env::var(key).ok())
+        .context("the configuration cannot be used")
+}
+
+impl ServeArgs {
+    fn config(self) -> anyhow::Result<ServeConfig> {
+        let mut config = load_config(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(plugins) = self.plugins {
+            config.plugins_dir = plugins;
+        }
+        if let Some(data) = self.data {
+            config.data_dir = data;
+        }
+        config.require_signatures |= self.require_signatures;
+        if let Some(keys) = self.trusted_keys {
+            config.trusted_keys_dir = Some(keys);
+        }
+        if let Some(timeout) = self.request_timeout {
+            config.request_timeout = gk_sdk::parse_duration(&timeout)
+                .with_context(|| format!("--request-timeout `{timeout}`"))?;
+        }
+        config.eager_loading |= self.eager;
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,33 +256,19 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            listen,
-            plugins,
-            data,
-            require_signatures,
-            trusted_keys,
-            request_timeout,
-            eager,
-            token_secret,
-        } => {
-            let config = ServeConfig {
-                listen,
-                plugins_dir: plugins,
-                data_dir: data,
-                require_signatures,
-                trusted_keys_dir: trusted_keys,
-                request_timeout: std::time::Duration::from_secs(request_timeout),
-                eager_loading: eager,
-                token_secret,
-            };
+        Command::Serve(args) => {
+            let config = args.config()?;
             let server = gk_server::start(&config)
                 .await
                 .context("the server could not start")?;
             println!(
-                "GoatKit listening on http://{}/ (plugins: {})",
-                server.addr,
-                server.manager.names().join(", ")
+                "GoatKit listening on http://{addr}/ (plugins: {plugins})\n\
+                 Database: {database}; cache: {cache}; email: outbox table\n\
+                 Admin page: http://{addr}/admin/plugins",
+                addr = server.addr,
+                plugins = server.manager.names().join(", "),
+                database = config.database_url(),
+                cache = config.redis_url.as_deref().unwrap_or("in memory"),
             );
             match &server.first_admin_token {
                 Some(token) => println!(
@@ -293,18 +316,23 @@ async fn main() -> anyhow::Result<()> {
             user,
             role,
             hours,
+            config,
             data,
-            token_secret,
         } => {
-            let secret = match token_secret {
+            let mut config = load_config(config.as_deref())?;
+            if let Some(data) = data {
+                config.data_dir = data;
+            }
+            let secret = match config.token_secret {
                 Some(secret) => secret.trim().as_bytes().to_vec(),
                 None => {
-                    let path = secret_path(&data);
+                    let path = secret_path(&config.data_dir);
                     std::fs::read_to_string(&path)
                         .with_context(|| {
                             format!(
-                                "cannot read {}: start `gk serve` once (it generates the secret) \
-                                 or pass --token-secret",
+                                "cannot read {}: start `gk serve` once (it generates the secret), \
+                                 pass --data for the server's data directory, or set \
+                                 GOATKIT_TOKEN_SECRET",
                                 path.display()
                             )
                         })?

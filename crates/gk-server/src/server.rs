@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gk_core::host::{
     ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, MemoryCache,
-    Outbox, PluginLogs, ProductionHost, Translations,
+    Outbox, PluginLogs, ProductionHost, RedisCache, Translations,
 };
 use gk_core::signing::{SignaturePolicy, TrustedKeys};
 use gk_core::{Loader, Manager, Store, WatchHandle};
@@ -63,6 +63,14 @@ pub enum ServerError {
     /// The token secret cannot be used.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// An `init_sql` file could not be read or run.
+    #[error("init_sql {path}: {message}")]
+    InitSql {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -111,6 +119,28 @@ fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
     })
 }
 
+/// Runs each `init_sql` file whose content has not run yet.
+async fn run_init_sql(store: &Store, files: &[std::path::PathBuf]) -> Result<(), ServerError> {
+    for file in files {
+        let failed = |message: String| ServerError::InitSql {
+            path: file.display().to_string(),
+            message,
+        };
+        let sql = std::fs::read_to_string(file).map_err(|e| failed(e.to_string()))?;
+        let label = file
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if store
+            .run_sql_once(&label, &sql)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+        {
+            tracing::info!(file = %file.display(), "init SQL ran");
+        }
+    }
+    Ok(())
+}
+
 /// Starts the server described by `config`: opens the store, registers both runtimes, makes the
 /// plugins of the plugins directory known (loaded on first use), watches the directory and
 /// listens.
@@ -123,10 +153,16 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         .ok_or(ServerError::NoDefaultDatabase)?
         .clone();
     let store = Store::open(connection).await?;
+    let logs = Arc::new(PluginLogs::new(LOG_RING));
+    run_init_sql(&store, &config.init_sql).await?;
+    let cache: Arc<dyn gk_core::host::Cache> = match &config.redis_url {
+        Some(url) => Arc::new(RedisCache::connect(url).await?),
+        None => Arc::new(MemoryCache::new(CACHE_ENTRIES)),
+    };
     let host = Arc::new(ProductionHost::new(HostServices {
         databases,
-        cache: Arc::new(MemoryCache::new(CACHE_ENTRIES)),
-        logs: Arc::new(PluginLogs::new(LOG_RING)),
+        cache,
+        logs: logs.clone(),
         config: ConfigValues::default(),
         translations: Arc::new(Translations::default()),
         mailer: Arc::new(Outbox::new(store.clone())),
@@ -158,6 +194,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     );
     for refused in loader.scan().await {
         tracing::warn!(%refused, "plugin not loaded");
+    }
+    for name in &config.approve {
+        if let Err(error) = manager.approve_unreviewed(name, "configuration").await {
+            tracing::warn!(plugin = %name, %error, "cannot approve the plugin named in `approve`");
+        }
     }
     if config.eager_loading {
         for failed in manager.load_all().await {
@@ -192,6 +233,10 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         manager: manager.clone(),
         tokens: tokens.clone(),
         request_timeout: config.request_timeout,
+        loader: loader.clone(),
+        logs,
+        pages: Arc::new(crate::pages::Pages::new()),
+        routes: Arc::default(),
     });
     let serving = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -8,7 +8,8 @@ fn gk(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .current_dir(cwd)
         .env_remove("GOATKIT_TOKEN_SECRET")
-        .env_remove("GOATKIT_DATA")
+        .env_remove("GOATKIT_DATA_DIR")
+        .env_remove("GOATKIT_CONFIG")
         .output()
         .unwrap()
 }
@@ -82,25 +83,22 @@ fn token_needs_a_secret_and_says_where_it_comes_from() {
         "{}",
         text(&out)
     );
-    let out = gk(
-        &["token", "--user", "ada", "--token-secret", "too-short"],
-        dir.path(),
-    );
+    // The secret comes from ./goatkit.toml, as `gk serve` run there would use it.
+    std::fs::write(
+        dir.path().join("goatkit.toml"),
+        "token_secret = \"too-short\"\n",
+    )
+    .unwrap();
+    let out = gk(&["token", "--user", "ada"], dir.path());
     assert!(!out.status.success());
     assert!(text(&out).contains("at least 32 bytes"), "{}", text(&out));
     let secret = "x".repeat(40);
-    let out = gk(
-        &[
-            "token",
-            "--user",
-            "ada",
-            "--role",
-            "admin",
-            "--token-secret",
-            &secret,
-        ],
-        dir.path(),
-    );
+    std::fs::write(
+        dir.path().join("goatkit.toml"),
+        format!("token_secret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let out = gk(&["token", "--user", "ada", "--role", "admin"], dir.path());
     assert!(out.status.success(), "{}", text(&out));
     let token = String::from_utf8(out.stdout).unwrap();
     let keys = gk_server::auth::TokenKeys::from_secret(secret.as_bytes()).unwrap();

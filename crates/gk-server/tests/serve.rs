@@ -1,109 +1,16 @@
 //! `gk serve` composed for real: both runtimes, the loader and the HTTP listener, with the
 //! Stats WASM plugin and the hello-grpc process plugin.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{config_for, get_json, send, serve_examples, stats_module};
+
 use std::time::Duration;
 
 use gk_server::ServeConfig;
+
 use gk_server::auth::{Role, TokenKeys};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn stats_module() -> PathBuf {
-    let wasm = repository().join("plugins/stats/stats.wasm");
-    assert!(
-        wasm.is_file(),
-        "{} is missing: run `cargo xtask build-plugins` (cargo xtask test does)",
-        wasm.display()
-    );
-    wasm
-}
-
-fn hello_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("hello-grpc");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p hello-grpc` (cargo xtask test does)",
-        binary.display()
-    );
-    binary
-}
-
-async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let response = client
-        .get(format!("http://{addr}{path}").parse().unwrap())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap())
-}
-
-/// Sends a request with an optional bearer token; the status and the JSON reply.
-async fn send(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = client
-        .request(
-            request
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-/// A server on a free port with its plugins and data under `dir`.
-fn config_for(dir: &Path) -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plugins_dir: dir.join("plugins"),
-        data_dir: dir.join("data"),
-        ..ServeConfig::default()
-    }
-}
-
-/// A server on a free port over a plugins directory holding Stats and hello-grpc.
-async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
-    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
-    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
-    std::fs::copy(
-        repository().join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )
-    .unwrap();
-    let config = config_for(dir);
-    gk_server::start(&config).await.unwrap()
-}
 
 #[tokio::test]
 async fn the_api_checks_tokens_and_roles() {

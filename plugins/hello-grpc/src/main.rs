@@ -76,7 +76,12 @@ impl Plugin for Hello {
             version: "0.1.0".into(),
             description: "The example gRPC plugin of GoatKit".into(),
             license: "Apache-2.0".into(),
-            routes: vec![route("hello", "greet"), route("env", "environment")],
+            routes: vec![
+                route("hello", "greet"),
+                route("env", "environment"),
+                route("tickets", "tickets"),
+                route("page", "page"),
+            ],
             widgets: vec![WidgetSpec {
                 id: "hello_widget".into(),
                 title: "Hello".into(),
@@ -103,6 +108,30 @@ impl Plugin for Hello {
     ) -> Result<Vec<u8>, PluginError> {
         let result = match function {
             "greet" => self.greet(ctx, args).await?,
+            // An HTML page: wrapped in the server's layout, or sent as it is with `?raw=true`.
+            "page" => {
+                let args: Value = serde_json::from_slice(args).unwrap_or_default();
+                let user = args["_user_login"]
+                    .as_str()
+                    .unwrap_or("stranger")
+                    .replace('<', "&lt;");
+                json!({
+                    "html": format!("<h1 class=\"hello-page\">Hello, {user}!</h1>"),
+                    "title": "Hello page",
+                    "raw": args["raw"] == "true",
+                })
+            }
+            // A plugin-to-plugin call: the Stats plugin's overview, through the host (and this
+            // plugin's sandbox: it needs `plugin_call` on `stats`).
+            "tickets" => {
+                let overview = self
+                    .host()?
+                    .call_plugin(ctx, "stats", "overview", br#"{"range":"all"}"#)
+                    .await?;
+                let overview: Value = serde_json::from_slice(&overview)
+                    .map_err(|e| PluginError::failed("bad_reply", e.to_string()))?;
+                json!({"from": "stats", "overview": overview})
+            }
             "widget" => {
                 let greeting = self.greet(ctx, br#"{"name":"dashboard"}"#).await?;
                 json!({"html": format!("<p class=\"hello\">{}</p>", greeting["message"].as_str().unwrap_or_default())})

@@ -22,7 +22,7 @@ use gk_sdk::{
 };
 use serde_json::{Map, Value};
 
-pub use cache::{Cache, MemoryCache};
+pub use cache::{Cache, MemoryCache, RedisCache};
 pub use config::ConfigValues;
 pub use db::{CONNECT_TIMEOUT, DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases};
 pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};

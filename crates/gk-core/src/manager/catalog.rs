@@ -87,6 +87,43 @@ impl Manager {
         self.items(|r| &r.routes)
     }
 
+    /// The HTTP routes of every loaded plugin, enabled or not: a server answers a disabled
+    /// plugin's route `403` (the call says the plugin is disabled), not `404`.
+    pub fn all_routes(&self) -> Vec<PluginItem<RouteSpec>> {
+        let mut slots: Vec<Arc<Slot>> = self
+            .inner
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        slots.sort_by(|a, b| a.name.cmp(&b.name));
+        slots
+            .iter()
+            .filter_map(|slot| Some((slot.name.clone(), slot.loaded.load_full()?)))
+            .flat_map(|(plugin, loaded)| {
+                loaded
+                    .registration
+                    .routes
+                    .iter()
+                    .map(|route| PluginItem {
+                        plugin: plugin.clone(),
+                        item: route.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Whether an enabled plugin is known but not loaded yet (its routes and widgets are not
+    /// known until it is: see [`Manager::load_all`]).
+    pub fn has_unloaded(&self) -> bool {
+        self.enabled_slots()
+            .iter()
+            .any(|slot| slot.loaded.load().is_none())
+    }
+
     /// The widgets of the enabled plugins, all of them or those for one `location`, ordered by
     /// their `order`, then plugin and id.
     pub fn widgets(&self, location: Option<&str>) -> Vec<PluginItem<WidgetSpec>> {

@@ -122,6 +122,20 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `sql` (one or more statements) unless SQL with the same SHA-256 already ran under
+    /// `label`; remembers it. Returns whether it ran. For schema and seed files run at start.
+    pub async fn run_sql_once(&self, label: &str, sql: &str) -> Result<bool, StoreError> {
+        use sea_orm::ConnectionTrait;
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, sql.as_bytes()));
+        let key = format!("GoatKit::InitSql::{label}");
+        if self.setting(&key).await?.as_deref() == Some(digest.as_str()) {
+            return Ok(false);
+        }
+        self.db.execute_unprepared(sql).await?;
+        self.set_setting(&key, &digest, "init_sql").await?;
+        Ok(true)
+    }
+
     /// Sets a shipped default (insert or update), e.g. for the bundled example plugins.
     pub async fn set_default(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let now = Utc::now();

@@ -1,27 +1,35 @@
-//! The HTTP surface: health, the plugin list, plugin calls (any valid token) and
-//! enable/disable (admin token). Errors are JSON `{"error": {"code", "message"}}`.
+//! The HTTP surface: health, the plugin API under `/api/v1` (calls and widgets for any valid
+//! token; enable/disable, policies, stats, install and logs for admins), and the plugins' own
+//! routes. Errors are JSON `{"error": {"code", "message"}}`.
 
+mod admin_api;
 mod auth;
 pub mod error;
+pub mod plugin_routes;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use gk_core::{Manager, PluginItem, PluginStats};
+use gk_core::host::PluginLogs;
+use gk_core::{Loader, Manager, PluginItem, PluginStats};
 use gk_sdk::{ResourcePolicy, WidgetSpec};
 use serde::{Deserialize, Serialize};
 
 pub use self::auth::{Admin, User};
 use self::error::{ApiError, manager_error};
 use crate::auth::TokenKeys;
+use crate::pages::Pages;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest plugin upload.
+pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -32,6 +40,14 @@ pub struct AppState {
     pub tokens: TokenKeys,
     /// How long a request may take.
     pub request_timeout: std::time::Duration,
+    /// Installs and removes plugin files.
+    pub loader: Arc<Loader>,
+    /// The plugins' logs.
+    pub logs: Arc<PluginLogs>,
+    /// The HTML templates.
+    pub pages: Arc<Pages>,
+    /// The plugins' routes.
+    pub routes: Arc<plugin_routes::Routes>,
 }
 
 /// The router of the server.
@@ -43,12 +59,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/api/v1/plugins/{name}/disable", post(disable_plugin))
         .route("/api/v1/plugins/widgets", get(list_widgets))
+        .route("/api/v1/plugins/{name}/widgets/{id}", get(render_widget))
+        .route("/api/v1/plugins/{name}", delete(admin_api::uninstall))
+        .route(
+            "/api/v1/plugins/upload",
+            post(admin_api::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/api/v1/plugins/logs",
+            get(admin_api::read_logs).delete(admin_api::clear_logs),
+        )
+        .route("/static/goatkit.css", get(stylesheet))
         .route("/api/v1/plugins/stats", get(all_stats))
         .route("/api/v1/plugins/{name}/stats", get(plugin_stats))
         .route(
             "/api/v1/plugins/{name}/policy",
             get(get_policy).put(put_policy),
         )
+        .fallback(plugin_routes::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -79,6 +107,13 @@ async fn request_deadline(
             .into_response()
         }
     }
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::pages::STYLESHEET,
+    )
 }
 
 fn map_error(state: &AppState, error: gk_core::ManagerError) -> ApiError {
@@ -201,6 +236,78 @@ async fn list_widgets(
     Query(query): Query<WidgetQuery>,
 ) -> Json<Vec<PluginItem<WidgetSpec>>> {
     Json(state.manager.widgets(query.location.as_deref()))
+}
+
+/// The query of `GET /api/v1/plugins/{name}/widgets/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct WidgetRenderQuery {
+    /// Wrap the widget's HTML in its frame (title, size, ids).
+    #[serde(default)]
+    pub wrap: bool,
+}
+
+async fn render_widget(
+    State(state): State<AppState>,
+    User(user): User,
+    Path((name, id)): Path<(String, String)>,
+    Query(query): Query<WidgetRenderQuery>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Html<String>, ApiError> {
+    if !state
+        .manager
+        .is_loaded(&name)
+        .map_err(|e| map_error(&state, e))?
+    {
+        state
+            .manager
+            .load(&name)
+            .await
+            .map_err(|e| map_error(&state, e))?;
+    }
+    let widget = state
+        .manager
+        .widget(&name, &id)
+        .map_err(|e| map_error(&state, e))?;
+    let mut args = serde_json::Map::new();
+    plugin_routes::query_fields(&mut args, &uri);
+    args.remove("wrap");
+    plugin_routes::caller_fields(&mut args, &method, uri.path(), Some(&user));
+    let mut ctx = gk_sdk::CallContext::for_plugin(name.clone());
+    ctx.language = plugin_routes::language(&headers);
+    let arguments = serde_json::Value::Object(args).to_string();
+    let reply = state
+        .manager
+        .call_with(&ctx, &widget.handler, arguments.as_bytes())
+        .await
+        .map_err(|e| map_error(&state, e))?;
+    let html = serde_json::from_slice::<serde_json::Value>(&reply)
+        .ok()
+        .and_then(|v| v.get("html").and_then(|h| h.as_str()).map(str::to_owned))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "invalid_widget",
+                format!("widget `{id}` of `{name}` did not answer {{\"html\": …}}"),
+            )
+        })?;
+    if !query.wrap {
+        return Ok(axum::response::Html(html));
+    }
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    Ok(axum::response::Html(format!(
+        "<section class=\"gk-widget gk-widget-{size}\" data-plugin=\"{plugin}\" data-widget=\"{id}\"><h3>{title}</h3>{html}</section>",
+        size = escape(&widget.size),
+        plugin = escape(&name),
+        id = escape(&widget.id),
+        title = escape(&widget.title),
+    )))
 }
 
 async fn plugin_stats(

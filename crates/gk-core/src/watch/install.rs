@@ -1,0 +1,220 @@
+//! Installing a plugin file into the plugins directory (an upload) and removing one.
+//!
+//! An upload is staged in a hidden directory of the plugins directory (the watcher ignores
+//! hidden entries), checked exactly as the loader checks what it finds (signature, package,
+//! manifest), moved into place and loaded. When loading fails, the file it replaced is put
+//! back: an upload never loses the plugin that was there.
+
+use std::path::{Path, PathBuf};
+
+use gk_sdk::GkRegistration;
+
+use super::Loader;
+use crate::discovery::inspect;
+use crate::signing::signature_path;
+use crate::{ManagerError, packaging};
+
+/// Why an upload or removal was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// The file name is not `<plugin>.wasm` or `<name>.zip`.
+    #[error(
+        "`{0}` is not a plugin file name: upload a `<name>.wasm` module or a `<name>.zip` package"
+    )]
+    FileName(String),
+    /// The file was checked like the loader checks and refused.
+    #[error("the plugin is refused: {0}")]
+    Refused(String),
+    /// Another file already provides a plugin of that name.
+    #[error("plugin `{plugin}` is already installed from {existing}; remove it first")]
+    Conflict {
+        /// The plugin.
+        plugin: String,
+        /// Where the installed one comes from.
+        existing: String,
+    },
+    /// The plugin was not installed from the plugins directory.
+    #[error("plugin `{0}` was not installed from the plugins directory")]
+    NotInstalled(String),
+    /// Loading the plugin failed (the previous version, if any, was put back).
+    #[error(transparent)]
+    Load(#[from] ManagerError),
+    /// A file could not be written, moved or removed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Removes a file or a directory, whichever `path` is; a missing one is fine.
+fn remove_entry(path: &Path) -> Result<(), InstallError> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Moves `from` (and its signature, when there is one) to `to`.
+fn move_with_signature(from: &Path, to: &Path) -> Result<(), InstallError> {
+    std::fs::rename(from, to).map_err(io(to))?;
+    let signature = signature_path(from);
+    if signature.exists() {
+        let target = signature_path(to);
+        std::fs::rename(&signature, &target).map_err(io(&target))?;
+    } else {
+        remove_entry(&signature_path(to))?;
+    }
+    Ok(())
+}
+
+impl Loader {
+    /// Installs an uploaded plugin file (`<name>.wasm` or `<name>.zip`, with its signature when
+    /// there is one), checked as the loader checks, loaded, and returns its registration. A
+    /// plugin of the same name installed from the same file name is upgraded (blue-green); one
+    /// installed from another file is a conflict.
+    pub async fn install(
+        &self,
+        file_name: &str,
+        content: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<GkRegistration, InstallError> {
+        let path = Path::new(file_name);
+        let plain = path.file_name().is_some_and(|n| n == path.as_os_str());
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        if !plain || file_name.starts_with('.') || !matches!(extension, "wasm" | "zip") {
+            return Err(InstallError::FileName(file_name.to_owned()));
+        }
+        let staging = self.plugins_dir.join(format!(
+            ".upload-{}-{}",
+            std::process::id(),
+            packaging::unique()
+        ));
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let result = self
+            .install_staged(&staging, file_name, content, signature)
+            .await;
+        if let Err(error) = remove_entry(&staging) {
+            tracing::warn!(%error, "cannot remove the upload's staging directory");
+        }
+        result
+    }
+
+    async fn install_staged(
+        &self,
+        staging: &Path,
+        file_name: &str,
+        content: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<GkRegistration, InstallError> {
+        let staged = staging.join(file_name);
+        std::fs::write(&staged, content).map_err(io(&staged))?;
+        if let Some(signature) = signature {
+            let path = signature_path(&staged);
+            std::fs::write(&path, signature).map_err(io(&path))?;
+        }
+        let found = inspect(&staged, &self.managed_dir, &self.signatures)
+            .await
+            .map_err(|e| InstallError::Refused(e.problem))?
+            .ok_or_else(|| InstallError::FileName(file_name.to_owned()))?;
+        let name = found.name.clone();
+        let target = self.plugins_dir.join(file_name);
+        if let Some(existing) = self.entry_of(&name)
+            && existing != target
+        {
+            return Err(InstallError::Conflict {
+                plugin: name,
+                existing: existing.display().to_string(),
+            });
+        }
+
+        let backup = staging.join(format!("previous-{file_name}"));
+        let had_previous = target.exists();
+        if had_previous {
+            move_with_signature(&target, &backup)?;
+        }
+        move_with_signature(&staged, &target)?;
+        match self.load_installed(&target, &name).await {
+            Ok(registration) => {
+                tracing::info!(plugin = %name, file = %target.display(), "plugin installed");
+                Ok(registration)
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %name, %error, "the uploaded plugin does not load; putting the previous file back");
+                remove_entry(&target)?;
+                remove_entry(&signature_path(&target))?;
+                if had_previous {
+                    move_with_signature(&backup, &target)?;
+                    // The running version was kept; this points its source back at the file.
+                    let _ = self.refresh(&target).await;
+                } else if self.manager.names().contains(&name) {
+                    let _ = self.forget(&target, &name).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn load_installed(
+        &self,
+        target: &Path,
+        name: &str,
+    ) -> Result<GkRegistration, InstallError> {
+        self.refresh(target).await?;
+        Ok(self.manager.load(name).await?)
+    }
+
+    /// The top-level entry a plugin was found in.
+    fn entry_of(&self, name: &str) -> Option<PathBuf> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(_, plugin)| plugin.as_str() == name)
+            .map(|(entry, _)| entry.clone())
+    }
+
+    async fn forget(&self, entry: &Path, name: &str) -> Result<(), ManagerError> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(entry);
+        self.manager.unregister(name).await
+    }
+
+    /// Uninstalls a plugin: unloads it and removes its file or directory (and signature) from
+    /// the plugins directory, and its unpacked package. Its policy and enabled state stay in the
+    /// store, so installing it again restores them.
+    pub async fn uninstall(&self, name: &str) -> Result<(), InstallError> {
+        let entry = self
+            .entry_of(name)
+            .ok_or_else(|| InstallError::NotInstalled(name.to_owned()))?;
+        self.forget(&entry, name).await?;
+        remove_entry(&entry)?;
+        remove_entry(&signature_path(&entry))?;
+        if entry.extension().is_some_and(|e| e == "zip") {
+            remove_entry(&self.managed_dir.join(name))?;
+        }
+        tracing::info!(plugin = %name, path = %entry.display(), "plugin uninstalled");
+        Ok(())
+    }
+}

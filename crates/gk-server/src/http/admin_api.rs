@@ -1,0 +1,193 @@
+//! Admin endpoints that change what is installed, and the plugin logs.
+
+use axum::Json;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use gk_core::InstallError;
+use gk_core::host::LogEntry;
+use gk_sdk::{GkRegistration, LogLevel};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::{Admin, AppState, map_error};
+
+/// The default and largest number of log entries one request returns.
+const LOG_LIMIT: (usize, usize) = (100, 1000);
+
+fn install_error(state: &AppState, error: InstallError) -> ApiError {
+    use StatusCode as S;
+    match error {
+        InstallError::FileName(_) | InstallError::Refused(_) => {
+            ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_plugin", error)
+        }
+        InstallError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", error),
+        InstallError::NotInstalled(_) => ApiError::new(S::CONFLICT, "not_installed", error),
+        InstallError::Load(error) => {
+            let mut api = map_error(state, error);
+            if api.status == S::NOT_FOUND || api.status == S::BAD_REQUEST {
+                api.status = S::UNPROCESSABLE_ENTITY;
+            }
+            api
+        }
+        _ => {
+            tracing::error!(%error, "install failed");
+            ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", error)
+        }
+    }
+}
+
+/// `DELETE /api/v1/plugins/{name}`: unloads the plugin and removes its files.
+pub(super) async fn uninstall(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.manager.names().contains(&name) {
+        return Err(map_error(&state, gk_core::ManagerError::NotFound(name)));
+    }
+    state
+        .loader
+        .uninstall(&name)
+        .await
+        .map_err(|e| install_error(&state, e))?;
+    tracing::info!(plugin = %name, by = %admin.sub, "plugin uninstalled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an upload answers.
+#[derive(Debug, Serialize)]
+pub(super) struct Installed {
+    name: String,
+    version: String,
+    routes: usize,
+    widgets: usize,
+}
+
+impl From<GkRegistration> for Installed {
+    fn from(registration: GkRegistration) -> Self {
+        Self {
+            routes: registration.routes.len(),
+            widgets: registration.widgets.len(),
+            name: registration.name,
+            version: registration.version,
+        }
+    }
+}
+
+fn bad_upload(message: impl ToString) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_upload", message)
+}
+
+/// `POST /api/v1/plugins/upload`: multipart field `plugin` (a `.wasm` module or `.zip`
+/// package, by its file name) and, optionally, `signature` (the contents of its `.sig` file).
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, Json<Installed>), ApiError> {
+    let mut plugin: Option<(String, Vec<u8>)> = None;
+    let mut signature: Option<Vec<u8>> = None;
+    while let Some(field) = multipart.next_field().await.map_err(|e| {
+        let status = e.status();
+        ApiError::new(
+            status,
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "invalid_upload"
+            },
+            e.body_text(),
+        )
+    })? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let file_name = field.file_name().map(str::to_owned);
+        let bytes = field.bytes().await.map_err(|e| {
+            let status = e.status();
+            ApiError::new(
+                status,
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "invalid_upload"
+                },
+                e.body_text(),
+            )
+        })?;
+        match name.as_str() {
+            "plugin" => {
+                let file_name = file_name.ok_or_else(|| {
+                    bad_upload(
+                        "the `plugin` field has no file name (`<name>.wasm` or `<name>.zip`)",
+                    )
+                })?;
+                plugin = Some((file_name, bytes.to_vec()));
+            }
+            "signature" => signature = Some(bytes.to_vec()),
+            other => {
+                return Err(bad_upload(format!(
+                    "unexpected field `{other}`: send `plugin` (the file) and optionally `signature`"
+                )));
+            }
+        }
+    }
+    let (file_name, content) = plugin.ok_or_else(|| {
+        bad_upload("no `plugin` field: send the file as multipart field `plugin`")
+    })?;
+    let registration = state
+        .loader
+        .install(&file_name, &content, signature.as_deref())
+        .await
+        .map_err(|e| install_error(&state, e))?;
+    tracing::info!(plugin = %registration.name, file = %file_name, by = %admin.sub, "plugin uploaded");
+    Ok((StatusCode::CREATED, Json(registration.into())))
+}
+
+/// The query of `GET /api/v1/plugins/logs`.
+#[derive(Debug, Deserialize)]
+pub(super) struct LogQuery {
+    plugin: Option<String>,
+    level: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) fn parse_level(level: Option<&str>) -> Result<LogLevel, ApiError> {
+    match level.unwrap_or("debug") {
+        "debug" | "" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warn" | "warning" => Ok(LogLevel::Warn),
+        "error" => Ok(LogLevel::Error),
+        other => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_level",
+            format!("level `{other}` is not one of debug, info, warn, error"),
+        )),
+    }
+}
+
+/// `GET /api/v1/plugins/logs?plugin=&level=&limit=`: newest first.
+pub(super) async fn read_logs(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(query): Query<LogQuery>,
+) -> Result<Json<Vec<LogEntry>>, ApiError> {
+    let level = parse_level(query.level.as_deref())?;
+    let limit = query.limit.unwrap_or(LOG_LIMIT.0).min(LOG_LIMIT.1);
+    Ok(Json(state.logs.read(query.plugin.as_deref(), level, limit)))
+}
+
+/// The query of `DELETE /api/v1/plugins/logs`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ClearQuery {
+    plugin: Option<String>,
+}
+
+/// `DELETE /api/v1/plugins/logs[?plugin=]`.
+pub(super) async fn clear_logs(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Query(query): Query<ClearQuery>,
+) -> StatusCode {
+    state.logs.clear(query.plugin.as_deref());
+    tracing::info!(plugin = ?query.plugin, by = %admin.sub, "plugin logs cleared");
+    StatusCode::NO_CONTENT
+}

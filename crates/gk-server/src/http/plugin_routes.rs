@@ -1,0 +1,321 @@
+//! Plugin routes: the routes plugins declare in their registrations, served as declared.
+//!
+//! The table is rebuilt when the manager's catalog changes. A path no loaded plugin declares
+//! loads the discovered plugins first (their routes are not known before), once per catalog
+//! change, then is looked up again. A disabled plugin's routes answer `403`, not `404`.
+//!
+//! Handler arguments are one JSON object: the JSON body's fields, then the query's, then the
+//! path parameters' (a later source wins), and the caller: `_method`, `_path`, `_user_id`,
+//! `_user_email`, `_user_login`, `_user_role`, `_is_admin`. A reply `{"html": …}` is wrapped in
+//! the page layout unless it says `"raw": true`; any other reply is JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use gk_sdk::CallContext;
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::{Claims, Role};
+use crate::pages::MenuEntry;
+
+/// A declared route, resolved.
+#[derive(Debug)]
+struct RouteEntry {
+    plugin: String,
+    handler: String,
+    needs_token: bool,
+    needs_admin: bool,
+}
+
+/// The plugin routes, by method, as of one catalog version.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    version: u64,
+    /// The catalog version at which the discovered plugins were last loaded for a lookup.
+    loaded_at: Option<u64>,
+    by_method: HashMap<String, matchit::Router<Arc<RouteEntry>>>,
+}
+
+/// `:name` and `*rest` segments (the Go host's forms) in matchit's `{name}` / `{*rest}` form.
+fn matchit_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if let Some(name) = segment.strip_prefix(':') {
+                format!("{{{name}}}")
+            } else if let Some(name) = segment.strip_prefix('*') {
+                format!("{{*{name}}}")
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl RouteTable {
+    fn build(manager: &gk_core::Manager, loaded_at: Option<u64>) -> Self {
+        let version = manager.catalog_version();
+        let mut by_method: HashMap<String, matchit::Router<Arc<RouteEntry>>> = HashMap::new();
+        for route in manager.all_routes() {
+            let entry = Arc::new(RouteEntry {
+                needs_token: route
+                    .item
+                    .middleware
+                    .iter()
+                    .any(|m| m == "auth" || m == "admin"),
+                needs_admin: route.item.middleware.iter().any(|m| m == "admin"),
+                plugin: route.plugin.clone(),
+                handler: route.item.handler.clone(),
+            });
+            let path = matchit_path(&route.item.path);
+            let router = by_method
+                .entry(route.item.method.to_ascii_uppercase())
+                .or_default();
+            if let Err(error) = router.insert(&path, entry) {
+                tracing::warn!(plugin = %route.plugin, path = %route.item.path, %error, "route not served: it overlaps another");
+            }
+        }
+        Self {
+            version,
+            loaded_at,
+            by_method,
+        }
+    }
+
+    fn lookup(&self, method: &Method, path: &str) -> Option<(Arc<RouteEntry>, Map<String, Value>)> {
+        let matched = self.by_method.get(method.as_str())?.at(path).ok()?;
+        let params = matched
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect();
+        Some((matched.value.clone(), params))
+    }
+}
+
+/// The route table, kept current with the manager's catalog.
+#[derive(Debug, Default)]
+pub struct Routes {
+    table: ArcSwap<RouteTable>,
+}
+
+impl Routes {
+    fn current(&self, manager: &gk_core::Manager) -> Arc<RouteTable> {
+        let table = self.table.load_full();
+        if table.version == manager.catalog_version() {
+            return table;
+        }
+        let fresh = Arc::new(RouteTable::build(manager, table.loaded_at));
+        self.table.store(fresh.clone());
+        fresh
+    }
+
+    /// Finds the route for a request, loading discovered plugins when the path is unknown.
+    async fn find(
+        &self,
+        manager: &gk_core::Manager,
+        method: &Method,
+        path: &str,
+    ) -> Option<(Arc<RouteEntry>, Map<String, Value>)> {
+        let table = self.current(manager);
+        if let Some(found) = table.lookup(method, path) {
+            return Some(found);
+        }
+        if table.loaded_at == Some(manager.catalog_version()) || !manager.has_unloaded() {
+            return None;
+        }
+        tracing::debug!(%path, "unknown path: loading the discovered plugins to learn their routes");
+        manager.load_all().await;
+        let table = Arc::new(RouteTable::build(manager, Some(manager.catalog_version())));
+        self.table.store(table.clone());
+        table.lookup(method, path)
+    }
+}
+
+/// The bearer token's claims when there is a header; `Ok(None)` without one.
+pub(crate) fn optional_claims(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Claims>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(crate::auth::AuthError::Missing)?;
+    Ok(Some(state.tokens.verify(token)?))
+}
+
+/// The end user's language from `Accept-Language` (its first tag, primary subtag).
+pub(crate) fn language(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
+    let first = value.split(',').next()?.split(';').next()?.trim();
+    let primary = first.split('-').next()?.to_ascii_lowercase();
+    (!primary.is_empty() && primary != "*").then_some(primary)
+}
+
+/// The caller's fields every plugin route and widget gets.
+pub(crate) fn caller_fields(
+    args: &mut Map<String, Value>,
+    method: &Method,
+    path: &str,
+    user: Option<&Claims>,
+) {
+    args.insert("_method".into(), Value::from(method.as_str()));
+    args.insert("_path".into(), Value::from(path));
+    args.insert(
+        "_user_id".into(),
+        user.and_then(|u| u.uid).map_or(Value::Null, Value::from),
+    );
+    args.insert(
+        "_user_email".into(),
+        user.and_then(|u| u.email.clone())
+            .map_or(Value::Null, Value::from),
+    );
+    args.insert(
+        "_user_login".into(),
+        user.map_or(Value::Null, |u| Value::from(u.sub.as_str())),
+    );
+    args.insert(
+        "_user_role".into(),
+        user.map_or(Value::Null, |u| {
+            Value::from(match u.role {
+                Role::Admin => "admin",
+                Role::Agent => "agent",
+            })
+        }),
+    );
+    args.insert(
+        "_is_admin".into(),
+        Value::from(user.is_some_and(|u| u.role == Role::Admin)),
+    );
+}
+
+/// The query string's parameters.
+pub(crate) fn query_fields(args: &mut Map<String, Value>, uri: &Uri) {
+    if let Some(query) = uri.query() {
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            args.insert(key.into_owned(), Value::String(value.into_owned()));
+        }
+    }
+}
+
+fn invalid_body(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", message)
+}
+
+/// Serves a plugin route; everything the server does not route itself ends here.
+pub async fn serve(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = uri.path().to_owned();
+    let Some((route, params)) = state.routes.find(&state.manager, &method, &path).await else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {method} {path}"),
+        ));
+    };
+    let user = optional_claims(&state, &headers)?;
+    if route.needs_token && user.is_none() {
+        return Err(crate::auth::AuthError::Missing.into());
+    }
+    if route.needs_admin && !user.as_ref().is_some_and(|u| u.role == Role::Admin) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{method} {path} needs an admin token"),
+        ));
+    }
+
+    let mut args = if body.is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => return Err(invalid_body("the request body must be a JSON object")),
+            Err(e) => return Err(invalid_body(&format!("the request body is not JSON: {e}"))),
+        }
+    };
+    query_fields(&mut args, &uri);
+    args.extend(params);
+    caller_fields(&mut args, &method, &path, user.as_ref());
+    let arguments = serde_json::to_vec(&Value::Object(args))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+
+    let language = language(&headers);
+    let mut ctx = CallContext::for_plugin(route.plugin.clone());
+    ctx.language = language.clone();
+    tracing::debug!(plugin = %route.plugin, handler = %route.handler, %path, "plugin route");
+    let reply = state
+        .manager
+        .call_with(&ctx, &route.handler, &arguments)
+        .await
+        .map_err(|e| super::map_error(&state, e))?;
+    reply_response(&state, &route.plugin, reply, language.as_deref())
+}
+
+/// A plugin's reply as the HTTP response: JSON, raw HTML, or HTML in the page layout.
+fn reply_response(
+    state: &AppState,
+    plugin: &str,
+    reply: Vec<u8>,
+    language: Option<&str>,
+) -> Result<Response, ApiError> {
+    let html = match serde_json::from_slice::<Value>(&reply) {
+        Ok(Value::Object(fields)) => match fields.get("html") {
+            Some(Value::String(html)) => Some((
+                html.clone(),
+                fields.get("raw") == Some(&Value::Bool(true)),
+                fields,
+            )),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some((html, raw, fields)) = html else {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], reply).into_response());
+    };
+    if raw {
+        return Ok(Html(html).into_response());
+    }
+    let title = fields
+        .get("title")
+        .and_then(Value::as_str)
+        .unwrap_or(plugin);
+    let page = state
+        .pages
+        .wrap(title, &html, &menu(state), language)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e))?;
+    Ok(Html(page).into_response())
+}
+
+/// The navigation menu from the enabled plugins' menu items.
+pub(crate) fn menu(state: &AppState) -> Vec<MenuEntry> {
+    state
+        .manager
+        .menu_items()
+        .into_iter()
+        .filter(|m| !m.item.path.is_empty())
+        .map(|m| MenuEntry {
+            plugin: m.plugin,
+            label: m.item.label,
+            path: m.item.path,
+        })
+        .collect()
+}

@@ -1,0 +1,87 @@
+//! Server-rendered HTML: the page layout plugin pages are wrapped in, and the admin pages.
+//! Templates are minijinja (Jinja2 syntax), compiled into the binary from `templates/`.
+
+use minijinja::Environment;
+use serde::Serialize;
+
+/// The stylesheet every page links as `/static/goatkit.css`.
+pub const STYLESHEET: &str = include_str!("../../templates/goatkit.css");
+
+/// The built-in templates, by name.
+const TEMPLATES: [(&str, &str); 1] = [("layout.html", include_str!("../../templates/layout.html"))];
+
+/// A template could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render `{template}`: {source}")]
+pub struct RenderError {
+    /// The template.
+    pub template: String,
+    /// Why.
+    #[source]
+    pub source: minijinja::Error,
+}
+
+/// One entry of the navigation menu.
+#[derive(Debug, Clone, Serialize)]
+pub struct MenuEntry {
+    /// The plugin that declared it.
+    pub plugin: String,
+    /// What it says.
+    pub label: String,
+    /// Where it leads.
+    pub path: String,
+}
+
+/// The templates of the server.
+#[derive(Debug)]
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Default for Pages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pages {
+    /// The built-in templates, HTML-escaped by default.
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            // The built-in templates are compiled in and covered by tests; a syntax error in
+            // one is reported when it is rendered.
+            if let Err(error) = env.add_template(name, source) {
+                tracing::error!(template = name, %error, "a built-in template does not compile");
+            }
+        }
+        Self { env }
+    }
+
+    /// Renders template `name` with `context`.
+    pub fn render(&self, name: &str, context: impl Serialize) -> Result<String, RenderError> {
+        let error = |source| RenderError {
+            template: name.to_owned(),
+            source,
+        };
+        self.env
+            .get_template(name)
+            .map_err(error)?
+            .render(minijinja::Value::from(minijinja::value::Serde(context)))
+            .map_err(error)
+    }
+
+    /// `content` (HTML a plugin produced) inside the page layout, under `title`.
+    pub fn wrap(
+        &self,
+        title: &str,
+        content: &str,
+        menu: &[MenuEntry],
+        language: Option<&str>,
+    ) -> Result<String, RenderError> {
+        self.render(
+            "layout.html",
+            minijinja::context! { title, content, menu => minijinja::Value::from(minijinja::value::Serde(menu)), language },
+        )
+    }
+}

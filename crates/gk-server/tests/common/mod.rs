@@ -1,0 +1,171 @@
+//! What the server tests share: the example plugins, a server over them, and HTTP helpers.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::{Path, PathBuf};
+
+use gk_server::ServeConfig;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn stats_module() -> PathBuf {
+    let wasm = repository().join("plugins/stats/stats.wasm");
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `cargo xtask build-plugins` (cargo xtask test does)",
+        wasm.display()
+    );
+    wasm
+}
+
+pub fn hello_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("hello-grpc");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p hello-grpc` (cargo xtask test does)",
+        binary.display()
+    );
+    binary
+}
+
+pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// Sends a request with an optional bearer token; the status and the JSON reply.
+pub async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A server on a free port with its plugins and data under `dir`.
+pub fn config_for(dir: &Path) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plugins_dir: dir.join("plugins"),
+        data_dir: dir.join("data"),
+        ..ServeConfig::default()
+    }
+}
+
+/// A server on a free port over a plugins directory holding Stats and hello-grpc.
+pub async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
+    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
+    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
+    std::fs::copy(
+        repository().join("plugins/hello-grpc/plugin.yaml"),
+        plugins.join("hello-grpc/plugin.yaml"),
+    )
+    .unwrap();
+    let config = config_for(dir);
+    gk_server::start(&config).await.unwrap()
+}
+
+/// A response as text: status, content type and body.
+pub struct TextResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// Sends a request with optional bearer token and headers; the reply as text.
+pub async fn send_text(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> TextResponse {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    TextResponse {
+        status,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The example plugins, approved, over the Stats demo tables: what `cargo xtask serve` runs.
+pub async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
+    let stats = repository().join("plugins/stats");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
+    std::fs::create_dir_all(plugins.join("stats")).unwrap();
+    // Stats as a directory with its plugin.yaml: what it requests is what gets approved.
+    std::fs::copy(stats_module(), plugins.join("stats/stats.wasm")).unwrap();
+    std::fs::copy(stats.join("plugin.yaml"), plugins.join("stats/plugin.yaml")).unwrap();
+    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
+    std::fs::copy(
+        repository().join("plugins/hello-grpc/plugin.yaml"),
+        plugins.join("hello-grpc/plugin.yaml"),
+    )
+    .unwrap();
+    let config = ServeConfig {
+        approve: vec!["stats".into(), "hello-grpc".into()],
+        init_sql: vec![stats.join("schema.sql"), stats.join("seed.sql")],
+        ..config_for(dir)
+    };
+    gk_server::start(&config).await.unwrap()
+}
