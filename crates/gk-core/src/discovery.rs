@@ -94,22 +94,30 @@ pub async fn inspect(
         let (dir, _) = packaging::extract(path, managed_dir)
             .await
             .map_err(|e| refused(path, e))?;
-        return from_dir(&dir, signatures).map(Some);
+        // The package's signature covers everything in it.
+        return from_dir(&dir, None).map(Some);
     }
     if path.is_dir()
         && gk_sdk::MANIFEST_FILE_NAMES
             .iter()
             .any(|name| path.join(name).is_file())
     {
-        return from_dir(path, signatures).map(Some);
+        return from_dir(path, Some(signatures)).map(Some);
     }
     Ok(None)
 }
 
-fn from_dir(dir: &Path, signatures: &SignaturePolicy) -> Result<Discovered, DiscoveryError> {
+/// A plugin directory; its module or binary is checked against `signatures` unless it came
+/// out of a package whose own signature was checked (`None`).
+fn from_dir(
+    dir: &Path,
+    signatures: Option<&SignaturePolicy>,
+) -> Result<Discovered, DiscoveryError> {
     let manifest = PluginManifest::from_dir(dir).map_err(|e| refused(dir, e))?;
     let entry = manifest.resolve_entry(dir).map_err(|e| refused(dir, e))?;
-    signatures.check(&entry).map_err(|e| refused(&entry, e))?;
+    if let Some(signatures) = signatures {
+        signatures.check(&entry).map_err(|e| refused(&entry, e))?;
+    }
     Ok(Discovered {
         name: manifest.name.clone(),
         runtime: manifest.runtime,

@@ -300,7 +300,15 @@ pub async fn build(plugin_dir: &Path, output: &Path) -> Result<PluginManifest, P
             .await
             .map_err(|e| io(output, e))?;
     }
-    writer.close().await.map_err(|e| io(output, e))?;
+    // tokio's File finishes writes in the background: flush before saying the package is there.
+    let mut file = writer
+        .close()
+        .await
+        .map_err(|e| io(output, e))?
+        .into_inner();
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(|e| io(output, e))?;
     Ok(manifest)
 }
 

@@ -134,7 +134,11 @@ impl Loader {
         }
         let found = inspect(&staged, &self.managed_dir, &self.signatures)
             .await
-            .map_err(|e| InstallError::Refused(e.problem))?
+            // The staging directory means nothing to the uploader: name the file alone.
+            .map_err(|e| {
+                let staged_prefix = format!("{}/", staging.display());
+                InstallError::Refused(e.problem.replace(&staged_prefix, ""))
+            })?
             .ok_or_else(|| InstallError::FileName(file_name.to_owned()))?;
         let name = found.name.clone();
         let target = self.plugins_dir.join(file_name);

@@ -54,6 +54,20 @@ pub(super) async fn uninstall(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE` on a fixed path that is also a plugin's name (`/api/v1/plugins/stats`).
+pub(super) fn uninstall_named(
+    name: &'static str,
+) -> impl Fn(
+    State<AppState>,
+    Admin,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<StatusCode, ApiError>> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |state, admin| Box::pin(uninstall(state, admin, Path(name.to_owned())))
+}
+
 /// What an upload answers.
 #[derive(Debug, Serialize)]
 pub(super) struct Installed {

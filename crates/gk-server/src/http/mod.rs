@@ -58,19 +58,29 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/api/v1/plugins/{name}/disable", post(disable_plugin))
-        .route("/api/v1/plugins/widgets", get(list_widgets))
+        // A plugin may be named like a fixed path below (GoatFlow's Stats plugin is `stats`):
+        // `DELETE` on those paths removes the plugin of that name.
+        .route(
+            "/api/v1/plugins/widgets",
+            get(list_widgets).delete(admin_api::uninstall_named("widgets")),
+        )
         .route("/api/v1/plugins/{name}/widgets/{id}", get(render_widget))
         .route("/api/v1/plugins/{name}", delete(admin_api::uninstall))
         .route(
             "/api/v1/plugins/upload",
-            post(admin_api::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+            post(admin_api::upload)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+                .delete(admin_api::uninstall_named("upload")),
         )
         .route(
             "/api/v1/plugins/logs",
             get(admin_api::read_logs).delete(admin_api::clear_logs),
         )
         .route("/static/goatkit.css", get(stylesheet))
-        .route("/api/v1/plugins/stats", get(all_stats))
+        .route(
+            "/api/v1/plugins/stats",
+            get(all_stats).delete(admin_api::uninstall_named("stats")),
+        )
         .route("/api/v1/plugins/{name}/stats", get(plugin_stats))
         .route(
             "/api/v1/plugins/{name}/policy",
