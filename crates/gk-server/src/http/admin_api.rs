@@ -54,17 +54,13 @@ pub(super) async fn uninstall(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// What [`uninstall_named`] answers.
+type UninstallReply = std::pin::Pin<Box<dyn Future<Output = Result<StatusCode, ApiError>> + Send>>;
+
 /// `DELETE` on a fixed path that is also a plugin's name (`/api/v1/plugins/stats`).
 pub(super) fn uninstall_named(
     name: &'static str,
-) -> impl Fn(
-    State<AppState>,
-    Admin,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<StatusCode, ApiError>> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
+) -> impl Fn(State<AppState>, Admin) -> UninstallReply + Clone + Send + Sync + 'static {
     move |state, admin| Box::pin(uninstall(state, admin, Path(name.to_owned())))
 }
 
