@@ -30,8 +30,8 @@ mod watch;
 
 pub use error::{CoreError, CoreResult};
 pub use manager::{
-    Manager, ManagerError, PluginItem, PluginStats, RESERVED_PATH_PREFIXES, ROUTE_METHODS,
-    ROUTE_MIDDLEWARE, TranslationConflict,
+    LATENCY_BUCKETS_MICROS, Manager, ManagerError, PluginItem, PluginStats, RESERVED_PATH_PREFIXES,
+    ROUTE_METHODS, ROUTE_MIDDLEWARE, TranslationConflict,
 };
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};

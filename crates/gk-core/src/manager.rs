@@ -72,6 +72,12 @@ pub enum ManagerError {
     Policy(#[from] gk_sandbox::PolicyError),
 }
 
+/// Upper bounds (inclusive, microseconds) of the call latency histogram's buckets; calls
+/// slower than the last bound are counted only in the total.
+pub const LATENCY_BUCKETS_MICROS: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000, 10_000_000,
+];
+
 /// Calls, errors and latency of one plugin, measured by the manager.
 #[derive(Debug, Default)]
 struct CallCounters {
@@ -79,6 +85,8 @@ struct CallCounters {
     errors: AtomicU64,
     total_micros: AtomicU64,
     max_micros: AtomicU64,
+    /// Calls per latency bucket (not cumulative).
+    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len()],
 }
 
 /// A plugin's statistics: the manager's call counters and its sandbox's host-call counters.
@@ -92,6 +100,11 @@ pub struct PluginStats {
     pub mean_micros: u64,
     /// Slowest call in microseconds.
     pub max_micros: u64,
+    /// Sum of all call latencies in microseconds.
+    pub total_micros: u64,
+    /// Calls at or under each bound of [`LATENCY_BUCKETS_MICROS`] (cumulative, as Prometheus
+    /// histograms count).
+    pub latency_histogram: Vec<u64>,
     /// The sandbox's counters of the plugin's host calls.
     pub host: StatsSnapshot,
 }
@@ -600,6 +613,9 @@ impl Manager {
         counters.calls.fetch_add(1, Ordering::Relaxed);
         counters.total_micros.fetch_add(micros, Ordering::Relaxed);
         counters.max_micros.fetch_max(micros, Ordering::Relaxed);
+        if let Some(bucket) = LATENCY_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
+            counters.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
         if result.is_err() {
             counters.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -687,6 +703,15 @@ impl Manager {
                 .checked_div(calls)
                 .unwrap_or(0),
             max_micros: c.max_micros.load(Ordering::Relaxed),
+            total_micros: c.total_micros.load(Ordering::Relaxed),
+            latency_histogram: c
+                .buckets
+                .iter()
+                .scan(0, |sum, bucket| {
+                    *sum += bucket.load(Ordering::Relaxed);
+                    Some(*sum)
+                })
+                .collect(),
             host: slot
                 .loaded
                 .load_full()

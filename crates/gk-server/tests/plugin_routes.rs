@@ -334,5 +334,38 @@ async fn declared_routes_answer_with_the_plugins_data() {
     .await;
     assert_eq!(logs, Value::Array(vec![]));
 
+    // Metrics: what happened above, in Prometheus' text format.
+    let metrics = send_text(addr, "GET", "/metrics", None, &[], vec![]).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .content_type
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let value = |series: &str| -> f64 {
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{}", metrics.body))
+    };
+    let stats_calls = value("goatkit_plugin_calls_total{plugin=\"stats\"}");
+    assert!(stats_calls >= 14.0, "{stats_calls}");
+    assert_eq!(
+        value("goatkit_plugin_call_duration_seconds_count{plugin=\"stats\"}"),
+        stats_calls
+    );
+    assert!(
+        value("goatkit_plugin_call_duration_seconds_bucket{plugin=\"stats\",le=\"+Inf\"}")
+            == stats_calls
+    );
+    assert!(value("goatkit_plugin_call_errors_total{plugin=\"stats\"}") >= 2.0);
+    assert!(value("goatkit_plugin_host_calls_total{plugin=\"stats\",kind=\"db_query\"}") >= 12.0);
+    assert!(value("goatkit_plugin_host_denied_total{plugin=\"stats\"}") >= 1.0);
+    assert!(
+        value("goatkit_plugin_host_calls_total{plugin=\"hello-grpc\",kind=\"plugin_call\"}") >= 1.0
+    );
+    assert_eq!(value("goatkit_plugin_enabled{plugin=\"stats\"}"), 1.0);
+
     server.shutdown().await;
 }

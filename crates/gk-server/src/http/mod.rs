@@ -5,6 +5,7 @@
 mod admin_api;
 mod auth;
 pub mod error;
+pub mod metrics;
 pub mod plugin_routes;
 
 use axum::body::Bytes;
@@ -54,6 +55,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))

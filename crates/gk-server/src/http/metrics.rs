@@ -1,0 +1,183 @@
+//! `GET /metrics`: the plugins' counters in the Prometheus text exposition format (0.0.4).
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use gk_core::{LATENCY_BUCKETS_MICROS, PluginStats};
+
+use super::AppState;
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value, escaped as the format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The host-call counters of a plugin's sandbox, by kind.
+fn host_calls(stats: &PluginStats) -> [(&'static str, u64); 9] {
+    let h = &stats.host;
+    [
+        ("db_query", h.db_queries),
+        ("db_exec", h.db_execs),
+        ("cache", h.cache_ops),
+        ("http", h.http_requests),
+        ("email", h.emails),
+        ("plugin_call", h.plugin_calls),
+        ("log", h.logs),
+        ("config", h.config_reads),
+        ("translate", h.translations),
+    ]
+}
+
+/// Renders every plugin's statistics.
+pub fn render(plugins: &[(String, bool, PluginStats)]) -> String {
+    let mut out = String::new();
+    describe(
+        &mut out,
+        "goatkit_plugin_enabled",
+        "gauge",
+        "Whether the plugin is enabled (1) or disabled (0).",
+    );
+    for (name, enabled, _) in plugins {
+        let _ = writeln!(
+            out,
+            "goatkit_plugin_enabled{{plugin=\"{}\"}} {}",
+            label(name),
+            u8::from(*enabled)
+        );
+    }
+    describe(
+        &mut out,
+        "goatkit_plugin_calls_total",
+        "counter",
+        "Calls into the plugin.",
+    );
+    for (name, _, stats) in plugins {
+        let _ = writeln!(
+            out,
+            "goatkit_plugin_calls_total{{plugin=\"{}\"}} {}",
+            label(name),
+            stats.calls
+        );
+    }
+    describe(
+        &mut out,
+        "goatkit_plugin_call_errors_total",
+        "counter",
+        "Calls into the plugin that failed.",
+    );
+    for (name, _, stats) in plugins {
+        let _ = writeln!(
+            out,
+            "goatkit_plugin_call_errors_total{{plugin=\"{}\"}} {}",
+            label(name),
+            stats.errors
+        );
+    }
+    describe(
+        &mut out,
+        "goatkit_plugin_call_duration_seconds",
+        "histogram",
+        "How long calls into the plugin took.",
+    );
+    for (name, _, stats) in plugins {
+        let name = label(name);
+        for (bound, count) in LATENCY_BUCKETS_MICROS.iter().zip(&stats.latency_histogram) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "goatkit_plugin_call_duration_seconds_bucket{{plugin=\"{name}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "goatkit_plugin_call_duration_seconds_bucket{{plugin=\"{name}\",le=\"+Inf\"}} {}",
+            stats.calls
+        );
+        let _ = writeln!(
+            out,
+            "goatkit_plugin_call_duration_seconds_sum{{plugin=\"{name}\"}} {}",
+            stats.total_micros as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "goatkit_plugin_call_duration_seconds_count{{plugin=\"{name}\"}} {}",
+            stats.calls
+        );
+    }
+    describe(
+        &mut out,
+        "goatkit_plugin_host_calls_total",
+        "counter",
+        "Host API calls the plugin made that reached the service, by kind.",
+    );
+    for (name, _, stats) in plugins {
+        for (kind, count) in host_calls(stats) {
+            let _ = writeln!(
+                out,
+                "goatkit_plugin_host_calls_total{{plugin=\"{}\",kind=\"{kind}\"}} {count}",
+                label(name)
+            );
+        }
+    }
+    let refusals: [(&str, &str, fn(&PluginStats) -> u64); 3] = [
+        (
+            "goatkit_plugin_host_denied_total",
+            "Host API calls the plugin's policy refused.",
+            |s: &PluginStats| s.host.denied,
+        ),
+        (
+            "goatkit_plugin_host_rate_limited_total",
+            "Host API calls a rate limit refused.",
+            |s: &PluginStats| s.host.rate_limited,
+        ),
+        (
+            "goatkit_plugin_host_errors_total",
+            "Host API calls the service failed.",
+            |s: &PluginStats| s.host.errors,
+        ),
+    ];
+    for (metric, help, value) in refusals {
+        describe(&mut out, metric, "counter", help);
+        for (name, _, stats) in plugins {
+            let _ = writeln!(
+                out,
+                "{metric}{{plugin=\"{}\"}} {}",
+                label(name),
+                value(stats)
+            );
+        }
+    }
+    out
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let manager = &state.manager;
+    let plugins: Vec<(String, bool, PluginStats)> = manager
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let stats = manager.stats(&name).ok()?;
+            let enabled = manager.is_enabled(&name).unwrap_or(false);
+            Some((name, enabled, stats))
+        })
+        .collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&plugins),
+    )
+}
