@@ -9,6 +9,9 @@ use gk_core::{LATENCY_BUCKETS_MICROS, PluginStats};
 
 use super::AppState;
 
+/// Reads one counter of a plugin's statistics.
+type Counter = fn(&PluginStats) -> u64;
+
 /// A metric's `# HELP` and `# TYPE` lines.
 fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -130,7 +133,7 @@ pub fn render(plugins: &[(String, bool, PluginStats)]) -> String {
             );
         }
     }
-    let refusals: [(&str, &str, fn(&PluginStats) -> u64); 3] = [
+    let refusals: [(&str, &str, Counter); 3] = [
         (
             "goatkit_plugin_host_denied_total",
             "Host API calls the plugin's policy refused.",
