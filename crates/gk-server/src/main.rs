@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod cli;
+mod guest_build;
 mod remote;
+mod scaffold;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,6 +28,32 @@ enum Command {
     /// 127.0.0.1:8080. Settings come from goatkit.toml, then GOATKIT_* variables (one per key,
     /// e.g. GOATKIT_LISTEN, GOATKIT_DATABASE_URL, GOATKIT_APPROVE), then these flags.
     Serve(ServeArgs),
+    /// Write a new plugin project: a Cargo project, plugin.yaml and a README with the build
+    /// command. Build it with `gk build DIR`.
+    Init {
+        /// The plugin's name (also the crate's and the directory's).
+        name: String,
+        /// The runtime it is for.
+        #[arg(long = "type", value_enum, default_value = "wasm")]
+        kind: scaffold::PluginType,
+        /// Where to create the project directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The gk-sdk crate to depend on (default: the one this `gk` was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin project (release): `<name>.wasm` for a WASM plugin (installing the WASM
+    /// toolchain when it is missing, and saying so), the executable for a gRPC plugin, written
+    /// beside its plugin.yaml.
+    Build {
+        /// The plugin project.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Cargo's target directory [default: $CARGO_TARGET_DIR, else DIR/target].
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
     /// Generate an ed25519 key pair for signing plugins: `<name>.key` (keep it secret) and
     /// `<name>.pub` (give it to the servers that should trust your plugins).
     Keygen {
@@ -282,6 +310,32 @@ async fn main() -> anyhow::Result<()> {
             stop_signal().await;
             tracing::info!("stopping: finishing in-flight requests, then shutting plugins down");
             server.shutdown().await;
+            Ok(())
+        }
+        Command::Init {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => {
+            let project = scaffold::init(&name, kind, &dir, sdk.as_deref())?;
+            println!(
+                "created {}\nbuild it with: gk build {}",
+                project.display(),
+                project.display()
+            );
+            Ok(())
+        }
+        Command::Build { dir, target_dir } => {
+            let target_dir = target_dir
+                .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| dir.join("target"));
+            let built = guest_build::build_plugin(&dir, &target_dir)?;
+            println!(
+                "built {}: copy {} into the server's plugins directory",
+                built.display(),
+                dir.display()
+            );
             Ok(())
         }
         Command::Keygen { out, name } => {
