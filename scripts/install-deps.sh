@@ -6,6 +6,8 @@
 # - clang, lld: the C guest test of gk-wasm (clang --target=wasm32, wasm-ld).
 # - aiosmtpd (PyPI): the SMTP server gk-core's email test talks to.
 # - grpcio, grpcio-tools (PyPI): the Python plugin example that gk-grpc's tests run.
+# - chromium (Debian) and playwright-core (npm, pinned in crates/gk-server/tests/browser): the
+#   admin page's browser test.
 # - The Rust WASM toolchain for guests is installed by `cargo xtask build-plugins` itself
 #   (a rustup wasm32 target when present, else Debian's rustc-web + rust-web-src).
 set -euo pipefail
@@ -23,6 +25,8 @@ fi
 packages=()
 command -v clang >/dev/null || packages+=(clang)
 command -v wasm-ld >/dev/null || packages+=(lld)
+command -v chromium >/dev/null || packages+=(chromium)
+command -v node >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${packages[*]}"
   apt-get update -qq
@@ -37,4 +41,10 @@ fi
 if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "install-deps: installing grpcio and grpcio-tools from PyPI (Python plugin example)"
   python3 -m pip install --quiet --root-user-action=ignore grpcio grpcio-tools
+fi
+
+browser_tests="$(dirname "$0")/../crates/gk-server/tests/browser"
+if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+  echo "install-deps: installing playwright-core from npm (admin page browser test)"
+  npm ci --prefix "$browser_tests" --no-audit --no-fund --silent
 fi

@@ -387,6 +387,12 @@ impl Manager {
             })
     }
 
+    /// Where a discovered plugin comes from (its runtime, directory, entry and manifest);
+    /// `None` for a plugin registered directly.
+    pub fn source(&self, name: &str) -> Result<Option<Discovered>, ManagerError> {
+        Ok(self.slot(name)?.source.clone())
+    }
+
     /// Whether a known plugin is loaded.
     pub fn is_loaded(&self, name: &str) -> Result<bool, ManagerError> {
         Ok(self.slot(name)?.loaded.load().is_some())
@@ -677,6 +683,16 @@ impl Manager {
         {
             return Ok(policy);
         }
+        self.approve_requested(name, by).await
+    }
+
+    /// Grants a plugin what it requests ([`ResourcePolicy::approving`]), whatever its policy
+    /// was; returns the new policy.
+    pub async fn approve_requested(
+        &self,
+        name: &str,
+        by: &str,
+    ) -> Result<ResourcePolicy, ManagerError> {
         let request = self.requested_resources(name).await?;
         let policy = ResourcePolicy::approving(name, &request);
         self.set_policy(policy.clone(), by).await?;

@@ -5,6 +5,7 @@
 //! anything a handler does beyond translating HTTP to a [`gk_core::Manager`] call belongs in
 //! gk-core. It is the only crate that depends on every other one; nothing depends on it.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod http;

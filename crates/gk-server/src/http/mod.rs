@@ -26,6 +26,7 @@ pub use self::auth::{Admin, User};
 use self::error::{ApiError, manager_error};
 use crate::auth::TokenKeys;
 use crate::pages::Pages;
+pub(crate) use admin_api::parse_level as parse_log_level;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/plugins/{name}/policy",
             get(get_policy).put(put_policy),
         )
+        .merge(crate::admin::routes())
         .fallback(plugin_routes::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -8,7 +8,25 @@ use serde::Serialize;
 pub const STYLESHEET: &str = include_str!("../../templates/goatkit.css");
 
 /// The built-in templates, by name.
-const TEMPLATES: [(&str, &str); 1] = [("layout.html", include_str!("../../templates/layout.html"))];
+const TEMPLATES: [(&str, &str); 5] = [
+    ("layout.html", include_str!("../../templates/layout.html")),
+    (
+        "admin_login.html",
+        include_str!("../../templates/admin_login.html"),
+    ),
+    (
+        "admin_plugins.html",
+        include_str!("../../templates/admin_plugins.html"),
+    ),
+    (
+        "admin_plugin.html",
+        include_str!("../../templates/admin_plugin.html"),
+    ),
+    (
+        "admin_logs.html",
+        include_str!("../../templates/admin_logs.html"),
+    ),
+];
 
 /// A template could not be rendered.
 #[derive(Debug, thiserror::Error)]

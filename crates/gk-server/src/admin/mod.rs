@@ -1,0 +1,388 @@
+//! The admin pages at `/admin/plugins`: server-rendered HTML with plain forms, no JavaScript.
+//!
+//! Signing in stores the admin token in an `HttpOnly`, `SameSite=Strict` cookie scoped to
+//! `/admin`; every form also carries a CSRF value derived from the token, checked on each POST.
+//! Every action goes through the same [`gk_core::Manager`] and [`gk_core::Loader`] calls as the
+//! JSON API, then redirects back with a notice (post/redirect/get).
+
+mod session;
+
+use axum::Router;
+use axum::extract::{Form, Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use gk_sdk::{PolicyStatus, ResourcePolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::http::AppState;
+use crate::http::plugin_routes::menu;
+use session::{AdminSession, CsrfForm, sign_in_cookie, sign_out_cookie};
+
+/// The admin routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(|| async { Redirect::to("/admin/plugins") }))
+        .route("/admin/login", get(login_page).post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/plugins", get(plugins_page))
+        .route("/admin/plugins/upload", post(upload))
+        .route("/admin/plugins/logs", get(logs_page))
+        .route("/admin/plugins/logs/clear", post(clear_logs))
+        .route("/admin/plugins/{name}", get(plugin_page))
+        .route("/admin/plugins/{name}/{action}", post(plugin_action))
+}
+
+/// A notice or an error to show after a redirect.
+#[derive(Debug, Default, Deserialize)]
+struct Flash {
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+fn back(path: &str, key: &str, message: &str) -> Redirect {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair(key, message)
+        .finish();
+    Redirect::to(&format!("{path}?{query}"))
+}
+
+fn render(state: &AppState, template: &str, context: minijinja::Value) -> Response {
+    match state.pages.render(template, context) {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "admin page");
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    }
+}
+
+fn value(v: impl Serialize) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+async fn login_page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Response {
+    render(
+        &state,
+        "admin_login.html",
+        minijinja::context! { title => "Sign in", menu => value(menu(&state)), error => flash.error },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    match state.tokens.verify(token) {
+        Ok(claims) if claims.role == crate::auth::Role::Admin => {
+            tracing::info!(user = %claims.sub, "admin signed in");
+            ([sign_in_cookie(token)], Redirect::to("/admin/plugins")).into_response()
+        }
+        Ok(claims) => back(
+            "/admin/login",
+            "error",
+            &format!("`{}` is not an admin: use an admin token", claims.sub),
+        )
+        .into_response(),
+        Err(error) => back("/admin/login", "error", &format!("{error}")).into_response(),
+    }
+}
+
+async fn logout(session: AdminSession, form: CsrfForm) -> Response {
+    if let Err(refused) = session.check_csrf(form.value()) {
+        return refused;
+    }
+    ([sign_out_cookie()], Redirect::to("/admin/login")).into_response()
+}
+
+/// One row of the plugin list.
+#[derive(Debug, Serialize)]
+struct PluginRow {
+    name: String,
+    runtime: String,
+    version: Option<String>,
+    enabled: bool,
+    loaded: bool,
+    calls: u64,
+    errors: u64,
+    mean_micros: u64,
+}
+
+fn runtime_of(state: &AppState, name: &str) -> String {
+    match state.manager.source(name) {
+        Ok(Some(found)) => found.runtime.to_string(),
+        _ => "embedded".into(),
+    }
+}
+
+async fn plugins_page(
+    State(state): State<AppState>,
+    session: AdminSession,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let manager = &state.manager;
+    let plugins: Vec<PluginRow> = manager
+        .names()
+        .into_iter()
+        .map(|name| {
+            let stats = manager.stats(&name).ok();
+            PluginRow {
+                runtime: runtime_of(&state, &name),
+                version: manager.registration(&name).ok().map(|r| r.version),
+                enabled: manager.is_enabled(&name).unwrap_or(false),
+                loaded: manager.is_loaded(&name).unwrap_or(false),
+                calls: stats.as_ref().map_or(0, |s| s.calls),
+                errors: stats.as_ref().map_or(0, |s| s.errors),
+                mean_micros: stats.as_ref().map_or(0, |s| s.mean_micros),
+                name,
+            }
+        })
+        .collect();
+    render(
+        &state,
+        "admin_plugins.html",
+        minijinja::context! {
+            title => "Plugins", menu => value(menu(&state)), plugins => value(plugins),
+            csrf => session.csrf, notice => flash.notice, error => flash.error,
+        },
+    )
+}
+
+async fn plugin_page(
+    State(state): State<AppState>,
+    session: AdminSession,
+    Path(name): Path<String>,
+    Query(flash): Query<Flash>,
+) -> Response {
+    let manager = &state.manager;
+    if !manager.names().contains(&name) {
+        return back("/admin/plugins", "error", &format!("no plugin `{name}`")).into_response();
+    }
+    // The page shows what the plugin declares: load it if it was only discovered.
+    let registration = match manager.load(&name).await {
+        Ok(registration) => registration,
+        Err(error) => {
+            return back("/admin/plugins", "error", &error.to_string()).into_response();
+        }
+    };
+    let (policy, requested) = match (
+        manager.policy(&name).await,
+        manager.requested_resources(&name).await,
+    ) {
+        (Ok(policy), Ok(requested)) => (policy, requested),
+        (Err(error), _) | (_, Err(error)) => {
+            return back("/admin/plugins", "error", &error.to_string()).into_response();
+        }
+    };
+    let policy_json = serde_json::to_string_pretty(&policy).unwrap_or_default();
+    render(
+        &state,
+        "admin_plugin.html",
+        minijinja::context! {
+            title => name.clone(), menu => value(menu(&state)), name => name.clone(),
+            enabled => manager.is_enabled(&name).unwrap_or(false),
+            runtime => runtime_of(&state, &name),
+            registration => value(&registration), policy => value(&policy),
+            requested => value(&requested), policy_json,
+            csrf => session.csrf, notice => flash.notice, error => flash.error,
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyForm {
+    csrf: String,
+    #[serde(default)]
+    policy: String,
+}
+
+/// enable, disable, approve, block, policy: then back to where the form was.
+async fn plugin_action(
+    State(state): State<AppState>,
+    session: AdminSession,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<PolicyForm>,
+) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return refused;
+    }
+    let manager = &state.manager;
+    let by = session.claims.sub.as_str();
+    let detail = format!("/admin/plugins/{name}");
+    let outcome = match action.as_str() {
+        "enable" | "disable" => {
+            let enabled = action == "enable";
+            return match manager.set_enabled(&name, enabled, by).await {
+                Ok(()) => back("/admin/plugins", "notice", &format!("{name}: {action}d")),
+                Err(error) => back("/admin/plugins", "error", &error.to_string()),
+            }
+            .into_response();
+        }
+        "approve" => manager
+            .approve_requested(&name, by)
+            .await
+            .map(|_| format!("{name}: approved with what it requests")),
+        "block" => match manager.policy(&name).await {
+            Ok(mut policy) => {
+                policy.status = PolicyStatus::Blocked;
+                manager
+                    .set_policy(policy, by)
+                    .await
+                    .map(|()| format!("{name}: blocked"))
+            }
+            Err(error) => Err(error),
+        },
+        "policy" => match serde_json::from_str::<ResourcePolicy>(&form.policy) {
+            Ok(policy) if policy.plugin_name == name => manager
+                .set_policy(policy, by)
+                .await
+                .map(|()| format!("{name}: policy saved")),
+            Ok(policy) => {
+                let problem = format!("the policy names `{}`, not `{name}`", policy.plugin_name);
+                return back(&detail, "error", &problem).into_response();
+            }
+            Err(error) => {
+                return back(&detail, "error", &format!("not a policy: {error}")).into_response();
+            }
+        },
+        other => {
+            return (StatusCode::NOT_FOUND, format!("no action `{other}`")).into_response();
+        }
+    };
+    match outcome {
+        Ok(notice) => {
+            tracing::info!(plugin = %name, %action, %by, "admin page action");
+            back(&detail, "notice", &notice).into_response()
+        }
+        Err(error) => back(&detail, "error", &error.to_string()).into_response(),
+    }
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    session: AdminSession,
+    mut multipart: Multipart,
+) -> Response {
+    let mut plugin: Option<(String, Vec<u8>)> = None;
+    let mut signature: Option<Vec<u8>> = None;
+    let mut csrf = String::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => {
+                return back("/admin/plugins", "error", &error.body_text()).into_response();
+            }
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let file_name = field.file_name().unwrap_or_default().to_owned();
+        let bytes = match field.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return back("/admin/plugins", "error", &error.body_text()).into_response();
+            }
+        };
+        match name.as_str() {
+            "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
+            "plugin" => plugin = Some((file_name, bytes.to_vec())),
+            "signature" if !bytes.is_empty() => signature = Some(bytes.to_vec()),
+            _ => {}
+        }
+    }
+    if let Err(refused) = session.check_csrf(&csrf) {
+        return refused;
+    }
+    let Some((file_name, content)) = plugin else {
+        return back("/admin/plugins", "error", "choose a plugin file").into_response();
+    };
+    match state
+        .loader
+        .install(&file_name, &content, signature.as_deref())
+        .await
+    {
+        Ok(registration) => back(
+            "/admin/plugins",
+            "notice",
+            &format!("{} {} installed", registration.name, registration.version),
+        ),
+        Err(error) => back("/admin/plugins", "error", &error.to_string()),
+    }
+    .into_response()
+}
+
+/// The query of the log page.
+#[derive(Debug, Deserialize)]
+struct LogFilter {
+    plugin: Option<String>,
+    level: Option<String>,
+    notice: Option<String>,
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a time in milliseconds since the Unix epoch.
+fn clock(time_ms: u64) -> String {
+    let ms = time_ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+async fn logs_page(
+    State(state): State<AppState>,
+    session: AdminSession,
+    Query(filter): Query<LogFilter>,
+) -> Response {
+    let plugin = filter.plugin.filter(|p| !p.is_empty());
+    let level_name = filter.level.unwrap_or_else(|| "debug".into());
+    let level = match crate::http::parse_log_level(Some(&level_name)) {
+        Ok(level) => level,
+        Err(error) => return (error.status, error.message).into_response(),
+    };
+    let entries: Vec<serde_json::Value> = state
+        .logs
+        .read(plugin.as_deref(), level, 500)
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "time": clock(e.time_ms), "plugin": e.plugin, "level": e.level,
+                "message": e.message, "fields": e.fields,
+            })
+        })
+        .collect();
+    render(
+        &state,
+        "admin_logs.html",
+        minijinja::context! {
+            title => "Plugin logs", menu => value(menu(&state)),
+            plugins => state.manager.names(), plugin => plugin.unwrap_or_default(),
+            level => level_name, entries => value(entries), csrf => session.csrf,
+            notice => filter.notice,
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct ClearForm {
+    csrf: String,
+    #[serde(default)]
+    plugin: String,
+}
+
+async fn clear_logs(
+    State(state): State<AppState>,
+    session: AdminSession,
+    Form(form): Form<ClearForm>,
+) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return refused;
+    }
+    let plugin = Some(form.plugin.as_str()).filter(|p| !p.is_empty());
+    state.logs.clear(plugin);
+    back("/admin/plugins/logs", "notice", "logs cleared").into_response()
+}

@@ -1,0 +1,102 @@
+// Drives the admin pages in headless Chromium (Debian's, through playwright-core): sign in,
+// disable a plugin and see its route answer 403, enable it again, change its policy and see the
+// change take effect, filter the logs. Run by crates/gk-server/tests/admin_ui.rs, which starts
+// the server and passes GK_URL, GK_ADMIN_TOKEN and GK_AGENT_TOKEN.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+
+const base = process.env.GK_URL;
+const admin = process.env.GK_ADMIN_TOKEN;
+const agent = process.env.GK_AGENT_TOKEN;
+const route = `${base}/api/plugins/stats/overview`;
+
+/** The status of the Stats route, called as an agent would call it. */
+async function routeStatus() {
+  const response = await fetch(route, { headers: { authorization: `Bearer ${agent}` } });
+  return response.status;
+}
+
+function step(message) {
+  console.log(`ok: ${message}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage();
+
+  // Not signed in: the admin page sends to the sign-in page; a wrong token is refused there.
+  await page.goto(`${base}/admin/plugins`);
+  assert.match(page.url(), /\/admin\/login$/);
+  await page.fill("#token", agent);
+  await page.click("#sign-in");
+  assert.match(await page.textContent("[role=alert]"), /not an admin/);
+  step("an agent token cannot sign in");
+
+  await page.fill("#token", admin);
+  await page.click("#sign-in");
+  assert.match(page.url(), /\/admin\/plugins$/);
+  const row = page.locator('tr[data-plugin="stats"]');
+  assert.equal((await row.locator("td").nth(1).textContent()).trim(), "wasm");
+  assert.equal((await page.locator('tr[data-plugin="hello-grpc"] td').nth(1).textContent()).trim(), "grpc");
+  step("signed in; the list shows both runtimes");
+
+  assert.equal(await routeStatus(), 200);
+  await row.locator("button.toggle").click();
+  assert.match(await page.textContent("[role=status]"), /stats: disabled/);
+  assert.match(await row.locator("td.state").textContent(), /disabled/);
+  assert.equal(await routeStatus(), 403);
+  step("disabled: the route answers 403");
+
+  await row.locator("button.toggle").click();
+  assert.match(await row.locator("td.state").textContent(), /enabled/);
+  assert.equal(await routeStatus(), 200);
+  step("enabled again: the route answers 200");
+
+  // The detail page: declarations, and the policy editor.
+  await row.locator("a").click();
+  assert.equal(await page.locator("#routes tbody tr").count(), 8);
+  assert.equal(await page.locator("#widgets tbody tr").count(), 3);
+  assert.equal((await page.textContent("#policy-status")).trim(), "approved");
+  const policy = JSON.parse(await page.inputValue("#policy"));
+  policy.permissions = policy.permissions.map((p) =>
+    p.type === "db" ? { ...p, scope: ["queue"] } : p,
+  );
+  await page.fill("#policy", JSON.stringify(policy, null, 2));
+  await page.click("#save-policy");
+  assert.match(await page.textContent("[role=status]"), /policy saved/);
+  assert.notEqual(await routeStatus(), 200);
+  step("a policy without the ticket table: the route is refused");
+
+  await page.click("#approve");
+  assert.match(await page.textContent("[role=status]"), /approved/);
+  assert.equal(await routeStatus(), 200);
+  step("approved with what it requests: the route answers again");
+
+  await page.click("#block");
+  assert.equal((await page.textContent("#policy-status")).trim(), "blocked");
+  assert.notEqual(await routeStatus(), 200);
+  await page.click("#approve");
+  assert.equal(await routeStatus(), 200);
+  step("blocked, then approved");
+
+  // A malformed policy is refused with the reason, and the stored one is kept.
+  await page.fill("#policy", "{ not json");
+  await page.click("#save-policy");
+  assert.match(await page.textContent("[role=alert]"), /not a policy/);
+  assert.equal(await routeStatus(), 200);
+  step("a malformed policy is refused");
+
+  // Logs, filtered by level.
+  await page.goto(`${base}/admin/plugins/logs?plugin=hello-grpc`);
+  assert.ok((await page.locator("#logs tbody tr.level-info").count()) >= 1);
+  await page.selectOption("#level", "error");
+  await page.click("#log-filter button");
+  assert.match(page.url(), /level=error/);
+  assert.equal(await page.locator("#logs tbody tr.level-info").count(), 0);
+  step("logs filtered by level");
+} finally {
+  await browser.close();
+}
