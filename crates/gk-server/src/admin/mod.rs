@@ -93,7 +93,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
 
 async fn logout(session: AdminSession, form: CsrfForm) -> Response {
     if let Err(refused) = session.check_csrf(form.value()) {
-        return refused;
+        return refused.into_response();
     }
     ([sign_out_cookie()], Redirect::to("/admin/login")).into_response()
 }
@@ -207,7 +207,7 @@ async fn plugin_action(
     Form(form): Form<PolicyForm>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form.csrf) {
-        return refused;
+        return refused.into_response();
     }
     let manager = &state.manager;
     let by = session.claims.sub.as_str();
@@ -293,7 +293,7 @@ async fn upload(
         }
     }
     if let Err(refused) = session.check_csrf(&csrf) {
-        return refused;
+        return refused.into_response();
     }
     let Some((file_name, content)) = plugin else {
         return back("/admin/plugins", "error", "choose a plugin file").into_response();
@@ -380,7 +380,7 @@ async fn clear_logs(
     Form(form): Form<ClearForm>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form.csrf) {
-        return refused;
+        return refused.into_response();
     }
     let plugin = Some(form.plugin.as_str()).filter(|p| !p.is_empty());
     state.logs.clear(plugin);

@@ -59,7 +59,7 @@ impl FromRequestParts<AppState> for AdminSession {
 
 impl AdminSession {
     /// Refuses a form whose CSRF value is not this session's.
-    pub(super) fn check_csrf(&self, sent: &str) -> Result<(), Response> {
+    pub(super) fn check_csrf(&self, sent: &str) -> Result<(), StaleForm> {
         // Compared without an early exit, so timing tells nothing about the expected value.
         let (sent, expected) = (sent.as_bytes(), self.csrf.as_bytes());
         let differences = sent
@@ -69,12 +69,22 @@ impl AdminSession {
         if sent.len() == expected.len() && differences == 0 {
             Ok(())
         } else {
-            Err((
-                StatusCode::FORBIDDEN,
-                "the form is stale or not from this site: reload the page and try again",
-            )
-                .into_response())
+            Err(StaleForm)
         }
+    }
+}
+
+/// A form whose CSRF value is not the session's: answered 403.
+#[derive(Debug)]
+pub(super) struct StaleForm;
+
+impl IntoResponse for StaleForm {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::FORBIDDEN,
+            "the form is stale or not from this site: reload the page and try again",
+        )
+            .into_response()
     }
 }
 
