@@ -229,13 +229,15 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     };
 
     let (stop, stopped) = oneshot::channel::<()>();
+    let pages = Arc::new(crate::pages::Pages::new());
     let app = router(AppState {
         manager: manager.clone(),
         tokens: tokens.clone(),
         request_timeout: config.request_timeout,
         loader: loader.clone(),
         logs,
-        pages: Arc::new(crate::pages::Pages::new()),
+        pages: pages.clone(),
+        templates: crate::pages::PluginTemplates::new(pages, manager.clone()),
         routes: Arc::default(),
     });
     let serving = tokio::spawn(async move {

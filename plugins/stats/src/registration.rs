@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use gk_sdk::{ErrorCodeSpec, GkRegistration, I18nSpec, RouteSpec, WidgetSpec};
+use gk_sdk::{ErrorCodeSpec, GkRegistration, I18nSpec, RouteSpec, TemplateSpec, WidgetSpec};
 
 const ROUTES: [(&str, &str, &str); 8] = [
     ("overview", "overview", "Ticket counts overview (?range=7d|30d|90d|all)"),
@@ -84,6 +84,12 @@ pub(crate) fn registration() -> GkRegistration {
             languages: vec!["de".into(), "en".into()],
             translations: BTreeMap::from([("de".into(), catalog(&DE)), ("en".into(), catalog(&EN))]),
         }),
+        // A template hosts can include; it reaches Stats through `use("stats")`.
+        templates: vec![TemplateSpec {
+            name: "stats/summary.html".into(),
+            path: "templates/summary.html".into(),
+            r#override: false,
+        }],
         error_codes: vec![
             ErrorCodeSpec { code: "query_failed".into(), message: "Database query failed".into(), http_status: 500 },
             ErrorCodeSpec { code: "invalid_range".into(), message: "Invalid date range specified".into(), http_status: 400 },

@@ -48,6 +48,8 @@ pub struct AppState {
     pub logs: Arc<PluginLogs>,
     /// The HTML templates.
     pub pages: Arc<Pages>,
+    /// The templates with the plugins' overrides and `use`.
+    pub templates: crate::pages::PluginTemplates,
     /// The plugins' routes.
     pub routes: Arc<plugin_routes::Routes>,
 }
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             get(admin_api::read_logs).delete(admin_api::clear_logs),
         )
         .route("/static/goatkit.css", get(stylesheet))
+        .route("/dashboard", get(dashboard))
         .route(
             "/api/v1/plugins/stats",
             get(all_stats).delete(admin_api::uninstall_named("stats")),
@@ -121,6 +124,28 @@ async fn request_deadline(
             .into_response()
         }
     }
+}
+
+/// `GET /dashboard`: every enabled plugin's dashboard widget, rendered through `use`.
+async fn dashboard(
+    State(state): State<AppState>,
+    User(user): User,
+) -> Result<axum::response::Html<String>, ApiError> {
+    // Widgets are declared by loaded plugins: load the discovered ones first.
+    state.manager.load_all().await;
+    let widgets = state.manager.widgets(Some("dashboard"));
+    let page = state
+        .templates
+        .render(
+            "dashboard.html",
+            serde_json::json!({
+                "title": "Dashboard", "widgets": widgets, "user": user.sub,
+                "menu": plugin_routes::menu(&state),
+            }),
+        )
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e))?;
+    Ok(axum::response::Html(page))
 }
 
 async fn stylesheet() -> impl IntoResponse {

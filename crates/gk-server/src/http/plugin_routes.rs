@@ -267,11 +267,11 @@ pub async fn serve(
         .call_with(&ctx, &route.handler, &arguments)
         .await
         .map_err(|e| super::map_error(&state, e))?;
-    reply_response(&state, &route.plugin, reply, language.as_deref())
+    reply_response(&state, &route.plugin, reply, language.as_deref()).await
 }
 
 /// A plugin's reply as the HTTP response: JSON, raw HTML, or HTML in the page layout.
-fn reply_response(
+async fn reply_response(
     state: &AppState,
     plugin: &str,
     reply: Vec<u8>,
@@ -299,8 +299,14 @@ fn reply_response(
         .and_then(Value::as_str)
         .unwrap_or(plugin);
     let page = state
-        .pages
-        .wrap(title, &html, &menu(state), language)
+        .templates
+        .render(
+            "layout.html",
+            serde_json::json!({
+                "title": title, "content": html, "menu": menu(state), "language": language,
+            }),
+        )
+        .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e))?;
     Ok(Html(page).into_response())
 }

@@ -1,6 +1,10 @@
 //! Server-rendered HTML: the page layout plugin pages are wrapped in, and the admin pages.
 //! Templates are minijinja (Jinja2 syntax), compiled into the binary from `templates/`.
 
+mod plugins;
+
+pub use plugins::{PluginTemplates, override_handler};
+
 use minijinja::Environment;
 use serde::Serialize;
 
@@ -8,7 +12,11 @@ use serde::Serialize;
 pub const STYLESHEET: &str = include_str!("../../templates/goatkit.css");
 
 /// The built-in templates, by name.
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 6] = [
+    (
+        "dashboard.html",
+        include_str!("../../templates/dashboard.html"),
+    ),
     ("layout.html", include_str!("../../templates/layout.html")),
     (
         "admin_login.html",
@@ -30,13 +38,21 @@ const TEMPLATES: [(&str, &str); 5] = [
 
 /// A template could not be rendered.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot render `{template}`: {source}")]
+#[error("cannot render `{template}`: {message}")]
 pub struct RenderError {
     /// The template.
     pub template: String,
-    /// Why.
-    #[source]
-    pub source: minijinja::Error,
+    /// Why (the engine's error, with the line, or the overriding plugin's).
+    pub message: String,
+}
+
+impl RenderError {
+    fn new(template: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            template: template.to_owned(),
+            message: format!("{message:#}"),
+        }
+    }
 }
 
 /// One entry of the navigation menu.
@@ -78,28 +94,11 @@ impl Pages {
 
     /// Renders template `name` with `context`.
     pub fn render(&self, name: &str, context: impl Serialize) -> Result<String, RenderError> {
-        let error = |source| RenderError {
-            template: name.to_owned(),
-            source,
-        };
+        let error = |source: minijinja::Error| RenderError::new(name, source);
         self.env
             .get_template(name)
             .map_err(error)?
             .render(minijinja::Value::from(minijinja::value::Serde(context)))
             .map_err(error)
-    }
-
-    /// `content` (HTML a plugin produced) inside the page layout, under `title`.
-    pub fn wrap(
-        &self,
-        title: &str,
-        content: &str,
-        menu: &[MenuEntry],
-        language: Option<&str>,
-    ) -> Result<String, RenderError> {
-        self.render(
-            "layout.html",
-            minijinja::context! { title, content, menu => minijinja::Value::from(minijinja::value::Serde(menu)), language },
-        )
     }
 }

@@ -156,6 +156,12 @@ pub async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
     // Stats as a directory with its plugin.yaml: what it requests is what gets approved.
     std::fs::copy(stats_module(), plugins.join("stats/stats.wasm")).unwrap();
     std::fs::copy(stats.join("plugin.yaml"), plugins.join("stats/plugin.yaml")).unwrap();
+    std::fs::create_dir_all(plugins.join("stats/templates")).unwrap();
+    std::fs::copy(
+        stats.join("templates/summary.html"),
+        plugins.join("stats/templates/summary.html"),
+    )
+    .unwrap();
     std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
     std::fs::copy(
         repository().join("plugins/hello-grpc/plugin.yaml"),
