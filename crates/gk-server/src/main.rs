@@ -196,6 +196,11 @@ enum PluginsAction {
         /// The plugin.
         name: String,
     },
+    /// Grant a plugin what it requests (its plugin.yaml `resources`) and print the policy.
+    Approve {
+        /// The plugin.
+        name: String,
+    },
     /// Call a plugin function and print its JSON reply.
     Call {
         /// The plugin.
@@ -230,6 +235,12 @@ async fn plugins(
                 .send("POST", &format!("/api/v1/plugins/{name}/disable"), "")
                 .await?;
             println!("{name}: disabled");
+        }
+        PluginsAction::Approve { name } => {
+            let policy = remote
+                .send("POST", &format!("/api/v1/plugins/{name}/approve"), "")
+                .await?;
+            println!("{name}: approved\n{policy}");
         }
         PluginsAction::Call {
             name,

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/api/v1/plugins/{name}/disable", post(disable_plugin))
+        .route("/api/v1/plugins/{name}/approve", post(approve_plugin))
         // A plugin may be named like a fixed path below (GoatFlow's Stats plugin is `stats`):
         // `DELETE` on those paths removes the plugin of that name.
         .route(
@@ -389,6 +390,20 @@ async fn get_policy(
         .await
         .map(Json)
         .map_err(|e| map_error(&state, e))
+}
+
+/// `POST /api/v1/plugins/{name}/approve`: grants what the plugin requests.
+async fn approve_plugin(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+) -> Result<Json<ResourcePolicy>, ApiError> {
+    let policy = state
+        .manager
+        .approve_requested(&name, &admin.sub)
+        .await
+        .map_err(|e| map_error(&state, e))?;
+    Ok(Json(policy))
 }
 
 async fn put_policy(
