@@ -4,12 +4,14 @@
 //!   WASM guests, then runs the workspace's tests.
 //! - `cargo xtask build-plugins`: builds every Rust guest under `plugins/` and `examples/`.
 //! - `cargo xtask serve`: builds and starts the server with the example plugins.
+//! - `cargo xtask bench`: HTTP throughput and latency of plugin routes against plain axum.
 //!
 //! Commands print what they run, so a failure can be reproduced by hand.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+mod bench;
 mod guests;
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +35,9 @@ enum Task {
     /// Build every Rust WASM guest under plugins/ and examples/ (installing the toolchain when
     /// missing).
     BuildPlugins,
+    /// Requests/s and p50/p99 of a Stats route, a hello-grpc route and a plain axum handler
+    /// (release builds, wrk), printed as a table with ratios.
+    Bench,
     /// Build and start the server with the example plugins on embedded defaults.
     Serve {
         /// Extra arguments passed to `gk serve` (for example `--listen 127.0.0.1:9000`).
@@ -44,6 +49,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Task::BuildPlugins => guests::build_plugins(&workspace_root()).map(|_| ()),
+        Task::Bench => bench::bench(&workspace_root()),
         Task::Test { args } => {
             guests::build_plugins(&workspace_root())?;
             let mut totals = TestTotals::default();

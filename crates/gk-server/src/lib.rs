@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod http;
+mod jobs;
 pub mod pages;
 pub mod runtimes;
 mod server;

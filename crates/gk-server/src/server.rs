@@ -93,7 +93,10 @@ pub struct RunningServer {
     pub tokens: TokenKeys,
     /// On a fresh install (no secret yet): an admin token for the first login, shown once.
     pub first_admin_token: Option<String>,
+    /// The plugins' jobs.
+    pub scheduler: Arc<gk_core::Scheduler>,
     stop: oneshot::Sender<()>,
+    jobs: tokio::task::JoinHandle<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _watch: WatchHandle,
 }
@@ -102,6 +105,7 @@ impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, then shuts every plugin down.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
+        self.jobs.abort();
         match self.serving.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
@@ -206,6 +210,8 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         }
     }
     let watch = loader.watch()?;
+    let scheduler = Arc::new(gk_core::Scheduler::new(manager.clone()));
+    let jobs = crate::jobs::follow(manager.clone(), scheduler.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -259,7 +265,9 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         manager,
         tokens,
         first_admin_token,
+        scheduler,
         stop,
+        jobs,
         serving,
         _watch: watch,
     })
