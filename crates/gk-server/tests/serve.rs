@@ -350,3 +350,74 @@ async fn a_request_past_its_timeout_gets_a_json_504() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_admin_endpoint_refuses_missing_bad_expired_and_agent_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_examples(dir.path()).await;
+    let addr = server.addr;
+    let admin = server.first_admin_token.clone().unwrap();
+    let agent = server
+        .tokens
+        .mint("agent", Role::Agent, Duration::from_secs(60))
+        .unwrap();
+    let expired = server
+        .tokens
+        .mint("admin", Role::Admin, Duration::ZERO)
+        .unwrap();
+    let forged = TokenKeys::from_secret(&[7; 32])
+        .unwrap()
+        .mint("admin", Role::Admin, Duration::from_secs(60))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, policy) = send(
+        addr,
+        "GET",
+        "/api/v1/plugins/hello-grpc/policy",
+        Some(&admin),
+        "",
+    )
+    .await;
+    let policy = policy.to_string();
+
+    // (method, path, body, what an admin gets)
+    let endpoints: [(&str, &str, &str, u16); 12] = [
+        ("POST", "/api/v1/plugins/hello-grpc/disable", "", 200),
+        ("POST", "/api/v1/plugins/hello-grpc/enable", "", 200),
+        ("POST", "/api/v1/plugins/hello-grpc/approve", "", 200),
+        ("GET", "/api/v1/plugins/hello-grpc/policy", "", 200),
+        ("PUT", "/api/v1/plugins/hello-grpc/policy", &policy, 200),
+        ("GET", "/api/v1/plugins/hello-grpc/stats", "", 200),
+        ("GET", "/api/v1/plugins/stats", "", 200),
+        ("GET", "/api/v1/plugins/logs?level=info", "", 200),
+        ("DELETE", "/api/v1/plugins/logs", "", 204),
+        ("POST", "/api/v1/plugins/upload", "", 400),
+        ("DELETE", "/api/v1/plugins/nope", "", 404),
+        ("DELETE", "/api/v1/plugins/hello-grpc", "", 204),
+    ];
+    for (method, path, body, admin_status) in endpoints {
+        for (label, token) in [
+            ("no token", None),
+            ("a malformed token", Some("not.a.jwt")),
+            ("an expired token", Some(expired.as_str())),
+            ("a token signed with another secret", Some(forged.as_str())),
+        ] {
+            let (status, reply) = send(addr, method, path, token, body).await;
+            assert_eq!(status, 401, "{method} {path} with {label}: {reply}");
+            assert_eq!(reply["error"]["code"], "unauthorized");
+        }
+        let (status, reply) = send(addr, method, path, Some(&agent), body).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {path} as agent"
+        );
+        let (status, reply) = send(addr, method, path, Some(&admin), body).await;
+        assert_eq!(status, admin_status, "{method} {path} as admin: {reply}");
+    }
+    assert!(
+        !dir.path().join("plugins/hello-grpc").exists(),
+        "DELETE removed its files"
+    );
+    server.shutdown().await;
+}
