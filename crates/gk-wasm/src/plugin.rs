@@ -43,6 +43,9 @@ impl fmt::Debug for WasmPlugin {
     }
 }
 
+/// How long a caller polls for the answer before it awaits it (and its task sleeps).
+const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
 /// What a job does on an instance.
 pub(crate) type Work = Box<dyn FnOnce(&mut GuestInstance) -> Outcome + Send>;
 
@@ -61,7 +64,7 @@ impl PluginInner {
         let returned = worker.clone();
 
         let job: Job = Box::new(move |slot: &mut Option<GuestInstance>| {
-            let _permit = permit;
+            let permit = permit;
             if slot.is_none() {
                 match GuestInstance::new(
                     &inner.engine,
@@ -82,9 +85,14 @@ impl PluginInner {
                 if !outcome.reusable {
                     *slot = None;
                 }
+                // Worker and permit are free before the caller hears back, so that its next
+                // call finds them (the worker's queue runs that job after this one).
+                inner.pool.release(returned);
+                drop(permit);
                 let _ = reply.send(outcome.result);
+            } else {
+                inner.pool.release(returned);
             }
-            inner.pool.release(returned);
         });
         match worker.send(job) {
             Ok(()) => Ok(()),
@@ -146,8 +154,25 @@ impl WasmPlugin {
             .pool
             .worker(inner.shared.name())
             .map_err(PluginError::Unavailable)?;
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         inner.dispatch(worker, permit, work, reply)?;
+        // A short call answers within a few µs: poll for that long before parking the task,
+        // which would cost a wake-up of this thread when the answer comes.
+        let spin_until = Instant::now() + CALLER_SPIN;
+        loop {
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Empty) if Instant::now() < spin_until => {
+                    std::hint::spin_loop();
+                }
+                Err(oneshot::error::TryRecvError::Empty) => break,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(PluginError::Crashed(
+                        "the guest's worker stopped during the call".into(),
+                    ));
+                }
+            }
+        }
         match tokio::time::timeout_at(deadline.into(), answer).await {
             Err(_elapsed) => Err(timeout()),
             Ok(Err(_dropped)) => Err(PluginError::Crashed(
