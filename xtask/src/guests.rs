@@ -10,6 +10,8 @@ use anyhow::Result;
 #[allow(dead_code)] // `gk build` uses the rest
 mod guest_build;
 
+pub(crate) use guest_build::run;
+
 /// The guest crates: directories under `plugins/` and `examples/` whose Cargo.toml builds a cdylib.
 pub(crate) fn guest_crates(root: &Path) -> Result<Vec<PathBuf>> {
     let mut crates = Vec::new();

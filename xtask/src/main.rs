@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 mod bench;
 mod guests;
 
+use guests::run;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
@@ -164,17 +166,6 @@ fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    eprintln!("xtask: running {command:?}");
-    let status = command
-        .status()
-        .with_context(|| format!("could not start {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed with {status}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{send, serve_examples_with_data};
+use common::{output_text, send, serve_examples_with_data};
 use gk_server::auth::Role;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -58,11 +58,7 @@ async fn an_admin_manages_plugins_in_the_browser() {
     })
     .await
     .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = output_text(&output);
     assert!(output.status.success(), "the browser run failed:\n{text}");
     assert_eq!(text.matches("ok: ").count(), 9, "{text}");
     server.shutdown().await;

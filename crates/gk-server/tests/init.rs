@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{config_for, send};
+use common::{config_for, output_text, send};
 use gk_server::auth::Role;
 
 /// The workspace's target directory (the test binary lives in `<target>/debug/deps`).
@@ -27,11 +27,7 @@ fn gk(args: &[&str], target: &Path) -> String {
         .env("CARGO_TARGET_DIR", target)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = output_text(&output);
     assert!(output.status.success(), "gk {args:?} failed:\n{text}");
     text
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{repository, serve_examples_with_data};
+use common::{output_text, repository, serve_examples_with_data};
 
 /// One command of the tutorial and the lines its output must contain.
 #[derive(Debug)]
@@ -101,11 +101,7 @@ async fn every_command_of_the_wasm_tutorial_works() {
             })
             .await
             .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let text = output_text(&output);
             let missing: Vec<&String> = step
                 .expected
                 .iter()

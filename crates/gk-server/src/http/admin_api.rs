@@ -84,6 +84,17 @@ impl From<GkRegistration> for Installed {
     }
 }
 
+/// A multipart body that cannot be read: `413 too_large` past the limit, else `invalid_upload`.
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = error.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "invalid_upload"
+    };
+    ApiError::new(status, code, error.body_text())
+}
+
 fn bad_upload(message: impl ToString) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_upload", message)
 }
@@ -97,32 +108,10 @@ pub(super) async fn upload(
 ) -> Result<(StatusCode, Json<Installed>), ApiError> {
     let mut plugin: Option<(String, Vec<u8>)> = None;
     let mut signature: Option<Vec<u8>> = None;
-    while let Some(field) = multipart.next_field().await.map_err(|e| {
-        let status = e.status();
-        ApiError::new(
-            status,
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
-            } else {
-                "invalid_upload"
-            },
-            e.body_text(),
-        )
-    })? {
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field.file_name().map(str::to_owned);
-        let bytes = field.bytes().await.map_err(|e| {
-            let status = e.status();
-            ApiError::new(
-                status,
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too_large"
-                } else {
-                    "invalid_upload"
-                },
-                e.body_text(),
-            )
-        })?;
+        let bytes = field.bytes().await.map_err(multipart_error)?;
         match name.as_str() {
             "plugin" => {
                 let file_name = file_name.ok_or_else(|| {

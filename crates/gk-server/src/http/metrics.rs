@@ -9,8 +9,8 @@ use gk_core::{LATENCY_BUCKETS_MICROS, PluginStats};
 
 use super::AppState;
 
-/// Reads one counter of a plugin's statistics.
-type Counter = fn(&PluginStats) -> u64;
+/// Reads one value of a plugin from whether it is enabled and its statistics.
+type Counter = fn(bool, &PluginStats) -> u64;
 
 /// A metric's `# HELP` and `# TYPE` lines.
 fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -45,47 +45,50 @@ fn host_calls(stats: &PluginStats) -> [(&'static str, u64); 9] {
 /// Renders every plugin's statistics.
 pub fn render(plugins: &[(String, bool, PluginStats)]) -> String {
     let mut out = String::new();
-    describe(
-        &mut out,
-        "goatkit_plugin_enabled",
-        "gauge",
-        "Whether the plugin is enabled (1) or disabled (0).",
-    );
-    for (name, enabled, _) in plugins {
-        let _ = writeln!(
-            out,
-            "goatkit_plugin_enabled{{plugin=\"{}\"}} {}",
-            label(name),
-            u8::from(*enabled)
-        );
-    }
-    describe(
-        &mut out,
-        "goatkit_plugin_calls_total",
-        "counter",
-        "Calls into the plugin.",
-    );
-    for (name, _, stats) in plugins {
-        let _ = writeln!(
-            out,
-            "goatkit_plugin_calls_total{{plugin=\"{}\"}} {}",
-            label(name),
-            stats.calls
-        );
-    }
-    describe(
-        &mut out,
-        "goatkit_plugin_call_errors_total",
-        "counter",
-        "Calls into the plugin that failed.",
-    );
-    for (name, _, stats) in plugins {
-        let _ = writeln!(
-            out,
-            "goatkit_plugin_call_errors_total{{plugin=\"{}\"}} {}",
-            label(name),
-            stats.errors
-        );
+    let scalars: [(&str, &str, &str, Counter); 6] = [
+        (
+            "goatkit_plugin_enabled",
+            "gauge",
+            "Whether the plugin is enabled (1) or disabled (0).",
+            |enabled, _| u64::from(enabled),
+        ),
+        (
+            "goatkit_plugin_calls_total",
+            "counter",
+            "Calls into the plugin.",
+            |_, s| s.calls,
+        ),
+        (
+            "goatkit_plugin_call_errors_total",
+            "counter",
+            "Calls into the plugin that failed.",
+            |_, s| s.errors,
+        ),
+        (
+            "goatkit_plugin_host_denied_total",
+            "counter",
+            "Host API calls the plugin's policy refused.",
+            |_, s| s.host.denied,
+        ),
+        (
+            "goatkit_plugin_host_rate_limited_total",
+            "counter",
+            "Host API calls a rate limit refused.",
+            |_, s| s.host.rate_limited,
+        ),
+        (
+            "goatkit_plugin_host_errors_total",
+            "counter",
+            "Host API calls the service failed.",
+            |_, s| s.host.errors,
+        ),
+    ];
+    for (metric, kind, help, value) in scalars {
+        describe(&mut out, metric, kind, help);
+        for (name, enabled, stats) in plugins {
+            let value = value(*enabled, stats);
+            let _ = writeln!(out, "{metric}{{plugin=\"{}\"}} {value}", label(name));
+        }
     }
     describe(
         &mut out,
@@ -130,34 +133,6 @@ pub fn render(plugins: &[(String, bool, PluginStats)]) -> String {
                 out,
                 "goatkit_plugin_host_calls_total{{plugin=\"{}\",kind=\"{kind}\"}} {count}",
                 label(name)
-            );
-        }
-    }
-    let refusals: [(&str, &str, Counter); 3] = [
-        (
-            "goatkit_plugin_host_denied_total",
-            "Host API calls the plugin's policy refused.",
-            |s: &PluginStats| s.host.denied,
-        ),
-        (
-            "goatkit_plugin_host_rate_limited_total",
-            "Host API calls a rate limit refused.",
-            |s: &PluginStats| s.host.rate_limited,
-        ),
-        (
-            "goatkit_plugin_host_errors_total",
-            "Host API calls the service failed.",
-            |s: &PluginStats| s.host.errors,
-        ),
-    ];
-    for (metric, help, value) in refusals {
-        describe(&mut out, metric, "counter", help);
-        for (name, _, stats) in plugins {
-            let _ = writeln!(
-                out,
-                "{metric}{{plugin=\"{}\"}} {}",
-                label(name),
-                value(stats)
             );
         }
     }

@@ -175,3 +175,12 @@ pub async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
     };
     gk_server::start(&config).await.unwrap()
 }
+
+/// A finished command's stdout and stderr together, for assertions and failure messages.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
