@@ -54,9 +54,13 @@ fn main() -> Result<()> {
         Task::Bench => bench::bench(&workspace_root()),
         Task::Test { args } => {
             guests::build_plugins(&workspace_root())?;
+            // The process plugin the gk-grpc and gk-server tests start (cargo builds a binary
+            // for a test only when it belongs to the test's own package).
+            run(&mut cargo(&["build", "--package", "hello-grpc"]))?;
             let mut totals = TestTotals::default();
             let mut test = cargo(&[
                 "test",
+                "--no-fail-fast",
                 "--workspace",
                 "--lib",
                 "--bins",
