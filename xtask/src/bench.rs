@@ -145,6 +145,8 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
             "plain_axum",
             "-p",
             "hello-grpc",
+            "--bin",
+            "hello-grpc",
         ],
     )?;
     let release = target_dir.join("release");
@@ -153,20 +155,21 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
     let plugins = work.join("plugins");
     std::fs::create_dir_all(plugins.join("stats"))?;
     std::fs::create_dir_all(plugins.join("hello-grpc"))?;
-    for file in ["plugin.yaml", "stats.wasm"] {
-        std::fs::copy(
-            root.join("plugins/stats").join(file),
-            plugins.join("stats").join(file),
-        )?;
+    let copies = [
+        ("plugins/stats/plugin.yaml", root, "stats/plugin.yaml"),
+        ("plugins/stats/stats.wasm", root, "stats/stats.wasm"),
+        (
+            "plugins/hello-grpc/plugin.yaml",
+            root,
+            "hello-grpc/plugin.yaml",
+        ),
+        ("hello-grpc", release.as_path(), "hello-grpc/hello-grpc"),
+    ];
+    for (from, base, to) in copies {
+        let (from, to) = (base.join(from), plugins.join(to));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     }
-    std::fs::copy(
-        root.join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )?;
-    std::fs::copy(
-        release.join("hello-grpc"),
-        plugins.join("hello-grpc/hello-grpc"),
-    )?;
     let stats_sql = root.join("plugins/stats");
     let config = work.join("goatkit.toml");
     std::fs::write(
