@@ -93,7 +93,7 @@ enum Command {
         /// The server's base URL.
         #[arg(long, env = "GOATKIT_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
-        /// An API token (`gk token`); enable and disable need an admin token.
+        /// An API token (`gk token`); enable, disable and approve need an admin token.
         #[arg(long, env = "GOATKIT_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[command(subcommand)]

@@ -125,7 +125,11 @@ async fn declared_routes_answer_with_the_plugins_data() {
         "{}",
         page.content_type
     );
-    assert!(page.body.starts_with("<!doctype html>"), "{}", page.body);
+    assert!(
+        page.body.starts_with("<!doctype html>\n<html lang=\"en\">"),
+        "{}",
+        page.body
+    );
     assert!(
         page.body.contains("<title>Hello page · GoatKit</title>"),
         "{}",
@@ -136,6 +140,20 @@ async fn declared_routes_answer_with_the_plugins_data() {
             .contains("<h1 class=\"hello-page\">Hello, agent!</h1>"),
         "{}",
         page.body
+    );
+    let german = send_text(
+        addr,
+        "GET",
+        "/api/plugins/hello-grpc/page",
+        Some(&agent),
+        &[("accept-language", "de-DE,de;q=0.9,en;q=0.5")],
+        vec![],
+    )
+    .await;
+    assert!(
+        german.body.contains("<html lang=\"de\">"),
+        "{}",
+        german.body
     );
     let raw = send_text(
         addr,
