@@ -119,8 +119,8 @@ struct Loaded {
 /// A known plugin.
 struct Slot {
     name: String,
-    /// Where to load it from, for a plugin discovered but not loaded yet.
-    source: Option<Discovered>,
+    /// Where to load it from, for a discovered plugin (replaced when its file changes).
+    source: ArcSwapOption<Discovered>,
     /// Held while loading, so that concurrent first calls load once.
     load_lock: tokio::sync::Mutex<()>,
     loaded: ArcSwapOption<Loaded>,
@@ -269,7 +269,7 @@ impl Manager {
         let enabled = self.inner.store.plugin_enabled(&name).await?;
         let slot = Arc::new(Slot {
             name: name.clone(),
-            source: None,
+            source: ArcSwapOption::empty(),
             load_lock: tokio::sync::Mutex::new(()),
             loaded: ArcSwapOption::from_pointee(loaded),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
@@ -305,7 +305,7 @@ impl Manager {
         let name = found.name.clone();
         let slot = Arc::new(Slot {
             name: name.clone(),
-            source: Some(found),
+            source: ArcSwapOption::from_pointee(found),
             load_lock: tokio::sync::Mutex::new(()),
             loaded: ArcSwapOption::empty(),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
@@ -351,17 +351,15 @@ impl Manager {
         &self,
         found: Discovered,
     ) -> Result<(), ManagerError> {
-        let known_unloaded = self
-            .slot(&found.name)
-            .is_ok_and(|slot| slot.loaded.load().is_none());
-        if known_unloaded {
-            self.inner
-                .plugins
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&found.name);
+        // The slot stays: a load in progress (a first call, an upload) must land in it.
+        match self.slot(&found.name) {
+            Ok(slot) => {
+                slot.source.store(Some(Arc::new(found)));
+                self.catalog_changed();
+                Ok(())
+            }
+            Err(_) => self.add_discovered(found).await,
         }
-        self.add_discovered(found).await
     }
 
     async fn load_with_runtime(&self, found: &Discovered) -> Result<Arc<dyn Plugin>, ManagerError> {
@@ -390,7 +388,7 @@ impl Manager {
     /// Where a discovered plugin comes from (its runtime, directory, entry and manifest);
     /// `None` for a plugin registered directly.
     pub fn source(&self, name: &str) -> Result<Option<Discovered>, ManagerError> {
-        Ok(self.slot(name)?.source.clone())
+        Ok(self.slot(name)?.source.load_full().map(|s| (*s).clone()))
     }
 
     /// Whether a known plugin is loaded.
@@ -415,7 +413,7 @@ impl Manager {
         }
         let found = slot
             .source
-            .clone()
+            .load_full()
             .ok_or_else(|| ManagerError::NotFound(slot.name.clone()))?;
         let plugin = self.load_with_runtime(&found).await?;
         let loaded = Arc::new(self.prepare(plugin).await?);
@@ -663,8 +661,8 @@ impl Manager {
         {
             return Ok(request);
         }
-        if let Some(manifest) = slot.source.as_ref().and_then(|s| s.manifest.as_ref()) {
-            return Ok(manifest.resources.clone());
+        if let Some(manifest) = slot.source.load_full().and_then(|s| s.manifest.clone()) {
+            return Ok(manifest.resources);
         }
         Ok(self.load(name).await?.resources.unwrap_or_default())
     }

@@ -83,7 +83,9 @@ async fn start_register_call_callback_shutdown() {
             .collect::<Vec<_>>(),
         [
             "/api/plugins/hello-grpc/hello",
-            "/api/plugins/hello-grpc/env"
+            "/api/plugins/hello-grpc/env",
+            "/api/plugins/hello-grpc/tickets",
+            "/api/plugins/hello-grpc/page",
         ]
     );
     assert_eq!(reg.widgets[0].id, "hello_widget");
