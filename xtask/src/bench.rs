@@ -60,6 +60,42 @@ fn wait_ready(address: &str, path: &str) -> Result<()> {
     }
 }
 
+/// Sends `PUT path` with a JSON body and an admin token; fails unless the server answers 200.
+fn put_json(address: &str, path: &str, token: &str, body: &str) -> Result<()> {
+    let mut stream = TcpStream::connect(address)?;
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    if !reply.starts_with("HTTP/1.1 200") {
+        bail!("PUT {path} failed:\n{reply}");
+    }
+    Ok(())
+}
+
+/// The examples' approved policies without rate limits: the benchmark measures the call
+/// path, not the limiter (Stats would be limited to 600 queries a minute).
+const UNLIMITED_POLICIES: [(&str, &str); 2] = [
+    (
+        "stats",
+        r#"{"plugin_name":"stats","status":"approved","memory_mb":32,"call_timeout":"15s",
+            "permissions":[{"type":"db","access":"read","scope":["ticket","ticket_state",
+            "ticket_state_type","ticket_priority","ticket_type","queue","users"]}],
+            "max_calls_per_second":0,"max_db_queries_per_min":0}"#,
+    ),
+    (
+        "hello-grpc",
+        r#"{"plugin_name":"hello-grpc","status":"approved","call_timeout":"5s",
+            "permissions":[{"type":"cache","access":"readwrite"},
+            {"type":"plugin_call","access":"read","scope":["stats"]}],
+            "max_calls_per_second":0}"#,
+    ),
+];
+
 /// One measured route.
 struct Measured {
     label: &'static str,
@@ -208,6 +244,20 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         .env("GOATKIT_TOKEN_SECRET", SECRET)
         .output()?;
     let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let admin = Command::new(&gk)
+        .args(["token", "--user", "bench", "--role", "admin", "--config"])
+        .arg(&config)
+        .env("GOATKIT_TOKEN_SECRET", SECRET)
+        .output()?;
+    let admin = String::from_utf8(admin.stdout)?.trim().to_owned();
+    for (plugin, policy) in UNLIMITED_POLICIES {
+        put_json(
+            SERVER,
+            &format!("/api/v1/plugins/{plugin}/policy"),
+            &admin,
+            policy,
+        )?;
+    }
 
     let stats = format!("http://{SERVER}/api/plugins/stats/overview");
     let hello = format!("http://{SERVER}/api/plugins/hello-grpc/hello?name=bench");
