@@ -207,7 +207,15 @@ impl SignaturePolicy {
     /// and the check fails; otherwise a warning, and the plugin loads.
     pub fn check(&self, file: &Path) -> Result<(), SignatureError> {
         if !self.required && self.trusted.is_empty() {
-            tracing::warn!(file = %file.display(), "no trusted keys are configured: loading the plugin without checking its signature");
+            // Said once per process, not for every plugin and every reload.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "no trusted keys are configured: plugins load without their signatures being checked (configure trusted_keys_dir, or require_signatures)"
+                );
+            }
+            tracing::debug!(file = %file.display(), "signature not checked: no trusted keys");
             return Ok(());
         }
         match verify_file(file, &self.trusted) {
