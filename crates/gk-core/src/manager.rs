@@ -12,19 +12,22 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use gk_sandbox::{SandboxConfig, SandboxedHostApi, StatsSnapshot};
-use gk_sdk::{
-    CallContext, GkRegistration, HostApi, HostError, HostResult, Plugin, PluginError,
-    ResourcePolicy,
-};
-use serde::Serialize;
+use gk_sandbox::{SandboxConfig, SandboxedHostApi};
+use gk_sdk::{CallContext, GkRegistration, HostApi, HostError, HostResult, Plugin, PluginError};
 
 use crate::Store;
 use crate::discovery::{Discovered, PluginRuntime};
 use crate::host::{PluginCaller, ProductionHost, Translations};
 
 mod catalog;
+mod policies;
+mod stats;
+mod validation;
+
 pub use catalog::{PluginItem, TranslationConflict};
+use stats::CallCounters;
+pub use stats::{LATENCY_BUCKETS_MICROS, PluginStats};
+pub use validation::{RESERVED_PATH_PREFIXES, ROUTE_METHODS, ROUTE_MIDDLEWARE};
 
 /// Why the manager refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
@@ -70,43 +73,6 @@ pub enum ManagerError {
     /// The policy cannot be enforced.
     #[error(transparent)]
     Policy(#[from] gk_sandbox::PolicyError),
-}
-
-/// Upper bounds (inclusive, microseconds) of the call latency histogram's buckets; calls
-/// slower than the last bound are counted only in the total.
-pub const LATENCY_BUCKETS_MICROS: [u64; 12] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000, 10_000_000,
-];
-
-/// Calls, errors and latency of one plugin, measured by the manager.
-#[derive(Debug, Default)]
-struct CallCounters {
-    calls: AtomicU64,
-    errors: AtomicU64,
-    total_micros: AtomicU64,
-    max_micros: AtomicU64,
-    /// Calls per latency bucket (not cumulative).
-    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len()],
-}
-
-/// A plugin's statistics: the manager's call counters and its sandbox's host-call counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PluginStats {
-    /// Calls into the plugin.
-    pub calls: u64,
-    /// Calls that failed.
-    pub errors: u64,
-    /// Mean call latency in microseconds.
-    pub mean_micros: u64,
-    /// Slowest call in microseconds.
-    pub max_micros: u64,
-    /// Sum of all call latencies in microseconds.
-    pub total_micros: u64,
-    /// Calls at or under each bound of [`LATENCY_BUCKETS_MICROS`] (cumulative, as Prometheus
-    /// histograms count).
-    pub latency_histogram: Vec<u64>,
-    /// The sandbox's counters of the plugin's host calls.
-    pub host: StatsSnapshot,
 }
 
 /// One loaded instance of a plugin.
@@ -245,19 +211,6 @@ impl Manager {
             .get(name)
             .cloned()
             .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
-    }
-
-    /// The stored policy of `name`, or the default one, stored at once.
-    async fn policy_for(&self, name: &str) -> Result<ResourcePolicy, ManagerError> {
-        if let Some(policy) = self.inner.store.plugin_policy(name).await? {
-            return Ok(policy);
-        }
-        let policy = ResourcePolicy::default_for(name);
-        self.inner
-            .store
-            .set_plugin_policy(&policy, "system")
-            .await?;
-        Ok(policy)
     }
 
     /// Registers a loaded plugin: validates its registration, builds its sandbox from its policy,
@@ -443,18 +396,8 @@ impl Manager {
                 plugin: "(unregistered)".into(),
                 source,
             })?;
+        self.validate(&registration)?;
         let name = registration.name.clone();
-        gk_sdk::validate_plugin_name(&name).map_err(|problem| ManagerError::Invalid {
-            plugin: name.clone(),
-            problem,
-        })?;
-        self.check_routes(&registration)?;
-        for job in &registration.jobs {
-            crate::parse_schedule(&job.schedule).map_err(|problem| ManagerError::Invalid {
-                plugin: name.clone(),
-                problem: format!("job `{}`: {problem}", job.id),
-            })?;
-        }
         let policy = self.policy_for(&name).await?;
         let sandbox = Arc::new(SandboxedHostApi::with_config(
             name.clone(),
@@ -488,42 +431,6 @@ impl Manager {
             registration,
             sandbox,
         })
-    }
-
-    /// Refuses a malformed route, or one another plugin has already declared.
-    fn check_routes(&self, registration: &GkRegistration) -> Result<(), ManagerError> {
-        for route in &registration.routes {
-            check_route(route).map_err(|problem| ManagerError::Invalid {
-                plugin: registration.name.clone(),
-                problem: format!("route {} {}: {problem}", route.method, route.path),
-            })?;
-        }
-        let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
-        for (name, slot) in plugins
-            .iter()
-            .filter(|(name, _)| **name != registration.name)
-        {
-            let Some(loaded) = slot.loaded.load_full() else {
-                continue;
-            };
-            for route in &registration.routes {
-                if loaded
-                    .registration
-                    .routes
-                    .iter()
-                    .any(|r| r.method.eq_ignore_ascii_case(&route.method) && r.path == route.path)
-                {
-                    return Err(ManagerError::Invalid {
-                        plugin: registration.name.clone(),
-                        problem: format!(
-                            "route {} {} is already declared by plugin `{name}`",
-                            route.method, route.path
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Replaces a plugin blue-green: the new instance is initialised before the old one stops
@@ -612,125 +519,10 @@ impl Manager {
         let loaded = self.ensure_loaded(&slot).await?;
         let start = Instant::now();
         let result = loaded.plugin.call(ctx, function, args).await;
-        let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let counters = &slot.counters;
-        counters.calls.fetch_add(1, Ordering::Relaxed);
-        counters.total_micros.fetch_add(micros, Ordering::Relaxed);
-        counters.max_micros.fetch_max(micros, Ordering::Relaxed);
-        if let Some(bucket) = LATENCY_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
-            counters.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        if result.is_err() {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        slot.counters.record(start.elapsed(), result.is_ok());
         result.map_err(|source| ManagerError::Plugin {
             plugin: ctx.plugin.clone(),
             source,
-        })
-    }
-
-    /// Stores a plugin's policy and applies it to the live sandbox on its next host call.
-    pub async fn set_policy(&self, policy: ResourcePolicy, by: &str) -> Result<(), ManagerError> {
-        let name = policy.plugin_name.clone();
-        if let Ok(slot) = self.slot(&name)
-            && let Some(loaded) = slot.loaded.load_full()
-        {
-            // Checked by compiling it before anything is stored.
-            loaded.sandbox.update_policy(policy.clone())?;
-        }
-        self.inner.store.set_plugin_policy(&policy, by).await?;
-        Ok(())
-    }
-
-    /// A plugin's policy (stored, or the default).
-    pub async fn policy(&self, name: &str) -> Result<ResourcePolicy, ManagerError> {
-        self.policy_for(name).await
-    }
-
-    /// What a plugin asks for: its registration's `resources` once loaded, else its
-    /// manifest's; a plugin with neither is loaded to read its registration.
-    pub async fn requested_resources(
-        &self,
-        name: &str,
-    ) -> Result<gk_sdk::ResourceRequest, ManagerError> {
-        let slot = self.slot(name)?;
-        if let Some(request) = slot
-            .loaded
-            .load_full()
-            .and_then(|l| l.registration.resources.clone())
-        {
-            return Ok(request);
-        }
-        if let Some(manifest) = slot.source.load_full().and_then(|s| s.manifest.clone()) {
-            return Ok(manifest.resources);
-        }
-        Ok(self.load(name).await?.resources.unwrap_or_default())
-    }
-
-    /// Grants a plugin what it requests ([`ResourcePolicy::approving`]) unless an admin has
-    /// reviewed it already: only a missing or `pending_review` policy is replaced. Returns the
-    /// policy now in force.
-    pub async fn approve_unreviewed(
-        &self,
-        name: &str,
-        by: &str,
-    ) -> Result<ResourcePolicy, ManagerError> {
-        let stored = self.inner.store.plugin_policy(name).await?;
-        if let Some(policy) = stored
-            && policy.status != gk_sdk::PolicyStatus::PendingReview
-        {
-            return Ok(policy);
-        }
-        self.approve_requested(name, by).await
-    }
-
-    /// Grants a plugin what it requests ([`ResourcePolicy::approving`]), whatever its policy
-    /// was; returns the new policy.
-    pub async fn approve_requested(
-        &self,
-        name: &str,
-        by: &str,
-    ) -> Result<ResourcePolicy, ManagerError> {
-        let request = self.requested_resources(name).await?;
-        let policy = ResourcePolicy::approving(name, &request);
-        self.set_policy(policy.clone(), by).await?;
-        tracing::info!(plugin = %name, %by, "plugin approved with the resources it requests");
-        Ok(policy)
-    }
-
-    /// Every stored policy.
-    pub async fn all_policies(&self) -> Result<Vec<ResourcePolicy>, ManagerError> {
-        Ok(self.inner.store.all_policies().await?)
-    }
-
-    /// A plugin's statistics.
-    pub fn stats(&self, name: &str) -> Result<PluginStats, ManagerError> {
-        let slot = self.slot(name)?;
-        let c = &slot.counters;
-        let calls = c.calls.load(Ordering::Relaxed);
-        Ok(PluginStats {
-            calls,
-            errors: c.errors.load(Ordering::Relaxed),
-            mean_micros: c
-                .total_micros
-                .load(Ordering::Relaxed)
-                .checked_div(calls)
-                .unwrap_or(0),
-            max_micros: c.max_micros.load(Ordering::Relaxed),
-            total_micros: c.total_micros.load(Ordering::Relaxed),
-            latency_histogram: c
-                .buckets
-                .iter()
-                .scan(0, |sum, bucket| {
-                    *sum += bucket.load(Ordering::Relaxed);
-                    Some(*sum)
-                })
-                .collect(),
-            host: slot
-                .loaded
-                .load_full()
-                .map(|l| l.sandbox.stats())
-                .unwrap_or_default(),
         })
     }
 
@@ -793,48 +585,4 @@ impl PluginCaller for Manager {
                 other => HostError::PluginFailed(other.to_string()),
             })
     }
-}
-
-/// The HTTP methods a plugin route may declare.
-pub const ROUTE_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-/// The middleware a plugin route may ask for: `auth` (any valid token), `admin` (admin role).
-pub const ROUTE_MIDDLEWARE: [&str; 2] = ["auth", "admin"];
-/// Path prefixes the server keeps for itself.
-pub const RESERVED_PATH_PREFIXES: [&str; 4] = ["/api/v1/", "/admin/", "/healthz/", "/metrics/"];
-
-/// What is wrong with a declared route, if anything.
-fn check_route(route: &gk_sdk::RouteSpec) -> Result<(), String> {
-    if !ROUTE_METHODS
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(&route.method))
-    {
-        return Err(format!(
-            "method `{}` is not one of {}",
-            route.method,
-            ROUTE_METHODS.join(", ")
-        ));
-    }
-    if !route.path.starts_with('/') || route.path.contains("//") || route.path.contains('?') {
-        return Err("the path must start with `/` and hold no empty segment or query".into());
-    }
-    if let Some(prefix) = RESERVED_PATH_PREFIXES
-        .iter()
-        .find(|p| route.path == p.trim_end_matches('/') || route.path.starts_with(*p))
-    {
-        return Err(format!("paths under `{prefix}` belong to the server"));
-    }
-    if let Some(unknown) = route
-        .middleware
-        .iter()
-        .find(|m| !ROUTE_MIDDLEWARE.contains(&m.as_str()))
-    {
-        return Err(format!(
-            "middleware `{unknown}` is not one of {}",
-            ROUTE_MIDDLEWARE.join(", ")
-        ));
-    }
-    if route.handler.is_empty() {
-        return Err("no handler is named".into());
-    }
-    Ok(())
 }
