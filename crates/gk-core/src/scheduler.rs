@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
+use gk_sdk::JobSpec;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
@@ -191,5 +192,70 @@ async fn run_job(
             }
             counters.running.store(false, Ordering::SeqCst);
         });
+    }
+}
+
+/// How often [`Scheduler::follow_manager`] looks at the manager's catalog for changes.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The jobs that should run for `plugin` now: none unless it is loaded and enabled.
+fn wanted_jobs(manager: &Manager, plugin: &str) -> Vec<JobSpec> {
+    if !manager.is_enabled(plugin).unwrap_or(false) || !manager.is_loaded(plugin).unwrap_or(false) {
+        return Vec::new();
+    }
+    manager
+        .registration(plugin)
+        .map(|r| r.jobs.into_iter().filter(|j| j.enabled).collect())
+        .unwrap_or_default()
+}
+
+impl Scheduler {
+    /// Keeps the jobs in step with the manager's plugins: the jobs of every loaded, enabled
+    /// plugin run; a plugin disabled, unloaded or removed has its jobs stopped; a reload with
+    /// other jobs is rescheduled. Plugins load lazily, so a plugin's jobs run once it is loaded
+    /// (its first use, or at start with eager loading). Runs until the handle is aborted.
+    pub fn follow_manager(self: &Arc<Self>) -> JoinHandle<()> {
+        let scheduler = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut seen_version = None;
+            let mut scheduled = HashMap::new();
+            loop {
+                let version = scheduler.manager.catalog_version();
+                if seen_version != Some(version) {
+                    seen_version = Some(version);
+                    scheduler.sync(&mut scheduled);
+                }
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+            }
+        })
+    }
+
+    /// One step of [`Self::follow_manager`]: `scheduled` is what runs, by plugin.
+    fn sync(&self, scheduled: &mut HashMap<String, Vec<JobSpec>>) {
+        let names = self.manager.names();
+        scheduled.retain(|plugin, _| {
+            let known = names.contains(plugin);
+            if !known {
+                self.unschedule_plugin(plugin);
+            }
+            known
+        });
+        for plugin in names {
+            let wanted = wanted_jobs(&self.manager, &plugin);
+            let running = scheduled.get(&plugin).map_or(&[][..], Vec::as_slice);
+            if running == wanted.as_slice() {
+                continue;
+            }
+            if wanted.is_empty() {
+                self.unschedule_plugin(&plugin);
+                tracing::info!(%plugin, "jobs stopped");
+            } else {
+                match self.schedule_plugin(&plugin) {
+                    Ok(count) => tracing::info!(%plugin, count, "jobs scheduled"),
+                    Err(error) => tracing::warn!(%plugin, %error, "jobs not scheduled"),
+                }
+            }
+            scheduled.insert(plugin, wanted);
+        }
     }
 }

@@ -9,7 +9,6 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod http;
-mod jobs;
 pub mod pages;
 pub mod runtimes;
 mod server;

@@ -211,7 +211,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     }
     let watch = loader.watch()?;
     let scheduler = Arc::new(gk_core::Scheduler::new(manager.clone()));
-    let jobs = crate::jobs::follow(manager.clone(), scheduler.clone());
+    let jobs = scheduler.follow_manager();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
