@@ -229,6 +229,46 @@ async fn an_upload_for_a_plugin_installed_from_another_file_is_a_conflict() {
     );
     assert!(!plugins.join("stats.zip").exists());
 
+    // An upgrade that does not load leaves the installed file and the running plugin as they
+    // were.
+    let original = std::fs::read(plugins.join("stats.wasm")).unwrap();
+    server.manager.load("stats").await.unwrap();
+    let (status, reply) = upload(
+        server.addr,
+        Some(&admin),
+        &[("plugin", "stats.wasm", b"\0asm not really a module")],
+    )
+    .await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stats"),
+        "the error names the plugin: {reply}"
+    );
+    assert_eq!(std::fs::read(plugins.join("stats.wasm")).unwrap(), original);
+    assert_eq!(
+        server.manager.registration("stats").unwrap().version,
+        "2.0.0"
+    );
+    let (_, list) = send(server.addr, "GET", "/api/v1/plugins", None, "").await;
+    assert_eq!(
+        (list[0]["name"].as_str(), list[0]["loaded"].as_bool()),
+        (Some("stats"), Some(true))
+    );
+
+    // A new plugin that does not load leaves nothing behind.
+    let (status, _) = upload(
+        server.addr,
+        Some(&admin),
+        &[("plugin", "broken.wasm", b"junk")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(!plugins.join("broken.wasm").exists());
+    assert!(!server.manager.names().contains(&"broken".to_owned()));
+
     // A body over the API's limit is 413.
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
     let (status, _) = send(
