@@ -9,64 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use gk_grpc::{GrpcLimits, GrpcRuntime};
-use gk_sdk::{
-    CallContext, Email, HostApi, HostResult, HttpRequest, HttpResponse, LogLevel, Plugin, Row,
-    TranslateArgs,
-};
-use serde_json::{Map, Value};
-
-struct NoopHost;
-
-#[async_trait]
-impl HostApi for NoopHost {
-    async fn db_query(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<Vec<Row>> {
-        Ok(Vec::new())
-    }
-    async fn db_exec(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
-        Ok(0)
-    }
-    async fn cache_get(&self, _: &CallContext, _: &str) -> HostResult<Option<Vec<u8>>> {
-        Ok(None)
-    }
-    async fn cache_set(&self, _: &CallContext, _: &str, _: &[u8], _: Duration) -> HostResult<()> {
-        Ok(())
-    }
-    async fn cache_delete(&self, _: &CallContext, _: &str) -> HostResult<()> {
-        Ok(())
-    }
-    async fn http_request(&self, _: &CallContext, _: HttpRequest) -> HostResult<HttpResponse> {
-        Ok(HttpResponse::default())
-    }
-    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
-        Ok(())
-    }
-    async fn log(
-        &self,
-        _: &CallContext,
-        _: LogLevel,
-        _: &str,
-        _: &Map<String, Value>,
-    ) -> HostResult<()> {
-        Ok(())
-    }
-    async fn config_get(&self, _: &CallContext, _: &str) -> HostResult<String> {
-        Ok("GoatFlow".into())
-    }
-    async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
-        Ok(key.to_owned())
-    }
-    async fn call_plugin(
-        &self,
-        _: &CallContext,
-        _: &str,
-        _: &str,
-        _: &[u8],
-    ) -> HostResult<Vec<u8>> {
-        Ok(Vec::new())
-    }
-}
+use gk_sdk::{CallContext, NoopHost, Plugin};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

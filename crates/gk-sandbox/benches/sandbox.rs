@@ -6,68 +6,14 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_trait::async_trait;
 use futures::executor::block_on;
 use gk_sandbox::SandboxedHostApi;
 use gk_sdk::{
-    Access, CallContext, Email, HostApi, HostResult, HttpRequest, HttpResponse, LogLevel,
-    Permission, PermissionType, PolicyStatus, ResourcePolicy, Row, TranslateArgs,
+    Access, CallContext, HostApi, NoopHost, Permission, PermissionType, PolicyStatus,
+    ResourcePolicy,
 };
-use serde_json::{Map, Value};
-
-/// A host that does nothing, so that only the sandbox's own cost is measured.
-struct NoopHost;
-
-#[async_trait]
-impl HostApi for NoopHost {
-    async fn db_query(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<Vec<Row>> {
-        Ok(Vec::new())
-    }
-    async fn db_exec(&self, _: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
-        Ok(0)
-    }
-    async fn cache_get(&self, _: &CallContext, _: &str) -> HostResult<Option<Vec<u8>>> {
-        Ok(None)
-    }
-    async fn cache_set(&self, _: &CallContext, _: &str, _: &[u8], _: Duration) -> HostResult<()> {
-        Ok(())
-    }
-    async fn cache_delete(&self, _: &CallContext, _: &str) -> HostResult<()> {
-        Ok(())
-    }
-    async fn http_request(&self, _: &CallContext, _: HttpRequest) -> HostResult<HttpResponse> {
-        Ok(HttpResponse::default())
-    }
-    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
-        Ok(())
-    }
-    async fn log(
-        &self,
-        _: &CallContext,
-        _: LogLevel,
-        _: &str,
-        _: &Map<String, Value>,
-    ) -> HostResult<()> {
-        Ok(())
-    }
-    async fn config_get(&self, _: &CallContext, _: &str) -> HostResult<String> {
-        Ok(String::new())
-    }
-    async fn translate(&self, _: &CallContext, _: &str, _: &TranslateArgs) -> HostResult<String> {
-        Ok(String::new())
-    }
-    async fn call_plugin(
-        &self,
-        _: &CallContext,
-        _: &str,
-        _: &str,
-        _: &[u8],
-    ) -> HostResult<Vec<u8>> {
-        Ok(Vec::new())
-    }
-}
 
 /// Median ns per call of `f` over 7 rounds of `iterations` calls.
 fn measure(iterations: u32, mut f: impl FnMut(u32)) -> f64 {

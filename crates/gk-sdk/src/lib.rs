@@ -33,6 +33,7 @@ pub mod guest;
 pub mod handshake;
 mod host;
 mod manifest;
+mod noop_host;
 mod plugin;
 mod policy;
 #[cfg(feature = "proto")]
@@ -49,6 +50,7 @@ pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{HostError, HostErrorKind, ManifestError, PluginError};
 pub use host::{Email, HostApi, HttpRequest, HttpResponse, LogLevel, Row, TranslateArgs};
 pub use manifest::{MANIFEST_FILE_NAMES, PluginManifest, Runtime, validate_plugin_name};
+pub use noop_host::NoopHost;
 pub use plugin::Plugin;
 pub use policy::{
     Access, Permission, PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest,
