@@ -25,7 +25,12 @@ impl Plugin for Declaring {
         Ok(())
     }
     async fn call(&self, _: &CallContext, f: &str, _: &[u8]) -> Result<Vec<u8>, PluginError> {
-        Err(PluginError::failed("unknown_function", f))
+        // Widget handlers: `w1` answers HTML, `w2` something else.
+        match f {
+            "w1" => Ok(br#"{"html":"<p>w1</p>"}"#.to_vec()),
+            "w2" => Ok(br#"{"text":"not a widget reply"}"#.to_vec()),
+            _ => Err(PluginError::failed("unknown_function", f)),
+        }
     }
     async fn shutdown(&self, _: &CallContext) -> Result<(), PluginError> {
         Ok(())
@@ -174,4 +179,36 @@ async fn the_catalog_follows_what_enabled_plugins_declare() {
         "an unloaded plugin's catalog is forgotten"
     );
     assert_eq!(ids(&m.widgets(Some("dashboard")), |w| &w.id), ["alpha/w2"]);
+}
+
+#[tokio::test]
+async fn widgets_render_their_html_and_other_replies_are_errors() {
+    let f = fixture().await;
+    let m = &f.manager;
+    m.register(Arc::new(Declaring(alpha()))).await.unwrap();
+    m.register(Arc::new(Declaring(beta()))).await.unwrap();
+    let html = m
+        .render_widget(&CallContext::for_plugin("beta"), "w1", b"{}")
+        .await
+        .unwrap();
+    assert_eq!(html, "<p>w1</p>");
+    let error = m
+        .render_widget(&CallContext::for_plugin("alpha"), "w2", b"{}")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("widget `w2` did not answer"), "{error}");
+    let error = m
+        .render_widget(&CallContext::for_plugin("alpha"), "nope", b"{}")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "plugin `alpha` declares no widget `nope`");
+    m.set_enabled("beta", false, "test").await.unwrap();
+    let error = m
+        .render_widget(&CallContext::for_plugin("beta"), "w1", b"{}")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "plugin `beta` is disabled");
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gk_sdk::{
-    ErrorCodeSpec, GkRegistration, JobSpec, MenuItemSpec, RouteSpec, TemplateSpec, WidgetSpec,
+    CallContext, ErrorCodeSpec, GkRegistration, JobSpec, MenuItemSpec, PluginError, RouteSpec,
+    TemplateSpec, WidgetSpec,
 };
 use serde::Serialize;
 
@@ -149,6 +150,30 @@ impl Manager {
             .ok_or_else(|| ManagerError::Undeclared {
                 plugin: plugin.to_owned(),
                 item: format!("widget `{id}`"),
+            })
+    }
+
+    /// Renders widget `id` of the plugin `ctx.plugin` (loading the plugin first if it was only
+    /// discovered): calls the widget's handler with `args` and returns the `html` it answers.
+    /// A reply without `html` is the plugin's error `invalid_widget`.
+    pub async fn render_widget(
+        &self,
+        ctx: &CallContext,
+        id: &str,
+        args: &[u8],
+    ) -> Result<String, ManagerError> {
+        self.load(&ctx.plugin).await?;
+        let widget = self.widget(&ctx.plugin, id)?;
+        let reply = self.call_with(ctx, &widget.handler, args).await?;
+        serde_json::from_slice::<serde_json::Value>(&reply)
+            .ok()
+            .and_then(|v| v.get("html")?.as_str().map(str::to_owned))
+            .ok_or_else(|| ManagerError::Plugin {
+                plugin: ctx.plugin.clone(),
+                source: PluginError::failed(
+                    "invalid_widget",
+                    format!("widget `{id}` did not answer {{\"html\": …}}"),
+                ),
             })
     }
 

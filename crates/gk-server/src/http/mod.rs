@@ -295,21 +295,6 @@ async fn render_widget(
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Html<String>, ApiError> {
-    if !state
-        .manager
-        .is_loaded(&name)
-        .map_err(|e| map_error(&state, e))?
-    {
-        state
-            .manager
-            .load(&name)
-            .await
-            .map_err(|e| map_error(&state, e))?;
-    }
-    let widget = state
-        .manager
-        .widget(&name, &id)
-        .map_err(|e| map_error(&state, e))?;
     let mut args = serde_json::Map::new();
     plugin_routes::query_fields(&mut args, &uri);
     args.remove("wrap");
@@ -317,30 +302,19 @@ async fn render_widget(
     let mut ctx = gk_sdk::CallContext::for_plugin(name.clone());
     ctx.language = plugin_routes::language(&headers);
     let arguments = serde_json::Value::Object(args).to_string();
-    let reply = state
+    let html = state
         .manager
-        .call_with(&ctx, &widget.handler, arguments.as_bytes())
+        .render_widget(&ctx, &id, arguments.as_bytes())
         .await
         .map_err(|e| map_error(&state, e))?;
-    let html = serde_json::from_slice::<serde_json::Value>(&reply)
-        .ok()
-        .and_then(|v| v.get("html").and_then(|h| h.as_str()).map(str::to_owned))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "invalid_widget",
-                format!("widget `{id}` of `{name}` did not answer {{\"html\": …}}"),
-            )
-        })?;
+    let widget = state
+        .manager
+        .widget(&name, &id)
+        .map_err(|e| map_error(&state, e))?;
     if !query.wrap {
         return Ok(axum::response::Html(html));
     }
-    let escape = |text: &str| {
-        text.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let escape = crate::pages::escape_html;
     Ok(axum::response::Html(format!(
         "<section class=\"gk-widget gk-widget-{size}\" data-plugin=\"{plugin}\" data-widget=\"{id}\"><h3>{title}</h3>{html}</section>",
         size = escape(&widget.size),

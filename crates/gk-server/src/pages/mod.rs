@@ -3,6 +3,7 @@
 
 mod plugins;
 
+pub(crate) use plugins::escape_html;
 pub use plugins::{PluginTemplates, override_handler};
 
 use minijinja::Environment;

@@ -90,18 +90,11 @@ impl PluginInTemplate {
 
     /// A widget's HTML; a failing widget shows why instead of failing the whole page.
     fn widget(&self, id: &str) -> Value {
+        let ctx = gk_sdk::CallContext::for_plugin(self.name.clone());
         let html = self
-            .manager
-            .widget(&self.name, id)
-            .map_err(template_error)
-            .and_then(|widget| self.call_function(&widget.handler, &Value::UNDEFINED))
-            .and_then(|reply| {
-                reply
-                    .get_attr("html")?
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| template_error(format!("widget `{id}` answered no `html`")))
-            });
+            .runtime
+            .block_on(self.manager.render_widget(&ctx, id, b"{}"))
+            .map_err(template_error);
         match html {
             Ok(html) => Value::from_safe_string(html),
             Err(error) => {
