@@ -60,6 +60,6 @@ async fn an_admin_manages_plugins_in_the_browser() {
     .unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "the browser run failed:\n{text}");
-    assert_eq!(text.matches("ok: ").count(), 9, "{text}");
+    assert_eq!(text.matches("ok: ").count(), 10, "{text}");
     server.shutdown().await;
 }

@@ -264,43 +264,22 @@ async fn plugin_action(
 async fn upload(
     State(state): State<AppState>,
     session: AdminSession,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> Response {
-    let mut plugin: Option<(String, Vec<u8>)> = None;
-    let mut signature: Option<Vec<u8>> = None;
-    let mut csrf = String::new();
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(error) => {
-                return back("/admin/plugins", "error", &error.body_text()).into_response();
-            }
-        };
-        let name = field.name().unwrap_or_default().to_owned();
-        let file_name = field.file_name().unwrap_or_default().to_owned();
-        let bytes = match field.bytes().await {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                return back("/admin/plugins", "error", &error.body_text()).into_response();
-            }
-        };
-        match name.as_str() {
-            "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
-            "plugin" => plugin = Some((file_name, bytes.to_vec())),
-            "signature" if !bytes.is_empty() => signature = Some(bytes.to_vec()),
-            _ => {}
-        }
-    }
-    if let Err(refused) = session.check_csrf(&csrf) {
+    let upload = match crate::http::read_upload(multipart, true).await {
+        Ok(upload) => upload,
+        Err(error) => return back("/admin/plugins", "error", &error.message).into_response(),
+    };
+    if let Err(refused) = session.check_csrf(upload.csrf.as_deref().unwrap_or_default()) {
         return refused.into_response();
     }
-    let Some((file_name, content)) = plugin else {
-        return back("/admin/plugins", "error", "choose a plugin file").into_response();
-    };
     match state
         .loader
-        .install(&file_name, &content, signature.as_deref())
+        .install(
+            &upload.file_name,
+            &upload.content,
+            upload.signature.as_deref(),
+        )
         .await
     {
         Ok(registration) => back(

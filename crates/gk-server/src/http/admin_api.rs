@@ -99,29 +99,38 @@ fn bad_upload(message: impl ToString) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_upload", message)
 }
 
-/// `POST /api/v1/plugins/upload`: multipart field `plugin` (a `.wasm` module or `.zip`
-/// package, by its file name) and, optionally, `signature` (the contents of its `.sig` file).
-pub(super) async fn upload(
-    State(state): State<AppState>,
-    Admin(admin): Admin,
-    mut multipart: Multipart,
-) -> Result<(StatusCode, Json<Installed>), ApiError> {
+/// A plugin file sent as multipart form data.
+pub(crate) struct Upload {
+    /// The file name of the `plugin` field (`<name>.wasm`, `<name>.zip`).
+    pub(crate) file_name: String,
+    /// Its content.
+    pub(crate) content: Vec<u8>,
+    /// The `signature` field, when one was sent and is not empty.
+    pub(crate) signature: Option<Vec<u8>>,
+    /// The `csrf` field (the admin page's form sends one).
+    pub(crate) csrf: Option<String>,
+}
+
+/// Reads fields `plugin` (a file) and optionally `signature` (and `csrf` when `form` is set:
+/// the admin page's form); any other field, or none called `plugin`, is refused.
+pub(crate) async fn read_upload(mut multipart: Multipart, form: bool) -> Result<Upload, ApiError> {
     let mut plugin: Option<(String, Vec<u8>)> = None;
-    let mut signature: Option<Vec<u8>> = None;
+    let (mut signature, mut csrf) = (None, None);
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field.file_name().map(str::to_owned);
         let bytes = field.bytes().await.map_err(multipart_error)?;
         match name.as_str() {
             "plugin" => {
-                let file_name = file_name.ok_or_else(|| {
+                let file_name = file_name.filter(|n| !n.is_empty()).ok_or_else(|| {
                     bad_upload(
                         "the `plugin` field has no file name (`<name>.wasm` or `<name>.zip`)",
                     )
                 })?;
                 plugin = Some((file_name, bytes.to_vec()));
             }
-            "signature" => signature = Some(bytes.to_vec()),
+            "signature" => signature = Some(bytes.to_vec()).filter(|s| !s.is_empty()),
+            "csrf" if form => csrf = Some(String::from_utf8_lossy(&bytes).into_owned()),
             other => {
                 return Err(bad_upload(format!(
                     "unexpected field `{other}`: send `plugin` (the file) and optionally `signature`"
@@ -132,6 +141,24 @@ pub(super) async fn upload(
     let (file_name, content) = plugin.ok_or_else(|| {
         bad_upload("no `plugin` field: send the file as multipart field `plugin`")
     })?;
+    Ok(Upload {
+        file_name,
+        content,
+        signature,
+        csrf,
+    })
+}
+
+/// `POST /api/v1/plugins/upload`: multipart field `plugin` (a `.wasm` module or `.zip`
+/// package, by its file name) and, optionally, `signature` (the contents of its `.sig` file).
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    multipart: Multipart,
+) -> Result<(StatusCode, Json<Installed>), ApiError> {
+    let upload = read_upload(multipart, false).await?;
+    let (file_name, content) = (upload.file_name, upload.content);
+    let signature = upload.signature;
     let registration = state
         .loader
         .install(&file_name, &content, signature.as_deref())

@@ -26,7 +26,7 @@ pub use self::auth::{Admin, User};
 use self::error::{ApiError, manager_error};
 use crate::auth::TokenKeys;
 use crate::pages::Pages;
-pub(crate) use admin_api::parse_level as parse_log_level;
+pub(crate) use admin_api::{parse_level as parse_log_level, read_upload};
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

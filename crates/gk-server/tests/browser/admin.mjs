@@ -89,6 +89,17 @@ try {
   assert.equal(await routeStatus(), 200);
   step("a malformed policy is refused");
 
+  // The upload form: a file that is not a plugin is refused with the reason.
+  await page.goto(`${base}/admin/plugins`);
+  await page.setInputFiles('#upload input[name="plugin"]', {
+    name: "notes.txt",
+    mimeType: "text/plain",
+    buffer: Buffer.from("not a plugin"),
+  });
+  await page.click("#upload button");
+  assert.match(await page.textContent("[role=alert]"), /`notes.txt` is not a plugin file name/);
+  step("an upload that is not a plugin is refused with the reason");
+
   // Logs, filtered by level.
   await page.goto(`${base}/admin/plugins/logs?plugin=hello-grpc`);
   assert.ok((await page.locator("#logs tbody tr.level-info").count()) >= 1);
