@@ -15,12 +15,17 @@
 
 mod error;
 mod host_server;
+mod isolation;
 mod plugin;
 mod process;
 mod runtime;
 mod supervisor;
 
 pub use error::GrpcError;
+pub use isolation::{
+    ALLOW_UNISOLATED_KEY, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_PROCESSES, DEFAULT_PLUGIN_ID,
+    DEFAULT_TMP_SIZE_MB, IsolationConfig,
+};
 pub use plugin::GrpcPlugin;
 pub use runtime::{DEFAULT_HEALTH_INTERVAL, GrpcLimits, GrpcRuntime};
 pub use supervisor::{CRASH_WINDOW, MAX_CRASHES};

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tonic::transport::{Endpoint, Server};
 
 use crate::GrpcError;
+use crate::IsolationConfig;
 use crate::host_server::{HostServer, HostSide};
 use crate::plugin::{GrpcPlugin, Inner, Process, Supervision};
 use crate::process::{self, signal_group};
@@ -68,13 +69,13 @@ impl GrpcLimits {
 pub struct GrpcRuntime {
     /// Where the host's per-plugin socket directories are made.
     run_dir: PathBuf,
+    /// How plugin processes are isolated.
+    isolation: Arc<IsolationConfig>,
 }
 
 impl Default for GrpcRuntime {
     fn default() -> Self {
-        Self {
-            run_dir: std::env::temp_dir(),
-        }
+        Self::new(std::env::temp_dir())
     }
 }
 
@@ -97,7 +98,14 @@ impl GrpcRuntime {
     pub fn new(run_dir: impl Into<PathBuf>) -> Self {
         Self {
             run_dir: run_dir.into(),
+            isolation: Arc::new(IsolationConfig::default()),
         }
+    }
+
+    /// The same runtime isolating its plugins as `isolation` says.
+    pub fn with_isolation(mut self, isolation: IsolationConfig) -> Self {
+        self.isolation = Arc::new(isolation);
+        self
     }
 
     /// Starts `executable` (in `working_dir`) as plugin `name`: serves its host socket, waits

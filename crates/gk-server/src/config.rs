@@ -17,6 +17,7 @@
 //! token_secret = "at least 32 bytes of secret ..."
 //! redis_url = "redis://127.0.0.1:6379"
 //! approve = ["stats"]        # grant these plugins what they request, unless already reviewed
+//! allow_unisolated_native_plugins = false # run gRPC plugins even where they cannot be isolated
 //!
 //! [database]
 //! url = "sqlite://data/goatkit.db"  # or postgres://…, mysql://…
@@ -74,6 +75,11 @@ pub struct ServeConfig {
     /// Plugins granted what they request unless an admin has reviewed them already (`approve`,
     /// `GOATKIT_APPROVE`, comma-separated).
     pub approve: Vec<String>,
+    /// Run native (gRPC) plugins even where the kernel or the server's user cannot isolate them
+    /// (`allow_unisolated_native_plugins`, `GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS`): they
+    /// would then run as the server's user and could read its files and secrets. Off: such
+    /// plugins are refused.
+    pub allow_unisolated_native_plugins: bool,
 }
 
 impl Default for ServeConfig {
@@ -91,6 +97,7 @@ impl Default for ServeConfig {
             init_sql: Vec::new(),
             redis_url: None,
             approve: Vec::new(),
+            allow_unisolated_native_plugins: false,
         }
     }
 }
@@ -140,6 +147,7 @@ struct FileConfig {
     token_secret: Option<String>,
     redis_url: Option<String>,
     approve: Option<Vec<String>>,
+    allow_unisolated_native_plugins: Option<bool>,
     database: Option<FileDatabase>,
 }
 
@@ -255,6 +263,9 @@ impl ServeConfig {
         if let Some(approve) = file.approve {
             self.approve = approve;
         }
+        if let Some(allow) = file.allow_unisolated_native_plugins {
+            self.allow_unisolated_native_plugins = allow;
+        }
         if let Some(database) = file.database {
             if let Some(url) = database.url {
                 self.database_url = Some(url);
@@ -298,6 +309,10 @@ impl ServeConfig {
         }
         if let Some(approve) = env("GOATKIT_APPROVE") {
             self.approve = list(&approve);
+        }
+        if let Some(allow) = env("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS") {
+            self.allow_unisolated_native_plugins =
+                parse_bool("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS", &allow)?;
         }
         if let Some(url) = env("GOATKIT_DATABASE_URL") {
             self.database_url = Some(url).filter(|u| !u.is_empty());

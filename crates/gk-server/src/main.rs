@@ -153,8 +153,52 @@ struct ServeArgs {
 fn load_config(file: Option<&Path>) -> anyhow::Result<ServeConfig> {
     let default = Path::new(gk_server::config::DEFAULT_CONFIG_FILE);
     let file = file.or_else(|| default.is_file().then_some(default));
-    ServeConfig::load(file, |key| std::env::var(key).ok())
-        .context("the configuration cannot be used")
+    ServeConfig::load(file, |key| match key {
+        TOKEN_SECRET_VAR => TOKEN_SECRET_ENV.get().cloned().flatten(),
+        _ => std::env::var(key).ok(),
+    })
+    .context("the configuration cannot be used")
+}
+
+/// The environment variable holding the token secret.
+const TOKEN_SECRET_VAR: &str = "GOATKIT_TOKEN_SECRET";
+
+/// [`TOKEN_SECRET_VAR`] as the process started with it. It is taken out of the environment at
+/// the start of `main`, so that no child process inherits it and `/proc/<pid>/environ` does
+/// not show it.
+static TOKEN_SECRET_ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Reads [`TOKEN_SECRET_VAR`], wipes its value in the process's initial environment block
+/// (what `/proc/<pid>/environ` reads) and removes it from the environment.
+fn take_token_secret_from_environment() -> Option<String> {
+    let value = std::env::var(TOKEN_SECRET_VAR).ok();
+    unsafe extern "C" {
+        static environ: *const *mut std::ffi::c_char;
+    }
+    let prefix = format!("{TOKEN_SECRET_VAR}=");
+    // SAFETY: this runs first thing in `main`, before the async runtime or any other thread
+    // exists, so nothing else reads or writes the environment meanwhile. `environ` is the C
+    // library's NULL-terminated array of NUL-terminated strings; only the bytes of the matching
+    // entry after its `=` are overwritten, up to (not including) its terminating NUL.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = *entry;
+            if std::ffi::CStr::from_ptr(text)
+                .to_bytes()
+                .starts_with(prefix.as_bytes())
+            {
+                let mut byte = text.add(prefix.len());
+                while *byte != 0 {
+                    *byte = 0;
+                    byte = byte.add(1);
+                }
+            }
+            entry = entry.add(1);
+        }
+        std::env::remove_var(TOKEN_SECRET_VAR);
+    }
+    value
 }
 
 impl ServeArgs {
@@ -285,8 +329,16 @@ async fn stop_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    TOKEN_SECRET_ENV.get_or_init(take_token_secret_from_environment);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gk_core::discovery::{Discovered, PluginRuntime};
-use gk_grpc::{GrpcLimits, GrpcRuntime};
+use gk_grpc::{GrpcLimits, GrpcRuntime, IsolationConfig};
 use gk_sdk::{Plugin, ResourcePolicy, Runtime};
 use gk_wasm::{WasmLimits, WasmRuntime};
 
@@ -54,6 +54,14 @@ impl GrpcAdapter {
     pub fn new(run_dir: impl Into<PathBuf>) -> Self {
         Self {
             runtime: GrpcRuntime::new(run_dir),
+        }
+    }
+
+    /// An adapter whose plugin sockets live under `run_dir`, isolating plugins as `isolation`
+    /// says (whether unisolated plugins may run where isolation is not available, say).
+    pub fn with_isolation(run_dir: impl Into<PathBuf>, isolation: IsolationConfig) -> Self {
+        Self {
+            runtime: GrpcRuntime::new(run_dir).with_isolation(isolation),
         }
     }
 }

@@ -181,7 +181,13 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     manager.add_runtime(Arc::new(WasmAdapter::new(Arc::new(wasm))));
     let run_dir = config.data_dir.join("run");
     make_dir(&run_dir)?;
-    manager.add_runtime(Arc::new(GrpcAdapter::new(run_dir)));
+    manager.add_runtime(Arc::new(GrpcAdapter::with_isolation(
+        run_dir,
+        gk_grpc::IsolationConfig {
+            allow_unisolated_native_plugins: config.allow_unisolated_native_plugins,
+            ..gk_grpc::IsolationConfig::default()
+        },
+    )));
 
     let trusted = match &config.trusted_keys_dir {
         Some(dir) => TrustedKeys::from_dir(dir)?,
