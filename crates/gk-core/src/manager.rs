@@ -27,7 +27,9 @@ mod validation;
 pub use catalog::{PluginItem, TranslationConflict};
 use stats::CallCounters;
 pub use stats::{LATENCY_BUCKETS_MICROS, PluginStats};
-pub use validation::{RESERVED_PATH_PREFIXES, ROUTE_METHODS, ROUTE_MIDDLEWARE};
+pub use validation::{
+    RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS, ROUTE_MIDDLEWARE, check_link,
+};
 
 /// Why the manager refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,8 @@ struct ManagerInner {
     translations: std::sync::OnceLock<Arc<Translations>>,
     /// Bumped whenever what the catalog queries answer may have changed.
     catalog_version: AtomicU64,
+    /// The host templates a plugin may override (see [`Manager::allow_template_overrides`]).
+    overridable_templates: RwLock<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -147,6 +151,7 @@ impl Manager {
                 runtimes: RwLock::new(Vec::new()),
                 translations: std::sync::OnceLock::new(),
                 catalog_version: AtomicU64::new(0),
+                overridable_templates: RwLock::default(),
             }),
         }
     }

@@ -22,13 +22,16 @@ use gk_sdk::{
 };
 use serde_json::{Map, Value};
 
-pub use cache::{Cache, MemoryCache, RedisCache};
+pub use cache::{Cache, DEFAULT_CACHE_QUOTA_BYTES, MemoryCache, RedisCache};
 pub use config::ConfigValues;
 pub use db::{CONNECT_TIMEOUT, DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases};
 pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
 pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, is_internal};
 pub use i18n::{FALLBACK_LANGUAGE, Translations};
-pub use logs::{DEFAULT_LOG_ENTRIES, LogEntry, PluginLogs};
+pub use logs::{
+    DEFAULT_LOG_ENTRIES, DEFAULT_LOG_LINE_BYTES, DEFAULT_LOG_RING_BYTES, LogEntry, LogLimits,
+    PluginLogs, truncate_message,
+};
 pub use smtp::{SmtpConfig, SmtpMailer, SmtpSecurity};
 
 /// Where `call_plugin` goes: the manager provides it.
