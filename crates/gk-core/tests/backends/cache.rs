@@ -164,3 +164,106 @@ async fn redis_reconnects_after_a_restart() {
         "the restarted server kept nothing, and new writes work"
     );
 }
+
+/// Fills one plugin's namespace until the quota stops it; the refusal names the quota, the
+/// bytes held stay within it, another plugin is not touched, and deletes give bytes back.
+async fn flood(cache: &dyn Cache, plugin: &str, quota: u64) {
+    let value = vec![b'x'; 1000];
+    let mut stored = 0u64;
+    let refused = loop {
+        let key = format!("plugin:{plugin}:k{stored}");
+        match cache.set(&key, &value, Duration::ZERO).await {
+            Ok(()) => stored += 1,
+            Err(error) => break error,
+        }
+        assert!(
+            stored < 10_000,
+            "{plugin}: the quota never stopped the flood"
+        );
+    };
+    let per_entry = (format!("plugin:{plugin}:k0").len() + 1000) as u64;
+    assert!(
+        stored * per_entry <= quota,
+        "{plugin}: {stored} entries stored"
+    );
+    assert!(
+        (stored + 2) * (per_entry + 4) > quota,
+        "{plugin}: refused early"
+    );
+    assert!(matches!(refused, HostError::InvalidInput(_)), "{refused:?}");
+    assert!(
+        refused.to_string().contains(&format!(
+            "cache quota exceeded: plugin `{plugin}` may hold {quota} bytes in the cache (cache_quota_bytes)"
+        )),
+        "{refused}"
+    );
+    let other = format!("{plugin}-other");
+    cache
+        .set(&format!("plugin:{other}:k"), &value, Duration::ZERO)
+        .await
+        .unwrap();
+    cache.delete(&format!("plugin:{plugin}:k0")).await.unwrap();
+    cache
+        .set(&format!("plugin:{plugin}:k0"), &value, Duration::ZERO)
+        .await
+        .unwrap();
+    for i in 0..stored {
+        cache
+            .delete(&format!("plugin:{plugin}:k{i}"))
+            .await
+            .unwrap();
+    }
+    cache.delete(&format!("plugin:{other}:k")).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_quota() {
+    let cache = MemoryCache::with_quota(100_000, 64 * 1024);
+    flood(&cache, "flood", 64 * 1024).await;
+    assert_eq!(cache.bytes_of("flood"), 0);
+}
+
+#[tokio::test]
+async fn redis_quota_holds_under_concurrency() {
+    let Some(url) = service_url("GK_TEST_REDIS_URL") else {
+        return;
+    };
+    let quota = 64 * 1024;
+    let cache = std::sync::Arc::new(
+        RedisCache::connect_with_quota(&url, quota)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let plugin = format!("gk-test-{}", std::process::id());
+    flood(cache.as_ref(), &plugin, quota).await;
+    assert_eq!(cache.bytes_of(&plugin).await.unwrap(), 0);
+
+    // Eight writers at once: together they never pass the quota.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let cache = cache.clone();
+        let plugin = plugin.clone();
+        writers.push(tokio::spawn(async move {
+            let mut stored = Vec::new();
+            for i in 0..40 {
+                let key = format!("plugin:{plugin}:w{w}-{i}");
+                if cache.set(&key, &[b'y'; 1000], Duration::ZERO).await.is_ok() {
+                    stored.push(key);
+                }
+            }
+            stored
+        }));
+    }
+    let mut keys = Vec::new();
+    for writer in writers {
+        keys.extend(writer.await.unwrap());
+    }
+    let held = cache.bytes_of(&plugin).await.unwrap();
+    assert!(held <= quota, "{held} bytes held");
+    let listed: u64 = keys.iter().map(|k| (k.len() + 1000) as u64).sum();
+    assert_eq!(held, listed, "the counter is what was stored");
+    for key in keys {
+        cache.delete(&key).await.unwrap();
+    }
+    assert_eq!(cache.bytes_of(&plugin).await.unwrap(), 0);
+}
