@@ -1,6 +1,6 @@
 //! Database permissions: which tables of which database a plugin may read and write.
 
-use gk_sdk::{Access, ResourcePolicy, split_database};
+use gk_sdk::{Access, ResourcePolicy, TableAccess, TableScope, split_database};
 
 use crate::scope::{Scope, ScopeMatch};
 use crate::sql_guard::TableRef;
@@ -75,19 +75,24 @@ impl DbRules {
         })
     }
 
-    /// Whether the policy grants write access to every table of `database` (`*`), which
-    /// statements whose objects cannot be listed need.
-    pub(crate) fn allows_everything(&self, database: &str) -> bool {
-        self.grants
-            .iter()
-            .any(|g| g.database == database && g.access.can_write() && g.tables.allows_any())
-    }
-
     /// Whether any grant names `database`.
     pub(crate) fn knows_database(&self, database: &str) -> bool {
         self.grants
             .iter()
             .any(|g| g.database == database && !g.tables.is_empty())
+    }
+}
+
+impl TableScope for DbRules {
+    fn allows_table(&self, database: &str, table: &[&str], access: TableAccess) -> bool {
+        let Some(table) = TableRef::from_parts(table) else {
+            return false;
+        };
+        self.allows(database, &table, access == TableAccess::Write)
+    }
+
+    fn allows_function(&self, name: &str) -> bool {
+        crate::sql_functions::is_allowed_function(name)
     }
 }
 
@@ -151,7 +156,6 @@ mod tests {
             ]),
         ]);
         assert!(r.allows("default", &table("anything"), true));
-        assert!(r.allows_everything("default"));
         for system in [
             "pg_shadow",
             "sqlite_master",
@@ -171,7 +175,6 @@ mod tests {
     fn empty_scope_grants_nothing() {
         let r = rules(vec![Permission::new(PermissionType::Db, Access::ReadWrite)]);
         assert!(!r.allows("default", &table("tickets"), false));
-        assert!(!r.allows_everything("default"));
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! It wraps the real [`gk_sdk::HostApi`] for one plugin and enforces that plugin's
 //! [`gk_sdk::ResourcePolicy`] on every call:
 //!
-//! - **database**: each statement is parsed with `sqlparser`; every table it reads or writes
-//!   (joins, subqueries, CTEs, `INSERT … SELECT`, `UPDATE … FROM`, `DELETE … USING`) is checked
-//!   against the `db` scope (anchored, case-insensitive globs; `@name:` entries for named
-//!   databases); `db_query` runs only reads; schema changes need write access; statements whose
-//!   objects cannot be listed (`GRANT`, `PRAGMA`, `SET`, …) need write access to `*`; only
-//!   allow-listed SQL functions may be called; wildcards never cover system catalogs. Decisions
-//!   are cached per query text and policy version.
+//! - **database**: each statement is parsed with `sqlparser` in the dialect of the database it
+//!   goes to; every table it reads or writes at any depth (joins, subqueries, CTEs,
+//!   data-modifying CTEs, DML behind `WITH`, `RETURNING`, `SELECT … INTO`, `INSERT … SELECT`,
+//!   `UPDATE … FROM`, `DELETE … USING`) is checked against the `db` scope (anchored,
+//!   case-insensitive globs; `@name:` entries for named databases); `db_query` runs only reads;
+//!   schema changes need write access; statements whose objects cannot be listed (`GRANT`,
+//!   `PRAGMA`, `SET`, `ATTACH`, …) are never allowed; only allow-listed SQL functions may be
+//!   called; wildcards never cover system catalogs; placeholders are `?` only, one argument
+//!   each. What reaches the host is the statement **printed back from the checked syntax
+//!   tree** (never the plugin's text), with the policy's [`gk_sdk::TableScope`] for the
+//!   database engine to enforce as well. Decisions are cached per query text and policy
+//!   version.
 //! - **cache**: keys are namespaced `plugin:<name>:<key>`.
 //! - **http**: URLs are parsed; only http/https to hosts in scope (see [`url_guard`](crate)).
 //! - **email**: one bare recipient whose domain or address is in scope.

@@ -1,8 +1,13 @@
 //! A policy compiled for enforcement: matchers, limits and the SQL decision cache of one policy
 //! version. A new version is built off to the side and swapped in whole.
 
+use std::sync::Arc;
+
 use dashmap::DashMap;
-use gk_sdk::{HostError, PermissionType, PolicyStatus, ResourcePolicy, validate_plugin_name};
+use gk_sdk::{
+    DEFAULT_DATABASE, HostError, PermissionType, PolicyStatus, ResourcePolicy, TableScope,
+    validate_plugin_name,
+};
 
 use crate::config_guard::ConfigRules;
 use crate::db_rules::{DbRules, database_of};
@@ -20,6 +25,14 @@ pub(crate) enum SqlCall {
     Exec,
 }
 
+/// A statement the guard allowed: the SQL to run (printed back from the checked syntax tree,
+/// with its `@name:` prefix) and its number of `?` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedSql {
+    pub(crate) sql: Arc<str>,
+    pub(crate) placeholders: usize,
+}
+
 /// One policy version, ready to judge calls.
 #[derive(Debug)]
 pub(crate) struct CompiledPolicy {
@@ -29,7 +42,7 @@ pub(crate) struct CompiledPolicy {
     /// The policy enforced: the stored one, or the default while pending review.
     pub(crate) effective: ResourcePolicy,
     pub(crate) limits: LimitSet,
-    db: DbRules,
+    db: Arc<DbRules>,
     http: HttpRules,
     email: EmailRules,
     config: ConfigRules,
@@ -37,8 +50,8 @@ pub(crate) struct CompiledPolicy {
     cache_write: bool,
     cache_scope: Scope,
     plugin_calls: Scope,
-    query_decisions: DashMap<Box<str>, Result<(), HostError>>,
-    exec_decisions: DashMap<Box<str>, Result<(), HostError>>,
+    query_decisions: DashMap<Box<str>, Result<CheckedSql, HostError>>,
+    exec_decisions: DashMap<Box<str>, Result<CheckedSql, HostError>>,
 }
 
 impl CompiledPolicy {
@@ -76,7 +89,7 @@ impl CompiledPolicy {
         Ok(Self {
             version,
             limits: LimitSet::build(&effective, previous.map(|p| &p.limits)),
-            db: DbRules::compile(&effective).map_err(scope_error(PermissionType::Db))?,
+            db: Arc::new(DbRules::compile(&effective).map_err(scope_error(PermissionType::Db))?),
             http: HttpRules::compile(&effective).map_err(scope_error(PermissionType::Http))?,
             email: EmailRules::compile(&effective).map_err(scope_error(PermissionType::Email))?,
             config: ConfigRules::compile(&effective)
@@ -98,13 +111,19 @@ impl CompiledPolicy {
         self.effective.status == PolicyStatus::Blocked
     }
 
-    /// Judges a database call, remembering the decision for this policy version.
+    /// What the database engine may let this policy's statements touch.
+    pub(crate) fn table_scope(&self) -> Arc<dyn TableScope> {
+        self.db.clone()
+    }
+
+    /// Judges a database call, remembering the decision for this policy version. An allowed
+    /// statement comes back as the SQL to run in its place.
     pub(crate) fn check_sql(
         &self,
         config: &SandboxConfig,
         call: SqlCall,
         query: &str,
-    ) -> Result<(), HostError> {
+    ) -> Result<CheckedSql, HostError> {
         let decisions = match call {
             SqlCall::Query => &self.query_decisions,
             SqlCall::Exec => &self.exec_decisions,
@@ -125,7 +144,7 @@ impl CompiledPolicy {
         config: &SandboxConfig,
         call: SqlCall,
         query: &str,
-    ) -> Result<(), HostError> {
+    ) -> Result<CheckedSql, HostError> {
         let needed = match call {
             SqlCall::Query => "db:read",
             SqlCall::Exec => "db:write",
@@ -148,12 +167,12 @@ impl CompiledPolicy {
                 ),
             ));
         }
-        if analysis.class == StatementClass::Other && !self.db.allows_everything(&database) {
+        if analysis.class == StatementClass::Other {
+            // Their objects cannot be listed, and they reach past any table scope (`ATTACH` a
+            // file, `SET ROLE`, `GRANT`, `COPY … TO`): no scope, `*` included, allows them.
             return Err(HostError::denied(
                 "db:write",
-                format!(
-                    "administrative statements need write access to every table (`*`) of database `{database}`"
-                ),
+                "administrative statements (GRANT, SET, PRAGMA, ATTACH, COPY, …) are never allowed to plugins",
             ));
         }
         for table in &analysis.reads {
@@ -174,7 +193,15 @@ impl CompiledPolicy {
                 ));
             }
         }
-        Ok(())
+        let sql = if database == DEFAULT_DATABASE {
+            analysis.checked_sql
+        } else {
+            format!("@{database}:{}", analysis.checked_sql)
+        };
+        Ok(CheckedSql {
+            sql: sql.into(),
+            placeholders: analysis.placeholders,
+        })
     }
 
     /// Judges a cache key for reading (`write == false`) or writing.

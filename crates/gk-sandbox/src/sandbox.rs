@@ -12,7 +12,7 @@ use gk_sdk::{
 };
 use serde_json::{Map, Value};
 
-use crate::policy::{CompiledPolicy, SqlCall};
+use crate::policy::{CheckedSql, CompiledPolicy, SqlCall};
 use crate::stats::{SandboxCounters, StatsSnapshot};
 use crate::{PolicyError, SandboxConfig};
 
@@ -161,6 +161,25 @@ impl SandboxedHostApi {
     }
 }
 
+/// Judges a statement and its arguments: the guard's decision, then one argument per `?`.
+fn check_statement(
+    policy: &CompiledPolicy,
+    config: &SandboxConfig,
+    call: SqlCall,
+    query: &str,
+    args: &[Value],
+) -> HostResult<CheckedSql> {
+    let checked = policy.check_sql(config, call, query)?;
+    if checked.placeholders != args.len() {
+        return Err(HostError::InvalidInput(format!(
+            "the query has {} `?` placeholders but {} arguments were given",
+            checked.placeholders,
+            args.len()
+        )));
+    }
+    Ok(checked)
+}
+
 fn no_limit() -> HostResult<()> {
     Ok(())
 }
@@ -174,25 +193,59 @@ impl HostApi for SandboxedHostApi {
         args: &[Value],
     ) -> HostResult<Vec<Row>> {
         let policy = self.policy.load_full();
+        let mut checked = None;
         self.admit(
             &policy,
             HostCallName::DbQuery,
-            || policy.check_sql(&self.config, SqlCall::Query, query),
+            || {
+                checked = Some(check_statement(
+                    &policy,
+                    &self.config,
+                    SqlCall::Query,
+                    query,
+                    args,
+                )?);
+                Ok(())
+            },
             || policy.limits.check_db(),
         )?;
-        let result = self.inner.db_query(&self.stamp(ctx), query, args).await;
+        let Some(checked) = checked else {
+            return Err(HostError::Backend("the SQL guard gave no decision".into()));
+        };
+        let scope = policy.table_scope();
+        let result = self
+            .inner
+            .db_query_scoped(&self.stamp(ctx), &scope, &checked.sql, args)
+            .await;
         self.account(result, &self.counters.db_queries)
     }
 
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
         let policy = self.policy.load_full();
+        let mut checked = None;
         self.admit(
             &policy,
             HostCallName::DbExec,
-            || policy.check_sql(&self.config, SqlCall::Exec, query),
+            || {
+                checked = Some(check_statement(
+                    &policy,
+                    &self.config,
+                    SqlCall::Exec,
+                    query,
+                    args,
+                )?);
+                Ok(())
+            },
             || policy.limits.check_db(),
         )?;
-        let result = self.inner.db_exec(&self.stamp(ctx), query, args).await;
+        let Some(checked) = checked else {
+            return Err(HostError::Backend("the SQL guard gave no decision".into()));
+        };
+        let scope = policy.table_scope();
+        let result = self
+            .inner
+            .db_exec_scoped(&self.stamp(ctx), &scope, &checked.sql, args)
+            .await;
         self.account(result, &self.counters.db_execs)
     }
 

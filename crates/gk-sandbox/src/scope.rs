@@ -68,11 +68,6 @@ impl Scope {
         !self.any && self.exact.is_empty() && self.globs.is_empty()
     }
 
-    /// Whether `*` alone is listed.
-    pub(crate) fn allows_any(&self) -> bool {
-        self.any
-    }
-
     /// How `name` (parts joined by the separator) matches.
     pub(crate) fn matches(&self, parts: &[&str]) -> ScopeMatch {
         let dotted = parts.join(".").to_lowercase();

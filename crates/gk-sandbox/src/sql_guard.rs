@@ -8,11 +8,13 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, ObjectType, Query, Select, SetExpr, Statement, TableFactor,
-    TableObject, TableWithJoins, Visit, Visitor, visit_relations,
+    Expr, FromTable, ObjectName, ObjectNamePart, ObjectType, Query, Select, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, Value, ValueWithSpan, Visit, Visitor,
+    visit_relations,
 };
 use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::SqlDialect;
 use crate::sql_functions::is_allowed_function;
@@ -66,6 +68,16 @@ impl TableRef {
         Ok(Self { parts })
     }
 
+    /// A reference from name parts as the database engine reports them (lower-cased here);
+    /// `None` for an empty or malformed name.
+    pub(crate) fn from_parts(parts: &[&str]) -> Option<Self> {
+        let parts: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
+        if parts.is_empty() || parts.iter().any(|p| p.is_empty() || p.contains('/')) {
+            return None;
+        }
+        Some(Self { parts })
+    }
+
     /// The table's own name (last part).
     pub(crate) fn table(&self) -> &str {
         self.parts.last().map(String::as_str).unwrap_or_default()
@@ -91,96 +103,122 @@ pub(crate) struct SqlAnalysis {
     pub(crate) reads: Vec<TableRef>,
     /// Tables the statement changes.
     pub(crate) writes: Vec<TableRef>,
+    /// The statement printed back from its checked syntax tree: what runs, instead of the
+    /// plugin's original text.
+    pub(crate) checked_sql: String,
+    /// The number of `?` placeholders.
+    pub(crate) placeholders: usize,
 }
 
-/// Parses `sql` as exactly one statement and analyses it.
-pub(crate) fn analyse(sql: &str, dialect: SqlDialect) -> Result<SqlAnalysis, String> {
-    let dialect: Box<dyn Dialect> = match dialect {
+/// The parser of a dialect.
+fn parser_dialect(dialect: SqlDialect) -> Box<dyn Dialect> {
+    match dialect {
         SqlDialect::Generic => Box::new(GenericDialect),
         SqlDialect::Sqlite => Box::new(SQLiteDialect {}),
         SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
         SqlDialect::MySql => Box::new(MySqlDialect {}),
-    };
-    let mut statements =
-        Parser::parse_sql(dialect.as_ref(), sql).map_err(|e| format!("SQL does not parse: {e}"))?;
-    let statement = match statements.len() {
-        0 => return Err("the query is empty".to_owned()),
-        1 => statements.remove(0),
-        n => {
-            return Err(format!(
-                "{n} statements in one call: send one statement per call"
-            ));
-        }
-    };
-    analyse_statement(&statement)
+    }
 }
 
-fn analyse_statement(statement: &Statement) -> Result<SqlAnalysis, String> {
-    let mut collector = Collector::default();
+/// Parses `sql` as exactly one statement, in the dialect of the database it goes to, and
+/// analyses it. The statement is then printed back from the syntax tree, and the printed text
+/// must parse to the same tree: what was checked is what runs, and a construct the printer
+/// cannot reproduce is refused.
+pub(crate) fn analyse(sql: &str, dialect: SqlDialect) -> Result<SqlAnalysis, String> {
+    let parser = parser_dialect(dialect);
+    let statement = parse_one(parser.as_ref(), sql, dialect == SqlDialect::Postgres)?;
+    let mut analysis = analyse_statement(&statement, dialect == SqlDialect::Postgres)?;
+    let printed = statement.to_string();
+    match parse_one(parser.as_ref(), &printed, false) {
+        Ok(reparsed) if reparsed == statement => {}
+        _ => {
+            return Err(
+                "the statement cannot be printed back exactly as it was parsed: write it more plainly"
+                    .to_owned(),
+            );
+        }
+    }
+    analysis.checked_sql = printed;
+    Ok(analysis)
+}
+
+/// Parses exactly one statement. With `number_placeholders` (PostgreSQL, whose own
+/// placeholders are `$1, $2, …`), each `?` token becomes the next `$n`, and placeholders
+/// written as `$n` by the plugin are refused: the numbering is the guard's, from the tokens
+/// PostgreSQL's lexer would see, never from a second reading of the text.
+fn parse_one(
+    dialect: &dyn Dialect,
+    sql: &str,
+    number_placeholders: bool,
+) -> Result<Statement, String> {
+    let does_not_parse = |e: &dyn fmt::Display| format!("SQL does not parse: {e}");
+    let mut tokens = Tokenizer::new(dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .map_err(|e| does_not_parse(&e))?;
+    if number_placeholders {
+        let mut count = 0;
+        for token in &mut tokens {
+            match &token.token {
+                Token::Question => {
+                    count += 1;
+                    token.token = Token::Placeholder(format!("${count}"));
+                }
+                Token::Placeholder(written) => {
+                    return Err(format!(
+                        "placeholder `{written}` is not supported: write `?` for each argument"
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut statements = Parser::new(dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| does_not_parse(&e))?;
+    match statements.len() {
+        0 => Err("the query is empty".to_owned()),
+        1 => Ok(statements.remove(0)),
+        n => Err(format!(
+            "{n} statements in one call: send one statement per call"
+        )),
+    }
+}
+
+fn analyse_statement(
+    statement: &Statement,
+    numbered_placeholders: bool,
+) -> Result<SqlAnalysis, String> {
+    let mut collector = Collector {
+        numbered_placeholders,
+        ..Collector::default()
+    };
     if let ControlFlow::Break(problem) = statement.visit(&mut collector) {
         return Err(problem);
     }
-    let mut reads = collector.relations;
-    let mut writes = Vec::new();
+    let reads = collector.relations;
+    let mut writes = collector.writes;
+    writes.append(&mut collector.select_into);
+    let placeholders = collector.placeholders;
+    // A statement that changes rows anywhere (a data-modifying CTE, `SELECT … INTO`, DML
+    // behind `WITH`) is a write, whatever wraps it.
     let class = match statement {
-        Statement::Query(_) if collector.select_into.is_empty() => StatementClass::Read,
-        Statement::Query(_) => {
-            writes = collector.select_into;
+        Statement::Query(_)
+        | Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_)
+            if !writes.is_empty() =>
+        {
             StatementClass::Write
         }
-        Statement::Insert(insert) => {
-            let TableObject::TableName(name) = &insert.table else {
-                return Err("INSERT into a table function is not allowed".to_owned());
-            };
-            let target = TableRef::from_object_name(name)?;
-            take_one(&mut reads, &target);
-            if insert.returning.is_some() {
-                reads.push(target.clone());
-            }
-            writes.push(target);
-            StatementClass::Write
-        }
-        Statement::Update(update) => {
-            let mut targets = tables_of(std::slice::from_ref(&update.table))?;
-            if let Some(primary) = targets.first() {
-                take_one(&mut reads, primary);
-                if update.returning.is_some() {
-                    reads.push(primary.clone());
-                }
-            }
-            writes.append(&mut targets);
-            StatementClass::Write
-        }
-        Statement::Delete(delete) => {
-            let from = match &delete.from {
-                sqlparser::ast::FromTable::WithFromKeyword(tables)
-                | sqlparser::ast::FromTable::WithoutKeyword(tables) => tables,
-            };
-            let mut targets = if delete.tables.is_empty() {
-                tables_of(from)?
-            } else {
-                delete
-                    .tables
-                    .iter()
-                    .map(TableRef::from_object_name)
-                    .collect::<Result<_, _>>()?
-            };
-            if let Some(primary) = targets.first() {
-                take_one(&mut reads, primary);
-                if delete.returning.is_some() {
-                    reads.push(primary.clone());
-                }
-            }
-            writes.append(&mut targets);
-            StatementClass::Write
-        }
-        Statement::Merge(merge) => {
-            // MERGE reads the target to match rows, so the target needs read and write.
-            let TableFactor::Table { name, .. } = &merge.table else {
-                return Err("MERGE into something other than a table is not allowed".to_owned());
-            };
-            writes.push(TableRef::from_object_name(name)?);
-            StatementClass::Write
+        Statement::Query(_) => StatementClass::Read,
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_) => {
+            return Err("a data-changing statement without a target table".to_owned());
         }
         Statement::Drop {
             object_type,
@@ -195,21 +233,19 @@ fn analyse_statement(statement: &Statement) -> Result<SqlAnalysis, String> {
                     | ObjectType::Index
                     | ObjectType::MaterializedView
             ) {
-                return Ok(SqlAnalysis {
-                    class: StatementClass::Other,
-                    reads: Vec::new(),
-                    writes: Vec::new(),
-                });
+                return Ok(SqlAnalysis::other(placeholders));
             }
-            writes.extend(
-                names
-                    .iter()
-                    .chain(table.iter())
-                    .map(TableRef::from_object_name)
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
-            writes.append(&mut reads);
-            StatementClass::Schema
+            for name in names.iter().chain(table.iter()) {
+                writes.push(TableRef::from_object_name(name)?);
+            }
+            writes.extend(reads);
+            return Ok(SqlAnalysis {
+                class: StatementClass::Schema,
+                reads: Vec::new(),
+                writes,
+                checked_sql: String::new(),
+                placeholders,
+            });
         }
         Statement::CreateTable(_)
         | Statement::CreateView(_)
@@ -217,26 +253,80 @@ fn analyse_statement(statement: &Statement) -> Result<SqlAnalysis, String> {
         | Statement::AlterTable(_)
         | Statement::Truncate(_) => {
             // Every table named by a schema change needs write access, its sources included.
-            writes.append(&mut reads);
-            StatementClass::Schema
+            writes.extend(reads);
+            return Ok(SqlAnalysis {
+                class: StatementClass::Schema,
+                reads: Vec::new(),
+                writes,
+                checked_sql: String::new(),
+                placeholders,
+            });
         }
-        _ => {
-            writes.append(&mut reads);
-            StatementClass::Other
-        }
+        _ => return Ok(SqlAnalysis::other(placeholders)),
     };
     Ok(SqlAnalysis {
         class,
         reads,
         writes,
+        checked_sql: String::new(),
+        placeholders,
     })
 }
 
-/// Removes one occurrence of `table` from `tables` (the target's own visit as a relation).
-fn take_one(tables: &mut Vec<TableRef>, table: &TableRef) {
-    if let Some(index) = tables.iter().position(|t| t == table) {
-        tables.remove(index);
+impl SqlAnalysis {
+    /// A statement whose objects cannot be listed.
+    fn other(placeholders: usize) -> Self {
+        Self {
+            class: StatementClass::Other,
+            reads: Vec::new(),
+            writes: Vec::new(),
+            checked_sql: String::new(),
+            placeholders,
+        }
     }
+}
+
+/// The tables a data-changing statement writes, and whether it reads them back (`RETURNING`).
+/// Taken from the statement itself, never through CTE names: a CTE cannot hide the real table
+/// a statement writes.
+fn write_targets(statement: &Statement) -> Result<Option<(Vec<TableRef>, bool)>, String> {
+    Ok(Some(match statement {
+        Statement::Insert(insert) => {
+            let TableObject::TableName(name) = &insert.table else {
+                return Err("INSERT into a table function is not allowed".to_owned());
+            };
+            (
+                vec![TableRef::from_object_name(name)?],
+                insert.returning.is_some(),
+            )
+        }
+        Statement::Update(update) => (
+            tables_of(std::slice::from_ref(&update.table))?,
+            update.returning.is_some(),
+        ),
+        Statement::Delete(delete) => {
+            let targets = if delete.tables.is_empty() {
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
+                    &delete.from;
+                tables_of(from)?
+            } else {
+                delete
+                    .tables
+                    .iter()
+                    .map(TableRef::from_object_name)
+                    .collect::<Result<_, _>>()?
+            };
+            (targets, delete.returning.is_some())
+        }
+        Statement::Merge(merge) => {
+            let TableFactor::Table { name, .. } = &merge.table else {
+                return Err("MERGE into something other than a table is not allowed".to_owned());
+            };
+            // MERGE reads the target to match rows: it is visited as a relation (a read) too.
+            (vec![TableRef::from_object_name(name)?], false)
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// The tables of a `FROM`-like list: each relation and its joins.
@@ -253,13 +343,20 @@ fn tables_of(list: &[TableWithJoins]) -> Result<Vec<TableRef>, String> {
     Ok(found)
 }
 
-/// Walks a statement: collects relations (skipping references to CTEs in scope), refuses
-/// functions that are not on the allowed list, and records `SELECT … INTO` targets.
+/// Walks a statement: collects relations (skipping references to CTEs in scope), records the
+/// targets of every data-changing statement at any depth and of `SELECT … INTO`, refuses
+/// functions that are not on the allowed list and placeholders other than `?`.
 #[derive(Default)]
 struct Collector {
     cte_scopes: Vec<HashSet<String>>,
     relations: Vec<TableRef>,
+    writes: Vec<TableRef>,
     select_into: Vec<TableRef>,
+    /// Write targets whose own visit as a relation is still to come (not a read).
+    pending_targets: Vec<TableRef>,
+    placeholders: usize,
+    /// Whether `$n` are the guard's own numbering of `?` (PostgreSQL; see `parse_one`).
+    numbered_placeholders: bool,
 }
 
 impl Collector {
@@ -308,6 +405,39 @@ impl Collector {
 
 impl Visitor for Collector {
     type Break = String;
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<String> {
+        match write_targets(statement) {
+            Ok(Some((targets, returning))) => {
+                if returning {
+                    self.relations.extend(targets.iter().cloned());
+                }
+                if !matches!(statement, Statement::Merge(_)) {
+                    self.pending_targets.extend(targets.iter().cloned());
+                }
+                self.writes.extend(targets);
+                ControlFlow::Continue(())
+            }
+            Ok(None) => ControlFlow::Continue(()),
+            Err(problem) => ControlFlow::Break(problem),
+        }
+    }
+
+    fn pre_visit_value(&mut self, value: &ValueWithSpan) -> ControlFlow<String> {
+        if let Value::Placeholder(placeholder) = &value.value {
+            let numbered = self.numbered_placeholders
+                && placeholder
+                    .strip_prefix('$')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if placeholder != "?" && !numbered {
+                return ControlFlow::Break(format!(
+                    "placeholder `{placeholder}` is not supported: write `?` for each argument"
+                ));
+            }
+            self.placeholders += 1;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
         let mut scope = HashSet::new();
@@ -372,16 +502,19 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<String> {
-        if self.is_cte(relation) {
+        let table = match TableRef::from_object_name(relation) {
+            Ok(table) => table,
+            Err(problem) => return ControlFlow::Break(problem),
+        };
+        // A write target's own visit is not a read (it is recorded as a write).
+        if let Some(index) = self.pending_targets.iter().position(|t| *t == table) {
+            self.pending_targets.remove(index);
             return ControlFlow::Continue(());
         }
-        match TableRef::from_object_name(relation) {
-            Ok(table) => {
-                self.relations.push(table);
-                ControlFlow::Continue(())
-            }
-            Err(problem) => ControlFlow::Break(problem),
+        if !self.is_cte(relation) {
+            self.relations.push(table);
         }
+        ControlFlow::Continue(())
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
@@ -614,5 +747,111 @@ mod tests {
         assert_eq!(names(&a.reads), ["groups"]);
         let a = analyse("SELECT * FROM `groups` g", SqlDialect::Generic).unwrap();
         assert_eq!(names(&a.reads), ["groups"]);
+    }
+
+    /// Writes behind `WITH`, in CTEs and behind a CTE of the target's name are writes, in
+    /// every dialect that parses them.
+    #[test]
+    fn writes_are_found_at_every_level() {
+        let cases = [
+            "WITH d AS (DELETE FROM secret RETURNING *) SELECT * FROM d",
+            "WITH d AS (UPDATE secret SET a = 1 RETURNING a) SELECT 1",
+            "WITH d AS (INSERT INTO secret VALUES (1) RETURNING *) SELECT * FROM tickets",
+            "WITH secret AS (SELECT 1 AS x) DELETE FROM secret",
+            "WITH secret AS (SELECT 1 AS x) UPDATE secret SET x = 2",
+            "WITH secret AS (SELECT 1 AS x) INSERT INTO secret SELECT * FROM secret",
+            "WITH t AS (SELECT 1 AS x) INSERT INTO secret SELECT x FROM t",
+            "SELECT * INTO secret FROM tickets",
+        ];
+        let mut parsed = 0;
+        for dialect in [
+            SqlDialect::Generic,
+            SqlDialect::Sqlite,
+            SqlDialect::Postgres,
+            SqlDialect::MySql,
+        ] {
+            for sql in cases {
+                match analyse(sql, dialect) {
+                    Ok(a) => {
+                        parsed += 1;
+                        assert_eq!(a.class, StatementClass::Write, "{dialect:?} {sql}: {a:?}");
+                        assert!(
+                            a.writes.iter().any(|t| t.table() == "secret"),
+                            "{dialect:?} {sql}: {a:?}"
+                        );
+                    }
+                    Err(e) => assert!(
+                        e.contains("does not parse") || e.contains("printed back"),
+                        "{dialect:?} {sql}: {e}"
+                    ),
+                }
+            }
+        }
+        assert!(parsed >= cases.len(), "too few cases parse: {parsed}");
+    }
+
+    /// The printed statement is what runs: comments (MySQL runs `/*! … */`), odd quoting and
+    /// spacing are gone from it, and it parses back to the same tree.
+    #[test]
+    fn what_runs_is_printed_from_the_tree() {
+        for (sql, dialect, printed) in [
+            (
+                "SELECT id FROM tickets -- ; DELETE FROM secret",
+                SqlDialect::Sqlite,
+                "SELECT id FROM tickets",
+            ),
+            (
+                "select   id from\n\t`tickets` where a = ?",
+                SqlDialect::MySql,
+                "SELECT id FROM `tickets` WHERE a = ?",
+            ),
+            (
+                "SELECT \"id\" FROM tickets WHERE title = 'it''s ?'",
+                SqlDialect::Postgres,
+                "SELECT \"id\" FROM tickets WHERE title = 'it''s ?'",
+            ),
+        ] {
+            let a = analyse(sql, dialect).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(a.checked_sql, printed, "{dialect:?} {sql}");
+            assert!(!a.reads.iter().any(|t| t.table() == "secret"));
+        }
+        // MySQL runs `/*! … */`: the guard reads it as MySQL does.
+        let a = analyse(
+            "SELECT id /*! , (SELECT pw FROM secret) */ FROM tickets",
+            SqlDialect::MySql,
+        )
+        .unwrap();
+        assert!(a.reads.iter().any(|t| t.table() == "secret"), "{a:?}");
+    }
+
+    #[test]
+    fn only_question_mark_placeholders() {
+        let a = analyse("SELECT * FROM t WHERE a = ? AND b = ?", SqlDialect::Sqlite).unwrap();
+        assert_eq!(a.placeholders, 2);
+        let a = analyse(
+            "SELECT '?' AS q FROM t WHERE a = ? AND b = E'\\'?' AND c = ?",
+            SqlDialect::Postgres,
+        )
+        .unwrap();
+        assert_eq!(a.placeholders, 2);
+        assert_eq!(
+            a.checked_sql,
+            "SELECT '?' AS q FROM t WHERE a = $1 AND b = E'\\'?' AND c = $2"
+        );
+        for (sql, dialect) in [
+            ("SELECT * FROM t WHERE a = $1", SqlDialect::Postgres),
+            ("SELECT * FROM t WHERE a = ?1", SqlDialect::Sqlite),
+            ("SELECT * FROM t WHERE a = :name", SqlDialect::Sqlite),
+            ("SELECT * FROM t WHERE a = @name", SqlDialect::Sqlite),
+            ("SELECT * FROM t WHERE a = $name", SqlDialect::Sqlite),
+        ] {
+            match analyse(sql, dialect) {
+                Err(e) => assert!(
+                    e.contains("is not supported: write `?`") || e.contains("does not parse"),
+                    "{sql}: {e}"
+                ),
+                Ok(a) => panic!("{sql} was accepted: {a:?}"),
+            }
+        }
     }
 }

@@ -28,3 +28,23 @@ pub fn split_database(query: &str) -> Result<(String, &str), String> {
     }
     Ok((name.to_ascii_lowercase(), sql))
 }
+
+/// What a statement does to a table, as the database engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableAccess {
+    /// Reading rows.
+    Read,
+    /// Inserting, changing or deleting rows, or changing the table's schema.
+    Write,
+}
+
+/// What the database engine may let one plugin's statements touch: the engine-side copy of the
+/// plugin's `db` permissions, checked by the engine itself (the SQLite authorizer, a database
+/// role) behind the SQL guard, so that a statement the guard misread still cannot leave its scope.
+pub trait TableScope: Send + Sync + std::fmt::Debug {
+    /// Whether `table` (its name parts, schema first, lower-cased) of `database` may be accessed.
+    fn allows_table(&self, database: &str, table: &[&str], access: TableAccess) -> bool;
+
+    /// Whether the SQL function `name` (lower-cased) may be called.
+    fn allows_function(&self, name: &str) -> bool;
+}

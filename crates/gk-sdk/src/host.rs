@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{CallContext, HostResult};
+use crate::{CallContext, HostResult, TableScope};
 
 /// One database row: column name to JSON value.
 pub type Row = Map<String, Value>;
@@ -33,6 +33,37 @@ pub trait HostApi: Send + Sync {
 
     /// Runs a write statement with `?` placeholders and returns the number of affected rows.
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64>;
+
+    /// Runs a read query that a plugin's sandbox has checked, printed back from the checked
+    /// syntax tree, with `scope` for the database engine to enforce as well (defence in depth).
+    ///
+    /// Hosts that cannot enforce a scope in the engine run the query as [`db_query`]
+    /// (the default).
+    ///
+    /// [`db_query`]: Self::db_query
+    async fn db_query_scoped(
+        &self,
+        ctx: &CallContext,
+        scope: &Arc<dyn TableScope>,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        let _ = scope;
+        self.db_query(ctx, query, args).await
+    }
+
+    /// Runs a write statement that a plugin's sandbox has checked, with `scope` for the
+    /// engine to enforce as well; see [`db_query_scoped`](Self::db_query_scoped).
+    async fn db_exec_scoped(
+        &self,
+        ctx: &CallContext,
+        scope: &Arc<dyn TableScope>,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<u64> {
+        let _ = scope;
+        self.db_exec(ctx, query, args).await
+    }
 
     /// Reads a cache entry of this plugin; `None` when absent or expired.
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>>;
@@ -102,6 +133,24 @@ impl<T: HostApi + ?Sized> HostApi for Arc<T> {
     }
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
         (**self).db_exec(ctx, query, args).await
+    }
+    async fn db_query_scoped(
+        &self,
+        ctx: &CallContext,
+        scope: &Arc<dyn TableScope>,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        (**self).db_query_scoped(ctx, scope, query, args).await
+    }
+    async fn db_exec_scoped(
+        &self,
+        ctx: &CallContext,
+        scope: &Arc<dyn TableScope>,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<u64> {
+        (**self).db_exec_scoped(ctx, scope, query, args).await
     }
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
         (**self).cache_get(ctx, key).await

@@ -44,7 +44,7 @@ mod serve;
 mod string_enum;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};
-pub use database::{DEFAULT_DATABASE, split_database};
+pub use database::{DEFAULT_DATABASE, TableAccess, TableScope, split_database};
 pub use dispatch::{HostCallName, dispatch};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{HostError, HostErrorKind, ManifestError, PluginError};

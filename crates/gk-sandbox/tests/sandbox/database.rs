@@ -176,7 +176,7 @@ async fn database_writes() {
     ]));
     let cases: &[(&str, Option<&str>)] = &[
         (
-            "INSERT INTO plugin_notes (ticket_id, text) VALUES (?, ?)",
+            "INSERT INTO plugin_notes (ticket_id, text) VALUES (1, 'a')",
             None,
         ),
         (
@@ -234,7 +234,9 @@ async fn database_writes() {
         ),
         (
             "GRANT ALL ON tickets TO PUBLIC",
-            Some("administrative statements need write access to every table"),
+            Some(
+                "administrative statements (GRANT, SET, PRAGMA, ATTACH, COPY, …) are never allowed",
+            ),
         ),
         ("SET search_path TO evil", Some("administrative statements")),
         (
@@ -242,6 +244,23 @@ async fn database_writes() {
             Some("administrative statements"),
         ),
         ("PRAGMA writable_schema = 1", Some("")),
+        // data-changing statements behind WITH, and CTEs named like the table they write
+        (
+            "WITH d AS (DELETE FROM tickets RETURNING *) SELECT * FROM d",
+            Some("table `tickets` of database `default` is not in the db write scope"),
+        ),
+        (
+            "WITH plugin_notes AS (SELECT 1 AS x) DELETE FROM tickets",
+            Some("table `tickets` of database `default` is not in the db write scope"),
+        ),
+        (
+            "WITH tickets AS (SELECT 1 AS x) UPDATE tickets SET x = 2",
+            Some("table `tickets` of database `default` is not in the db write scope"),
+        ),
+        (
+            "INSERT INTO plugin_notes SELECT * FROM tickets WHERE id = $1",
+            Some("placeholder `$1` is not supported"),
+        ),
         (
             "COPY tickets TO '/tmp/x'",
             Some("administrative statements"),
@@ -264,15 +283,26 @@ async fn database_writes() {
 }
 
 #[tokio::test]
-async fn database_administration_needs_unrestricted_write() {
-    let (sb, _) = sandbox(approved(vec![perm(
+async fn administration_is_never_allowed() {
+    let (sb, host) = sandbox(approved(vec![perm(
         PermissionType::Db,
         Access::ReadWrite,
         &["*"],
     )]));
-    sb.db_exec(&ctx(), "SET search_path TO public", &[])
-        .await
-        .unwrap();
+    for statement in [
+        "SET search_path TO public",
+        "SET ROLE postgres",
+        "ATTACH DATABASE 'data/store.db' AS store",
+        "PRAGMA writable_schema = 1",
+        "GRANT ALL ON tickets TO PUBLIC",
+    ] {
+        let err = sb.db_exec(&ctx(), statement, &[]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("never allowed to plugins"),
+            "{statement}: {err}"
+        );
+    }
+    assert_eq!(host.count(), 0);
     sb.db_exec(&ctx(), "DROP TABLE anything", &[])
         .await
         .unwrap();
@@ -281,6 +311,50 @@ async fn database_administration_needs_unrestricted_write() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("pg_catalog.pg_authid"), "{err}");
+}
+
+/// What reaches the database is the statement printed from the checked tree, never the
+/// plugin's text, and every `?` needs its argument.
+#[tokio::test]
+async fn the_checked_statement_is_what_runs() {
+    let (sb, host) = sandbox(approved(vec![perm(
+        PermissionType::Db,
+        Access::ReadWrite,
+        &["tickets", "@analytics:orders"],
+    )]));
+    for (sent, args, ran) in [
+        (
+            "select id from tickets -- ; DROP TABLE users",
+            vec![],
+            "SELECT id FROM tickets",
+        ),
+        (
+            "SELECT  id\nFROM tickets /* x */ WHERE id = ?",
+            vec![serde_json::json!(1)],
+            "SELECT id FROM tickets WHERE id = ?",
+        ),
+        (
+            "@Analytics:select sum(total) from orders",
+            vec![],
+            "@analytics:SELECT sum(total) FROM orders",
+        ),
+    ] {
+        sb.db_query(&ctx(), sent, &args).await.unwrap();
+        assert_eq!(host.last().unwrap().subject, ran);
+    }
+    let err = sb
+        .db_query(
+            &ctx(),
+            "SELECT id FROM tickets WHERE id = ? AND a = ?",
+            &[serde_json::json!(1)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the query has 2 `?` placeholders but 1 arguments were given"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
