@@ -17,6 +17,11 @@
 //! token_secret = "at least 32 bytes of secret ..."
 //! redis_url = "redis://127.0.0.1:6379"
 //! approve = ["stats"]        # grant these plugins what they request, unless already reviewed
+//! metrics_token = "a secret for scrapers"   # `/metrics` also takes an admin token
+//! overridable_templates = []  # host templates plugins may override (never layout/admin)
+//! log_line_bytes = 8192       # longer log messages are truncated, with a marker
+//! log_ring_bytes = 1048576    # each plugin's log ring, in bytes (and at most 1000 entries)
+//! cache_quota_bytes = 16777216 # what one plugin may hold in the cache (keys and values)
 //! allow_unisolated_native_plugins = false # run gRPC plugins even where they cannot be isolated
 //!
 //! [database]
@@ -75,6 +80,22 @@ pub struct ServeConfig {
     /// Plugins granted what they request unless an admin has reviewed them already (`approve`,
     /// `GOATKIT_APPROVE`, comma-separated).
     pub approve: Vec<String>,
+    /// A bearer token that reads `/metrics` (`metrics_token`, `GOATKIT_METRICS_TOKEN`), for
+    /// scrapers; an admin token reads it too. `None`: only admin tokens.
+    pub metrics_token: Option<String>,
+    /// The host templates plugins may override (`overridable_templates`,
+    /// `GOATKIT_OVERRIDABLE_TEMPLATES`, comma-separated); the layout and the admin templates
+    /// never are.
+    pub overridable_templates: Vec<String>,
+    /// The longest log message kept, in bytes; longer ones are truncated with a marker
+    /// (`log_line_bytes`, `GOATKIT_LOG_LINE_BYTES`).
+    pub log_line_bytes: usize,
+    /// The bytes each plugin's log ring holds at most (`log_ring_bytes`,
+    /// `GOATKIT_LOG_RING_BYTES`); the oldest entries go first.
+    pub log_ring_bytes: usize,
+    /// The bytes (keys and values) one plugin may hold in the cache, memory or Redis
+    /// (`cache_quota_bytes`, `GOATKIT_CACHE_QUOTA_BYTES`); a set over it is refused.
+    pub cache_quota_bytes: u64,
     /// Run native (gRPC) plugins even where the kernel or the server's user cannot isolate them
     /// (`allow_unisolated_native_plugins`, `GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS`): they
     /// would then run as the server's user and could read its files and secrets. Off: such
@@ -97,6 +118,11 @@ impl Default for ServeConfig {
             init_sql: Vec::new(),
             redis_url: None,
             approve: Vec::new(),
+            metrics_token: None,
+            overridable_templates: Vec::new(),
+            log_line_bytes: gk_core::host::DEFAULT_LOG_LINE_BYTES,
+            log_ring_bytes: gk_core::host::DEFAULT_LOG_RING_BYTES,
+            cache_quota_bytes: gk_core::host::DEFAULT_CACHE_QUOTA_BYTES,
             allow_unisolated_native_plugins: false,
         }
     }
@@ -147,6 +173,11 @@ struct FileConfig {
     token_secret: Option<String>,
     redis_url: Option<String>,
     approve: Option<Vec<String>>,
+    metrics_token: Option<String>,
+    overridable_templates: Option<Vec<String>>,
+    log_line_bytes: Option<usize>,
+    log_ring_bytes: Option<usize>,
+    cache_quota_bytes: Option<u64>,
     allow_unisolated_native_plugins: Option<bool>,
     database: Option<FileDatabase>,
 }
@@ -188,6 +219,13 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
         "0" | "false" | "no" | "off" | "" => Ok(false),
         other => Err(value_error(key, format!("`{other}` is not true or false"))),
     }
+}
+
+fn parse_bytes<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| value_error(key, format!("`{value}` is not a number of bytes")))
 }
 
 fn list(value: &str) -> Vec<String> {
@@ -263,6 +301,21 @@ impl ServeConfig {
         if let Some(approve) = file.approve {
             self.approve = approve;
         }
+        if let Some(token) = file.metrics_token {
+            self.metrics_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Some(names) = file.overridable_templates {
+            self.overridable_templates = names;
+        }
+        if let Some(bytes) = file.log_line_bytes {
+            self.log_line_bytes = bytes;
+        }
+        if let Some(bytes) = file.log_ring_bytes {
+            self.log_ring_bytes = bytes;
+        }
+        if let Some(bytes) = file.cache_quota_bytes {
+            self.cache_quota_bytes = bytes;
+        }
         if let Some(allow) = file.allow_unisolated_native_plugins {
             self.allow_unisolated_native_plugins = allow;
         }
@@ -309,6 +362,21 @@ impl ServeConfig {
         }
         if let Some(approve) = env("GOATKIT_APPROVE") {
             self.approve = list(&approve);
+        }
+        if let Some(token) = env("GOATKIT_METRICS_TOKEN") {
+            self.metrics_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Some(names) = env("GOATKIT_OVERRIDABLE_TEMPLATES") {
+            self.overridable_templates = list(&names);
+        }
+        if let Some(bytes) = env("GOATKIT_LOG_LINE_BYTES") {
+            self.log_line_bytes = parse_bytes("GOATKIT_LOG_LINE_BYTES", &bytes)?;
+        }
+        if let Some(bytes) = env("GOATKIT_LOG_RING_BYTES") {
+            self.log_ring_bytes = parse_bytes("GOATKIT_LOG_RING_BYTES", &bytes)?;
+        }
+        if let Some(bytes) = env("GOATKIT_CACHE_QUOTA_BYTES") {
+            self.cache_quota_bytes = parse_bytes("GOATKIT_CACHE_QUOTA_BYTES", &bytes)?;
         }
         if let Some(allow) = env("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS") {
             self.allow_unisolated_native_plugins =
@@ -395,9 +463,13 @@ init_sql = ["schema.sql", "/abs/seed.sql"]
                 ("GOATKIT_APPROVE", "a, b"),
                 ("GOATFLOW_REQUIRE_SIGNATURES", "1"),
                 ("GOATKIT_DATABASE_URL", ""),
+                ("GOATKIT_METRICS_TOKEN", "scrape-me"),
+                ("GOATKIT_CACHE_QUOTA_BYTES", "4096"),
             ]),
         )
         .unwrap();
+        assert_eq!(config.metrics_token.as_deref(), Some("scrape-me"));
+        assert_eq!(config.cache_quota_bytes, 4096);
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
         assert!(!config.eager_loading);
         assert!(config.require_signatures);

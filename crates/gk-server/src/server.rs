@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gk_core::host::{
-    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, MemoryCache,
-    Outbox, PluginLogs, ProductionHost, RedisCache, Translations,
+    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, LogLimits,
+    MemoryCache, Outbox, PluginLogs, ProductionHost, RedisCache, Translations,
 };
 use gk_core::signing::{SignaturePolicy, TrustedKeys};
 use gk_core::{Loader, Manager, Store, WatchHandle};
@@ -157,11 +157,18 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         .ok_or(ServerError::NoDefaultDatabase)?
         .clone();
     let store = Store::open(connection).await?;
-    let logs = Arc::new(PluginLogs::new(LOG_RING));
+    let logs = Arc::new(PluginLogs::with_limits(LogLimits {
+        entries: LOG_RING,
+        line_bytes: config.log_line_bytes,
+        ring_bytes: config.log_ring_bytes,
+    }));
     run_init_sql(&store, &config.init_sql).await?;
     let cache: Arc<dyn gk_core::host::Cache> = match &config.redis_url {
-        Some(url) => Arc::new(RedisCache::connect(url).await?),
-        None => Arc::new(MemoryCache::new(CACHE_ENTRIES)),
+        Some(url) => Arc::new(RedisCache::connect_with_quota(url, config.cache_quota_bytes).await?),
+        None => Arc::new(MemoryCache::with_quota(
+            CACHE_ENTRIES,
+            config.cache_quota_bytes,
+        )),
     };
     let host = Arc::new(ProductionHost::new(HostServices {
         databases,
@@ -173,6 +180,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         http: HttpClient::new(HttpConfig::default()),
     }));
     let manager = Manager::for_production_host(host, store, Arc::new(SandboxConfig::default()))?;
+    manager.allow_template_overrides(config.overridable_templates.iter().cloned());
 
     let wasm = WasmRuntime::new(WasmConfig {
         cache_dir: Some(config.data_dir.join("module-cache")),
@@ -246,6 +254,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         manager: manager.clone(),
         tokens: tokens.clone(),
         request_timeout: config.request_timeout,
+        metrics_token: config.metrics_token.clone(),
         loader: loader.clone(),
         logs,
         pages: pages.clone(),

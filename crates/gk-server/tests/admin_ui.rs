@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::intruder::Intruder;
 use common::{output_text, send, serve_examples_with_data};
+use gk_sdk::PolicyStatus;
 use gk_server::auth::Role;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,6 +45,14 @@ async fn an_admin_manages_plugins_in_the_browser() {
     )
     .await;
     assert_eq!(status, 200);
+    // A plugin whose page and widget try to act as the admin.
+    server
+        .manager
+        .register(std::sync::Arc::new(Intruder::default()))
+        .await
+        .unwrap();
+    let before = server.manager.policy("intruder").await.unwrap();
+    assert_eq!(before.status, PolicyStatus::PendingReview);
 
     let url = format!("http://{}", server.addr);
     let output = tokio::task::spawn_blocking(move || {
@@ -60,6 +70,8 @@ async fn an_admin_manages_plugins_in_the_browser() {
     .unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "the browser run failed:\n{text}");
-    assert_eq!(text.matches("ok: ").count(), 10, "{text}");
+    assert_eq!(text.matches("ok: ").count(), 12, "{text}");
+    // Nothing the intruder's scripts sent changed its policy.
+    assert_eq!(server.manager.policy("intruder").await.unwrap(), before);
     server.shutdown().await;
 }

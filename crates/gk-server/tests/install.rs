@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{config_for, repository, send, send_text, stats_module};
+use common::{config_for, list_plugins, repository, send, send_text, stats_module};
 use gk_core::signing::{generate_keypair, sign_file};
 use gk_server::ServeConfig;
 use serde_json::Value;
@@ -162,7 +162,7 @@ async fn a_signed_package_is_uploaded_upgraded_and_removed() {
     assert_eq!(reply["routes"], 8);
     assert!(plugins_dir.join("stats.zip").is_file());
     assert!(plugins_dir.join("stats.zip.sig").is_file());
-    let (_, list) = send(addr, "GET", "/api/v1/plugins", None, "").await;
+    let list = list_plugins(&server).await;
     assert_eq!(list[0]["name"], "stats");
     assert_eq!(list[0]["loaded"], true);
     let widget = send_text(
@@ -190,7 +190,7 @@ async fn a_signed_package_is_uploaded_upgraded_and_removed() {
     assert_eq!(status, 204);
     assert!(!plugins_dir.join("stats.zip").exists());
     assert!(!plugins_dir.join("stats.zip.sig").exists());
-    let (_, list) = send(addr, "GET", "/api/v1/plugins", None, "").await;
+    let list = list_plugins(&server).await;
     assert_eq!(list, Value::Array(vec![]));
     let (status, reply) = send(addr, "DELETE", "/api/v1/plugins/stats", Some(&admin), "").await;
     assert_eq!(
@@ -252,7 +252,7 @@ async fn an_upload_for_a_plugin_installed_from_another_file_is_a_conflict() {
         server.manager.registration("stats").unwrap().version,
         "2.0.0"
     );
-    let (_, list) = send(server.addr, "GET", "/api/v1/plugins", None, "").await;
+    let list = list_plugins(&server).await;
     assert_eq!(
         (list[0]["name"].as_str(), list[0]["loaded"].as_bool()),
         (Some("stats"), Some(true))

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{config_for, get_json, send, serve_examples, stats_module};
+use common::{config_for, get_json, list_plugins, send, serve_examples, stats_module};
 
 use std::time::Duration;
 
@@ -188,7 +188,7 @@ async fn serve_discovers_loads_and_lists_both_runtimes() {
     let (status, health) = get_json(server.addr, "/healthz").await;
     assert_eq!(status, 200);
     assert_eq!(health["plugins"], 2);
-    let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+    let listed = list_plugins(&server).await;
     assert_eq!(listed[0]["name"], "hello-grpc");
     assert_eq!(listed[0]["loaded"], false, "plugins load on first use");
     assert_eq!(listed[1]["name"], "stats");
@@ -201,7 +201,7 @@ async fn serve_discovers_loads_and_lists_both_runtimes() {
         .unwrap();
     assert_eq!(reply, b"{\"x\":1}");
     server.manager.call("stats", "overview", b"{}").await.ok();
-    let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+    let listed = list_plugins(&server).await;
     assert_eq!(listed[0]["loaded"], true);
     assert_eq!(listed[0]["version"], "0.1.0");
     assert_eq!(listed[1]["loaded"], true);
@@ -211,7 +211,7 @@ async fn serve_discovers_loads_and_lists_both_runtimes() {
     std::fs::copy(stats_module(), plugins.join("copy.wasm")).unwrap();
     let start = std::time::Instant::now();
     loop {
-        let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+        let listed = list_plugins(&server).await;
         if listed.as_array().unwrap().len() == 3 {
             break;
         }
@@ -311,7 +311,7 @@ async fn eager_loading_loads_every_plugin_at_start() {
     })
     .await
     .unwrap();
-    let (_, listed) = get_json(server.addr, "/api/v1/plugins").await;
+    let listed = list_plugins(&server).await;
     assert_eq!(listed[0]["name"], "hello-grpc");
     assert_eq!(listed[0]["loaded"], true, "{listed}");
     assert_eq!(listed[1]["name"], "stats");

@@ -1,5 +1,6 @@
 //! Templates that reach plugins: `use("plugin")` loads lazily and calls, widgets render, a
-//! plugin's own template is included by name, and an override replaces the server's layout.
+//! plugin's own template is included by name, and an override replaces a template the host
+//! declares overridable (never the layout).
 
 mod common;
 
@@ -13,8 +14,8 @@ use gk_server::auth::Role;
 use gk_server::pages::{Pages, PluginTemplates, override_handler};
 use serde_json::{Value, json};
 
-/// Overrides the server's page layout.
-struct Restyler;
+/// Overrides the server's template of its name.
+struct Restyler(&'static str);
 
 #[async_trait]
 impl Plugin for Restyler {
@@ -23,7 +24,7 @@ impl Plugin for Restyler {
             name: "restyler".into(),
             version: "1.0.0".into(),
             templates: vec![TemplateSpec {
-                name: "layout.html".into(),
+                name: self.0.into(),
                 path: String::new(),
                 r#override: true,
             }],
@@ -41,9 +42,9 @@ impl Plugin for Restyler {
         function: &str,
         args: &[u8],
     ) -> Result<Vec<u8>, PluginError> {
-        assert_eq!(function, "template_layout_html");
+        assert_eq!(function, override_handler(self.0));
         let args: Value = serde_json::from_slice(args).unwrap();
-        assert_eq!(args["template"], "layout.html");
+        assert_eq!(args["template"], self.0);
         let html = format!(
             "<main class=\"restyled\">{}: {}</main>",
             args["data"]["title"].as_str().unwrap_or_default(),
@@ -89,8 +90,10 @@ async fn templates_use_plugins_include_theirs_and_honour_overrides() {
     let parts: Vec<&str> = page.splitn(3, '|').collect();
     assert_eq!(parts[..2], ["12", "5"], "{page}");
     assert!(
-        parts[2].starts_with("<ul class=\"gk-stats-by-status\">"),
-        "widget HTML is not escaped: {page}"
+        parts[2].starts_with(
+            "<iframe class=\"gk-widget-frame\" sandbox=\"allow-scripts allow-popups\" data-plugin=\"stats\" data-widget=\"stats_by_status\" srcdoc=\"&lt;ul class=&quot;gk-stats-by-status&quot;&gt;"
+        ),
+        "widget HTML is framed in a sandbox: {page}"
     );
 
     // A plugin's own template, included by name; it reaches its plugin through `use`.
@@ -163,39 +166,35 @@ async fn templates_use_plugins_include_theirs_and_honour_overrides() {
     assert!(
         dashboard
             .body
-            .contains("<p class=\"hello\">Hello, dashboard!</p>"),
+            .contains("&lt;p class=&quot;hello&quot;&gt;Hello, dashboard!&lt;/p&gt;"),
         "{}",
         dashboard.body
     );
 
-    // An override replaces the layout plugin pages are wrapped in, while its plugin is enabled.
-    manager.register(Arc::new(Restyler)).await.unwrap();
-    let page = send_text(
-        server.addr,
-        "GET",
-        "/api/plugins/hello-grpc/page",
-        Some(&agent),
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(
-        page.body,
-        "<main class=\"restyled\">Hello page: <h1 class=\"hello-page\">Hello, agent!</h1></main>"
+    // The layout plugin pages (and admin pages) are wrapped in cannot be overridden.
+    let refused = manager
+        .register(Arc::new(Restyler("layout.html")))
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("template `layout.html` cannot be overridden"),
+        "{refused}"
     );
+    // A template the host declares overridable is, while its plugin is enabled.
+    manager.allow_template_overrides(["dashboard.html".to_owned()]);
+    manager
+        .register(Arc::new(Restyler("dashboard.html")))
+        .await
+        .unwrap();
+    let page = send_text(server.addr, "GET", "/dashboard", Some(&agent), &[], vec![]).await;
+    assert_eq!(page.body, "<main class=\"restyled\">Dashboard: </main>");
     manager
         .set_enabled("restyler", false, "test")
         .await
         .unwrap();
-    let page = send_text(
-        server.addr,
-        "GET",
-        "/api/plugins/hello-grpc/page",
-        Some(&agent),
-        &[],
-        vec![],
-    )
-    .await;
+    let page = send_text(server.addr, "GET", "/dashboard", Some(&agent), &[], vec![]).await;
     assert!(page.body.starts_with("<!doctype html>"), "{}", page.body);
 
     server.shutdown().await;

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use gk_core::{LATENCY_BUCKETS_MICROS, PluginStats};
 
 use super::AppState;
+use super::error::ApiError;
 
 /// Reads one value of a plugin from whether it is enabled and its statistics.
 type Counter = fn(bool, &PluginStats) -> u64;
@@ -139,8 +140,45 @@ pub fn render(plugins: &[(String, bool, PluginStats)]) -> String {
     out
 }
 
-/// `GET /metrics`.
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `headers` carry the configured metrics token or an admin token.
+fn may_read(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(crate::auth::AuthError::Missing)?;
+    if let Some(expected) = &state.metrics_token
+        && same_secret(expected.as_bytes(), token.as_bytes())
+    {
+        return Ok(());
+    }
+    let claims = state.tokens.verify(token)?;
+    if claims.role != crate::auth::Role::Admin {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`{}` is not an admin: /metrics needs an admin token or the metrics token",
+                claims.sub
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /metrics`: for the configured `metrics_token` or an admin token.
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    may_read(&state, &headers)?;
     let manager = &state.manager;
     let plugins: Vec<(String, bool, PluginStats)> = manager
         .names()
@@ -151,11 +189,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             Some((name, enabled, stats))
         })
         .collect();
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         render(&plugins),
-    )
+    ))
 }

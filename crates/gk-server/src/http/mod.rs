@@ -5,6 +5,7 @@
 mod admin_api;
 mod auth;
 pub mod error;
+pub mod headers;
 pub mod metrics;
 pub mod plugin_routes;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub tokens: TokenKeys,
     /// How long a request may take.
     pub request_timeout: std::time::Duration,
+    /// A token that reads `/metrics` besides admin tokens (for scrapers).
+    pub metrics_token: Option<String>,
     /// Installs and removes plugin files.
     pub loader: Arc<Loader>,
     /// The plugins' logs.
@@ -93,7 +96,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/plugins/{name}/policy",
             get(get_policy).put(put_policy),
         )
-        .merge(crate::admin::routes())
+        .merge(crate::admin::routes().layer(axum::middleware::from_fn(headers::admin_pages)))
         .fallback(plugin_routes::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -127,11 +130,12 @@ async fn request_deadline(
     }
 }
 
-/// `GET /dashboard`: every enabled plugin's dashboard widget, rendered through `use`.
+/// `GET /dashboard`: every enabled plugin's dashboard widget, rendered through `use` (each in
+/// a sandboxed frame).
 async fn dashboard(
     State(state): State<AppState>,
     User(user): User,
-) -> Result<axum::response::Html<String>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     // Widgets are declared by loaded plugins: load the discovered ones first.
     state.manager.load_all().await;
     let widgets = state.manager.widgets(Some("dashboard"));
@@ -146,7 +150,12 @@ async fn dashboard(
         )
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e))?;
-    Ok(axum::response::Html(page))
+    let response = axum::response::Html(page).into_response();
+    // A plugin's override is plugin content: served in an opaque origin like its pages.
+    Ok(match state.templates.overridden_by("dashboard.html") {
+        Some(_) => headers::plugin_content(response),
+        None => headers::host_page(response),
+    })
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -252,7 +261,7 @@ fn summary(manager: &Manager, name: String) -> PluginSummary {
     }
 }
 
-async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginSummary>> {
+async fn list_plugins(State(state): State<AppState>, _user: User) -> Json<Vec<PluginSummary>> {
     let manager = &state.manager;
     Json(
         manager
@@ -294,7 +303,7 @@ async fn render_widget(
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
-) -> Result<axum::response::Html<String>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let mut args = serde_json::Map::new();
     plugin_routes::query_fields(&mut args, &uri);
     args.remove("wrap");
@@ -312,16 +321,18 @@ async fn render_widget(
         .widget(&name, &id)
         .map_err(|e| map_error(&state, e))?;
     if !query.wrap {
-        return Ok(axum::response::Html(html));
+        return Ok(headers::plugin_content(
+            axum::response::Html(html).into_response(),
+        ));
     }
     let escape = crate::pages::escape_html;
-    Ok(axum::response::Html(format!(
+    Ok(headers::plugin_content(axum::response::Html(format!(
         "<section class=\"gk-widget gk-widget-{size}\" data-plugin=\"{plugin}\" data-widget=\"{id}\"><h3>{title}</h3>{html}</section>",
         size = escape(&widget.size),
         plugin = escape(&name),
         id = escape(&widget.id),
         title = escape(&widget.title),
-    )))
+    )).into_response()))
 }
 
 async fn plugin_stats(

@@ -267,7 +267,10 @@ pub async fn serve(
         .call_with(&ctx, &route.handler, &arguments)
         .await
         .map_err(|e| super::map_error(&state, e))?;
-    reply_response(&state, &route.plugin, reply, language.as_deref()).await
+    // Every reply of a plugin is plugin content: served in an opaque origin.
+    reply_response(&state, &route.plugin, reply, language.as_deref())
+        .await
+        .map(super::headers::plugin_content)
 }
 
 /// A plugin's reply as the HTTP response: JSON, raw HTML, or HTML in the page layout.
@@ -311,13 +314,21 @@ async fn reply_response(
     Ok(Html(page).into_response())
 }
 
-/// The navigation menu from the enabled plugins' menu items.
+/// The navigation menu from the enabled plugins' menu items: only links that are plain paths
+/// or http(s) URLs (registration refuses others; this drops any that got through, logged).
 pub(crate) fn menu(state: &AppState) -> Vec<MenuEntry> {
     state
         .manager
         .menu_items()
         .into_iter()
         .filter(|m| !m.item.path.is_empty())
+        .filter(|m| match gk_core::check_link(&m.item.path) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(plugin = %m.plugin, item = %m.item.id, %reason, "menu link not shown");
+                false
+            }
+        })
         .map(|m| MenuEntry {
             plugin: m.plugin,
             label: m.item.label,

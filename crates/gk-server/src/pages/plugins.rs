@@ -3,11 +3,13 @@
 //! minijinja has no custom tags, so `{% use "stats" %}` is written as the function it stands
 //! for: `{% set stats = use("stats") %}` (or inline, `use("stats").widget("stats_overview")`).
 //! The value has two methods: `call(function, args)` returns the plugin's JSON reply as a
-//! template value, `widget(id)` the widget's HTML. The first `use` of a plugin loads it when it
-//! was only discovered; later ones find it loaded.
+//! template value, `widget(id)` the widget's HTML in a sandboxed `<iframe srcdoc>`. The first
+//! `use` of a plugin loads it when it was only discovered; later ones find it loaded.
 //!
 //! Plugins take part in two more ways, both declared in their registrations' `templates`:
-//! - a template with `override: true` replaces the server's template of that name: the server
+//! - a template with `override: true` replaces the server's template of that name, when the
+//!   server declares it overridable (`overridable_templates`; never the layout or the admin
+//!   templates, refused at registration by gk-core): the server
 //!   calls the plugin's handler `template_<name>` (non-alphanumerics as `_`) with
 //!   `{"template", "data"}` and uses the `html` it answers (GoatFlow's contract);
 //! - any other template (`path` inside the plugin's directory) can be rendered, extended or
@@ -64,6 +66,18 @@ pub(crate) fn escape_html(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A widget's HTML as a sandboxed `<iframe srcdoc>`: scripts run, but in an opaque origin
+/// (no `allow-same-origin`), so they see no cookie and cannot read the host's pages.
+pub(crate) fn framed_widget(plugin: &str, id: &str, html: &str) -> String {
+    format!(
+        "<iframe class=\"gk-widget-frame\" sandbox=\"allow-scripts allow-popups\" \
+         data-plugin=\"{}\" data-widget=\"{}\" srcdoc=\"{}\"></iframe>",
+        escape_html(plugin),
+        escape_html(id),
+        escape_html(html)
+    )
+}
+
 fn template_error(message: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::InvalidOperation, message.to_string())
 }
@@ -88,7 +102,8 @@ impl PluginInTemplate {
         Ok(Value::from(minijinja::value::Serde(&reply)))
     }
 
-    /// A widget's HTML; a failing widget shows why instead of failing the whole page.
+    /// A widget's HTML in a sandboxed frame (its own opaque origin: a widget's script cannot
+    /// act as the page's user); a failing widget shows why instead of failing the whole page.
     fn widget(&self, id: &str) -> Value {
         let ctx = gk_sdk::CallContext::for_plugin(self.name.clone());
         let html = self
@@ -96,7 +111,7 @@ impl PluginInTemplate {
             .block_on(self.manager.render_widget(&ctx, id, b"{}"))
             .map_err(template_error);
         match html {
-            Ok(html) => Value::from_safe_string(html),
+            Ok(html) => Value::from_safe_string(framed_widget(&self.name, id, &html)),
             Err(error) => {
                 tracing::warn!(plugin = %self.name, widget = %id, %error, "widget failed");
                 let reason = error.detail().unwrap_or("error");
@@ -136,6 +151,16 @@ impl PluginTemplates {
     /// The server's templates (`pages`) over the plugins of `manager`.
     pub fn new(pages: Arc<Pages>, manager: Manager) -> Self {
         Self { pages, manager }
+    }
+
+    /// The enabled plugin that overrides template `name`, if one does: its HTML is plugin
+    /// content, to be served as such.
+    pub fn overridden_by(&self, name: &str) -> Option<String> {
+        self.manager
+            .templates()
+            .into_iter()
+            .find(|t| t.item.r#override && t.item.name == name)
+            .map(|t| t.plugin)
     }
 
     /// Renders template `name` with `data`: the overriding plugin's HTML when an enabled

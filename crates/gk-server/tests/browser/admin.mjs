@@ -1,7 +1,10 @@
 // Drives the admin pages in headless Chromium (Debian's, through playwright-core): sign in,
 // disable a plugin and see its route answer 403, enable it again, change its policy and see the
-// change take effect, filter the logs. Run by crates/gk-server/tests/admin_ui.rs, which starts
-// the server and passes GK_URL, GK_ADMIN_TOKEN and GK_AGENT_TOKEN.
+// change take effect, filter the logs; then, still signed in, open the `intruder` test plugin's
+// page and dashboard widget, whose script tries to read /admin, the cookie and to approve its
+// plugin. Run by crates/gk-server/tests/admin_ui.rs, which starts the server, registers
+// `intruder` and passes GK_URL, GK_ADMIN_TOKEN and GK_AGENT_TOKEN; it checks afterwards that
+// the plugin's policy did not change.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 
@@ -108,6 +111,33 @@ try {
   assert.match(page.url(), /level=error/);
   assert.equal(await page.locator("#logs tbody tr.level-info").count(), 0);
   step("logs filtered by level");
+
+  // Control: a script on the server's own origin, in this signed-in browser, could read the
+  // admin page and its CSRF value. What follows shows a plugin's script cannot.
+  await page.goto(`${base}/healthz`);
+  const control = await page.evaluate(async () => (await (await fetch("/admin/plugins")).text()).includes('name="csrf"'));
+  assert.equal(control, true, "the control script reads the admin page");
+
+  /** Checks what the intruder's script (see tests/common/intruder.rs) reported. */
+  function refused(report, where) {
+    const result = JSON.parse(report);
+    assert.match(result.read, /^blocked: TypeError/, `${where}: ${report}`);
+    assert.match(result.cookie, /^blocked: SecurityError/, `${where}: ${report}`);
+    assert.equal(result.approve, undefined, `${where}: ${report}`);
+  }
+  await page.goto(`${base}/intruder/page`);
+  await page.waitForSelector("body[data-result]");
+  refused(await page.getAttribute("body", "data-result"), "plugin page");
+  step("a plugin page's script cannot read /admin or the cookie, nor approve");
+
+  const dashboard = await fetch(`${base}/dashboard`, { headers: { authorization: `Bearer ${agent}` } });
+  assert.equal(dashboard.status, 200);
+  await page.goto(`${base}/healthz`);
+  await page.setContent(await dashboard.text());
+  const widget = page.frameLocator('iframe[data-widget="intruder_widget"]');
+  await widget.locator("body[data-result]").waitFor({ state: "attached" });
+  refused(await widget.locator("body").getAttribute("data-result"), "dashboard widget");
+  step("a dashboard widget's script, framed on the server's origin, cannot either");
 } finally {
   await browser.close();
 }

@@ -1,6 +1,8 @@
 //! What the server tests share: the example plugins, a server over them, and HTTP helpers.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod intruder;
+
 use std::path::{Path, PathBuf};
 
 use gk_server::ServeConfig;
@@ -107,7 +109,18 @@ pub async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
 pub struct TextResponse {
     pub status: u16,
     pub content_type: String,
+    pub headers: hyper::HeaderMap,
     pub body: String,
+}
+
+impl TextResponse {
+    /// A header's value, empty when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Sends a request with optional bearer token and headers; the reply as text.
@@ -139,10 +152,12 @@ pub async fn send_text(
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     TextResponse {
         status,
         content_type,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
@@ -183,4 +198,19 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// `GET /api/v1/plugins` with an agent token (listing needs a valid token).
+pub async fn list_plugins(server: &gk_server::RunningServer) -> Value {
+    let agent = server
+        .tokens
+        .mint(
+            "lister",
+            gk_server::auth::Role::Agent,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    let (status, listed) = send(server.addr, "GET", "/api/v1/plugins", Some(&agent), "").await;
+    assert_eq!(status, 200, "{listed}");
+    listed
 }
