@@ -352,8 +352,10 @@ async fn declared_routes_answer_with_the_plugins_data() {
     .await;
     assert_eq!(logs, Value::Array(vec![]));
 
-    // Metrics: what happened above, in Prometheus' text format.
+    // Metrics: what happened above, in Prometheus' text format, for an admin token.
     let metrics = send_text(addr, "GET", "/metrics", None, &[], vec![]).await;
+    assert_eq!(metrics.status, 401);
+    let metrics = send_text(addr, "GET", "/metrics", Some(&admin), &[], vec![]).await;
     assert_eq!(metrics.status, 200);
     assert!(
         metrics
