@@ -28,6 +28,29 @@ pub enum GrpcError {
         /// What went wrong.
         message: String,
     },
+    /// The plugin cannot be isolated here and the operator did not allow unisolated plugins.
+    #[error(
+        "native plugin {plugin} cannot be isolated here ({reason}); it does not start unless \
+         `allow_unisolated_native_plugins = true` (GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS=1) \
+         lets it run unisolated, as the server's user"
+    )]
+    Unisolated {
+        /// The plugin.
+        plugin: String,
+        /// Why isolation is not available.
+        reason: String,
+    },
+    /// The plugin registered under another name than the one it was discovered under.
+    #[error(
+        "{plugin} registered as `{claimed}`: a plugin registers under the name it was \
+         installed as"
+    )]
+    NameMismatch {
+        /// The name it was discovered (installed) under.
+        plugin: String,
+        /// The name its `Register` reply claimed.
+        claimed: String,
+    },
     /// `Register` failed.
     #[error("{plugin} did not register: {message}")]
     Register {

@@ -19,6 +19,8 @@ mod isolation;
 mod plugin;
 mod process;
 mod runtime;
+mod sandbox_linux;
+mod sandbox_plan;
 mod supervisor;
 
 pub use error::GrpcError;
@@ -27,5 +29,5 @@ pub use isolation::{
     DEFAULT_TMP_SIZE_MB, IsolationConfig,
 };
 pub use plugin::GrpcPlugin;
-pub use runtime::{DEFAULT_HEALTH_INTERVAL, GrpcLimits, GrpcRuntime};
+pub use runtime::{DEFAULT_HEALTH_INTERVAL, DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, GrpcRuntime};
 pub use supervisor::{CRASH_WINDOW, MAX_CRASHES};

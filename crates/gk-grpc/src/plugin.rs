@@ -27,7 +27,10 @@ pub(crate) struct Process {
     pub(crate) pid: u32,
     pub(crate) exit: watch::Receiver<Option<String>>,
     pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its `TMPDIR` as the host sees it.
     pub(crate) tmp_dir: PathBuf,
+    /// Whether `tmp_dir` is a host directory made for it, to remove when it ends.
+    pub(crate) owns_tmp: bool,
 }
 
 impl Process {
@@ -42,7 +45,9 @@ impl Drop for Process {
         if !self.has_exited() {
             signal_group(self.pid, libc::SIGKILL);
         }
-        let _ = std::fs::remove_dir_all(&self.tmp_dir);
+        if self.owns_tmp {
+            let _ = std::fs::remove_dir_all(&self.tmp_dir);
+        }
     }
 }
 
@@ -65,6 +70,10 @@ pub(crate) struct Inner {
     /// The environment of every process, without its TMPDIR.
     pub(crate) env: Vec<(String, String)>,
     pub(crate) host_dir: PathBuf,
+    /// The isolation of its processes; `None`: unisolated (allowed by the operator).
+    pub(crate) sandbox: Option<Arc<crate::IsolationConfig>>,
+    /// The largest gRPC message to and from the process.
+    pub(crate) max_message_bytes: usize,
     pub(crate) server_stop: Arc<Notify>,
     pub(crate) registration: OnceLock<GkRegistration>,
     /// The running process; `None` while restarting or failed.
@@ -214,7 +223,8 @@ impl GrpcPlugin {
         self.inner.current().map(|p| p.socket.clone())
     }
 
-    /// The current process's private `TMPDIR`.
+    /// The current process's private `TMPDIR`, as the host reaches it (for an isolated
+    /// process, its `/tmp` through `/proc/<pid>/root`).
     pub fn tmp_dir(&self) -> Option<PathBuf> {
         self.inner.current().map(|p| p.tmp_dir.clone())
     }
@@ -312,7 +322,9 @@ impl Plugin for GrpcPlugin {
                     break;
                 }
             }
-            let _ = std::fs::remove_dir_all(&process.tmp_dir);
+            if process.owns_tmp {
+                let _ = std::fs::remove_dir_all(&process.tmp_dir);
+            }
         }
         inner.server_stop.notify_one();
         let _ = std::fs::remove_dir_all(&inner.host_dir);

@@ -8,14 +8,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gk_sdk::handshake::{Handshake, parse_handshake};
+use gk_sdk::handshake::parse_handshake;
 use gk_sdk::{CallContext, LogLevel};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use crate::GrpcError;
 use crate::host_server::HostSide;
+use crate::sandbox_plan::{self, Request};
+use crate::{GrpcError, IsolationConfig, sandbox_linux};
 
 /// Stderr lines kept for crash reports.
 const STDERR_TAIL: usize = 20;
@@ -23,7 +24,8 @@ const STDERR_TAIL: usize = 20;
 /// A started plugin process.
 pub(crate) struct Spawned {
     pub(crate) pid: u32,
-    pub(crate) handshake: Handshake,
+    /// The socket it serves on, as the host reaches it.
+    pub(crate) socket: std::path::PathBuf,
     /// `Some(description)` once the process has exited.
     pub(crate) exit: watch::Receiver<Option<String>>,
     pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -51,12 +53,15 @@ pub(crate) fn signal_group(pid: u32, signal: libc::c_int) {
 }
 
 /// How a plugin process is isolated from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Isolation {
     /// New network namespace: no network at all (the Unix socket to the host still works).
     pub(crate) no_network: bool,
     /// Cap on private writable memory (`RLIMIT_DATA`), in bytes; 0 = none.
     pub(crate) memory_bytes: u64,
+    /// Full isolation (`sandbox_linux`) with this configuration and host socket; `None` runs
+    /// the process unisolated (the operator allowed it where isolation is not available).
+    pub(crate) sandbox: Option<(Arc<IsolationConfig>, std::path::PathBuf)>,
 }
 
 /// Whether new PID, mount and network namespaces can be made here (with util-linux `unshare`);
@@ -124,55 +129,27 @@ pub(crate) async fn spawn(
             return Err(spawn_error("not an executable file".into()));
         }
     }
-    let mut command = if cfg!(target_os = "linux") && namespaces_available() {
-        // The plugin runs as PID 1 of a new PID namespace with its own /proc (it cannot see
-        // the host's processes), in a new mount namespace, and without network unless its
-        // policy grants http; `unshare` stays as its parent and kills it when it dies.
-        let mut command = Command::new("unshare");
-        command.args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"]);
-        if isolation.no_network {
-            command.arg("--net");
-        }
-        command.arg("--").arg(executable);
-        command
-    } else {
-        Command::new(executable)
-    };
     let memory = isolation.memory_bytes;
-    command
-        .current_dir(working_dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
-    // setrlimit(2): both are async-signal-safe system calls on plain values.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if memory > 0 {
-                // RLIMIT_DATA counts private writable memory; the PROT_NONE reservations Go and
-                // Java runtimes make at start do not count, so they still start (RLIMIT_AS
-                // would stop them).
-                let limit = libc::rlimit {
-                    rlim_cur: memory,
-                    rlim_max: memory,
-                };
-                if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
-    let pid = child.id().unwrap_or(0);
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let started = match &isolation.sandbox {
+        Some((config, host_socket)) => start_isolated(
+            executable,
+            working_dir,
+            env,
+            &isolation,
+            config,
+            host_socket,
+        )
+        .await
+        .map_err(spawn_error)?,
+        None => start_unisolated(executable, working_dir, env, &isolation)
+            .map_err(|e| spawn_error(e.to_string()))?,
+    };
+    let Started {
+        pid,
+        stdout,
+        stderr,
+        exit: wait,
+    } = started;
 
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(stderr) = stderr {
@@ -190,10 +167,7 @@ pub(crate) async fn spawn(
     };
     let (exit_tx, exit) = watch::channel(None);
     tokio::spawn(async move {
-        let description = match child.wait().await {
-            Ok(status) => status.to_string(),
-            Err(e) => format!("unknown exit ({e})"),
-        };
+        let description = wait.await;
         if let Some(cgroup) = cgroup {
             let _ = std::fs::remove_dir(cgroup);
         }
@@ -240,11 +214,16 @@ pub(crate) async fn spawn(
         Ok(Ok(Some(line))) => line,
     };
     let handshake = parse_handshake(&line).map_err(failure)?;
+    let socket = if isolation.sandbox.is_some() {
+        sandbox_linux::socket_from_host(pid, &handshake.socket).map_err(failure)?
+    } else {
+        std::path::PathBuf::from(&handshake.socket)
+    };
     let rest = lines.into_inner();
     tokio::spawn(forward(rest, side.clone(), LogLevel::Info, None));
     Ok(Spawned {
         pid,
-        handshake,
+        socket,
         exit,
         stderr_tail,
     })
@@ -274,4 +253,162 @@ async fn forward(
             None => tracing::info!(plugin = %side.plugin, stream = %level, "{line}"),
         }
     }
+}
+
+type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+/// A process just started: its pid, output, and how it ends.
+struct Started {
+    pid: u32,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    exit: std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>,
+}
+
+/// Starts the plugin in its namespaces (`sandbox_linux`).
+async fn start_isolated(
+    executable: &Path,
+    working_dir: &Path,
+    env: &[(String, String)],
+    isolation: &Isolation,
+    config: &IsolationConfig,
+    host_socket: &Path,
+) -> Result<Started, String> {
+    // The host socket's directory is the plugin's own and bound nowhere: its new root is
+    // mounted (in its own mount namespace) on an empty directory there.
+    let stage = host_socket.parent().unwrap_or(Path::new("/")).join("root");
+    std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    let plan = sandbox_plan::plan(&Request {
+        executable,
+        working_dir,
+        stage: &stage,
+        host_socket: Some(host_socket),
+        env,
+        network: !isolation.no_network,
+        memory_bytes: isolation.memory_bytes,
+        config,
+    })?;
+    if plan.outside_root {
+        // The plugin's user connects to its host socket (its directory stays the host's own).
+        std::os::unix::fs::chown(host_socket, Some(plan.outside_uid), Some(plan.outside_gid))
+            .map_err(|e| format!("{}: {e}", host_socket.display()))?;
+    }
+    let child = sandbox_linux::spawn(&plan)?;
+    let pid = child.pid;
+    let pipe = |fd: std::os::fd::OwnedFd| -> Option<Output> {
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+            .ok()
+            .map(|r| Box::new(r) as Output)
+    };
+    let pidfd = child.pidfd;
+    let exit = Box::pin(async move {
+        // SAFETY: the AsyncFd owns the pidfd; nothing else closes or replaces it.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(fd) = registered {
+            let _ = fd.readable().await;
+        }
+        let waited = tokio::task::spawn_blocking(move || {
+            let mut status = 0;
+            let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+            // SAFETY: waitpid(2) of our own child, reaped only here.
+            let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if reaped == pid {
+                use std::os::unix::process::ExitStatusExt;
+                std::process::ExitStatus::from_raw(status).to_string()
+            } else {
+                format!("unknown exit ({})", std::io::Error::last_os_error())
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|e| format!("unknown exit ({e})"))
+    });
+    Ok(Started {
+        pid,
+        stdout: pipe(child.stdout),
+        stderr: pipe(child.stderr),
+        exit,
+    })
+}
+
+/// Starts the plugin as the server's user, where isolation is not available and the operator
+/// allowed it: a minimal environment, its own process group, `no_new_privs`, rlimits, and
+/// PID/mount/network namespaces where util-linux `unshare` can make them.
+fn start_unisolated(
+    executable: &Path,
+    working_dir: &Path,
+    env: &[(String, String)],
+    isolation: &Isolation,
+) -> std::io::Result<Started> {
+    let mut command = if cfg!(target_os = "linux") && namespaces_available() {
+        // The plugin runs as PID 1 of a new PID namespace with its own /proc, in a new mount
+        // namespace, and without network unless its policy grants http; `unshare` stays as
+        // its parent and kills it when it dies.
+        let mut command = Command::new("unshare");
+        command.args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"]);
+        if isolation.no_network {
+            command.arg("--net");
+        }
+        command.arg("--").arg(executable);
+        command
+    } else {
+        Command::new(executable)
+    };
+    let memory = isolation.memory_bytes;
+    command
+        .current_dir(working_dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
+    // setrlimit(2): both are async-signal-safe system calls on plain values.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &core) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if memory > 0 {
+                // RLIMIT_DATA counts private writable memory; the PROT_NONE reservations Go and
+                // Java runtimes make at start do not count, so they still start (RLIMIT_AS
+                // would stop them).
+                let limit = libc::rlimit {
+                    rlim_cur: memory,
+                    rlim_max: memory,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let stdout = child.stdout.take().map(|s| Box::new(s) as Output);
+    let stderr = child.stderr.take().map(|s| Box::new(s) as Output);
+    let exit = Box::pin(async move {
+        match child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("unknown exit ({e})"),
+        }
+    });
+    Ok(Started {
+        pid,
+        stdout,
+        stderr,
+        exit,
+    })
 }

@@ -25,6 +25,10 @@ use crate::plugin::{GrpcPlugin, Inner, Process, Supervision};
 use crate::process::{self, signal_group};
 use crate::supervisor;
 
+/// The largest message either side of a plugin's gRPC connections accepts or sends, by default
+/// (host calls and their replies, and calls to the plugin and theirs): 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+
 /// How often a running plugin's health is checked, by default.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -71,6 +75,8 @@ pub struct GrpcRuntime {
     run_dir: PathBuf,
     /// How plugin processes are isolated.
     isolation: Arc<IsolationConfig>,
+    /// The largest gRPC message, both ways, on both connections.
+    max_message_bytes: usize,
 }
 
 impl Default for GrpcRuntime {
@@ -99,7 +105,16 @@ impl GrpcRuntime {
         Self {
             run_dir: run_dir.into(),
             isolation: Arc::new(IsolationConfig::default()),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The same runtime with another cap on gRPC messages (default
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`]): a host call, a call to the plugin or a reply over it is
+    /// refused with `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE`, saying the size and the limit.
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 
     /// The same runtime isolating its plugins as `isolation` says.
@@ -110,6 +125,12 @@ impl GrpcRuntime {
 
     /// Starts `executable` (in `working_dir`) as plugin `name`: serves its host socket, waits
     /// for the handshake, connects and calls `Register`, all within `limits.init_timeout`.
+    /// `name` is the plugin's identity from then on (every host call is stamped with it); a
+    /// `Register` reply naming another plugin is refused ([`GrpcError::NameMismatch`]).
+    ///
+    /// The process is isolated as the runtime's [`IsolationConfig`] says; where that is not
+    /// possible, it is refused ([`GrpcError::Unisolated`]) unless the configuration allows
+    /// unisolated plugins.
     /// The process is then supervised: restarted with backoff when it dies or stops answering
     /// its health checks, and marked failed after 5 crashes in 60 s.
     pub async fn start(
@@ -122,6 +143,24 @@ impl GrpcRuntime {
         let host_error = |message: String| GrpcError::Host {
             plugin: name.to_owned(),
             message,
+        };
+        let sandboxed = match crate::isolation::available(&self.isolation) {
+            Ok(()) => true,
+            Err(reason) if self.isolation.allow_unisolated_native_plugins => {
+                tracing::warn!(
+                    plugin = %name,
+                    %reason,
+                    "native plugin isolation is not available: the plugin runs unisolated, as the \
+                     server's user, because allow_unisolated_native_plugins is set"
+                );
+                false
+            }
+            Err(reason) => {
+                return Err(GrpcError::Unisolated {
+                    plugin: name.to_owned(),
+                    reason,
+                });
+            }
         };
         let token = random_hex(32).map_err(host_error)?;
         let host_dir = self.run_dir.join(format!(
@@ -142,7 +181,11 @@ impl GrpcRuntime {
         let server_stop = Arc::new(Notify::new());
         let stop = server_stop.clone();
         let server = Server::builder()
-            .add_service(HostServiceServer::new(HostServer { side: side.clone() }))
+            .add_service(
+                HostServiceServer::new(HostServer { side: side.clone() })
+                    .max_decoding_message_size(self.max_message_bytes)
+                    .max_encoding_message_size(self.max_message_bytes),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::UnixListenerStream::new(listener),
                 async move { stop.notified().await },
@@ -168,6 +211,8 @@ impl GrpcRuntime {
             working_dir: working_dir.to_owned(),
             env,
             host_dir,
+            sandbox: sandboxed.then(|| self.isolation.clone()),
+            max_message_bytes: self.max_message_bytes,
             server_stop,
             registration: OnceLock::new(),
             current: RwLock::new(None),
@@ -186,6 +231,13 @@ impl GrpcRuntime {
                     message,
                 }
             })?;
+        if registration.name != name {
+            signal_group(process.pid, libc::SIGKILL);
+            return Err(GrpcError::NameMismatch {
+                plugin: name.to_owned(),
+                claimed: registration.name,
+            });
+        }
         let _ = inner.registration.set(registration);
         inner.set_current(Some(process));
         supervisor::watch(&inner);
@@ -200,20 +252,35 @@ pub(crate) async fn launch(inner: &Arc<Inner>) -> Result<Arc<Process>, GrpcError
         plugin: name.clone(),
         message,
     };
-    // One TMPDIR per process (not per plugin name): during a blue-green replace the old and the
-    // new process of a plugin run side by side, and removing one's directory must not pull it
-    // from under the other.
-    let tmp_dir = std::env::temp_dir().join(format!(
-        "goatflow-plugin-{}-{}",
-        inner.name,
-        random_hex(4).map_err(host_error)?
-    ));
-    private_dir(&tmp_dir).map_err(|e| host_error(format!("{}: {e}", tmp_dir.display())))?;
     let mut env = inner.env.clone();
-    env.push(("TMPDIR".into(), tmp_dir.display().to_string()));
+    // An isolated process has a private /tmp tmpfs of its own. Otherwise one TMPDIR per process
+    // (not per plugin name): during a blue-green replace the old and the new process of a
+    // plugin run side by side, and removing one's directory must not pull it from under the
+    // other.
+    let owned_tmp = if inner.sandbox.is_some() {
+        None
+    } else {
+        let tmp_dir = std::env::temp_dir().join(format!(
+            "goatflow-plugin-{}-{}",
+            inner.name,
+            random_hex(4).map_err(host_error)?
+        ));
+        private_dir(&tmp_dir).map_err(|e| host_error(format!("{}: {e}", tmp_dir.display())))?;
+        env.push(("TMPDIR".into(), tmp_dir.display().to_string()));
+        Some(tmp_dir)
+    };
+    let remove_tmp = || {
+        if let Some(dir) = &owned_tmp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
     let isolation = process::Isolation {
         no_network: !inner.limits.network,
         memory_bytes: u64::from(inner.limits.memory_mb) << 20,
+        sandbox: inner
+            .sandbox
+            .clone()
+            .map(|config| (config, inner.host_dir.join("host.sock"))),
     };
     let limits = inner.limits;
     let spawned = match process::spawn(
@@ -228,14 +295,14 @@ pub(crate) async fn launch(inner: &Arc<Inner>) -> Result<Arc<Process>, GrpcError
     {
         Ok(spawned) => spawned,
         Err(error) => {
-            let _ = std::fs::remove_dir_all(&tmp_dir);
+            remove_tmp();
             return Err(error);
         }
     };
-    let socket = spawned.handshake.socket.clone();
+    let socket = spawned.socket.clone();
     let fail = |message: String| {
         signal_group(spawned.pid, libc::SIGKILL);
-        let _ = std::fs::remove_dir_all(&tmp_dir);
+        remove_tmp();
         GrpcError::Handshake {
             plugin: inner.name.clone(),
             message,
@@ -253,14 +320,21 @@ pub(crate) async fn launch(inner: &Arc<Inner>) -> Result<Arc<Process>, GrpcError
         Ok(Err(e)) => return Err(fail(format!("cannot connect to its socket: {e}"))),
         Err(_) => return Err(fail("connecting to its socket timed out".into())),
     };
+    let tmp_dir = match &owned_tmp {
+        Some(dir) => dir.clone(),
+        None => PathBuf::from(format!("/proc/{}/root/tmp", spawned.pid)),
+    };
     Ok(Arc::new(Process {
-        client: PluginServiceClient::new(channel.clone()),
+        client: PluginServiceClient::new(channel.clone())
+            .max_decoding_message_size(inner.max_message_bytes)
+            .max_encoding_message_size(inner.max_message_bytes),
         channel,
-        socket: PathBuf::from(&spawned.handshake.socket),
+        socket: spawned.socket,
         pid: spawned.pid,
         exit: spawned.exit,
         stderr_tail: spawned.stderr_tail,
         tmp_dir,
+        owns_tmp: owned_tmp.is_some(),
     }))
 }
 

@@ -39,8 +39,16 @@ async fn hello(call_ms: u64) -> (GrpcPlugin, Arc<MemoryHost>, tempfile::TempDir)
     hello_with(limits(call_ms)).await
 }
 
+/// A temporary directory the plugin's user may read (an isolated plugin runs as `nobody`).
+fn readable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 async fn hello_with(limits: GrpcLimits) -> (GrpcPlugin, Arc<MemoryHost>, tempfile::TempDir) {
-    let run = tempfile::tempdir().unwrap();
+    let run = readable_tempdir();
     let plugin = GrpcRuntime::new(run.path())
         .start("hello-grpc", &hello_binary(), run.path(), limits)
         .await
@@ -312,7 +320,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[tokio::test]
 async fn handshake_faults_give_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = readable_tempdir();
     let runtime = GrpcRuntime::new(dir.path());
     let quick = GrpcLimits {
         init_timeout: Duration::from_millis(700),

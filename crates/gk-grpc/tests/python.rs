@@ -48,6 +48,10 @@ fn prepare(dir: &Path) {
 #[tokio::test]
 async fn a_python_plugin_registers_answers_and_calls_back() {
     let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     prepare(dir.path());
     let limits = GrpcLimits {
         call_timeout: Duration::from_secs(5),

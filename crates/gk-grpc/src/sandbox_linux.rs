@@ -1,0 +1,643 @@
+//! All OS isolation of a plugin process (Linux).
+//!
+//! The host `clone(2)`s the child straight into new user, mount, PID, IPC, UTS and (without
+//! `http`) network namespaces, so the child is PID 1 of its own PID namespace and still the
+//! host's direct child (its exit is watched with a pidfd). The host writes the child's
+//! `uid_map`/`gid_map` and lets it go on: the plugin's uid inside is [`INSIDE_ID`], outside it
+//! is the configured unprivileged uid when the server is root (root inside is then root outside
+//! too, for building the root only), else the server's own uid. The child, with only system
+//! calls on memory prepared before the `clone` (nothing allocates after it), builds a new root
+//! on a tmpfs from read-only binds of host paths, a private `/tmp`, a fresh `/proc`, a minimal
+//! `/dev` and its host socket, `pivot_root`s into it, empties its capability bounding and
+//! ambient sets, takes its ids (which empties the rest), sets `no_new_privs`, its rlimits and
+//! `PR_SET_PDEATHSIG`, and execs the plugin. A failing step is reported to the host through a
+//! close-on-exec pipe as the step's name and `errno`.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::sandbox_plan::{Op, Plan};
+
+/// The plugin's uid and gid inside its user namespace (`nobody`).
+pub(crate) const INSIDE_ID: u32 = 65_534;
+/// Where the host socket appears inside the plugin's root.
+pub(crate) const HOST_SOCKET_INSIDE: &str = "/run/goatkit/host.sock";
+/// The plugin's `TMPDIR` and `HOME` inside its root.
+pub(crate) const TMP_INSIDE: &str = "/tmp";
+
+/// A child started in its namespaces.
+pub(crate) struct Child {
+    /// Its pid, as the host sees it.
+    pub(crate) pid: u32,
+    /// A pidfd of it, readable once it has exited.
+    pub(crate) pidfd: OwnedFd,
+    /// The read end of its stdout.
+    pub(crate) stdout: OwnedFd,
+    /// The read end of its stderr.
+    pub(crate) stderr: OwnedFd,
+}
+
+fn os_error(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// A pipe whose both ends close on exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os_error("pipe2"));
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes `text` to `/proc/<pid>/<file>`.
+fn write_proc(pid: libc::pid_t, file: &str, text: &str) -> Result<(), String> {
+    std::fs::write(format!("/proc/{pid}/{file}"), text)
+        .map_err(|e| format!("writing {file} of the plugin process: {e}"))
+}
+
+/// Everything the child needs, prepared before the clone.
+struct Prepared {
+    ops: Vec<PreparedOp>,
+    root_options: CString,
+    workdir: CString,
+    executable: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    clear_groups: bool,
+    /// An empty host directory the new root is mounted on.
+    stage: CString,
+    last_cap: libc::c_ulong,
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+}
+
+/// One step of building the new root, with its paths as C strings.
+enum PreparedOp {
+    Mkdir(CString),
+    Touch(CString),
+    Symlink {
+        target: CString,
+        path: CString,
+    },
+    Bind {
+        source: CString,
+        target: CString,
+        remount: Option<libc::c_ulong>,
+    },
+    Tmpfs {
+        target: CString,
+        options: CString,
+    },
+    Proc(CString),
+}
+
+fn c_string(text: impl Into<Vec<u8>>) -> Result<CString, String> {
+    CString::new(text).map_err(|_| "a path holds a NUL byte".to_owned())
+}
+
+fn c_path(path: &Path) -> Result<CString, String> {
+    c_string(path.as_os_str().as_bytes())
+}
+
+fn prepare(plan: &Plan) -> Result<Prepared, String> {
+    let mut ops = Vec::new();
+    for op in &plan.ops {
+        ops.push(match op {
+            Op::Mkdir(path) => PreparedOp::Mkdir(c_path(path)?),
+            Op::Touch(path) => PreparedOp::Touch(c_path(path)?),
+            Op::Symlink { target, path } => PreparedOp::Symlink {
+                target: c_path(target)?,
+                path: c_path(path)?,
+            },
+            Op::Bind {
+                source,
+                target,
+                read_only,
+            } => {
+                let c_source = c_path(source)?;
+                let remount = if *read_only {
+                    // A bind keeps its source's locked flags (noexec here): a remount that
+                    // dropped one would be refused.
+                    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+                    // SAFETY: statvfs(3) fills the struct it is given.
+                    if unsafe { libc::statvfs(c_source.as_ptr(), &mut stat) } != 0 {
+                        return Err(os_error(&format!("statvfs {}", source.display())));
+                    }
+                    let noexec = stat.f_flag & libc::ST_NOEXEC;
+                    Some(
+                        libc::MS_REMOUNT
+                            | libc::MS_BIND
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | noexec,
+                    )
+                } else {
+                    None
+                };
+                PreparedOp::Bind {
+                    source: c_source,
+                    target: c_path(target)?,
+                    remount,
+                }
+            }
+            Op::Tmpfs { target, options } => PreparedOp::Tmpfs {
+                target: c_path(target)?,
+                options: c_string(options.as_str())?,
+            },
+            Op::Proc(path) => PreparedOp::Proc(c_path(path)?),
+        });
+    }
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(63);
+    let prepared = Prepared {
+        ops,
+        root_options: c_string(format!("mode=0755,size=1m,uid={INSIDE_ID},gid={INSIDE_ID}"))?,
+        workdir: c_path(&plan.workdir)?,
+        executable: c_path(&plan.executable)?,
+        argv: vec![c_path(&plan.executable)?],
+        envp: plan
+            .env
+            .iter()
+            .map(|(k, v)| c_string(format!("{k}={v}")))
+            .collect::<Result<_, _>>()?,
+        clear_groups: plan.outside_root,
+        stage: c_path(&plan.stage)?,
+        last_cap,
+        rlimits: plan
+            .rlimits
+            .iter()
+            .map(|(resource, value)| (*resource, *value))
+            .collect(),
+    };
+    Ok(prepared)
+}
+
+/// The `clone(2)` flags of a plugin.
+fn clone_flags(network: bool) -> libc::c_ulong {
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    if !network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags as libc::c_ulong | libc::SIGCHLD as libc::c_ulong
+}
+
+/// Starts the plugin of `plan` in its namespaces.
+pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
+    let prepared = prepare(plan)?;
+    let argv: Vec<*const libc::c_char> = prepared
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = prepared
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let (go_read, go_write) = pipe()?;
+    let (error_read, error_write) = pipe()?;
+    let (stdout_read, stdout_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    let dev_null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let fds = ChildFds {
+        go: go_read.as_raw_fd(),
+        error: error_write.as_raw_fd(),
+        stdin: dev_null.as_raw_fd(),
+        stdout: stdout_write.as_raw_fd(),
+        stderr: stderr_write.as_raw_fd(),
+    };
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of this
+    // address space and returns 0 here. It only runs `child`, which makes system calls on the
+    // memory prepared above and never returns (exec or _exit).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            clone_flags(plan.network),
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: see above; `child` never returns.
+        unsafe { child(&prepared, &fds, &argv, &envp) }
+    }
+    if pid < 0 {
+        return Err(os_error("clone with new namespaces"));
+    }
+    let pid = pid as libc::pid_t;
+    drop(go_read);
+    drop(error_write);
+    drop(stdout_write);
+    drop(stderr_write);
+    drop(dev_null);
+    let kill = |message: String| {
+        // SAFETY: kill(2) and waitpid(2) of our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        message
+    };
+    let (uid, gid) = (plan.outside_uid, plan.outside_gid);
+    let mapped = (|| {
+        if plan.outside_root {
+            // Root inside is root outside only while the child builds its root (as root it
+            // reaches the host paths it binds); it then becomes INSIDE_ID for good and loses
+            // every capability before the plugin runs.
+            write_proc(pid, "uid_map", &format!("0 0 1\n{INSIDE_ID} {uid} 1\n"))?;
+            write_proc(pid, "gid_map", &format!("0 0 1\n{INSIDE_ID} {gid} 1\n"))
+        } else {
+            // Another user may only map itself: the child is INSIDE_ID from the start.
+            write_proc(pid, "setgroups", "deny")?;
+            write_proc(pid, "uid_map", &format!("{INSIDE_ID} {uid} 1\n"))?;
+            write_proc(pid, "gid_map", &format!("{INSIDE_ID} {gid} 1\n"))
+        }
+    })();
+    if let Err(message) = mapped {
+        return Err(kill(message));
+    }
+    // SAFETY: pidfd_open(2) of our own child, which nobody else reaps.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(kill(os_error("pidfd_open")));
+    }
+    // SAFETY: the descriptor was just returned by pidfd_open.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let go = [1u8];
+    // SAFETY: write(2) of one byte from a live buffer.
+    if unsafe { libc::write(go_write.as_raw_fd(), go.as_ptr().cast(), 1) } != 1 {
+        return Err(kill(os_error("starting the plugin process")));
+    }
+    drop(go_write);
+    let mut report = [0u8; 64];
+    let read = read_all(error_read.as_raw_fd(), &mut report);
+    if read > 0 {
+        let text = String::from_utf8_lossy(&report[..read]);
+        let (step, errno) = text.split_once(':').unwrap_or((&text, "0"));
+        let errno = errno.trim_end_matches('\0').parse().unwrap_or(0);
+        return Err(kill(format!(
+            "the isolated process failed at `{step}`: {}",
+            std::io::Error::from_raw_os_error(errno)
+        )));
+    }
+    Ok(Child {
+        pid: pid as u32,
+        pidfd,
+        stdout: stdout_read,
+        stderr: stderr_read,
+    })
+}
+
+/// Reads until end of file or `buffer` is full; returns the bytes read.
+fn read_all(fd: RawFd, buffer: &mut [u8]) -> usize {
+    let mut total = 0;
+    while total < buffer.len() {
+        // SAFETY: read(2) into the unfilled rest of a live buffer.
+        let n = unsafe {
+            libc::read(
+                fd,
+                buffer[total..].as_mut_ptr().cast(),
+                buffer.len() - total,
+            )
+        };
+        if n > 0 {
+            total += n as usize;
+        } else if n == 0
+            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
+            break;
+        }
+    }
+    total
+}
+
+/// The descriptors the child uses.
+struct ChildFds {
+    go: RawFd,
+    error: RawFd,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+}
+
+/// Reports `step` and `errno` to the host and exits. Async-signal-safe.
+unsafe fn fail(fds: &ChildFds, step: &[u8]) -> ! {
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut buffer = [0u8; 64];
+    let mut length = 0;
+    for byte in step.iter().take(40) {
+        buffer[length] = *byte;
+        length += 1;
+    }
+    buffer[length] = b':';
+    length += 1;
+    let mut digits = [0u8; 12];
+    let mut count = 0;
+    let mut value = errno.unsigned_abs();
+    loop {
+        digits[count] = b'0' + (value % 10) as u8;
+        count += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    while count > 0 {
+        count -= 1;
+        buffer[length] = digits[count];
+        length += 1;
+    }
+    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::write(fds.error, buffer.as_ptr().cast(), length);
+        libc::_exit(126)
+    }
+}
+
+/// Runs `call`; on -1 reports `step` and exits.
+macro_rules! check {
+    ($fds:expr, $step:literal, $call:expr) => {
+        if $call == -1 {
+            fail($fds, $step.as_bytes());
+        }
+    };
+}
+
+/// The child after the clone: only system calls on prepared memory. Never returns.
+unsafe fn child(
+    prepared: &Prepared,
+    fds: &ChildFds,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    // SAFETY (whole body): every call is a system call (raw `syscall` where the C library
+    // would coordinate threads that do not exist in this child) on memory prepared before the
+    // clone; nothing allocates or takes a lock.
+    unsafe {
+        let mut byte = [0u8; 1];
+        if libc::read(fds.go, byte.as_mut_ptr().cast(), 1) != 1 {
+            libc::_exit(125);
+        }
+        check!(fds, "setsid", libc::setsid());
+        let root = c"/";
+        check!(
+            fds,
+            "make mounts private",
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            )
+        );
+        let stage = &prepared.stage;
+        check!(
+            fds,
+            "mount the new root",
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                stage.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                prepared.root_options.as_ptr().cast()
+            )
+        );
+        check!(fds, "chdir to the new root", libc::chdir(stage.as_ptr()));
+        for op in &prepared.ops {
+            run_op(fds, op);
+        }
+        let dot = c".";
+        check!(
+            fds,
+            "pivot_root",
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr())
+        );
+        check!(
+            fds,
+            "detach the old root",
+            libc::umount2(dot.as_ptr(), libc::MNT_DETACH)
+        );
+        check!(fds, "chdir /", libc::chdir(root.as_ptr()));
+        check!(
+            fds,
+            "make the root read-only",
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                std::ptr::null()
+            )
+        );
+        check!(
+            fds,
+            "chdir to the plugin directory",
+            libc::chdir(prepared.workdir.as_ptr())
+        );
+        for cap in 0..=prepared.last_cap {
+            check!(
+                fds,
+                "drop the bounding set",
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0)
+            );
+        }
+        check!(
+            fds,
+            "clear ambient capabilities",
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0
+            )
+        );
+        let id = INSIDE_ID as libc::c_long;
+        if prepared.clear_groups {
+            check!(fds, "setgroups", libc::syscall(libc::SYS_setgroups, 0, 0));
+        }
+        check!(
+            fds,
+            "setresgid",
+            libc::syscall(libc::SYS_setresgid, id, id, id)
+        );
+        check!(
+            fds,
+            "setresuid",
+            libc::syscall(libc::SYS_setresuid, id, id, id)
+        );
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData::default(); 2];
+        check!(
+            fds,
+            "capset",
+            libc::syscall(libc::SYS_capset, &header, data.as_ptr())
+        );
+        check!(
+            fds,
+            "no_new_privs",
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        );
+        for (resource, value) in &prepared.rlimits {
+            let limit = libc::rlimit {
+                rlim_cur: *value,
+                rlim_max: *value,
+            };
+            check!(fds, "setrlimit", libc::setrlimit(*resource, &limit));
+        }
+        check!(fds, "stdin", libc::dup2(fds.stdin, 0));
+        check!(fds, "stdout", libc::dup2(fds.stdout, 1));
+        check!(fds, "stderr", libc::dup2(fds.stderr, 2));
+        // After every change of ids: those clear the parent-death signal.
+        check!(
+            fds,
+            "pdeathsig",
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0)
+        );
+        libc::execve(prepared.executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(fds, b"exec");
+    }
+}
+
+/// One step of building the root.
+unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
+    // SAFETY: system calls on prepared NUL-terminated paths.
+    unsafe {
+        match op {
+            PreparedOp::Mkdir(path) => {
+                if libc::mkdir(path.as_ptr(), 0o755) == -1
+                    && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+                {
+                    fail(fds, b"mkdir");
+                }
+            }
+            PreparedOp::Touch(path) => {
+                let mut stat: libc::stat = std::mem::zeroed();
+                if libc::lstat(path.as_ptr(), &mut stat) == -1 {
+                    check!(
+                        fds,
+                        "create a mount point",
+                        libc::mknod(path.as_ptr(), libc::S_IFREG | 0o600, 0)
+                    );
+                }
+            }
+            PreparedOp::Symlink { target, path } => {
+                check!(
+                    fds,
+                    "symlink",
+                    libc::symlink(target.as_ptr(), path.as_ptr())
+                );
+            }
+            PreparedOp::Bind {
+                source,
+                target,
+                remount,
+            } => {
+                check!(
+                    fds,
+                    "bind",
+                    libc::mount(
+                        source.as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null()
+                    )
+                );
+                if let Some(flags) = remount {
+                    check!(
+                        fds,
+                        "remount read-only",
+                        libc::mount(
+                            std::ptr::null(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            *flags,
+                            std::ptr::null()
+                        )
+                    );
+                }
+            }
+            PreparedOp::Tmpfs { target, options } => {
+                check!(
+                    fds,
+                    "mount /tmp",
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        target.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV,
+                        options.as_ptr().cast()
+                    )
+                );
+            }
+            PreparedOp::Proc(path) => {
+                check!(
+                    fds,
+                    "mount /proc",
+                    libc::mount(
+                        c"proc".as_ptr(),
+                        path.as_ptr(),
+                        c"proc".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        std::ptr::null()
+                    )
+                );
+            }
+        }
+    }
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The host path the host reaches a plugin's socket by: through `/proc/<pid>/root`.
+pub(crate) fn socket_from_host(pid: u32, inside: &str) -> Result<PathBuf, String> {
+    let path = Path::new(inside);
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "the socket path `{inside}` must be absolute, without `..`"
+        ));
+    }
+    let host = PathBuf::from(format!("/proc/{pid}/root{inside}"));
+    if host.as_os_str().len() > 107 {
+        return Err(format!("the socket path `{inside}` is too long"));
+    }
+    Ok(host)
+}
