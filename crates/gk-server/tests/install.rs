@@ -282,3 +282,100 @@ async fn an_upload_for_a_plugin_installed_from_another_file_is_a_conflict() {
     assert_eq!(status, 413);
     server.shutdown().await;
 }
+
+/// Every file under `dir` with a checksum of its content, by relative path.
+fn checksums(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    let mut sums = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&path).unwrap().hash(&mut hasher);
+                let relative = path.strip_prefix(dir).unwrap().display().to_string();
+                sums.insert(relative, hasher.finish());
+            }
+        }
+    }
+    sums
+}
+
+#[tokio::test]
+async fn a_conflicting_upload_changes_no_file_of_the_installed_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = gk_server::start(&config_for(dir.path())).await.unwrap();
+    let admin = server.first_admin_token.clone().unwrap();
+    let (private, _) = generate_keypair().unwrap();
+    let (package, _) = signed_stats_package(dir.path(), &private).await;
+    let (status, reply) = upload(
+        server.addr,
+        Some(&admin),
+        &[("plugin", "stats.zip", &package)],
+    )
+    .await;
+    assert_eq!(status, 201, "{reply}");
+    let packages = dir.path().join("data/packages");
+    assert!(packages.join("stats/plugin.yaml").is_file());
+
+    // Another package of the same plugin, with other files, under another file name.
+    let source = dir.path().join("stats-src");
+    let manifest = std::fs::read_to_string(source.join("plugin.yaml")).unwrap();
+    std::fs::write(
+        source.join("plugin.yaml"),
+        manifest.replace("version: \"2.0.0\"", "version: \"6.6.6\""),
+    )
+    .unwrap();
+    std::fs::write(source.join("stats.wasm"), b"\0asm not the installed module").unwrap();
+    let other = dir.path().join("impostor.zip");
+    gk_core::packaging::build(&source, &other).await.unwrap();
+    let other = std::fs::read(other).unwrap();
+
+    let plugins_before = checksums(&dir.path().join("plugins"));
+    let packages_before = checksums(&packages);
+    assert!(
+        packages_before.contains_key("stats/stats.wasm"),
+        "{packages_before:?}"
+    );
+    let (status, reply) = upload(
+        server.addr,
+        Some(&admin),
+        &[("plugin", "impostor.zip", &other)],
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{reply}"
+    );
+    assert_eq!(
+        checksums(&dir.path().join("plugins")),
+        plugins_before,
+        "the plugins directory"
+    );
+    assert_eq!(
+        checksums(&packages),
+        packages_before,
+        "the unpacked packages"
+    );
+    assert_eq!(
+        server.manager.registration("stats").unwrap().version,
+        "2.0.0"
+    );
+    let (status, _) = send(
+        server.addr,
+        "POST",
+        "/api/v1/plugins/stats/call/overview",
+        Some(&admin),
+        "{}",
+    )
+    .await;
+    assert_ne!(status, 500, "the installed plugin still runs");
+    server.shutdown().await;
+}

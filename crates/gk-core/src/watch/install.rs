@@ -4,6 +4,10 @@
 //! hidden entries), checked exactly as the loader checks what it finds (signature, package,
 //! manifest), moved into place and loaded. When loading fails, the file it replaced is put
 //! back: an upload never loses the plugin that was there.
+//!
+//! Nothing outside the staging directory is written before the name conflict check: a package
+//! is unpacked for inspection inside the staging directory, and into the packages directory
+//! only once it is installed. An upload refused as a conflict leaves every file as it was.
 
 use std::path::{Path, PathBuf};
 
@@ -132,7 +136,10 @@ impl Loader {
             let path = signature_path(&staged);
             std::fs::write(&path, signature).map_err(io(&path))?;
         }
-        let found = inspect(&staged, &self.managed_dir, &self.signatures)
+        // Unpacked here to learn its name; the packages directory (where another plugin of that
+        // name may be unpacked) is not touched before the conflict check.
+        let unpacked = staging.join("unpacked");
+        let found = inspect(&staged, &unpacked, &self.signatures)
             .await
             // The staging directory means nothing to the uploader: name the file alone.
             .map_err(|e| {
