@@ -2,11 +2,11 @@
 //! proto files are all a polyglot author needs. Needs python3 with grpcio and grpcio-tools
 //! (scripts/install-deps.sh installs them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gk_grpc::{GrpcLimits, GrpcRuntime};
+use gk_grpc::{GrpcLimits, GrpcRuntime, IsolationConfig};
 use gk_sdk::{CallContext, LogLevel, Plugin, PluginError};
 use serde_json::{Value, json};
 
@@ -45,6 +45,37 @@ fn prepare(dir: &Path) {
     );
 }
 
+/// What an isolated Python plugin needs to see besides the system directories: the prefix of
+/// the `python3` on `PATH` (a pyenv install lives under the host's home), and the root of the
+/// tool that installed it when `python3` is a shim (pyenv's shims run `pyenv exec`).
+fn python_paths() -> Vec<PathBuf> {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; print(sys.base_prefix); print(sys.prefix)",
+        ])
+        .output()
+        .expect("python3 is needed for this test");
+    let mut paths: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("python3"))
+        .find(|python| python.is_file());
+    if let Some(shims) = on_path.as_deref().and_then(Path::parent)
+        && shims.ends_with("shims")
+        && let Some(root) = shims.parent()
+    {
+        paths.push(root.to_owned());
+    }
+    paths.retain(|p| p.is_absolute() && !p.starts_with("/usr") && p != Path::new("/"));
+    paths
+}
+
 #[tokio::test]
 async fn a_python_plugin_registers_answers_and_calls_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,6 +93,10 @@ async fn a_python_plugin_registers_answers_and_calls_back() {
         health_interval: Duration::from_secs(10),
     };
     let plugin = GrpcRuntime::new(dir.path())
+        .with_isolation(IsolationConfig {
+            read_only_paths: python_paths(),
+            ..IsolationConfig::default()
+        })
         .start(
             "python-hello",
             &dir.path().join("plugin.py"),

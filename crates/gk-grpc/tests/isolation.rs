@@ -1,0 +1,314 @@
+//! Attacks of a native plugin on its host, each refused by the isolation: shell scripts that try
+//! and print what they managed on stderr, which the failed handshake quotes back.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gk_grpc::{GrpcError, GrpcLimits, GrpcRuntime, IsolationConfig};
+
+fn limits() -> GrpcLimits {
+    GrpcLimits {
+        call_timeout: Duration::from_secs(5),
+        init_timeout: Duration::from_secs(20),
+        shutdown_timeout: Duration::from_secs(2),
+        network: false,
+        memory_mb: 0,
+        health_interval: Duration::from_secs(10),
+    }
+}
+
+/// A directory others may read, as a plugin's directory is.
+fn readable_dir(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `body` (a script for `interpreter`) as plugin `attacker` in `plugin_dir` and returns
+/// what it printed on stderr (it never completes a handshake, and ends with status 7).
+async fn attack(
+    runtime: GrpcRuntime,
+    plugin_dir: &Path,
+    interpreter: &str,
+    limits: GrpcLimits,
+    body: &str,
+) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    readable_dir(plugin_dir);
+    let script = plugin_dir.join("attack");
+    std::fs::write(&script, format!("#!{interpreter}\n{body}\nexit 7\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = runtime
+        .start("attacker", &script, plugin_dir, limits)
+        .await
+        .unwrap_err();
+    let GrpcError::Handshake { message, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("exit status: 7"), "{message}");
+    message.clone()
+}
+
+/// Bash that runs each attack and prints one line: `name=DONE` or `name=denied` for each,
+/// then the process's ids, capabilities and `no_new_privs`.
+fn attacks(attempts: &[(&str, String)]) -> String {
+    let mut body = String::from(
+        "R=''\ntry() { if (eval \"$2\") >/dev/null 2>&1; then R=\"$R $1=DONE\"; else R=\"$R $1=denied\"; fi; }\n",
+    );
+    for (name, command) in attempts {
+        body.push_str(&format!("try {name} {}\n", shell_quote(command)));
+    }
+    body.push_str(
+        "echo \"RESULT$R uid=$(id -u) $(grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs)' /proc/self/status | tr -d '\\t' | tr '\\n' ' ')\" >&2",
+    );
+    body
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The outcome of each attack in `output`.
+fn outcome<'a>(output: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=");
+    let start = output
+        .find(&key)
+        .unwrap_or_else(|| panic!("no `{name}` in {output}"))
+        + key.len();
+    output[start..].split(' ').next().unwrap_or_default()
+}
+
+/// A host laid out like `gk serve`'s: a data directory with the token secret, the database and
+/// the runtime's run directory, and a plugins directory with another plugin.
+struct Host {
+    _root: tempfile::TempDir,
+    data: PathBuf,
+    run: PathBuf,
+    plugins: PathBuf,
+}
+
+fn host() -> Host {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    readable_dir(root.path());
+    let data = root.path().join("data");
+    readable_dir(&data);
+    std::fs::write(data.join("jwt-secret"), "the-token-secret").unwrap();
+    std::fs::set_permissions(
+        data.join("jwt-secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(data.join("goatkit.db"), "SQLite format 3\0").unwrap();
+    let run = data.join("run");
+    readable_dir(&run);
+    let plugins = root.path().join("plugins");
+    readable_dir(&plugins.join("other"));
+    std::fs::write(plugins.join("other/secret.txt"), "other plugin's").unwrap();
+    Host {
+        data,
+        run,
+        plugins,
+        _root: root,
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_reach_the_hosts_files_processes_or_network() {
+    let host = host();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let me = host.plugins.join("attacker");
+    let (data, run, other) = (
+        host.data.display(),
+        host.run.display(),
+        host.plugins.join("other").display().to_string(),
+    );
+    let mine = me.display();
+    let server = std::process::id();
+    let attempts = [
+        ("read-own", format!("cat {mine}/attack")),
+        (
+            "write-tmp",
+            "echo x > $TMPDIR/kept && cat $TMPDIR/kept".to_owned(),
+        ),
+        ("read-secret", format!("cat {data}/jwt-secret")),
+        ("read-db", format!("cat {data}/goatkit.db")),
+        ("list-data", format!("ls {data}")),
+        ("list-run", format!("ls {run}")),
+        ("read-other", format!("cat {other}/secret.txt")),
+        ("write-own", format!("echo x > {mine}/dropped")),
+        ("chmod-own", format!("chmod 777 {mine}")),
+        ("write-root", "echo x > /dropped".to_owned()),
+        ("write-etc", "echo x > /etc/dropped".to_owned()),
+        ("write-usr", "echo x > /usr/dropped".to_owned()),
+        ("read-shadow", "cat /etc/shadow".to_owned()),
+        ("host-home", "ls /root /home".to_owned()),
+        ("see-server", format!("test -e /proc/{server}")),
+        (
+            "many-processes",
+            "test $(ls -d /proc/[0-9]* | wc -l) -gt 12".to_owned(),
+        ),
+        ("server-environ", format!("cat /proc/{server}/environ")),
+        (
+            "pid-1-is-not-me",
+            "! tr '\\0' ' ' < /proc/1/cmdline | grep -q attack".to_owned(),
+        ),
+        ("mount", "mount -t tmpfs none /tmp".to_owned()),
+        ("tcp", format!("exec 3<>/dev/tcp/127.0.0.1/{port}")),
+    ];
+    let output = attack(
+        GrpcRuntime::new(&host.run),
+        &me,
+        "/bin/bash",
+        limits(),
+        &attacks(&attempts),
+    )
+    .await;
+    for (name, _) in &attempts {
+        let expected = if matches!(*name, "read-own" | "write-tmp") {
+            "DONE"
+        } else {
+            "denied"
+        };
+        assert_eq!(outcome(&output, name), expected, "{name}: {output}");
+    }
+    assert!(output.contains(" uid=65534 "), "runs as nobody: {output}");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(
+            output.contains(&format!("{set}:0000000000000000")),
+            "no capabilities ({set}): {output}"
+        );
+    }
+    assert!(output.contains("NoNewPrivs:1"), "{output}");
+    assert!(!me.join("dropped").exists(), "nothing written on the host");
+    assert_eq!(
+        std::fs::read_to_string(host.data.join("jwt-secret")).unwrap(),
+        "the-token-secret"
+    );
+
+    // With `http` granted the plugin shares the host's network (the control of `tcp` above).
+    let output = attack(
+        GrpcRuntime::new(&host.run),
+        &me,
+        "/bin/bash",
+        GrpcLimits {
+            network: true,
+            ..limits()
+        },
+        &attacks(&[("tcp", format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))]),
+    )
+    .await;
+    assert_eq!(outcome(&output, "tcp"), "DONE", "{output}");
+    drop(listener);
+}
+
+/// Processes running as `uid` whose command is `comm`.
+fn processes_of(uid: u32, comm: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            status.lines().any(|l| l == format!("Name:\t{comm}"))
+                && status
+                    .lines()
+                    .any(|l| l.starts_with(&format!("Uid:\t{uid}\t")))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stops_at_the_process_limit_and_dies_with_the_plugin() {
+    let host = host();
+    let runtime = GrpcRuntime::new(&host.run).with_isolation(IsolationConfig {
+        max_processes: 40,
+        ..IsolationConfig::default()
+    });
+    // dash gives up on the first fork that fails (bash would retry for half a minute).
+    let output = attack(
+        runtime,
+        &host.plugins.join("attacker"),
+        "/bin/sh",
+        limits(),
+        "( i=0; while [ $i -lt 2000 ]; do sleep 300 & i=$((i+1)); echo $i > $TMPDIR/n; done ) 2>/dev/null\n\
+         echo \"FORKED=$(cat $TMPDIR/n)\" >&2",
+    )
+    .await;
+    let forked: u32 = output
+        .split("FORKED=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{output}"));
+    assert!(
+        (5..40).contains(&forked),
+        "forks work, up to the limit of 40 processes: {forked}"
+    );
+    assert_eq!(
+        processes_of(65_534, "sleep"),
+        0,
+        "the plugin's processes ended with it"
+    );
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success(),
+        "the host still forks"
+    );
+}
+
+#[tokio::test]
+async fn without_isolation_native_plugins_are_refused_unless_the_operator_allows_them() {
+    let host = host();
+    let unavailable = IsolationConfig {
+        assume_unavailable: true,
+        ..IsolationConfig::default()
+    };
+    let me = host.plugins.join("attacker");
+    readable_dir(&me);
+    let script = me.join("attack");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"RAN uid=$(id -u)\" >&2\nexit 7\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let err = GrpcRuntime::new(&host.run)
+        .with_isolation(unavailable.clone())
+        .start("attacker", &script, &me, limits())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrpcError::Unisolated { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "native plugin attacker cannot be isolated here (the configuration says isolation is not \
+         available (assume_unavailable)); it does not start unless \
+         `allow_unisolated_native_plugins = true` (GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS=1) \
+         lets it run unisolated, as the server's user"
+    );
+    let leftovers = std::fs::read_dir(&host.run).unwrap().count();
+    assert_eq!(leftovers, 0, "nothing was started or prepared");
+
+    let output = attack(
+        GrpcRuntime::new(&host.run).with_isolation(IsolationConfig {
+            allow_unisolated_native_plugins: true,
+            ..unavailable
+        }),
+        &me,
+        "/bin/sh",
+        limits(),
+        "echo \"RAN uid=$(id -u)\" >&2",
+    )
+    .await;
+    // SAFETY of the claim: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        output.contains(&format!("RAN uid={euid}")),
+        "allowed, it runs as the server's user: {output}"
+    );
+}
