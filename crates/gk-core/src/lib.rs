@@ -30,8 +30,9 @@ mod watch;
 
 pub use error::{CoreError, CoreResult};
 pub use manager::{
-    LATENCY_BUCKETS_MICROS, Manager, ManagerError, PluginItem, PluginStats, RESERVED_PATH_PREFIXES,
-    RESERVED_TEMPLATES, ROUTE_METHODS, ROUTE_MIDDLEWARE, TranslationConflict, check_link,
+    LATENCY_BUCKETS_MICROS, LOAD_TIME_SETTINGS, Manager, ManagerError, PluginItem, PluginStats,
+    PolicyApplied, RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS, ROUTE_MIDDLEWARE,
+    TranslationConflict, check_link,
 };
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};

@@ -25,6 +25,7 @@ mod stats;
 mod validation;
 
 pub use catalog::{PluginItem, TranslationConflict};
+pub use policies::{LOAD_TIME_SETTINGS, PolicyApplied};
 use stats::CallCounters;
 pub use stats::{LATENCY_BUCKETS_MICROS, PluginStats};
 pub use validation::{

@@ -283,3 +283,83 @@ async fn log_and_cache_floods_stop_at_their_limits() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_change_says_whether_it_reloaded_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        common::stats_module(),
+        dir.path().join("plugins/stats.wasm"),
+    )
+    .unwrap();
+    let server = start(dir.path()).await;
+    let addr = server.addr;
+    let admin = server.first_admin_token.clone().unwrap();
+    let manager = &server.manager;
+    let put = |policy: gk_sdk::ResourcePolicy| {
+        let admin = admin.clone();
+        async move {
+            let path = format!("/api/v1/plugins/{}/policy", policy.plugin_name);
+            let body = serde_json::to_string(&policy).unwrap();
+            let (status, reply) = send(addr, "PUT", &path, Some(&admin), &body).await;
+            assert_eq!(status, 200, "{reply}");
+            reply
+        }
+    };
+
+    // Not loaded: the memory cap applies when it loads.
+    assert!(!manager.is_loaded("stats").unwrap());
+    let mut policy = manager.policy("stats").await.unwrap();
+    policy.memory_mb = 64;
+    let reply = put(policy.clone()).await;
+    assert_eq!(reply["memory_mb"], 64);
+    assert_eq!(
+        reply["applied"],
+        serde_json::json!({"load_time_changes": ["memory_mb"], "reloaded": false, "at_next_load": true})
+    );
+
+    // Loaded: a memory or timeout change reloads it (blue-green); it keeps answering.
+    manager.load("stats").await.unwrap();
+    policy.memory_mb = 48;
+    policy.call_timeout = Duration::from_secs(5);
+    let reply = put(policy.clone()).await;
+    assert_eq!(
+        reply["applied"],
+        serde_json::json!({"load_time_changes": ["memory_mb", "call_timeout"], "reloaded": true, "at_next_load": false})
+    );
+    assert!(manager.is_loaded("stats").unwrap());
+    let (status, reply) = send(
+        addr,
+        "POST",
+        "/api/v1/plugins/stats/call/overview",
+        Some(&admin),
+        "{}",
+    )
+    .await;
+    assert_ne!(status, 500, "{reply}");
+
+    // Rate limits apply live: nothing to reload.
+    policy.max_calls_per_second = 7;
+    let reply = put(policy).await;
+    assert_eq!(
+        reply["applied"],
+        serde_json::json!({"load_time_changes": [], "reloaded": false, "at_next_load": false})
+    );
+
+    // A plugin registered in-process has no source to reload from: at its next load.
+    manager
+        .register(Arc::new(Intruder::default()))
+        .await
+        .unwrap();
+    let mut policy = manager.policy("intruder").await.unwrap();
+    policy.permissions = vec![
+        Permission::new(PermissionType::Http, Access::Read).with_scope(["https://example.com"]),
+    ];
+    let reply = put(policy).await;
+    assert_eq!(
+        reply["applied"],
+        serde_json::json!({"load_time_changes": ["network"], "reloaded": false, "at_next_load": true})
+    );
+    server.shutdown().await;
+}

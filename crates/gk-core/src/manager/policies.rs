@@ -1,9 +1,50 @@
 //! Policies: the stored policy of each plugin, changes applied to its live sandbox, and
 //! approving what a plugin requests.
+//!
+//! Most of a policy applies on the plugin's next host call. What the runtime fixes when the
+//! plugin loads ([`LOAD_TIME_SETTINGS`]: its memory cap, its call timeout, and whether it has
+//! network access at all) needs a reload: a change of those reloads a loaded plugin blue-green
+//! from its source, and [`PolicyApplied`] says whether that happened or the change waits for
+//! the next load.
 
-use gk_sdk::{PolicyStatus, ResourcePolicy, ResourceRequest};
+use gk_sdk::{PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest};
+use serde::Serialize;
 
 use super::{Manager, ManagerError};
+
+/// The policy settings a runtime fixes when it loads a plugin.
+pub const LOAD_TIME_SETTINGS: [&str; 3] = ["memory_mb", "call_timeout", "network"];
+
+/// What a policy change did beyond the live sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyApplied {
+    /// The changed settings fixed at load time (see [`LOAD_TIME_SETTINGS`]); empty when the
+    /// whole change applied live.
+    pub load_time_changes: Vec<String>,
+    /// The loaded plugin was reloaded (blue-green) with the new policy.
+    pub reloaded: bool,
+    /// The load-time changes apply when the plugin next loads: it is not loaded, it has no
+    /// source to reload from (registered in-process), or the reload failed.
+    pub at_next_load: bool,
+    /// Why the reload failed, when it did (the running version stays).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_error: Option<String>,
+}
+
+/// The settings of [`LOAD_TIME_SETTINGS`] that differ between `old` and `new`.
+fn load_time_changes(old: &ResourcePolicy, new: &ResourcePolicy) -> Vec<String> {
+    let network = |p: &ResourcePolicy| p.permissions.iter().any(|p| p.kind == PermissionType::Http);
+    [
+        old.memory_mb != new.memory_mb,
+        old.call_timeout != new.call_timeout,
+        network(old) != network(new),
+    ]
+    .into_iter()
+    .zip(LOAD_TIME_SETTINGS)
+    .filter(|(changed, _)| *changed)
+    .map(|(_, name)| name.to_owned())
+    .collect()
+}
 
 impl Manager {
     /// The stored policy of `name`, or the default one, stored at once.
@@ -19,17 +60,48 @@ impl Manager {
         Ok(policy)
     }
 
-    /// Stores a plugin's policy and applies it to the live sandbox on its next host call.
-    pub async fn set_policy(&self, policy: ResourcePolicy, by: &str) -> Result<(), ManagerError> {
+    /// Stores a plugin's policy and applies it to the live sandbox on its next host call; a
+    /// change of a load-time setting reloads a loaded plugin (see the module).
+    pub async fn set_policy(
+        &self,
+        policy: ResourcePolicy,
+        by: &str,
+    ) -> Result<PolicyApplied, ManagerError> {
         let name = policy.plugin_name.clone();
-        if let Ok(slot) = self.slot(&name)
-            && let Some(loaded) = slot.loaded.load_full()
-        {
+        let previous = self.inner.store.plugin_policy(&name).await?;
+        let loaded = self
+            .slot(&name)
+            .ok()
+            .and_then(|slot| slot.loaded.load_full());
+        if let Some(loaded) = &loaded {
             // Checked by compiling it before anything is stored.
             loaded.sandbox.update_policy(policy.clone())?;
         }
         self.inner.store.set_plugin_policy(&policy, by).await?;
-        Ok(())
+        let old = previous.unwrap_or_else(|| ResourcePolicy::default_for(&name));
+        let mut applied = PolicyApplied {
+            load_time_changes: load_time_changes(&old, &policy),
+            ..PolicyApplied::default()
+        };
+        if applied.load_time_changes.is_empty() {
+            return Ok(applied);
+        }
+        let source = self.source(&name).ok().flatten();
+        match (loaded, source) {
+            (Some(_), Some(found)) => match self.reload(found).await {
+                Ok(_) => {
+                    tracing::info!(plugin = %name, changed = ?applied.load_time_changes, "plugin reloaded to apply its policy");
+                    applied.reloaded = true;
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = %name, %error, "the plugin could not be reloaded; its policy's load-time settings apply at its next load");
+                    applied.at_next_load = true;
+                    applied.reload_error = Some(error.to_string());
+                }
+            },
+            _ => applied.at_next_load = true,
+        }
+        Ok(applied)
     }
 
     /// A plugin's policy (stored, or the default).
@@ -80,13 +152,38 @@ impl Manager {
     ) -> Result<ResourcePolicy, ManagerError> {
         let request = self.requested_resources(name).await?;
         let policy = ResourcePolicy::approving(name, &request);
-        self.set_policy(policy.clone(), by).await?;
-        tracing::info!(plugin = %name, %by, "plugin approved with the resources it requests");
+        let applied = self.set_policy(policy.clone(), by).await?;
+        tracing::info!(plugin = %name, %by, ?applied, "plugin approved with the resources it requests");
         Ok(policy)
     }
 
     /// Every stored policy.
     pub async fn all_policies(&self) -> Result<Vec<ResourcePolicy>, ManagerError> {
         Ok(self.inner.store.all_policies().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gk_sdk::{Access, Permission};
+    use std::time::Duration;
+
+    #[test]
+    fn load_time_settings_are_memory_timeout_and_network() {
+        let old = ResourcePolicy::default_for("p");
+        assert!(load_time_changes(&old, &old).is_empty());
+        let mut new = old.clone();
+        new.max_calls_per_second += 1;
+        new.permissions = vec![Permission::new(PermissionType::Cache, Access::Read)];
+        assert!(load_time_changes(&old, &new).is_empty(), "applied live");
+        new.memory_mb += 1;
+        new.call_timeout = Duration::from_secs(1);
+        new.permissions
+            .push(Permission::new(PermissionType::Http, Access::Read));
+        assert_eq!(
+            load_time_changes(&old, &new),
+            ["memory_mb", "call_timeout", "network"]
+        );
     }
 }

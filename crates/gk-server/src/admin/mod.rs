@@ -57,6 +57,18 @@ fn render(state: &AppState, template: &str, context: minijinja::Value) -> Respon
     }
 }
 
+/// What a policy change took beyond the live sandbox, for the notice after it.
+fn applied_note(applied: &gk_core::PolicyApplied) -> String {
+    let changed = applied.load_time_changes.join(", ");
+    if applied.reloaded {
+        format!("; reloaded to apply {changed}")
+    } else if applied.at_next_load {
+        format!("; {changed} apply at the plugin's next load")
+    } else {
+        String::new()
+    }
+}
+
 fn value(v: impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
@@ -231,7 +243,7 @@ async fn plugin_action(
                 manager
                     .set_policy(policy, by)
                     .await
-                    .map(|()| format!("{name}: blocked"))
+                    .map(|applied| format!("{name}: blocked{}", applied_note(&applied)))
             }
             Err(error) => Err(error),
         },
@@ -239,7 +251,7 @@ async fn plugin_action(
             Ok(policy) if policy.plugin_name == name => manager
                 .set_policy(policy, by)
                 .await
-                .map(|()| format!("{name}: policy saved")),
+                .map(|applied| format!("{name}: policy saved{}", applied_note(&applied))),
             Ok(policy) => {
                 let problem = format!("the policy names `{}`, not `{name}`", policy.plugin_name);
                 return back(&detail, "error", &problem).into_response();

@@ -391,12 +391,23 @@ async fn approve_plugin(
     Ok(Json(policy))
 }
 
+/// The answer to a policy change: the policy, and what applying it took.
+#[derive(Debug, Serialize)]
+pub struct PolicyAnswer {
+    /// The policy now stored.
+    #[serde(flatten)]
+    pub policy: ResourcePolicy,
+    /// Whether the memory cap, call timeout or network changed, and whether the loaded plugin
+    /// was reloaded for them or they apply at its next load.
+    pub applied: gk_core::PolicyApplied,
+}
+
 async fn put_policy(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<ResourcePolicy>, ApiError> {
+) -> Result<Json<PolicyAnswer>, ApiError> {
     let policy: ResourcePolicy = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -417,11 +428,11 @@ async fn put_policy(
     if !state.manager.names().contains(&name) {
         return Err(map_error(&state, gk_core::ManagerError::NotFound(name)));
     }
-    state
+    let applied = state
         .manager
         .set_policy(policy.clone(), &admin.sub)
         .await
         .map_err(|e| map_error(&state, e))?;
-    tracing::info!(plugin = %name, by = %admin.sub, "policy changed");
-    Ok(Json(policy))
+    tracing::info!(plugin = %name, by = %admin.sub, ?applied, "policy changed");
+    Ok(Json(PolicyAnswer { policy, applied }))
 }
