@@ -181,7 +181,8 @@ pub(crate) fn pack(ptr: u32, len: u32) -> i64 {
     ((u64::from(ptr) << 32) | u64::from(len)) as i64
 }
 
-/// Reads `len` bytes at `ptr`, refusing a range outside memory or above `max_len`.
+/// Reads `len` bytes at `ptr`, refusing a length above `max_len` (before anything else) or a
+/// range outside memory; nothing is allocated for a refused read.
 pub(crate) fn read(
     view: &MemoryView<'_>,
     ptr: u32,
@@ -189,16 +190,16 @@ pub(crate) fn read(
     max_len: usize,
     what: &str,
 ) -> Result<Vec<u8>, String> {
+    if len as usize > max_len {
+        return Err(format!(
+            "{what} of {len} bytes is larger than the {max_len} bytes allowed"
+        ));
+    }
     let size = view.data_size();
     let end = u64::from(ptr) + u64::from(len);
     if end > size {
         return Err(format!(
             "{what} at {ptr}..{end} lies outside guest memory of {size} bytes"
-        ));
-    }
-    if len as usize > max_len {
-        return Err(format!(
-            "{what} of {len} bytes is larger than the {max_len} bytes allowed"
         ));
     }
     let mut buffer = vec![0; len as usize];

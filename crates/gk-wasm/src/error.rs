@@ -35,6 +35,10 @@ pub enum WasmError {
         /// A hint, for imports the host knows under another type.
         hint: String,
     },
+    /// The module uses a WebAssembly proposal the host does not enable (threads, multi-memory,
+    /// memory64, exceptions, tail calls, …).
+    #[error("the module uses a WebAssembly feature GoatKit does not enable: {0}")]
+    Unsupported(String),
     /// The module asks for more than its limits allow.
     #[error("the module exceeds its limits: {0}")]
     Limits(String),

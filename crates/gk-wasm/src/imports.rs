@@ -2,15 +2,22 @@
 //! `host_error`, `fail` and `clock_ms`.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use gk_sdk::{CallContext, HostApi, HostError, LogLevel, dispatch};
+use gk_sdk::{HostApi, HostError, LogLevel, dispatch};
 use serde_json::json;
 use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store, TypedFunction,
 };
 
 use crate::abi::{self, HOST_MODULE};
+use crate::guard::{self, ActiveCall, BYTES_PER_POINT, Meter, Stop};
+
+/// The longest log line a guest may write in one `log` call.
+pub(crate) const MAX_LOG_BYTES: usize = 64 * 1024;
+
+/// The longest function name a guest may pass to `host_call`.
+const MAX_HOST_FUNCTION_NAME: usize = 256;
 
 /// What every instance of one plugin shares.
 pub(crate) struct Shared {
@@ -22,30 +29,14 @@ pub(crate) struct Shared {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Largest argument, result or host reply that crosses the boundary.
     pub(crate) max_payload: usize,
+    /// The memory cap in pages (for errors).
+    pub(crate) max_pages: u32,
 }
 
 impl Shared {
     pub(crate) fn name(&self) -> &str {
         self.name.get().map_or("(registering)", String::as_str)
     }
-}
-
-/// Why the host stopped a guest from inside an import.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Stop {
-    /// The call's deadline passed.
-    #[error("the call's deadline passed")]
-    Deadline,
-    /// The guest called WASI `proc_exit`.
-    #[error("the guest called proc_exit({0})")]
-    ProcExit(i32),
-}
-
-/// The call an instance is running.
-#[derive(Debug, Clone)]
-pub(crate) struct ActiveCall {
-    pub(crate) ctx: CallContext,
-    pub(crate) deadline: Instant,
 }
 
 /// The per-instance state host functions see.
@@ -58,6 +49,15 @@ pub(crate) struct CallEnv {
     pub(crate) last_error: Option<Vec<u8>>,
     /// A failure the guest reported with `fail` during this call.
     pub(crate) failure: Option<(String, String)>,
+    /// The instance's metering globals, to charge host time.
+    pub(crate) meter: Option<Meter>,
+    /// Why an import stopped this call; every later import traps with it.
+    pub(crate) stopped: Option<Stop>,
+    /// A `host_call` is being served.
+    pub(crate) in_host_call: bool,
+    /// The guest export the host is running to manage guest memory (`gk_malloc`, `gk_free`),
+    /// and what for.
+    pub(crate) managing: Option<(&'static str, &'static str)>,
 }
 
 impl CallEnv {
@@ -69,7 +69,16 @@ impl CallEnv {
             active: None,
             last_error: None,
             failure: None,
+            meter: None,
+            stopped: None,
+            in_host_call: false,
+            managing: None,
         }
+    }
+
+    /// The call's deadline, for host work that may block.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.active.as_ref().map(|a| a.budget.deadline)
     }
 
     fn record(&mut self, error: &HostError) -> i64 {
@@ -115,7 +124,7 @@ pub(crate) fn define(store: &mut Store, env: &FunctionEnv<CallEnv>, imports: &mu
     imports.define(
         HOST_MODULE,
         "clock_ms",
-        Function::new_typed(store, clock_ms),
+        Function::new_typed_with_env(store, env, clock_ms),
     );
 }
 
@@ -136,8 +145,16 @@ pub(crate) fn write_to_guest(
             "the reply is larger than 4 GiB".into(),
         )));
     };
-    // An empty reply still gets a (non-zero) buffer, since a packed 0 means failure.
-    let ptr = malloc.call(env, len.max(1) as i32)? as u32;
+    guard::charge(env, u64::from(len) / BYTES_PER_POINT)?;
+    // An empty reply still gets a (non-zero) buffer, since a packed 0 means failure. The guest's
+    // gk_malloc may not call back into the host for another reply (re-entry is refused).
+    let outer = env
+        .data_mut()
+        .managing
+        .replace(("gk_malloc", "to place a host reply"));
+    let allocated = malloc.call(env, len.max(1) as i32);
+    env.data_mut().managing = outer;
+    let ptr = allocated? as u32;
     if ptr == 0 {
         return Ok(env.data_mut().record(&HostError::Unavailable(format!(
             "gk_malloc({len}) returned 0"
@@ -158,15 +175,28 @@ fn host_call(
     args_ptr: i32,
     args_len: i32,
 ) -> Result<i64, RuntimeError> {
+    let declared = u64::from(fn_len as u32) + u64::from(args_len as u32);
+    guard::enter(&mut env, "host_call", declared)?;
+    guard::refuse_reentry(&mut env, "host_call")?;
+    env.data_mut().in_host_call = true;
+    let result = serve_host_call(&mut env, fn_ptr, fn_len, args_ptr, args_len);
+    env.data_mut().in_host_call = false;
+    result
+}
+
+fn serve_host_call(
+    env: &mut FunctionEnvMut<'_, CallEnv>,
+    fn_ptr: i32,
+    fn_len: i32,
+    args_ptr: i32,
+    args_len: i32,
+) -> Result<i64, RuntimeError> {
     // Read everything out of the guest first; the guest is re-entered only to write the reply.
     let (data, store) = env.data_and_store_mut();
     data.last_error = None;
     let Some(active) = data.active.clone() else {
         return Ok(data.record(&HostError::Unavailable("host_call outside a call".into())));
     };
-    if Instant::now() >= active.deadline {
-        return Err(RuntimeError::user(Box::new(Stop::Deadline)));
-    }
     let Some(memory) = data.memory.clone() else {
         return Ok(data.record(&HostError::Unavailable("the instance is not ready".into())));
     };
@@ -176,7 +206,7 @@ fn host_call(
         &view,
         fn_ptr as u32,
         fn_len as u32,
-        256,
+        MAX_HOST_FUNCTION_NAME,
         "host_call function name",
     )
     .and_then(|name| {
@@ -206,13 +236,13 @@ fn host_call(
     // The timer is created inside the runtime's context: this is a worker thread, not a tokio one.
     let outcome = runtime.block_on(async {
         tokio::time::timeout_at(
-            active.deadline.into(),
+            active.budget.deadline.into(),
             dispatch(host.as_ref(), &active.ctx, &name, &args),
         )
         .await
     });
     match outcome {
-        Err(_elapsed) => Err(RuntimeError::user(Box::new(Stop::Deadline))),
+        Err(_elapsed) => Err(guard::halt(env, Stop::Deadline)),
         Ok(Err(error)) => Ok(env.data_mut().record(&HostError::from(error))),
         Ok(Ok(reply)) if reply.len() > max => {
             Ok(env.data_mut().record(&HostError::InvalidInput(format!(
@@ -220,7 +250,7 @@ fn host_call(
                 reply.len()
             ))))
         }
-        Ok(Ok(reply)) => write_to_guest(&mut env, &reply),
+        Ok(Ok(reply)) => write_to_guest(env, &reply),
     }
 }
 
@@ -230,6 +260,9 @@ fn log(
     ptr: i32,
     len: i32,
 ) -> Result<(), RuntimeError> {
+    // Charged for what it may copy (at most the cap), not for a length the guest made up.
+    let declared = u64::from(len as u32).min(MAX_LOG_BYTES as u64);
+    guard::enter(&mut env, "log", declared)?;
     let (data, store) = env.data_and_store_mut();
     let Some(memory) = data.memory.clone() else {
         return Ok(());
@@ -238,31 +271,44 @@ fn log(
         &memory.view(&store),
         ptr as u32,
         len as u32,
-        data.shared.max_payload,
+        MAX_LOG_BYTES,
         "log message",
     ) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(problem) => format!("(unreadable log message: {problem})"),
     };
-    emit(data, LogLevel::from_abi(level), &message);
-    Ok(())
+    emit(data, LogLevel::from_abi(level), &message).map_err(|stop| guard::halt(&mut env, stop))
 }
 
 /// Writes a guest's log line to the plugin's log through the host, or to tracing before init.
-pub(crate) fn emit(data: &CallEnv, level: LogLevel, message: &str) {
-    match (data.shared.host.get(), &data.active) {
-        (Some(host), Some(active)) => {
+/// The host's log may take until the call's deadline, no longer.
+pub(crate) fn emit(data: &CallEnv, level: LogLevel, message: &str) -> Result<(), Stop> {
+    match (data.shared.host.get(), &data.active, data.deadline()) {
+        (Some(host), Some(active), Some(deadline)) => {
             let fields = serde_json::Map::new();
-            let _ = data
-                .shared
-                .runtime
-                .block_on(host.log(&active.ctx, level, message, &fields));
+            let logged = data.shared.runtime.block_on(async {
+                tokio::time::timeout_at(
+                    deadline.into(),
+                    host.log(&active.ctx, level, message, &fields),
+                )
+                .await
+            });
+            match logged {
+                Err(_elapsed) => return Err(Stop::Deadline),
+                Ok(Err(error)) => {
+                    tracing::debug!(plugin = %data.shared.name(), %error, "the host refused a log line")
+                }
+                Ok(Ok(())) => {}
+            }
         }
         _ => tracing::info!(plugin = %data.shared.name(), level = %level, "{message}"),
     }
+    Ok(())
 }
 
 fn host_error(mut env: FunctionEnvMut<'_, CallEnv>) -> Result<i64, RuntimeError> {
+    guard::enter(&mut env, "host_error", 0)?;
+    guard::refuse_reentry(&mut env, "host_error")?;
     match env.data_mut().last_error.take() {
         Some(detail) => write_to_guest(&mut env, &detail),
         None => Ok(0),
@@ -276,6 +322,8 @@ fn fail(
     msg_ptr: i32,
     msg_len: i32,
 ) -> Result<(), RuntimeError> {
+    let declared = u64::from(code_len as u32).min(256) + u64::from(msg_len as u32).min(64 * 1024);
+    guard::enter(&mut env, "fail", declared)?;
     let (data, store) = env.data_and_store_mut();
     let Some(memory) = data.memory.clone() else {
         return Ok(());
@@ -295,8 +343,9 @@ fn fail(
     Ok(())
 }
 
-fn clock_ms() -> i64 {
-    SystemTime::now()
+fn clock_ms(mut env: FunctionEnvMut<'_, CallEnv>) -> Result<i64, RuntimeError> {
+    guard::enter(&mut env, "clock_ms", 0)?;
+    Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| d.as_millis() as i64))
 }

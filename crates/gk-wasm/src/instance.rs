@@ -1,7 +1,7 @@
 //! One instance of a plugin's module, with its own store, and the ABI calls made on it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gk_sdk::{CallContext, PluginError};
 use wasmer::{
@@ -10,7 +10,8 @@ use wasmer::{
 use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 
 use crate::abi::{self, GuestExports};
-use crate::imports::{self, ActiveCall, CallEnv, Shared, Stop};
+use crate::guard::{ActiveCall, Budget, Meter, Stop};
+use crate::imports::{self, CallEnv, Shared};
 use crate::{WasmError, wasi};
 
 /// An instantiated module ready to take calls. Not shared between threads at once.
@@ -79,9 +80,12 @@ impl GuestInstance {
             .exports
             .get_typed_function(&store, "gk_call")
             .map_err(export_error)?;
+        let meter = Meter::of(&instance)
+            .ok_or_else(|| WasmError::Instantiate("the module has no metering globals".into()))?;
         let data = env.as_mut(&mut store);
         data.memory = Some(memory.clone());
         data.malloc = Some(malloc.clone());
+        data.meter = Some(meter);
         Ok(Self {
             store,
             instance,
@@ -96,20 +100,20 @@ impl GuestInstance {
     }
 
     /// Runs `gk_register` and returns the registration JSON.
-    pub(crate) fn register(&mut self, fuel: u64, deadline: Instant, budget: Duration) -> Outcome {
+    pub(crate) fn register(&mut self, budget: Budget) -> Outcome {
         let ctx = CallContext::for_plugin(self.shared.name());
-        self.begin(ctx, fuel, deadline);
+        self.begin(ctx, &budget);
         let result = self.register.call(&mut self.store);
         let outcome = match result {
             Err(error) => Outcome {
-                result: Err(self.classify(error, "register", budget)),
+                result: Err(self.classify(error, "register", &budget)),
                 reusable: false,
             },
             Ok(0) => Outcome {
                 result: Err(PluginError::Protocol("gk_register returned 0".into())),
                 reusable: true,
             },
-            Ok(packed) => self.take_result(packed),
+            Ok(packed) => self.take_result(packed, "register", &budget),
         };
         self.end();
         outcome
@@ -121,18 +125,16 @@ impl GuestInstance {
         ctx: CallContext,
         function: &str,
         args: &[u8],
-        fuel: u64,
-        deadline: Instant,
-        budget: Duration,
+        budget: Budget,
     ) -> Outcome {
-        self.begin(ctx, fuel, deadline);
-        let outcome = self.call_inner(function, args, budget);
+        self.begin(ctx, &budget);
+        let outcome = self.call_inner(function, args, &budget);
         self.end();
         outcome
     }
 
-    fn call_inner(&mut self, function: &str, args: &[u8], budget: Duration) -> Outcome {
-        let name = match self.write(function.as_bytes()) {
+    fn call_inner(&mut self, function: &str, args: &[u8], budget: &Budget) -> Outcome {
+        let name = match self.write(function.as_bytes(), budget) {
             Ok(name) => name,
             Err(error) => {
                 return Outcome {
@@ -144,7 +146,7 @@ impl GuestInstance {
         let arguments = if args.is_empty() {
             (0, 0)
         } else {
-            match self.write(args) {
+            match self.write(args, budget) {
                 Ok(arguments) => arguments,
                 Err(error) => {
                     return Outcome {
@@ -172,14 +174,14 @@ impl GuestInstance {
                 result: Ok(Vec::new()),
                 reusable: true,
             },
-            Ok(packed) => self.take_result(packed),
+            Ok(packed) => self.take_result(packed, "call", budget),
         };
         for ptr in [name.0, arguments.0] {
-            if ptr != 0 && self.free(ptr).is_err() {
-                outcome.reusable = false;
-            }
+            self.release(ptr, &mut outcome, "call", budget);
         }
-        if let Some((code, message)) = self.env.as_mut(&mut self.store).failure.take() {
+        if outcome.result.is_ok()
+            && let Some((code, message)) = self.env.as_mut(&mut self.store).failure.take()
+        {
             outcome.result = Err(PluginError::Failed {
                 code: Some(code).filter(|c| !c.is_empty()),
                 message,
@@ -188,12 +190,18 @@ impl GuestInstance {
         outcome
     }
 
-    fn begin(&mut self, ctx: CallContext, fuel: u64, deadline: Instant) {
-        set_remaining_points(&mut self.store, &self.instance, fuel);
+    fn begin(&mut self, ctx: CallContext, budget: &Budget) {
+        set_remaining_points(&mut self.store, &self.instance, budget.fuel);
         let data = self.env.as_mut(&mut self.store);
-        data.active = Some(ActiveCall { ctx, deadline });
+        data.active = Some(ActiveCall {
+            ctx,
+            budget: budget.clone(),
+        });
         data.last_error = None;
         data.failure = None;
+        data.stopped = None;
+        data.in_host_call = false;
+        data.managing = None;
     }
 
     fn end(&mut self) {
@@ -203,16 +211,29 @@ impl GuestInstance {
     }
 
     /// Copies `bytes` into memory from `gk_malloc`.
-    fn write(&mut self, bytes: &[u8]) -> Result<(u32, u32), PluginError> {
+    fn write(&mut self, bytes: &[u8], budget: &Budget) -> Result<(u32, u32), PluginError> {
         let len = u32::try_from(bytes.len())
             .map_err(|_| PluginError::Protocol("argument larger than 4 GiB".into()))?;
-        let ptr =
-            self.malloc.call(&mut self.store, len as i32).map_err(|e| {
-                PluginError::Trap(format!("gk_malloc({len}) trapped: {}", e.message()))
-            })? as u32;
+        let allocated = self.managing(
+            ("gk_malloc", "to pass the call's input"),
+            |store, malloc, _| malloc.call(store, len as i32),
+        );
+        let ptr = match allocated {
+            Ok(ptr) => ptr as u32,
+            Err(error) => {
+                return Err(match self.stop_reason(&error) {
+                    Some(_) => self.classify(error, "call", budget),
+                    None => {
+                        PluginError::Trap(format!("gk_malloc({len}) trapped: {}", error.message()))
+                    }
+                });
+            }
+        };
         if ptr == 0 {
+            let pages = self.memory.view(&self.store).size().0;
             return Err(PluginError::Protocol(format!(
-                "gk_malloc({len}) returned 0"
+                "gk_malloc({len}) returned 0 (guest memory: {pages} of at most {} pages, the plugin's memory_mb)",
+                self.shared.max_pages
             )));
         }
         self.memory
@@ -227,14 +248,57 @@ impl GuestInstance {
     }
 
     fn free(&mut self, ptr: u32) -> Result<(), RuntimeError> {
-        match &self.free {
-            Some(free) => free.call(&mut self.store, ptr as i32),
-            None => Ok(()),
+        self.managing(
+            ("gk_free", "to free a buffer"),
+            |store, _, free| match free {
+                Some(free) => free.call(store, ptr as i32),
+                None => Ok(()),
+            },
+        )
+    }
+
+    /// Runs one of the guest's memory exports for the host; while it runs, imports that would
+    /// re-enter the guest are refused.
+    fn managing<T>(
+        &mut self,
+        export: (&'static str, &'static str),
+        run: impl FnOnce(
+            &mut Store,
+            &TypedFunction<i32, i32>,
+            Option<&TypedFunction<i32, ()>>,
+        ) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        self.env.as_mut(&mut self.store).managing = Some(export);
+        let result = run(&mut self.store, &self.malloc, self.free.as_ref());
+        self.env.as_mut(&mut self.store).managing = None;
+        result
+    }
+
+    /// The reason an import gave for stopping the call, if one did.
+    fn stop_reason(&self, error: &RuntimeError) -> Option<Stop> {
+        self.env
+            .as_ref(&self.store)
+            .stopped
+            .clone()
+            .or_else(|| error.downcast_ref::<Stop>().cloned())
+    }
+
+    /// Frees `ptr` (0: nothing) with `gk_free`. If that traps the instance is not reused, and
+    /// if an import stopped it (re-entry, deadline, fuel) the call fails with that reason.
+    fn release(&mut self, ptr: u32, outcome: &mut Outcome, operation: &str, budget: &Budget) {
+        if ptr == 0 {
+            return;
+        }
+        if let Err(error) = self.free(ptr) {
+            outcome.reusable = false;
+            if self.stop_reason(&error).is_some() {
+                outcome.result = Err(self.classify(error, operation, budget));
+            }
         }
     }
 
     /// Reads a packed result and frees it.
-    fn take_result(&mut self, packed: i64) -> Outcome {
+    fn take_result(&mut self, packed: i64, operation: &str, budget: &Budget) -> Outcome {
         let (ptr, len) = abi::unpack(packed);
         let read = abi::read(
             &self.memory.view(&self.store),
@@ -249,37 +313,51 @@ impl GuestInstance {
                 reusable: false,
             },
             Ok(bytes) => {
-                let reusable = ptr == 0 || self.free(ptr).is_ok();
-                Outcome {
+                let mut outcome = Outcome {
                     result: Ok(bytes),
-                    reusable,
-                }
+                    reusable: true,
+                };
+                self.release(ptr, &mut outcome, operation, budget);
+                outcome
             }
         }
     }
 
-    /// Turns a trap into the error the caller sees.
-    fn classify(&mut self, error: RuntimeError, operation: &str, budget: Duration) -> PluginError {
+    /// Turns a trap into the error the caller sees, naming the limit that stopped the call.
+    fn classify(&mut self, error: RuntimeError, operation: &str, budget: &Budget) -> PluginError {
         let timeout = || PluginError::Timeout {
             operation: operation.to_owned(),
-            after: budget,
+            after: budget.timeout,
         };
-        match error.downcast_ref::<Stop>() {
-            Some(Stop::Deadline) => return timeout(),
-            Some(Stop::ProcExit(code)) => {
-                return PluginError::Failed {
-                    code: None,
-                    message: format!("the guest called proc_exit({code})"),
-                };
+        // Fuel is the CPU budget, calibrated to last until the deadline, so running out is a
+        // timeout too; before the deadline, the error says it was the fuel (host time is
+        // charged as fuel, so a loop over cheap imports ends this way).
+        let out_of_fuel = || PluginError::Timeout {
+            operation: if Instant::now() >= budget.deadline {
+                operation.to_owned()
+            } else {
+                format!("{operation} (out of fuel)")
+            },
+            after: budget.timeout,
+        };
+        match self.stop_reason(&error) {
+            Some(Stop::Deadline | Stop::Abandoned) => timeout(),
+            Some(Stop::Fuel) => out_of_fuel(),
+            Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_))) => {
+                PluginError::Protocol(stop.to_string())
             }
-            None => {}
+            Some(Stop::ProcExit(code)) => PluginError::Failed {
+                code: None,
+                message: format!("the guest called proc_exit({code})"),
+            },
+            None if matches!(
+                get_remaining_points(&mut self.store, &self.instance),
+                MeteringPoints::Exhausted
+            ) =>
+            {
+                out_of_fuel()
+            }
+            None => PluginError::Trap(error.message()),
         }
-        if matches!(
-            get_remaining_points(&mut self.store, &self.instance),
-            MeteringPoints::Exhausted
-        ) {
-            return timeout();
-        }
-        PluginError::Trap(error.message())
     }
 }

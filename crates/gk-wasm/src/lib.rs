@@ -5,11 +5,14 @@
 //!   imports `gk.host_call` and `gk.log`; a minimal `wasi_snapshot_preview1` shim for TinyGo
 //!   guests. Optional extensions (`gk.host_error`, `gk.fail`, `gk.clock_ms`) are there for guests
 //!   that import them. `docs/ABI.md` describes it byte by byte.
-//! - **Limits that hold**: linear memory capped by the policy's `memory_mb` (growth past it fails
-//!   inside the guest); CPU bounded by a fuel budget (wasmer metering) derived from the call
-//!   timeout with a calibrated rate, plus the wall-clock deadline checked at every host call; a
-//!   caller gets its `Timeout` at the deadline. A trap ends the call with an error and discards
-//!   the instance.
+//! - **Limits that hold**: one linear memory, capped by the policy's `memory_mb` (growth past it
+//!   fails inside the guest); tables capped; only the WebAssembly proposals the ABI needs; CPU
+//!   bounded by a fuel budget (wasmer metering) derived from the call timeout with a calibrated
+//!   rate, with host time charged as fuel, plus the wall-clock deadline and the caller's
+//!   abandonment checked at every import; no re-entry into the host from the guest's memory
+//!   exports; payload lengths capped before anything is copied. A caller gets its `Timeout` at
+//!   the deadline. A trap ends the call with an error that names the limit and discards the
+//!   instance.
 //! - **Performance**: a module is compiled once per content hash and kept in memory and on disk;
 //!   each plugin has a pool of instances so calls run in parallel; guest code runs on blocking
 //!   threads and reaches the async host API from there.
@@ -25,12 +28,14 @@
 
 mod abi;
 mod error;
+mod guard;
 mod imports;
 mod instance;
 mod limits;
 mod plugin;
 mod pool;
 mod runtime;
+mod screen;
 mod wasi;
 
 pub use error::WasmError;

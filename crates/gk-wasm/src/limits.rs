@@ -13,9 +13,12 @@ use wasmer::{MemoryType, Pages, TableType};
 /// Bytes in one WebAssembly page.
 pub(crate) const WASM_PAGE_BYTES: u64 = 65_536;
 
-/// The most table elements a module may declare (function tables of real programs hold a few
-/// thousand).
+/// The most elements a table may hold, at the start or after `table.grow` (function tables of
+/// real programs hold a few thousand).
 pub(crate) const MAX_TABLE_ELEMENTS: u32 = 100_000;
+
+/// The most tables a module may have (toolchains emit one; reference types allow more).
+pub(crate) const MAX_TABLES: usize = 4;
 
 /// The limits one plugin runs under, usually taken from its [`ResourcePolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +55,10 @@ impl Default for WasmLimits {
     }
 }
 
-/// Tunables that cap every memory at `max_pages` and refuse huge tables. A module whose memory
-/// starts above the cap fails to instantiate; `memory.grow` past the cap returns -1 in the guest.
+/// Tunables that cap every memory at `max_pages` and every table at [`MAX_TABLE_ELEMENTS`]. A
+/// module whose memory or table starts above its cap fails to instantiate; `memory.grow` and
+/// `table.grow` past the cap return -1 in the guest. A module has at most one memory (checked
+/// before compiling), so the memory cap is the plugin's whole `memory_mb`.
 #[derive(Clone)]
 pub(crate) struct LimitingTunables {
     base: BaseTunables,
@@ -87,14 +92,21 @@ impl LimitingTunables {
         })
     }
 
-    fn check_table(ty: &TableType) -> Result<(), String> {
+    /// The table type with its maximum lowered to the cap, or why the table is refused.
+    fn cap_table(ty: &TableType) -> Result<TableType, String> {
         if ty.minimum > MAX_TABLE_ELEMENTS {
             return Err(format!(
                 "the module's table starts with {} elements; at most {MAX_TABLE_ELEMENTS} are allowed",
                 ty.minimum
             ));
         }
-        Ok(())
+        let maximum = ty
+            .maximum
+            .map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS));
+        Ok(TableType {
+            maximum: Some(maximum),
+            ..*ty
+        })
     }
 }
 
@@ -130,8 +142,7 @@ impl Tunables for LimitingTunables {
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
-        Self::check_table(ty)?;
-        self.base.create_host_table(ty, style)
+        self.base.create_host_table(&Self::cap_table(ty)?, style)
     }
 
     unsafe fn create_vm_table(
@@ -140,9 +151,12 @@ impl Tunables for LimitingTunables {
         style: &TableStyle,
         vm_definition_location: NonNull<VMTableDefinition>,
     ) -> Result<VMTable, String> {
-        Self::check_table(ty)?;
-        // SAFETY: the location comes from wasmer unchanged.
-        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+        let ty = Self::cap_table(ty)?;
+        // SAFETY: the location comes from wasmer unchanged; only the type's maximum was lowered.
+        unsafe {
+            self.base
+                .create_vm_table(&ty, style, vm_definition_location)
+        }
     }
 }
 

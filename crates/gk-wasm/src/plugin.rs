@@ -11,6 +11,7 @@ use wasmer::{Engine, Module};
 
 use crate::WasmLimits;
 use crate::abi::GuestExports;
+use crate::guard::Budget;
 use crate::imports::Shared;
 use crate::instance::{GuestInstance, Outcome};
 use crate::limits::FuelRate;
@@ -117,14 +118,17 @@ impl WasmPlugin {
         self.inner.limits
     }
 
-    /// Runs `work` on an instance; the caller gets `Timeout` at `deadline` even if the guest is
-    /// still running (fuel or its next host call stops it, and its instance is discarded).
+    /// Runs `work` on an instance; the caller gets `Timeout` at the deadline even if the guest
+    /// is still running (its next import or its fuel stops it, and its instance is discarded).
+    /// When this future ends, answered or not, the call is marked abandoned.
     async fn run(
         &self,
         ctx: &CallContext,
-        deadline: Instant,
+        budget: &Budget,
         work: Work,
     ) -> Result<Vec<u8>, PluginError> {
+        let _abandon = budget.abandon_on_drop();
+        let deadline = budget.deadline;
         let inner = &self.inner;
         let timeout = || PluginError::Timeout {
             operation: "call".to_owned(),
@@ -207,14 +211,13 @@ impl Plugin for WasmPlugin {
         function: &str,
         args: &[u8],
     ) -> Result<Vec<u8>, PluginError> {
-        let budget = self.inner.limits.call_timeout;
-        let deadline = Instant::now() + budget;
-        let fuel = self.inner.fuel.points_for(budget);
+        let timeout = self.inner.limits.call_timeout;
+        let budget = Budget::new(self.inner.fuel.points_for(timeout), timeout);
         let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
-        let work: Work = Box::new(move |instance| {
-            instance.call(call_ctx, &function, &args, fuel, deadline, budget)
-        });
-        self.run(ctx, deadline, work).await
+        let guest_budget = budget.clone();
+        let work: Work =
+            Box::new(move |instance| instance.call(call_ctx, &function, &args, guest_budget));
+        self.run(ctx, &budget, work).await
     }
 
     async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {

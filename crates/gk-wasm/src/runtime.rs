@@ -13,10 +13,12 @@ use wasmer_middlewares::Metering;
 use wasmer_middlewares::metering::set_remaining_points;
 
 use crate::abi;
+use crate::guard::Budget;
 use crate::imports::Shared;
 use crate::limits::{FuelRate, LimitingTunables};
 use crate::plugin::{PluginInner, Work};
 use crate::pool::{Pool, Worker};
+use crate::screen;
 use crate::{WasmError, WasmLimits, WasmPlugin};
 use tokio::sync::oneshot;
 
@@ -28,7 +30,7 @@ const INSTANTIATION_POINTS: u64 = 500_000_000;
 
 /// Part of the compiled-module cache key: changes when the metering or the ABI handling changes
 /// what gets compiled.
-const COMPILE_TAG: &str = "gk-abi1-meter1";
+const COMPILE_TAG: &str = "gk-abi1-meter1-features1";
 
 /// `(module (func (export "spin") (loop $l (br $l))))`, to measure the fuel rate.
 const SPIN_MODULE: &[u8] = &[
@@ -94,11 +96,14 @@ struct Compiled {
     module: Module,
 }
 
-/// An engine with a fresh metering middleware, for compiling or loading one module.
+/// An engine with a fresh metering middleware and only the proposals plugins may use, for
+/// compiling or loading one module.
 fn metered_engine() -> Engine {
     let mut compiler = Cranelift::default();
     compiler.push_middleware(Arc::new(Metering::new(INSTANTIATION_POINTS, cost)));
-    EngineBuilder::new(compiler).into()
+    EngineBuilder::new(compiler)
+        .set_features(Some(screen::engine_features()))
+        .into()
 }
 
 impl WasmRuntime {
@@ -183,6 +188,7 @@ impl WasmRuntime {
     /// and runs `gk_register` within `limits.init_timeout`.
     pub async fn load(&self, wasm: Vec<u8>, limits: WasmLimits) -> Result<WasmPlugin, WasmError> {
         abi::refuse_reserved_exports(&wasm)?;
+        screen::check_structure(&wasm)?;
         let (modules, dir) = (self.modules.clone(), self.config.cache_dir.clone());
         let Compiled { engine, module } =
             tokio::task::spawn_blocking(move || compile_cached(&modules, dir.as_deref(), &wasm))
@@ -196,11 +202,14 @@ impl WasmRuntime {
             host: OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
             max_payload: self.config.max_payload_bytes,
+            max_pages: limits.max_pages(),
         });
 
-        let budget = limits.init_timeout;
-        let deadline = Instant::now() + budget;
-        let fuel = self.fuel.points_for(budget);
+        let budget = Budget::new(
+            self.fuel.points_for(limits.init_timeout),
+            limits.init_timeout,
+        );
+        let deadline = budget.deadline;
         let pool = Pool::new(self.config.pool_size);
         let inner = Arc::new(PluginInner {
             shared: shared.clone(),
@@ -215,7 +224,9 @@ impl WasmRuntime {
         // Register on the worker that will keep the instance for the first calls.
         let worker = Worker::spawn("register").map_err(WasmError::Instantiate)?;
         let (reply, answer) = oneshot::channel();
-        let work: Work = Box::new(move |instance| instance.register(fuel, deadline, budget));
+        let _abandon = budget.abandon_on_drop();
+        let guest_budget = budget.clone();
+        let work: Work = Box::new(move |instance| instance.register(guest_budget));
         inner
             .dispatch(worker, None, work, reply)
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
@@ -224,7 +235,7 @@ impl WasmRuntime {
                 return Err(WasmError::Register(
                     PluginError::Timeout {
                         operation: "register".into(),
-                        after: budget,
+                        after: budget.timeout,
                     }
                     .to_string(),
                 ));
@@ -278,6 +289,7 @@ fn compile_cached(
             }
         }
     }
+    screen::check_proposals(wasm)?;
     let module = Module::new(&engine, wasm).map_err(|e| WasmError::Compile(e.to_string()))?;
     if let Some(file) = &file {
         store_compiled(&module, file);

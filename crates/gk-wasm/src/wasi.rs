@@ -15,7 +15,8 @@ use wasmer::{
 };
 
 use crate::abi::WASI_MODULE;
-use crate::imports::{CallEnv, Stop, emit};
+use crate::guard::{self, BYTES_PER_POINT, Stop};
+use crate::imports::{CallEnv, emit};
 
 const ESUCCESS: i32 = 0;
 const EBADF: i32 = 8;
@@ -63,6 +64,7 @@ fn call(
     env: &mut FunctionEnvMut<'_, CallEnv>,
     args: &[Value],
 ) -> Result<i32, RuntimeError> {
+    guard::enter(env, name, 0)?;
     Ok(match name {
         "fd_write" => fd_write(
             env,
@@ -70,15 +72,15 @@ fn call(
             arg(args, 1) as u32,
             arg(args, 2) as u32,
             arg(args, 3) as u32,
-        ),
+        )?,
         "clock_time_get" => {
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             write_bytes(env, arg(args, 2) as u32, &nanos.to_le_bytes())
         }
-        "random_get" => random_get(env, arg(args, 0) as u32, arg(args, 1) as u32),
-        "proc_exit" => return Err(RuntimeError::user(Box::new(Stop::ProcExit(arg(args, 0))))),
+        "random_get" => random_get(env, arg(args, 0) as u32, arg(args, 1) as u32)?,
+        "proc_exit" => return Err(guard::halt(env, Stop::ProcExit(arg(args, 0)))),
         "args_sizes_get" | "environ_sizes_get" => {
             let first = write_bytes(env, arg(args, 0) as u32, &0u32.to_le_bytes());
             if first != ESUCCESS {
@@ -110,15 +112,40 @@ fn fd_write(
     iovs: u32,
     iovs_len: u32,
     nwritten: u32,
-) -> i32 {
+) -> Result<i32, RuntimeError> {
     let level = match fd {
         1 => LogLevel::Info,
         2 => LogLevel::Warn,
-        _ => return EBADF,
+        _ => return Ok(EBADF),
     };
+    let text = match gather(env, iovs, iovs_len) {
+        Ok(text) => text,
+        Err(errno) => return Ok(errno),
+    };
+    guard::charge(env, text.len() as u64 / BYTES_PER_POINT)?;
+    let stopped = {
+        let data = env.data();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .find_map(|line| emit(data, level, line).err())
+    };
+    if let Some(stop) = stopped {
+        return Err(guard::halt(env, stop));
+    }
+    Ok(write_bytes(
+        env,
+        nwritten,
+        &(text.len() as u32).to_le_bytes(),
+    ))
+}
+
+/// The bytes of `iovs_len` iovecs at `iovs`, at most [`MAX_IO_BYTES`] in all (checked before
+/// anything is copied).
+fn gather(env: &mut FunctionEnvMut<'_, CallEnv>, iovs: u32, iovs_len: u32) -> Result<Vec<u8>, i32> {
     let (data, store) = env.data_and_store_mut();
     let Some(memory) = data.memory.clone() else {
-        return EFAULT;
+        return Err(EFAULT);
     };
     let view = memory.view(&store);
     let mut text = Vec::new();
@@ -128,42 +155,34 @@ fn fd_write(
             .read(u64::from(iovs) + u64::from(i) * 8, &mut iov)
             .is_err()
         {
-            return EFAULT;
+            return Err(EFAULT);
         }
         let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
         let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
         if text.len() as u64 + u64::from(len) > u64::from(MAX_IO_BYTES) {
-            return EINVAL;
+            return Err(EINVAL);
         }
-        let mut chunk = vec![0; len as usize];
-        if view.read(u64::from(ptr), &mut chunk).is_err() {
-            return EFAULT;
+        let start = text.len();
+        text.resize(start + len as usize, 0);
+        if view.read(u64::from(ptr), &mut text[start..]).is_err() {
+            return Err(EFAULT);
         }
-        text.extend_from_slice(&chunk);
     }
-    let written = text.len() as u32;
-    for line in String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-    {
-        emit(data, level, line);
-    }
-    if view
-        .write(u64::from(nwritten), &written.to_le_bytes())
-        .is_err()
-    {
-        return EFAULT;
-    }
-    ESUCCESS
+    Ok(text)
 }
 
-fn random_get(env: &mut FunctionEnvMut<'_, CallEnv>, ptr: u32, len: u32) -> i32 {
+fn random_get(
+    env: &mut FunctionEnvMut<'_, CallEnv>,
+    ptr: u32,
+    len: u32,
+) -> Result<i32, RuntimeError> {
     if len > MAX_IO_BYTES {
-        return EINVAL;
+        return Ok(EINVAL);
     }
+    guard::charge(env, u64::from(len) / BYTES_PER_POINT)?;
     let mut bytes = vec![0; len as usize];
     if SystemRandom::new().fill(&mut bytes).is_err() {
-        return ENOSYS;
+        return Ok(ENOSYS);
     }
-    write_bytes(env, ptr, &bytes)
+    Ok(write_bytes(env, ptr, &bytes))
 }

@@ -244,3 +244,20 @@ async fn compiled_modules_are_cached_on_disk() {
     std::fs::remove_dir_all(&dir).unwrap();
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rust_stats_guest_loads_with_only_the_enabled_proposals() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/stats/stats.wasm");
+    let wasm = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; `cargo xtask build-plugins` builds it",
+            path.display()
+        )
+    });
+    let plugin = crate::support::runtime()
+        .load(wasm, limits(5_000, 64))
+        .await
+        .unwrap();
+    assert_eq!(plugin.register().await.unwrap().name, "stats");
+}

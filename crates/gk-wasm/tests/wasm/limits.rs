@@ -29,17 +29,18 @@ async fn an_endless_loop_is_stopped_and_the_caller_gets_timeout_at_the_deadline(
     let start = Instant::now();
     let err = plugin.call(&ctx(), "spin", b"").await.unwrap_err();
     let waited = start.elapsed();
-    assert_eq!(
-        err,
-        PluginError::Timeout {
-            operation: "call".into(),
-            after: Duration::from_millis(300)
-        }
-    );
-    assert!(
-        waited >= Duration::from_millis(290) && waited < Duration::from_millis(1_500),
-        "waited {waited:?}"
-    );
+    // The deadline, or the calibrated fuel running out first (when the machine was busier
+    // while the rate was measured than now).
+    let PluginError::Timeout { operation, after } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*after, Duration::from_millis(300));
+    match operation.as_str() {
+        "call" => assert!(waited >= Duration::from_millis(290), "waited {waited:?}"),
+        "call (out of fuel)" => {}
+        other => panic!("{other}"),
+    }
+    assert!(waited < Duration::from_millis(1_500), "waited {waited:?}");
     // The guest is stopped by fuel, so the pool recovers and later calls work.
     for _ in 0..8 {
         assert_eq!(
@@ -63,4 +64,13 @@ async fn endless_loops_do_not_exhaust_the_pool() {
         plugin.call(&ctx(), "echo", b"alive").await.unwrap(),
         b"alive"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_grow_up_to_the_cap_and_no_further() {
+    let (plugin, _) = load("table_grow", limits(2_000, 16)).await;
+    // The guest traps unless growing to 100,000 elements worked and one more did not; it
+    // answers with one byte per element.
+    let elements = plugin.call(&ctx(), "g", b"").await.unwrap().len();
+    assert_eq!(elements, 100_000);
 }

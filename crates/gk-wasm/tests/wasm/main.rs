@@ -3,5 +3,6 @@
 mod abi;
 mod c_guest;
 mod faults;
+mod guards;
 mod limits;
 mod support;
