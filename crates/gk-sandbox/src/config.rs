@@ -37,6 +37,9 @@ pub struct SandboxConfig {
     pub max_cache_value_bytes: usize,
     /// Longest key the cache functions accept.
     pub max_cache_key_bytes: usize,
+    /// Tables of the platform itself (lower-cased names) that no scope reaches, `*` and exact
+    /// entries included, in any database.
+    pub reserved_tables: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -46,6 +49,7 @@ impl Default for SandboxConfig {
             decision_cache_capacity: DEFAULT_DECISION_CACHE_CAPACITY,
             max_cache_value_bytes: DEFAULT_MAX_CACHE_VALUE_BYTES,
             max_cache_key_bytes: DEFAULT_MAX_CACHE_KEY_BYTES,
+            reserved_tables: Vec::new(),
         }
     }
 }
@@ -56,6 +60,22 @@ impl SandboxConfig {
     pub fn with_dialect(mut self, database: impl Into<String>, dialect: SqlDialect) -> Self {
         self.sql_dialects.insert(database.into(), dialect);
         self
+    }
+
+    /// Reserves the platform's tables: no scope reaches them.
+    #[must_use]
+    pub fn with_reserved_tables<I, S>(mut self, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.reserved_tables
+            .extend(tables.into_iter().map(|t| t.as_ref().to_lowercase()));
+        self
+    }
+
+    pub(crate) fn is_reserved(&self, table: &str) -> bool {
+        self.reserved_tables.iter().any(|t| t == table)
     }
 
     pub(crate) fn dialect_of(&self, database: &str) -> SqlDialect {

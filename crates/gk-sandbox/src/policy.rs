@@ -175,6 +175,17 @@ impl CompiledPolicy {
                 "administrative statements (GRANT, SET, PRAGMA, ATTACH, COPY, …) are never allowed to plugins",
             ));
         }
+        if let Some(table) = analysis
+            .reads
+            .iter()
+            .chain(&analysis.writes)
+            .find(|t| config.is_reserved(t.table()))
+        {
+            return Err(HostError::denied(
+                needed,
+                format!("table `{table}` belongs to the platform: no scope reaches it"),
+            ));
+        }
         for table in &analysis.reads {
             if !self.db.allows(&database, table, false) {
                 return Err(HostError::denied(

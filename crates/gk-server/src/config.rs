@@ -238,6 +238,15 @@ fn list(value: &str) -> Vec<String> {
 }
 
 impl ServeConfig {
+    /// Where the platform's own state lives: `store.db` under the data directory while plugin
+    /// data is in SQLite (a file plugins never reach), else the configured database.
+    pub fn store_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.starts_with("sqlite:") => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("store.db").display()),
+        }
+    }
+
     /// The database URL in use: the configured one, or SQLite under the data directory.
     pub fn database_url(&self) -> String {
         self.database_url

@@ -123,8 +123,25 @@ fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
     })
 }
 
+/// The sandbox settings: each database's statements parsed in its own dialect, and the
+/// platform's tables out of every scope.
+fn sandbox_config(databases: &Databases) -> Arc<SandboxConfig> {
+    let mut config = SandboxConfig::default().with_reserved_tables(Store::TABLES);
+    for (name, dialect) in databases.dialects() {
+        config = config.with_dialect(name, dialect);
+    }
+    Arc::new(config)
+}
+
 /// Runs each `init_sql` file whose content has not run yet.
-async fn run_init_sql(store: &Store, files: &[std::path::PathBuf]) -> Result<(), ServerError> {
+async fn run_init_sql(
+    store: &Store,
+    databases: &Databases,
+    files: &[std::path::PathBuf],
+) -> Result<(), ServerError> {
+    let target = databases
+        .connection(gk_sdk::DEFAULT_DATABASE)
+        .ok_or(ServerError::NoDefaultDatabase)?;
     for file in files {
         let failed = |message: String| ServerError::InitSql {
             path: file.display().to_string(),
@@ -135,7 +152,7 @@ async fn run_init_sql(store: &Store, files: &[std::path::PathBuf]) -> Result<(),
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         if store
-            .run_sql_once(&label, &sql)
+            .run_sql_once(target, &label, &sql)
             .await
             .map_err(|e| failed(e.to_string()))?
         {
@@ -156,13 +173,18 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         .connection(gk_sdk::DEFAULT_DATABASE)
         .ok_or(ServerError::NoDefaultDatabase)?
         .clone();
-    let store = Store::open(connection).await?;
+    // The platform's state lives apart from plugin data: its own SQLite file by default.
+    let store = Store::connect(&config.store_url()).await?;
+    if config.store_url() != config.database_url() {
+        store.adopt_tables_from(&connection).await?;
+    }
+    let sandbox_config = sandbox_config(&databases);
     let logs = Arc::new(PluginLogs::with_limits(LogLimits {
         entries: LOG_RING,
         line_bytes: config.log_line_bytes,
         ring_bytes: config.log_ring_bytes,
     }));
-    run_init_sql(&store, &config.init_sql).await?;
+    run_init_sql(&store, &databases, &config.init_sql).await?;
     let cache: Arc<dyn gk_core::host::Cache> = match &config.redis_url {
         Some(url) => Arc::new(RedisCache::connect_with_quota(url, config.cache_quota_bytes).await?),
         None => Arc::new(MemoryCache::with_quota(
@@ -179,7 +201,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         mailer: Arc::new(Outbox::new(store.clone())),
         http: HttpClient::new(HttpConfig::default()),
     }));
-    let manager = Manager::for_production_host(host, store, Arc::new(SandboxConfig::default()))?;
+    let manager = Manager::for_production_host(host, store, sandbox_config)?;
     manager.allow_template_overrides(config.overridable_templates.iter().cloned());
 
     let wasm = WasmRuntime::new(WasmConfig {

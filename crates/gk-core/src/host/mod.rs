@@ -18,13 +18,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gk_sdk::{
     CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel, Row,
-    TranslateArgs,
+    TableScope, TranslateArgs,
 };
 use serde_json::{Map, Value};
 
 pub use cache::{Cache, DEFAULT_CACHE_QUOTA_BYTES, MemoryCache, RedisCache};
 pub use config::ConfigValues;
-pub use db::{CONNECT_TIMEOUT, DEFAULT_MAX_ROWS, DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases};
+pub use db::{
+    CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_ROWS,
+    DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases,
+};
 pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
 pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, is_internal};
 pub use i18n::{FALLBACK_LANGUAGE, Translations};
@@ -33,6 +36,13 @@ pub use logs::{
     PluginLogs, truncate_message,
 };
 pub use smtp::{SmtpConfig, SmtpMailer, SmtpSecurity};
+
+fn unscoped() -> HostError {
+    HostError::denied(
+        "db",
+        "database statements reach the host only through the plugin's sandbox (db_query_scoped)",
+    )
+}
 
 /// Where `call_plugin` goes: the manager provides it.
 #[async_trait]
@@ -105,17 +115,47 @@ impl ProductionHost {
 
 #[async_trait]
 impl HostApi for ProductionHost {
+    /// Refused: plugin statements reach the database only through their sandbox, with the
+    /// scope the engine enforces ([`HostApi::db_query_scoped`]). The platform's own SQL uses
+    /// [`Databases`] directly.
     async fn db_query(
         &self,
         _ctx: &CallContext,
+        _query: &str,
+        _args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        Err(unscoped())
+    }
+
+    /// Refused, as [`db_query`](Self::db_query).
+    async fn db_exec(&self, _ctx: &CallContext, _query: &str, _args: &[Value]) -> HostResult<u64> {
+        Err(unscoped())
+    }
+
+    async fn db_query_scoped(
+        &self,
+        ctx: &CallContext,
+        scope: &Arc<dyn TableScope>,
         query: &str,
         args: &[Value],
     ) -> HostResult<Vec<Row>> {
-        self.services.databases.query(query, args).await
+        self.services
+            .databases
+            .query_scoped(&ctx.plugin, scope, query, args)
+            .await
     }
 
-    async fn db_exec(&self, _ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
-        self.services.databases.exec(query, args).await
+    async fn db_exec_scoped(
+        &self,
+        ctx: &CallContext,
+        scope: &Arc<dyn TableScope>,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<u64> {
+        self.services
+            .databases
+            .exec_scoped(&ctx.plugin, scope, query, args)
+            .await
     }
 
     async fn cache_get(&self, _ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {

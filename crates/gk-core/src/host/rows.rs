@@ -28,6 +28,11 @@ pub(crate) fn to_json(row: &QueryResult) -> Result<Row, String> {
     Err("a row of an unknown database driver".to_owned())
 }
 
+/// Converts one row read from SQLite directly through sqlx.
+pub(crate) fn sqlite_to_json(row: &sqlx::sqlite::SqliteRow) -> Result<Row, String> {
+    convert(row, sqlite_value)
+}
+
 fn convert<R: sqlx::Row>(
     row: &R,
     value: fn(&R, usize, &str) -> Result<Value, sqlx::Error>,

@@ -52,6 +52,39 @@ fn policy_key(plugin: &str) -> String {
 }
 
 impl Store {
+    /// The platform's tables. No plugin scope reaches them, `*` included.
+    pub const TABLES: [&str; 3] = ["sysconfig_default", "sysconfig_modified", "gk_email_outbox"];
+
+    /// Connects to the store's own database at `url` (a SQLite file is created with its
+    /// directory) and opens the store there.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut url = url.to_owned();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(sea_orm::DbErr::Custom(format!(
+                        "cannot create {}: {e}",
+                        dir.display()
+                    )))
+                })?;
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+        }
+        let mut options = sea_orm::ConnectOptions::new(url);
+        options.sqlx_logging(false);
+        Self::open(sea_orm::Database::connect(options).await?).await
+    }
+
     /// Opens the store on `db`, creating its tables when they do not exist.
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
         let schema = Schema::new(db.get_database_backend());
@@ -122,18 +155,72 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `sql` (one or more statements) unless SQL with the same SHA-256 already ran under
-    /// `label`; remembers it. Returns whether it ran. For schema and seed files run at start.
-    pub async fn run_sql_once(&self, label: &str, sql: &str) -> Result<bool, StoreError> {
-        use sea_orm::ConnectionTrait;
+    /// Runs `sql` (one or more statements) on `target` unless SQL with the same SHA-256
+    /// already ran under `label`; remembers it in the store. Returns whether it ran. For schema
+    /// and seed files of the plugins' database run at start.
+    pub async fn run_sql_once(
+        &self,
+        target: &DatabaseConnection,
+        label: &str,
+        sql: &str,
+    ) -> Result<bool, StoreError> {
         let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, sql.as_bytes()));
         let key = format!("GoatKit::InitSql::{label}");
         if self.setting(&key).await?.as_deref() == Some(digest.as_str()) {
             return Ok(false);
         }
-        self.db.execute_unprepared(sql).await?;
+        target.execute_unprepared(sql).await?;
         self.set_setting(&key, &digest, "init_sql").await?;
         Ok(true)
+    }
+
+    /// Moves the store's tables out of `old` (a plugins' database that held them before the
+    /// store had a database of its own) into this store, unless this store holds settings
+    /// already. Returns the number of rows moved; `old` keeps nothing of the platform's.
+    pub async fn adopt_tables_from(&self, old: &DatabaseConnection) -> Result<usize, StoreError> {
+        let Ok(modified) = sysconfig_modified::Entity::find().all(old).await else {
+            return Ok(0); // no store tables there
+        };
+        if sysconfig_modified::Entity::find()
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            tracing::warn!(
+                "the plugins' database still holds store tables, and the store is not empty: left as they are"
+            );
+            return Ok(0);
+        }
+        let defaults = sysconfig_default::Entity::find().all(old).await?;
+        let outbox = email_outbox::Entity::find()
+            .all(old)
+            .await
+            .unwrap_or_default();
+        let moved = modified.len() + defaults.len() + outbox.len();
+        for row in modified {
+            sysconfig_modified::Entity::insert(sysconfig_modified::ActiveModel::from(row))
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        for row in defaults {
+            sysconfig_default::Entity::insert(sysconfig_default::ActiveModel::from(row))
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        for row in outbox {
+            email_outbox::Entity::insert(email_outbox::ActiveModel::from(row))
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        for table in Self::TABLES {
+            old.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
+        }
+        tracing::info!(
+            rows = moved,
+            "store tables moved out of the plugins' database"
+        );
+        Ok(moved)
     }
 
     /// Sets a shipped default (insert or update), e.g. for the bundled example plugins.

@@ -58,6 +58,7 @@ async fn connect(
         ]),
         query_timeout: timeout,
         max_rows,
+        ..DatabaseConfig::single(url)
     };
     let databases = Databases::connect(&config)
         .await

@@ -1,6 +1,7 @@
 //! The production host services against real backends.
 
 mod cache;
+mod database_wall;
 mod databases;
 mod http;
 mod services;

@@ -193,8 +193,19 @@ async fn config_translate_and_cache_through_the_host_api() {
         .await
         .unwrap_err();
     assert!(matches!(err, HostError::Unavailable(_)), "{err:?}");
-    let rows = host
+    let err = host
         .db_query(&ctx, "SELECT ? AS echo", &[json!("x")])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only through the plugin's sandbox"),
+        "{err}"
+    );
+    let scope: Arc<dyn gk_sdk::TableScope> =
+        Arc::new(crate::database_wall::TablesScope::new(&[], &[]));
+    let rows = host
+        .db_query_scoped(&ctx, &scope, "SELECT ? AS echo", &[json!("x")])
         .await
         .unwrap();
     assert_eq!(rows[0]["echo"], "x");

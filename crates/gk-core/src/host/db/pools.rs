@@ -1,0 +1,250 @@
+//! The two pools of one database (the platform's, the plugins'), and a plugin statement run on
+//! SQLite under the authorizer and a deadline the engine enforces.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gk_sdk::{HostError, HostResult, TableScope};
+use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sea_orm::sqlx::{self, Arguments, AssertSqlSafe, Executor, SqlSafeStr};
+use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+
+use super::results::Collected;
+use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
+use super::{CONNECT_TIMEOUT, Limits, timed_out};
+use crate::host::rows;
+
+/// The most connections of a plugin pool (a plugin's own share is smaller).
+const PLUGIN_POOL_CONNECTIONS: u32 = 8;
+
+/// The most connections of the platform's pool.
+const PLATFORM_POOL_CONNECTIONS: u32 = 8;
+
+/// How often (in SQLite virtual machine steps) a plugin statement checks its deadline.
+const SQLITE_DEADLINE_STEPS: i32 = 1000;
+
+/// The pool plugin statements run on.
+#[derive(Debug, Clone)]
+pub(super) enum PluginPool {
+    /// SQLite: every connection has the authorizer; statements run through sqlx directly, on
+    /// the connection whose rules were set.
+    Sqlite(SqlitePool),
+    /// PostgreSQL or MariaDB: a pool whose sessions stop statements at the query timeout.
+    Server(DatabaseConnection),
+}
+
+/// Opens the platform's pool and the plugins' pool of the database at `url`.
+pub(super) async fn open(
+    url: &str,
+    query_timeout: Duration,
+) -> Result<(DatabaseConnection, PluginPool), String> {
+    let error = |e: sqlx::Error| e.to_string();
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(error)?
+            .create_if_missing(true);
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !memory
+            && let Some(dir) = options
+                .get_filename()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        // An in-memory database lives as long as a connection to it: keep one open per pool.
+        let pool = |max: u32| {
+            let options = SqlitePoolOptions::new()
+                .max_connections(if memory { 1 } else { max })
+                .min_connections(u32::from(memory))
+                .acquire_timeout(CONNECT_TIMEOUT);
+            if memory {
+                options.idle_timeout(None).max_lifetime(None)
+            } else {
+                options
+            }
+        };
+        let platform = pool(PLATFORM_POOL_CONNECTIONS)
+            .connect_with(options.clone())
+            .await
+            .map_err(error)?;
+        // No statement cache: SQLite asks the authorizer when it compiles a statement, so every
+        // plugin statement is compiled under its own plugin's rules.
+        let plugins = pool(PLUGIN_POOL_CONNECTIONS)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    let mut handle = connection.lock_handle().await?;
+                    install(handle.as_raw_handle())
+                        .map_err(|e| sqlx::Error::Configuration(e.into()))
+                })
+            })
+            .connect_with(options.statement_cache_capacity(0))
+            .await
+            .map_err(error)?;
+        return Ok((
+            SqlxSqliteConnector::from_sqlx_sqlite_pool(platform),
+            PluginPool::Sqlite(plugins),
+        ));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options = PgConnectOptions::from_str(url).map_err(error)?;
+        let platform = PgPoolOptions::new()
+            .max_connections(PLATFORM_POOL_CONNECTIONS)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(error)?;
+        // The server stops a plugin statement at the deadline and the session goes on.
+        let timeout_ms = query_timeout.as_millis().max(1).to_string();
+        let plugins = PgPoolOptions::new()
+            .max_connections(PLUGIN_POOL_CONNECTIONS)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.options([("statement_timeout", timeout_ms.as_str())]))
+            .await
+            .map_err(error)?;
+        return Ok((
+            SqlxPostgresConnector::from_sqlx_postgres_pool(platform),
+            PluginPool::Server(SqlxPostgresConnector::from_sqlx_postgres_pool(plugins)),
+        ));
+    }
+    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        let url = url.replacen("mariadb://", "mysql://", 1);
+        let options = MySqlConnectOptions::from_str(&url).map_err(error)?;
+        let platform = MySqlPoolOptions::new()
+            .max_connections(PLATFORM_POOL_CONNECTIONS)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(error)?;
+        // MariaDB's `max_statement_time` is in seconds, with a fraction.
+        let seconds = format!("{:.3}", query_timeout.as_secs_f64().max(0.001));
+        let plugins = MySqlPoolOptions::new()
+            .max_connections(PLUGIN_POOL_CONNECTIONS)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(move |connection, _| {
+                let set = format!("SET SESSION max_statement_time = {seconds}");
+                Box::pin(async move {
+                    connection
+                        .execute(AssertSqlSafe(set).into_sql_str())
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(error)?;
+        return Ok((
+            SqlxMySqlConnector::from_sqlx_mysql_pool(platform),
+            PluginPool::Server(SqlxMySqlConnector::from_sqlx_mysql_pool(plugins)),
+        ));
+    }
+    Err("the URL is not sqlite://, postgres:// or mysql://".to_owned())
+}
+
+/// Runs one plugin statement on SQLite: on a plugin connection, under `scope` (the authorizer)
+/// and a deadline the engine checks every few steps, so that the statement ends at the deadline
+/// even when its caller has stopped waiting, and the connection goes back healthy.
+pub(super) async fn run_sqlite(
+    pool: &SqlitePool,
+    database: &str,
+    scope: &Arc<dyn TableScope>,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+    limits: Limits,
+    collect: Collected,
+) -> HostResult<Collected> {
+    let started = std::time::Instant::now();
+    let deadline = started + limits.query_timeout;
+    let mut connection = tokio::time::timeout(limits.query_timeout, pool.acquire())
+        .await
+        .map_err(|_| timed_out(limits.query_timeout))?
+        .map_err(|e| sqlite_error(database, &e))?;
+    let rules = Arc::new(StatementRules::new(database, scope.clone()));
+    let active = {
+        let mut handle = connection
+            .lock_handle()
+            .await
+            .map_err(|e| sqlite_error(database, &e))?;
+        handle.set_progress_handler(SQLITE_DEADLINE_STEPS, move || {
+            std::time::Instant::now() < deadline
+        });
+        ActiveStatement::begin(handle.as_raw_handle(), rules.clone())
+    };
+    let mut arguments = SqliteArguments::default();
+    for (index, value) in values.into_iter().enumerate() {
+        let added = match value {
+            sea_orm::Value::Bool(b) => arguments.add(b),
+            sea_orm::Value::BigInt(i) => arguments.add(i),
+            sea_orm::Value::Double(f) => arguments.add(f),
+            sea_orm::Value::String(s) => arguments.add(s),
+            other => {
+                return Err(HostError::InvalidInput(format!(
+                    "argument {} ({other:?}) cannot be bound",
+                    index + 1
+                )));
+            }
+        };
+        added.map_err(|e| HostError::InvalidInput(format!("argument {}: {e}", index + 1)))?;
+    }
+    let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments);
+    let run = async {
+        let mut collect = collect;
+        if collect.wants_rows() {
+            let mut stream = query.fetch(&mut *connection);
+            while let Some(row) = stream.next().await {
+                let row = row.map_err(|e| sqlite_error(database, &e))?;
+                let row = rows::sqlite_to_json(&row).map_err(|problem| {
+                    HostError::Backend(format!("database `{database}`: {problem}"))
+                })?;
+                collect.push(row, &limits)?;
+            }
+        } else {
+            let done = query
+                .execute(&mut *connection)
+                .await
+                .map_err(|e| sqlite_error(database, &e))?;
+            collect.set_affected(done.rows_affected());
+        }
+        Ok(collect)
+    };
+    // The engine stops the statement at the deadline; this bound is for the waiting only.
+    let result = tokio::time::timeout(limits.query_timeout + Duration::from_millis(500), run)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(limits.query_timeout)));
+    drop(active);
+    let refused = rules.refused();
+    if !refused.is_empty() {
+        tracing::error!(
+            database,
+            sql,
+            refused = ?refused,
+            "the database engine refused what the SQL guard allowed (a guard defect)"
+        );
+    }
+    match result {
+        Err(HostError::Backend(message)) if message.contains("interrupted") => {
+            Err(timed_out(limits.query_timeout))
+        }
+        Err(HostError::Backend(message))
+            if message.contains("(code: 23)") || message.contains("not authorized") =>
+        {
+            Err(HostError::denied(
+                "db",
+                format!(
+                    "the database engine refused the statement ({})",
+                    refused.join(", ")
+                ),
+            ))
+        }
+        other => other,
+    }
+}
+
+fn sqlite_error(database: &str, error: &sqlx::Error) -> HostError {
+    HostError::Backend(format!("database `{database}`: {error}"))
+}
