@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use gk_sdk::handshake::TOKEN_METADATA;
-use gk_sdk::proto::pb::host_service_server::HostService;
+use gk_sdk::proto::pb::host_service_server::{HostService, HostServiceServer};
 use gk_sdk::proto::{host_error_to_status, pb};
 use gk_sdk::{CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, TranslateArgs};
 use serde_json::{Map, Value};
@@ -21,6 +21,30 @@ pub(crate) struct HostSide {
     pub(crate) host: OnceLock<Arc<dyn HostApi>>,
     /// Depth of the plugin's calls in flight, by call number.
     pub(crate) in_flight: DashMap<u64, u32>,
+}
+
+/// Serves the `HostService` of `side` on `listener` until `stop` is notified. Messages over
+/// `max_message_bytes` either way are refused (`OUT_OF_RANGE`, saying the size and the limit).
+pub(crate) async fn serve_host(
+    side: Arc<HostSide>,
+    listener: tokio::net::UnixListener,
+    max_message_bytes: usize,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            HostServiceServer::new(HostServer { side: side.clone() })
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move { stop.notified().await },
+        )
+        .await;
+    if let Err(error) = served {
+        tracing::warn!(plugin = %side.plugin, %error, "the host service stopped");
+    }
 }
 
 /// The `HostService` of one plugin.
@@ -252,5 +276,63 @@ impl HostService for HostServer {
         Ok(Response::new(pb::CallPluginResponse {
             result_json: result,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gk_sdk::proto::pb::host_service_client::HostServiceClient;
+
+    #[tokio::test]
+    async fn host_calls_over_the_size_cap_are_refused_with_the_size_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("host.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let side = Arc::new(HostSide {
+            plugin: "p".into(),
+            token: "t".into(),
+            host: OnceLock::new(),
+            in_flight: DashMap::new(),
+        });
+        let _ = side.host.set(Arc::new(gk_sdk::NoopHost));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(serve_host(side, listener, 1_024, stop.clone()));
+        let channel = tonic::transport::Endpoint::try_from("http://host.invalid")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    tokio::net::UnixStream::connect(socket)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
+            }))
+            .await
+            .unwrap();
+        let mut client = HostServiceClient::new(channel);
+        let request = |size: usize| {
+            let mut request = Request::new(pb::CacheSetRequest {
+                context: None,
+                key: "k".into(),
+                value: vec![0; size],
+                ttl_seconds: 0,
+            });
+            request
+                .metadata_mut()
+                .insert(TOKEN_METADATA, "t".parse().unwrap());
+            request
+        };
+        client.cache_set(request(100)).await.unwrap();
+        let status = client.cache_set(request(2_000)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert!(
+            status.message().contains("message length too large")
+                && status.message().contains("1024"),
+            "{}",
+            status.message()
+        );
+        client.cache_set(request(100)).await.unwrap();
+        stop.notify_one();
     }
 }

@@ -269,6 +269,16 @@ impl Plugin for GrpcPlugin {
         function: &str,
         args: &[u8],
     ) -> Result<Vec<u8>, PluginError> {
+        let limit = self.inner.max_message_bytes;
+        if args.len() > limit {
+            return Err(PluginError::failed(
+                "message_too_large",
+                format!(
+                    "the call's arguments are {} bytes, over the {limit}-byte message limit",
+                    args.len()
+                ),
+            ));
+        }
         let budget = self.inner.limits.call_timeout;
         let deadline = Instant::now() + budget;
         let process = self.inner.process(deadline).await?;

@@ -9,18 +9,17 @@ use std::time::Duration;
 use dashmap::DashMap;
 use gk_sdk::handshake::{HOST_SOCKET_ENV, HOST_TOKEN_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use gk_sdk::proto::pb;
-use gk_sdk::proto::pb::host_service_server::HostServiceServer;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
 use gk_sdk::{GkRegistration, PermissionType, PluginError, ResourcePolicy};
 use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Endpoint;
 
 use crate::GrpcError;
 use crate::IsolationConfig;
-use crate::host_server::{HostServer, HostSide};
+use crate::host_server::{HostSide, serve_host};
 use crate::plugin::{GrpcPlugin, Inner, Process, Supervision};
 use crate::process::{self, signal_group};
 use crate::supervisor;
@@ -179,18 +178,12 @@ impl GrpcRuntime {
         let listener = UnixListener::bind(&host_socket)
             .map_err(|e| host_error(format!("{}: {e}", host_socket.display())))?;
         let server_stop = Arc::new(Notify::new());
-        let stop = server_stop.clone();
-        let server = Server::builder()
-            .add_service(
-                HostServiceServer::new(HostServer { side: side.clone() })
-                    .max_decoding_message_size(self.max_message_bytes)
-                    .max_encoding_message_size(self.max_message_bytes),
-            )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
-                async move { stop.notified().await },
-            );
-        tokio::spawn(server);
+        tokio::spawn(serve_host(
+            side.clone(),
+            listener,
+            self.max_message_bytes,
+            server_stop.clone(),
+        ));
 
         let mut env: Vec<(String, String)> = ["PATH", "HOME", "TZ"]
             .iter()

@@ -312,3 +312,116 @@ async fn without_isolation_native_plugins_are_refused_unless_the_operator_allows
         "allowed, it runs as the server's user: {output}"
     );
 }
+
+/// Run by `run_by_an_ordinary_user_the_server_still_isolates_its_plugins` as `nobody`: lays out
+/// a host in the directory it is given, runs the attacks and prints their outcome.
+#[tokio::test]
+async fn helper_unprivileged_host() {
+    let Some(root) = std::env::var_os("GK_GRPC_UNPRIVILEGED_HOST") else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let port = std::env::var("GK_GRPC_PORT").unwrap();
+    let data = root.join("data");
+    readable_dir(&data);
+    std::fs::write(data.join("jwt-secret"), "the-token-secret").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("jwt-secret"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let run = data.join("run");
+    readable_dir(&run);
+    let me = root.join("plugins/attacker");
+    let server = std::process::id();
+    let attempts = [
+        ("read-own", format!("cat {}/attack", me.display())),
+        ("read-secret", format!("cat {}/jwt-secret", data.display())),
+        ("list-data", format!("ls {}", data.display())),
+        ("write-own", format!("echo x > {}/dropped", me.display())),
+        ("see-server", format!("test -e /proc/{server}")),
+        ("server-environ", format!("cat /proc/{server}/environ")),
+        ("tcp", format!("exec 3<>/dev/tcp/127.0.0.1/{port}")),
+    ];
+    let output = attack(
+        GrpcRuntime::new(&run),
+        &me,
+        "/bin/bash",
+        limits(),
+        &attacks(&attempts),
+    )
+    .await;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    println!("SERVER_UID={euid}");
+    println!("OUTPUT={output}");
+}
+
+#[tokio::test]
+async fn run_by_an_ordinary_user_the_server_still_isolates_its_plugins() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the tests as root, which can drop to nobody"
+        );
+        eprintln!("skipping: dropping to nobody needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(root.path(), Some(65_534), Some(65_534)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_unprivileged_host",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GK_GRPC_UNPRIVILEGED_HOST", root.path())
+        .env("GK_GRPC_PORT", port.to_string())
+        .env(
+            "GOATKIT_TOKEN_SECRET",
+            "a-secret-in-the-servers-environment",
+        )
+        .output()
+        .expect("setpriv (util-linux) runs the helper as nobody");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SERVER_UID=65534"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split("OUTPUT=").nth(1))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    for (name, expected) in [
+        ("read-own", "DONE"),
+        ("read-secret", "denied"),
+        ("list-data", "denied"),
+        ("write-own", "denied"),
+        ("see-server", "denied"),
+        ("server-environ", "denied"),
+        ("tcp", "denied"),
+    ] {
+        assert_eq!(outcome(line, name), expected, "{name}: {line}");
+    }
+    assert!(line.contains(" uid=65534 "), "{line}");
+    assert!(line.contains("CapEff:0000000000000000"), "{line}");
+    assert!(line.contains("NoNewPrivs:1"), "{line}");
+    drop(listener);
+}

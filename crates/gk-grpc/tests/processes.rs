@@ -593,3 +593,56 @@ async fn a_plugin_cannot_claim_another_name() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_plugin_registering_under_another_name_is_refused() {
+    let run = readable_tempdir();
+    let err = GrpcRuntime::new(run.path())
+        .start("stats", &hello_binary(), run.path(), limits(5_000))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stats registered as `hello-grpc`: a plugin registers under the name it was installed as"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(run.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "its process and sockets are gone: {leftovers:?}"
+    );
+}
+
+#[tokio::test]
+async fn calls_over_the_message_size_cap_are_refused() {
+    let run = readable_tempdir();
+    let plugin = GrpcRuntime::new(run.path())
+        .with_max_message_bytes(64 << 10)
+        .start("hello-grpc", &hello_binary(), run.path(), limits(5_000))
+        .await
+        .unwrap();
+    let ctx = CallContext::for_plugin("hello-grpc");
+    plugin
+        .init(&ctx, Arc::new(MemoryHost::default()))
+        .await
+        .unwrap();
+    let small = vec![b'a'; 1_000];
+    assert_eq!(plugin.call(&ctx, "echo", &small).await.unwrap(), small);
+    let big = vec![b'a'; 100 << 10];
+    let err = plugin.call(&ctx, "echo", &big).await.unwrap_err();
+    assert_eq!(
+        err,
+        PluginError::failed(
+            "message_too_large",
+            "the call's arguments are 102400 bytes, over the 65536-byte message limit"
+        )
+    );
+    assert_eq!(
+        plugin.call(&ctx, "echo", &small).await.unwrap(),
+        small,
+        "the plugin goes on"
+    );
+    plugin.shutdown(&ctx).await.unwrap();
+}
