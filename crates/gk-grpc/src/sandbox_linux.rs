@@ -422,6 +422,17 @@ unsafe fn child(
         for op in &prepared.ops {
             run_op(fds, op);
         }
+        // No user namespaces inside the plugin's own (the limit is per user namespace, and
+        // only its root may change it): without one, it can never hold a capability again.
+        // Best effort: a kernel without the knob has nothing to limit.
+        let knob = libc::open(
+            c"proc/sys/user/max_user_namespaces".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if knob >= 0 {
+            libc::write(knob, c"0".as_ptr().cast(), 1);
+            libc::close(knob);
+        }
         let dot = c".";
         check!(
             fds,

@@ -155,6 +155,11 @@ async fn a_plugin_cannot_reach_the_hosts_files_processes_or_network() {
             "! tr '\\0' ' ' < /proc/1/cmdline | grep -q attack".to_owned(),
         ),
         ("mount", "mount -t tmpfs none /tmp".to_owned()),
+        (
+            "user-namespace",
+            "unshare --user --map-root-user true".to_owned(),
+        ),
+        ("control-unshare", "unshare --help".to_owned()),
         ("tcp", format!("exec 3<>/dev/tcp/127.0.0.1/{port}")),
     ];
     let output = attack(
@@ -166,7 +171,7 @@ async fn a_plugin_cannot_reach_the_hosts_files_processes_or_network() {
     )
     .await;
     for (name, _) in &attempts {
-        let expected = if matches!(*name, "read-own" | "write-tmp") {
+        let expected = if matches!(*name, "read-own" | "write-tmp" | "control-unshare") {
             "DONE"
         } else {
             "denied"
