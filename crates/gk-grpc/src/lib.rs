@@ -1,13 +1,20 @@
 //! gk-grpc: runs plugin executables in their own process and speaks to them over gRPC.
 //!
-//! [`GrpcRuntime::start`] runs the manifest's binary with a minimal environment (`PATH`, `HOME`,
-//! `TZ`, a private `TMPDIR` (`/tmp/goatflow-plugin-<name>-<random>`, 0700), and the handshake variables: nothing else of the host's
-//! environment reaches the plugin), waits for its go-plugin style handshake line within the
-//! init timeout, connects to its Unix socket and serves it a `HostService` on a socket of its own
-//! that only this plugin may use (a 0700 directory and a per-plugin token checked on every call).
-//! Every host call is passed, stamped with the plugin's identity, to the `Arc<dyn HostApi>` the
-//! plugin was initialised with — its sandbox. Calls carry the call timeout as a deadline;
-//! shutdown asks, then terminates, then kills, and removes every socket and directory.
+//! [`GrpcRuntime::start`] runs the manifest's binary isolated (see [`IsolationConfig`]): in new
+//! user, mount, PID, IPC, UTS and, unless its policy grants `http`, network namespaces, as an
+//! unprivileged user without capabilities and with `no_new_privs`, in a read-only root of its
+//! own (system directories, its own directory, a private `/tmp`, a fresh `/proc`, a minimal
+//! `/dev`, its host socket), under rlimits, with a minimal environment (`PATH`, `TZ`, `HOME` and
+//! `TMPDIR` = `/tmp`, and the handshake variables: nothing else of the host's environment
+//! reaches the plugin). Where that isolation is not available it refuses the plugin, unless
+//! [`IsolationConfig::allow_unisolated_native_plugins`] is set. It waits for the plugin's
+//! go-plugin style handshake line within the init timeout, connects to its Unix socket and
+//! serves it a `HostService` on a socket of its own that only this plugin may use (a 0700
+//! directory and a per-plugin token checked on every call). `Register` must name the plugin as
+//! it was started; every host call is passed, stamped with that name, to the `Arc<dyn HostApi>`
+//! the plugin was initialised with — its sandbox. Messages are capped both ways
+//! ([`DEFAULT_MAX_MESSAGE_BYTES`]). Calls carry the call timeout as a deadline; shutdown asks,
+//! then terminates, then kills, and removes every socket and directory.
 //!
 //! It depends on `gk-sdk` only: it returns a [`gk_sdk::Plugin`] and never knows the manager.
 #![deny(missing_docs)]
