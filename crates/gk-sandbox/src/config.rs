@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_CACHE_VALUE_BYTES: usize = 1 << 20;
 /// The default longest cache key a plugin may use.
 pub const DEFAULT_MAX_CACHE_KEY_BYTES: usize = 512;
 
+/// The default longest cache ttl a plugin may ask for (30 days).
+pub const DEFAULT_MAX_CACHE_TTL: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// Settings shared by every sandbox of a host.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -37,6 +41,8 @@ pub struct SandboxConfig {
     pub max_cache_value_bytes: usize,
     /// Longest key the cache functions accept.
     pub max_cache_key_bytes: usize,
+    /// Longest ttl `cache_set` accepts.
+    pub max_cache_ttl: std::time::Duration,
     /// Tables of the platform itself (lower-cased names) that no scope reaches, `*` and exact
     /// entries included, in any database.
     pub reserved_tables: Vec<String>,
@@ -49,6 +55,7 @@ impl Default for SandboxConfig {
             decision_cache_capacity: DEFAULT_DECISION_CACHE_CAPACITY,
             max_cache_value_bytes: DEFAULT_MAX_CACHE_VALUE_BYTES,
             max_cache_key_bytes: DEFAULT_MAX_CACHE_KEY_BYTES,
+            max_cache_ttl: DEFAULT_MAX_CACHE_TTL,
             reserved_tables: Vec::new(),
         }
     }

@@ -44,8 +44,8 @@ mod stats;
 mod url_guard;
 
 pub use config::{
-    DEFAULT_DECISION_CACHE_CAPACITY, DEFAULT_MAX_CACHE_KEY_BYTES, DEFAULT_MAX_CACHE_VALUE_BYTES,
-    SandboxConfig, SqlDialect,
+    DEFAULT_DECISION_CACHE_CAPACITY, DEFAULT_MAX_CACHE_KEY_BYTES, DEFAULT_MAX_CACHE_TTL,
+    DEFAULT_MAX_CACHE_VALUE_BYTES, SandboxConfig, SqlDialect,
 };
 pub use config_guard::{SENSITIVE_PREFIXES, SENSITIVE_WORDS};
 pub use error::PolicyError;

@@ -281,6 +281,13 @@ impl HostApi for SandboxedHostApi {
                     value.len()
                 )));
             }
+            if ttl > self.config.max_cache_ttl {
+                return Err(HostError::InvalidInput(format!(
+                    "a cache ttl is at most {} s; this one is {} s",
+                    self.config.max_cache_ttl.as_secs(),
+                    ttl.as_secs()
+                )));
+            }
             Ok(())
         };
         self.admit(&policy, HostCallName::CacheSet, check, no_limit)?;

@@ -36,6 +36,46 @@ pub(crate) fn rewrite(sql: &str, mut replacement: impl FnMut(usize) -> String) -
     (out, count)
 }
 
+/// Counts the `?` placeholders of a statement for SQLite, refusing the forms SQLite numbers
+/// or names on its own (`?NNN`, `:name`, `@name`, `$name`): those would bind arguments by
+/// another rule than "one `?` per argument, in order".
+pub(crate) fn sqlite_placeholders(sql: &str) -> Result<usize, String> {
+    let mut count = 0;
+    let mut rest = sql;
+    let mut previous = ' ';
+    while let Some(c) = rest.chars().next() {
+        let skipped = match c {
+            '\'' | '"' | '`' => quoted(rest, c),
+            '[' => rest.find(']').map_or(rest.len(), |i| i + 1),
+            '-' if rest.starts_with("--") => rest.find('\n').map_or(rest.len(), |i| i + 1),
+            '/' if rest.starts_with("/*") => rest[2..].find("*/").map_or(rest.len(), |i| i + 4),
+            '?' | ':' | '@' | '$' => {
+                let next = rest[1..].chars().next().unwrap_or(' ');
+                let named = c != '?' && (next.is_alphanumeric() || next == '_');
+                let numbered = c == '?' && next.is_ascii_digit();
+                let in_identifier = previous.is_alphanumeric() || previous == '_';
+                if (named || numbered) && !in_identifier {
+                    let end = rest[1..]
+                        .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                        .map_or(rest.len(), |i| i + 1);
+                    return Err(format!(
+                        "placeholder `{}` is not supported: write `?` for each argument",
+                        &rest[..end]
+                    ));
+                }
+                if c == '?' {
+                    count += 1;
+                }
+                c.len_utf8()
+            }
+            _ => c.len_utf8(),
+        };
+        previous = rest[..skipped].chars().last().unwrap_or(' ');
+        rest = &rest[skipped..];
+    }
+    Ok(count)
+}
+
 /// The length of a quoted run starting at `text[0] == quote`; a doubled quote is an escape.
 fn quoted(text: &str, quote: char) -> usize {
     let mut chars = text.char_indices().skip(1).peekable();

@@ -148,6 +148,20 @@ async fn sqlite_engine_alone_keeps_the_scope() {
             "{attack}: {err}"
         );
     }
+    // Placeholder forms the driver numbers differently are errors, never a panic of the
+    // connection's thread: the connection keeps working.
+    for odd in [
+        "SELECT ?2 AS x",
+        "SELECT ?99999999999 AS x",
+        "SELECT :name AS x",
+        "SELECT @name AS x",
+        "SELECT $name AS x",
+        "SELECT ?, ? AS x",
+    ] {
+        let result = db.query_scoped("p", &scope, odd, &[json!(1)]).await;
+        assert!(result.is_err(), "{odd}: {result:?}");
+    }
+    plugin("SELECT * FROM tickets").await.unwrap();
     // A view is read through the tables it reads: the plugin may create one over a secret
     // table, but not read the secret through it.
     plugin("CREATE VIEW notes_view AS SELECT pw FROM secret")

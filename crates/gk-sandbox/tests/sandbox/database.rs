@@ -385,3 +385,36 @@ async fn decisions_are_cached_per_policy_version() {
         "the cached allow of the old version is not reused: {err}"
     );
 }
+
+/// The platform's tables are out of every scope, `*` and exact entries included.
+#[tokio::test]
+async fn reserved_tables_are_out_of_every_scope() {
+    let host = std::sync::Arc::new(crate::support::RecordingHost::default());
+    let sb = gk_sandbox::SandboxedHostApi::with_config(
+        "me",
+        host.clone(),
+        approved(vec![perm(
+            PermissionType::Db,
+            Access::ReadWrite,
+            &["*", "sysconfig_modified"],
+        )]),
+        std::sync::Arc::new(
+            gk_sandbox::SandboxConfig::default().with_reserved_tables(["sysconfig_modified"]),
+        ),
+    )
+    .unwrap();
+    for statement in [
+        "SELECT * FROM sysconfig_modified",
+        "UPDATE SYSCONFIG_MODIFIED SET value = '{}'",
+        "WITH x AS (SELECT 1) DELETE FROM \"sysconfig_modified\"",
+        "INSERT INTO notes SELECT value FROM sysconfig_modified",
+    ] {
+        let err = sb.db_exec(&ctx(), statement, &[]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("belongs to the platform"),
+            "{statement}: {err}"
+        );
+    }
+    assert_eq!(host.count(), 0);
+    sb.db_exec(&ctx(), "DELETE FROM notes", &[]).await.unwrap();
+}

@@ -320,3 +320,24 @@ async fn config_keys() {
     )
     .await;
 }
+
+/// A ttl no clock can hold is an input error, not a panic further down.
+#[tokio::test]
+async fn cache_ttl_is_capped() {
+    let (sb, host) = crate::support::sandbox(crate::support::approved(vec![crate::support::perm(
+        gk_sdk::PermissionType::Cache,
+        gk_sdk::Access::ReadWrite,
+        &[],
+    )]));
+    let err = gk_sdk::HostApi::cache_set(
+        &*sb,
+        &crate::support::ctx(),
+        "k",
+        b"v",
+        std::time::Duration::from_secs(u64::MAX),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("a cache ttl is at most"), "{err}");
+    assert_eq!(host.count(), 0);
+}

@@ -139,7 +139,10 @@ impl MemoryCache {
     }
 
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Option<Entry> {
-        let expires = (!ttl.is_zero()).then(|| Instant::now() + ttl);
+        // A ttl past what an `Instant` can hold never expires (instead of panicking).
+        let expires = (!ttl.is_zero())
+            .then(|| Instant::now().checked_add(ttl))
+            .flatten();
         self.entries.insert(
             key.to_owned(),
             Entry {

@@ -30,7 +30,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, StreamT
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::host::placeholders::rewrite;
+use crate::host::placeholders::{rewrite, sqlite_placeholders};
 use crate::host::rows;
 use crate::{CoreError, CoreResult};
 
@@ -254,6 +254,13 @@ impl Databases {
             .map_err(|_| HostError::Unavailable("the database is closing".into()))?;
         match pool {
             PluginPool::Sqlite(pool) => {
+                let placeholders = sqlite_placeholders(sql).map_err(HostError::InvalidInput)?;
+                if placeholders != args.len() {
+                    return Err(HostError::InvalidInput(format!(
+                        "the query has {placeholders} `?` placeholders but {} arguments were given",
+                        args.len()
+                    )));
+                }
                 let values = args
                     .iter()
                     .enumerate()
