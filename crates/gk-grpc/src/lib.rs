@@ -26,6 +26,7 @@ mod isolation;
 mod plugin;
 mod process;
 mod runtime;
+mod sandbox_child;
 mod sandbox_linux;
 mod sandbox_plan;
 mod supervisor;
