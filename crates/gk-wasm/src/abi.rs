@@ -57,11 +57,12 @@ fn expect_function(
     }
 }
 
-/// The prefix of the exports the host's metering adds to every module.
-const RESERVED_EXPORT_PREFIX: &str = "wasmer_metering";
+/// The prefixes of the exports the host's metering and interrupt checks add to every module.
+const RESERVED_EXPORT_PREFIXES: &[&str] = &["wasmer_metering", crate::interrupt::INTERRUPT_EXPORT];
 
-/// Refuses a module that exports a name the host's metering uses (it would be overwritten, and
-/// a guest must not touch its own fuel). Read from the raw bytes, before metering adds them.
+/// Refuses a module that exports a name the host's metering or interrupt checks use (it would be
+/// overwritten, and a guest must not touch its own fuel or flag). Read from the raw bytes, before
+/// the middlewares add them.
 pub(crate) fn refuse_reserved_exports(wasm: &[u8]) -> Result<(), WasmError> {
     use wasmer::wasmparser::{Parser, Payload};
     for payload in Parser::new(0).parse_all(wasm) {
@@ -69,10 +70,13 @@ pub(crate) fn refuse_reserved_exports(wasm: &[u8]) -> Result<(), WasmError> {
             continue;
         };
         for export in exports.into_iter().flatten() {
-            if export.name.starts_with(RESERVED_EXPORT_PREFIX) {
+            if RESERVED_EXPORT_PREFIXES
+                .iter()
+                .any(|prefix| export.name.starts_with(prefix))
+            {
                 return Err(WasmError::WrongExport {
                     name: export.name.to_owned(),
-                    expected: "no export of that name (the host's metering uses it)".to_owned(),
+                    expected: "no export of that name (the host's limits use it)".to_owned(),
                     found: format!("{:?}", export.kind).to_lowercase(),
                 });
             }

@@ -6,13 +6,13 @@
 //! at its next import, whichever it is.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gk_sdk::CallContext;
 use wasmer::{FunctionEnvMut, Global, Instance, RuntimeError, Value};
 
 use crate::imports::CallEnv;
+use crate::interrupt::CallSignal;
 
 /// Fuel every import costs, whatever it does: about a microsecond of guest code at the usual
 /// rates, more than a cheap import takes, so a loop over imports burns fuel at least as fast as
@@ -64,8 +64,9 @@ pub(crate) struct Budget {
     pub(crate) deadline: Instant,
     /// The timeout the deadline came from (for errors).
     pub(crate) timeout: Duration,
-    /// Set when the caller stops waiting; the guest is stopped at its next import.
-    pub(crate) abandoned: Arc<AtomicBool>,
+    /// Raised when the caller stops waiting; the guest is stopped at its next loop header,
+    /// function entry or import.
+    pub(crate) signal: Arc<CallSignal>,
 }
 
 impl Budget {
@@ -75,17 +76,18 @@ impl Budget {
             fuel,
             deadline: Instant::now() + timeout,
             timeout,
-            abandoned: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new(CallSignal::default()),
         }
     }
 
     /// A guard that marks the call abandoned when dropped: hold it while waiting for the answer.
     pub(crate) fn abandon_on_drop(&self) -> AbandonOnDrop {
-        AbandonOnDrop(self.abandoned.clone())
+        AbandonOnDrop(self.signal.clone())
     }
 
-    fn stop(&self) -> Option<Stop> {
-        if self.abandoned.load(Ordering::Relaxed) {
+    /// Why the call must stop now, if it must.
+    pub(crate) fn stop(&self) -> Option<Stop> {
+        if self.signal.is_abandoned() {
             Some(Stop::Abandoned)
         } else if Instant::now() >= self.deadline {
             Some(Stop::Deadline)
@@ -98,11 +100,11 @@ impl Budget {
 /// Marks a call abandoned when the caller's wait ends, answered or not (an answered call is
 /// over, so the mark changes nothing for it).
 #[derive(Debug)]
-pub(crate) struct AbandonOnDrop(Arc<AtomicBool>);
+pub(crate) struct AbandonOnDrop(Arc<CallSignal>);
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.abandon();
     }
 }
 

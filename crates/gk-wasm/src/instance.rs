@@ -12,6 +12,7 @@ use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_rem
 use crate::abi::{self, GuestExports};
 use crate::guard::{ActiveCall, Budget, Meter, Stop};
 use crate::imports::{self, CallEnv, Shared};
+use crate::interrupt::{Armed, InterruptFlag};
 use crate::{WasmError, wasi};
 
 /// An instantiated module ready to take calls. Not shared between threads at once.
@@ -24,6 +25,7 @@ pub(crate) struct GuestInstance {
     free: Option<TypedFunction<i32, ()>>,
     register: TypedFunction<(), i64>,
     call: TypedFunction<(i32, i32, i32, i32), i64>,
+    interrupt: InterruptFlag,
     shared: Arc<Shared>,
 }
 
@@ -82,6 +84,8 @@ impl GuestInstance {
             .map_err(export_error)?;
         let meter = Meter::of(&instance)
             .ok_or_else(|| WasmError::Instantiate("the module has no metering globals".into()))?;
+        let interrupt = InterruptFlag::of(&mut store, &instance)
+            .ok_or_else(|| WasmError::Instantiate("the module has no interrupt flag".into()))?;
         let data = env.as_mut(&mut store);
         data.memory = Some(memory.clone());
         data.malloc = Some(malloc.clone());
@@ -95,6 +99,7 @@ impl GuestInstance {
             free,
             register,
             call,
+            interrupt,
             shared,
         })
     }
@@ -102,7 +107,7 @@ impl GuestInstance {
     /// Runs `gk_register` and returns the registration JSON.
     pub(crate) fn register(&mut self, budget: Budget) -> Outcome {
         let ctx = CallContext::for_plugin(self.shared.name());
-        self.begin(ctx, &budget);
+        let _armed = self.begin(ctx, &budget);
         let result = self.register.call(&mut self.store);
         let outcome = match result {
             Err(error) => Outcome {
@@ -127,7 +132,7 @@ impl GuestInstance {
         args: &[u8],
         budget: Budget,
     ) -> Outcome {
-        self.begin(ctx, &budget);
+        let _armed = self.begin(ctx, &budget);
         let outcome = self.call_inner(function, args, &budget);
         self.end();
         outcome
@@ -190,8 +195,12 @@ impl GuestInstance {
         outcome
     }
 
-    fn begin(&mut self, ctx: CallContext, budget: &Budget) {
+    /// Sets the call's fuel and limits; the caller may interrupt the guest until the returned
+    /// guard is dropped (after `end`).
+    #[must_use]
+    fn begin(&mut self, ctx: CallContext, budget: &Budget) -> Armed {
         set_remaining_points(&mut self.store, &self.instance, budget.fuel);
+        self.interrupt.lower(&mut self.store);
         let data = self.env.as_mut(&mut self.store);
         data.active = Some(ActiveCall {
             ctx,
@@ -202,6 +211,7 @@ impl GuestInstance {
         data.stopped = None;
         data.in_host_call = false;
         data.managing = None;
+        budget.signal.arm(self.interrupt.clone())
     }
 
     fn end(&mut self) {
@@ -340,7 +350,13 @@ impl GuestInstance {
             },
             after: budget.timeout,
         };
-        match self.stop_reason(&error) {
+        let stop = self.stop_reason(&error).or_else(|| {
+            // The caller raised the interrupt flag: at the deadline, or when it went away.
+            self.interrupt
+                .is_raised(&mut self.store)
+                .then(|| budget.stop().unwrap_or(Stop::Abandoned))
+        });
+        match stop {
             Some(Stop::Deadline | Stop::Abandoned) => timeout(),
             Some(Stop::Fuel) => out_of_fuel(),
             Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_))) => {

@@ -6,13 +6,14 @@
 //!   guests. Optional extensions (`gk.host_error`, `gk.fail`, `gk.clock_ms`) are there for guests
 //!   that import them. `docs/ABI.md` describes it byte by byte.
 //! - **Limits that hold**: one linear memory, capped by the policy's `memory_mb` (growth past it
-//!   fails inside the guest); tables capped; only the WebAssembly proposals the ABI needs; CPU
-//!   bounded by a fuel budget (wasmer metering) derived from the call timeout with a calibrated
-//!   rate, with host time charged as fuel, plus the wall-clock deadline and the caller's
-//!   abandonment checked at every import; no re-entry into the host from the guest's memory
-//!   exports; payload lengths capped before anything is copied. A caller gets its `Timeout` at
-//!   the deadline. A trap ends the call with an error that names the limit and discards the
-//!   instance.
+//!   fails inside the guest); tables capped; only the WebAssembly proposals the ABI needs; a
+//!   wall-clock deadline that stops the guest at its next loop iteration, function call or
+//!   import (an interrupt flag the caller raises when it stops waiting, checked at loop headers
+//!   and function entries, and the deadline checked at every import); fuel (wasmer metering,
+//!   host time charged too) as a backstop of a few times the timeout at a calibrated rate; no
+//!   re-entry into the host from the guest's memory exports; payload lengths capped before
+//!   anything is copied. A trap ends the call with an error that names the limit and discards
+//!   the instance.
 //! - **Performance**: a module is compiled once per content hash and kept in memory and on disk;
 //!   each plugin has a pool of instances so calls run in parallel; guest code runs on blocking
 //!   threads and reaches the async host API from there.
@@ -31,6 +32,7 @@ mod error;
 mod guard;
 mod imports;
 mod instance;
+mod interrupt;
 mod limits;
 mod plugin;
 mod pool;

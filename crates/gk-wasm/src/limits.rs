@@ -167,11 +167,18 @@ pub(crate) struct FuelRate {
     pub(crate) points_per_second: u64,
 }
 
+/// How many times its timeout's worth of fuel a call gets. The deadline stops a guest (the
+/// interrupt checks at loop headers and function entries, and every import); fuel is the
+/// backstop for a deadline that could not be delivered, so it must not run out first on a
+/// machine that measured its rate while busy.
+pub(crate) const FUEL_BACKSTOP: u64 = 3;
+
 impl FuelRate {
-    /// The points for `budget`. Real code runs fewer points per second than the calibration
-    /// loop, so fuel runs out at or after the deadline; the wall clock is enforced separately.
+    /// The points for `budget`: [`FUEL_BACKSTOP`] times what the calibration loop burns in it.
     pub(crate) fn points_for(&self, budget: Duration) -> u64 {
-        let points = u128::from(self.points_per_second) * budget.as_nanos() / 1_000_000_000;
+        let points =
+            u128::from(self.points_per_second) * u128::from(FUEL_BACKSTOP) * budget.as_nanos()
+                / 1_000_000_000;
         u64::try_from(points).unwrap_or(u64::MAX).max(10_000)
     }
 }

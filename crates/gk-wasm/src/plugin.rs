@@ -118,9 +118,10 @@ impl WasmPlugin {
         self.inner.limits
     }
 
-    /// Runs `work` on an instance; the caller gets `Timeout` at the deadline even if the guest
-    /// is still running (its next import or its fuel stops it, and its instance is discarded).
-    /// When this future ends, answered or not, the call is marked abandoned.
+    /// Runs `work` on an instance; the caller gets `Timeout` at the deadline. When this future
+    /// ends, answered or not, the call is marked abandoned and its interrupt flag raised, so a
+    /// guest still running stops at its next loop iteration, function call or import (and its
+    /// instance is discarded).
     async fn run(
         &self,
         ctx: &CallContext,

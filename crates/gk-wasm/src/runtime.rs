@@ -15,6 +15,7 @@ use wasmer_middlewares::metering::set_remaining_points;
 use crate::abi;
 use crate::guard::Budget;
 use crate::imports::Shared;
+use crate::interrupt::Interrupt;
 use crate::limits::{FuelRate, LimitingTunables};
 use crate::plugin::{PluginInner, Work};
 use crate::pool::{Pool, Worker};
@@ -30,7 +31,7 @@ const INSTANTIATION_POINTS: u64 = 500_000_000;
 
 /// Part of the compiled-module cache key: changes when the metering or the ABI handling changes
 /// what gets compiled.
-const COMPILE_TAG: &str = "gk-abi1-meter1-features1";
+const COMPILE_TAG: &str = "gk-abi1-meter1-features1-interrupt1";
 
 /// `(module (func (export "spin") (loop $l (br $l))))`, to measure the fuel rate.
 const SPIN_MODULE: &[u8] = &[
@@ -96,11 +97,13 @@ struct Compiled {
     module: Module,
 }
 
-/// An engine with a fresh metering middleware and only the proposals plugins may use, for
-/// compiling or loading one module.
+/// An engine with fresh metering and interrupt middlewares and only the proposals plugins may
+/// use, for compiling or loading one module.
 fn metered_engine() -> Engine {
     let mut compiler = Cranelift::default();
     compiler.push_middleware(Arc::new(Metering::new(INSTANTIATION_POINTS, cost)));
+    // After metering, so that its checks are not metered.
+    compiler.push_middleware(Arc::new(Interrupt::default()));
     EngineBuilder::new(compiler)
         .set_features(Some(screen::engine_features()))
         .into()
@@ -130,9 +133,9 @@ impl WasmRuntime {
         Ok(runtime)
     }
 
-    /// Metering points a guest burns per second in a tight loop here. A call's fuel is its
-    /// timeout times this rate; real code burns fewer points per second, so fuel runs out at or
-    /// after the deadline, and the deadline itself is enforced by the wall clock.
+    /// Metering points a guest burns per second in a tight loop here. A call's fuel is a few
+    /// times its timeout at this rate: the deadline stops the guest (interrupt checks at loop
+    /// headers, function entries and imports), fuel is the backstop.
     pub fn points_per_second(&self) -> u64 {
         self.fuel.points_per_second
     }
