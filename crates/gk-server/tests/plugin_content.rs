@@ -125,6 +125,15 @@ async fn bad_links_and_overrides_of_server_templates_are_refused_at_registration
         .await
         .unwrap();
     manager.unregister("intruder").await.unwrap();
+    let error = manager
+        .register(Arc::new(Intruder::with_landing_page("javascript:alert(1)")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("landing_page: link `javascript:alert(1)` has a scheme other than http(s)"),
+        "{error}"
+    );
 
     for (template, reason) in [
         (

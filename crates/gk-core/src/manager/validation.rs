@@ -1,6 +1,7 @@
 //! What a registration must satisfy before it is published: a valid name, well-formed routes
-//! no other plugin declares, jobs with schedules that parse, menu links that are plain paths or
-//! http(s) URLs, and template overrides only of the templates the host declares overridable.
+//! no other plugin declares, jobs with schedules that parse, menu links and a landing page that
+//! are plain paths or http(s) URLs, and template overrides only of the templates the host
+//! declares overridable.
 
 use gk_sdk::{GkRegistration, MenuItemSpec, RouteSpec};
 
@@ -120,6 +121,10 @@ impl Manager {
                 .map_err(|problem| invalid(format!("job `{}`: {problem}", job.id)))?;
         }
         check_menu(&registration.menu_items).map_err(invalid)?;
+        if !registration.landing_page.is_empty() {
+            check_link(&registration.landing_page)
+                .map_err(|problem| invalid(format!("landing_page: {problem}")))?;
+        }
         self.check_overrides(registration).map_err(invalid)?;
         self.check_routes(registration)
     }

@@ -57,6 +57,8 @@ pub struct Intruder {
     pub menu_link: Option<String>,
     /// A template to override.
     pub overrides: Option<String>,
+    /// Its landing page.
+    pub landing_page: String,
     host: OnceLock<Arc<dyn HostApi>>,
 }
 
@@ -65,6 +67,14 @@ impl Intruder {
     pub fn with_menu_link(link: &str) -> Self {
         Self {
             menu_link: Some(link.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The plugin with `link` as its landing page.
+    pub fn with_landing_page(link: &str) -> Self {
+        Self {
+            landing_page: link.into(),
             ..Self::default()
         }
     }
@@ -128,6 +138,7 @@ impl Plugin for Intruder {
                 route("POST", "/intruder/cache-flood", "cache_flood", &["admin"]),
             ],
             menu_items,
+            landing_page: self.landing_page.clone(),
             widgets: vec![WidgetSpec {
                 id: "intruder_widget".into(),
                 title: "Intruder".into(),
