@@ -94,6 +94,12 @@ impl TableScope for DbRules {
     fn allows_function(&self, name: &str) -> bool {
         crate::sql_functions::is_allowed_function(name)
     }
+
+    fn may_create_tables(&self, database: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.database == database && g.access.can_write() && !g.tables.is_empty())
+    }
 }
 
 /// A catalog table: in a system schema, or named `pg_*` or `sqlite_*`. Wildcards never cover

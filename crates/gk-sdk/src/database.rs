@@ -47,4 +47,11 @@ pub trait TableScope: Send + Sync + std::fmt::Debug {
 
     /// Whether the SQL function `name` (lower-cased) may be called.
     fn allows_function(&self, name: &str) -> bool;
+
+    /// Whether statements may create new tables in `database` (engines that cannot limit
+    /// `CREATE` by name grant it only then; the guard checks the name).
+    fn may_create_tables(&self, database: &str) -> bool {
+        let _ = database;
+        false
+    }
 }

@@ -185,7 +185,7 @@ async fn long_query_is_stopped(kind: Kind, db: Databases) {
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c"
         }
         Kind::Postgres => "SELECT count(*) AS n FROM generate_series(1, 1000000000000)",
-        Kind::MySql => "SELECT BENCHMARK(100000000000, MD5('x')) AS n",
+        Kind::MySql => "SELECT count(*) AS n FROM seq_1_to_100000 a, seq_1_to_100000 b",
     };
     let everything = Arc::new(EverythingScope);
     let everything: Arc<dyn TableScope> = everything;
@@ -585,4 +585,92 @@ async fn differential_guard_and_engine_agree() {
         "only {allowed} of {cases} statements were allowed: the generator tests nothing"
     );
     eprintln!("differential: {cases} cases, {allowed} allowed, seed {seed}");
+}
+
+/// With no SQL guard in front, PostgreSQL itself keeps a plugin's statements inside its scope:
+/// each runs as the plugin's role, whose grants mirror the scope, and follow it when it changes.
+#[tokio::test]
+async fn postgres_engine_alone_keeps_the_scope() {
+    let Some(url) = service_url("GK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let db = Databases::connect(&DatabaseConfig::single(url))
+        .await
+        .unwrap();
+    let tickets = unique("tickets");
+    let notes = unique("notes");
+    let secret = unique("secret");
+    for setup in [
+        format!("CREATE TABLE {tickets} (id INTEGER, title TEXT)"),
+        format!("CREATE TABLE {notes} (id INTEGER, text TEXT)"),
+        format!("CREATE TABLE {secret} (id INTEGER, pw TEXT)"),
+        format!("INSERT INTO {tickets} VALUES (1, 'a')"),
+        format!("INSERT INTO {secret} VALUES (1, 'hunter2')"),
+    ] {
+        db.exec(&setup, &[]).await.unwrap();
+    }
+    let plugin = unique("plugin");
+    let granted = scope(&[tickets.as_str()], &[notes.as_str()]);
+    let run = |sql: String, scope: Arc<dyn TableScope>| {
+        let db = db.clone();
+        let plugin = plugin.clone();
+        async move {
+            if sql.starts_with("SELECT") || sql.starts_with("WITH") {
+                db.query_scoped(&plugin, &scope, &sql, &[])
+                    .await
+                    .map(|_| ())
+            } else {
+                db.exec_scoped(&plugin, &scope, &sql, &[]).await.map(|_| ())
+            }
+        }
+    };
+    for allowed in [
+        format!("SELECT * FROM {tickets}"),
+        format!("INSERT INTO {notes} (id, text) SELECT id, title FROM {tickets}"),
+        format!("UPDATE {notes} SET text = 'b' WHERE id = 1"),
+        format!("DELETE FROM {notes} WHERE id = 2"),
+    ] {
+        run(allowed.clone(), granted.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{allowed}: {e}"));
+    }
+    for attack in [
+        format!("SELECT * FROM {secret}"),
+        format!("SELECT * FROM {tickets} WHERE id IN (SELECT id FROM {secret})"),
+        format!("WITH d AS (DELETE FROM {secret} RETURNING *) SELECT * FROM d"),
+        format!("INSERT INTO {notes} (id, text) SELECT id, pw FROM {secret}"),
+        format!("DELETE FROM {tickets}"),
+        format!("UPDATE {secret} SET pw = 'owned'"),
+        format!("DROP TABLE {secret}"),
+        format!("CREATE TABLE {secret}_copy AS SELECT 1 AS x"),
+        "SET ROLE postgres".to_owned(),
+    ] {
+        let err = run(attack.clone(), granted.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, HostError::PermissionDenied { .. })
+                || err.to_string().contains("permission denied"),
+            "{attack}: {err}"
+        );
+    }
+    // A wider scope (a new policy version) is in force at the next statement, and a narrower
+    // one takes it back.
+    let wider = scope(&[tickets.as_str(), secret.as_str()], &[notes.as_str()]);
+    run(format!("SELECT * FROM {secret}"), wider).await.unwrap();
+    let narrower = scope(&[tickets.as_str()], &[]);
+    let err = run(format!("SELECT * FROM {secret}"), narrower.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HostError::PermissionDenied { .. }), "{err}");
+    let err = run(format!("DELETE FROM {notes}"), narrower)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HostError::PermissionDenied { .. }), "{err}");
+    let rows = db
+        .query(&format!("SELECT pw FROM {secret}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["pw"], "hunter2");
+    for table in [tickets, notes, secret] {
+        db.exec(&format!("DROP TABLE {table}"), &[]).await.unwrap();
+    }
 }

@@ -15,6 +15,7 @@
 //! - **size**: reading stops past `max_rows` rows or `max_result_bytes` bytes.
 
 mod bind;
+mod pg_roles;
 mod pools;
 mod results;
 mod sqlite_authorizer;
@@ -26,7 +27,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures::StreamExt;
 use gk_sdk::{HostError, HostResult, Row, TableScope, split_database};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, StreamTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement, StreamTrait, TransactionTrait,
+};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -268,10 +271,34 @@ impl Databases {
                     .collect::<HostResult<Vec<_>>>()?;
                 pools::run_sqlite(pool, &name, scope, sql, values, self.limits, collect).await
             }
-            PluginPool::Server(connection) => {
-                // On PostgreSQL the sandbox has numbered the placeholders already.
-                let numbered = connection.get_database_backend() == DbBackend::Postgres;
-                self.run_sea(&name, connection, sql, args, !numbered, collect)
+            PluginPool::Postgres { pool, roles } => {
+                let admin = self.platform_connection(&name)?;
+                let role = roles.ensure(admin, &name, plugin, scope).await?;
+                // The sandbox has numbered the placeholders already.
+                let statement = self.statement(&name, pool, sql, args, false).await?;
+                let limits = self.limits;
+                let run = async {
+                    let transaction = pool.begin().await.map_err(|e| backend_error(&name, &e))?;
+                    transaction
+                        .execute_unprepared(&format!("SET LOCAL ROLE \"{role}\""))
+                        .await
+                        .map_err(|e| backend_error(&name, &e))?;
+                    let collected =
+                        collect_on(&transaction, &name, statement, collect, &limits).await?;
+                    transaction
+                        .commit()
+                        .await
+                        .map_err(|e| backend_error(&name, &e))?;
+                    Ok(collected)
+                };
+                let result = guarded(self.limits.query_timeout, run).await;
+                if result.is_ok() && pg_roles::changes_tables(sql) {
+                    roles.tables_changed();
+                }
+                engine_refusal(&name, sql, result)
+            }
+            PluginPool::MySql(connection) => {
+                self.run_sea(&name, connection, sql, args, true, collect)
                     .await
             }
         }
@@ -292,29 +319,7 @@ impl Databases {
             .statement(name, connection, sql, args, rewrite_placeholders)
             .await?;
         let limits = self.limits;
-        let run = async {
-            let mut collect = collect;
-            if collect.wants_rows() {
-                let mut stream = connection
-                    .stream_raw(statement)
-                    .await
-                    .map_err(|e| backend_error(name, &e))?;
-                while let Some(row) = stream.next().await {
-                    let row = row.map_err(|e| backend_error(name, &e))?;
-                    let row = rows::to_json(&row).map_err(|problem| {
-                        HostError::Backend(format!("database `{name}`: {problem}"))
-                    })?;
-                    collect.push(row, &limits)?;
-                }
-            } else {
-                let done = connection
-                    .execute_raw(statement)
-                    .await
-                    .map_err(|e| backend_error(name, &e))?;
-                collect.set_affected(done.rows_affected());
-            }
-            Ok(collect)
-        };
+        let run = collect_on(connection, name, statement, collect, &limits);
         guarded(self.limits.query_timeout, run).await
     }
 
@@ -406,6 +411,58 @@ impl Databases {
         }
         self.parameter_types.insert(sql.to_owned(), types.clone());
         Ok(types)
+    }
+}
+
+/// Runs `statement` on `executor` (a connection or a transaction) and collects its outcome.
+async fn collect_on<C: ConnectionTrait + StreamTrait>(
+    executor: &C,
+    name: &str,
+    statement: Statement,
+    mut collect: Collected,
+    limits: &Limits,
+) -> HostResult<Collected> {
+    if collect.wants_rows() {
+        let stream = executor
+            .stream_raw(statement)
+            .await
+            .map_err(|e| backend_error(name, &e))?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(row) = stream.next().await {
+            let row = row.map_err(|e| backend_error(name, &e))?;
+            let row = rows::to_json(&row)
+                .map_err(|problem| HostError::Backend(format!("database `{name}`: {problem}")))?;
+            collect.push(row, limits)?;
+        }
+    } else {
+        let done = executor
+            .execute_raw(statement)
+            .await
+            .map_err(|e| backend_error(name, &e))?;
+        collect.set_affected(done.rows_affected());
+    }
+    Ok(collect)
+}
+
+/// A permission error of the engine on a statement the guard allowed: refused, and logged as
+/// a defect of the guard.
+fn engine_refusal(name: &str, sql: &str, result: HostResult<Collected>) -> HostResult<Collected> {
+    match result {
+        Err(HostError::Backend(message))
+            if message.contains("permission denied") || message.contains("must be owner") =>
+        {
+            tracing::error!(
+                database = name,
+                sql,
+                %message,
+                "the database engine refused what the SQL guard allowed (a guard defect)"
+            );
+            Err(HostError::denied(
+                "db",
+                format!("the database engine refused the statement ({message})"),
+            ))
+        }
+        other => other,
     }
 }
 

@@ -13,6 +13,7 @@ use sea_orm::sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, S
 use sea_orm::sqlx::{self, Arguments, AssertSqlSafe, Executor, SqlSafeStr};
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
+use super::pg_roles::PgRoles;
 use super::results::Collected;
 use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
 use super::{CONNECT_TIMEOUT, Limits, timed_out};
@@ -33,8 +34,16 @@ pub(super) enum PluginPool {
     /// SQLite: every connection has the authorizer; statements run through sqlx directly, on
     /// the connection whose rules were set.
     Sqlite(SqlitePool),
-    /// PostgreSQL or MariaDB: a pool whose sessions stop statements at the query timeout.
-    Server(DatabaseConnection),
+    /// PostgreSQL: a pool whose sessions stop statements at the query timeout; each statement
+    /// runs as its plugin's role.
+    Postgres {
+        /// The plugins' pool.
+        pool: DatabaseConnection,
+        /// The plugin roles of this database.
+        roles: Arc<PgRoles>,
+    },
+    /// MariaDB: a pool whose sessions stop statements at the query timeout.
+    MySql(DatabaseConnection),
 }
 
 /// Opens the platform's pool and the plugins' pool of the database at `url`.
@@ -99,17 +108,27 @@ pub(super) async fn open(
             .connect_with(options.clone())
             .await
             .map_err(error)?;
+        // Plugin statements log in as a role without privileges of its own, which may only
+        // switch to the plugin roles (so `SET ROLE` cannot reach the platform's user).
+        let login = plugin_login(&platform, url).await;
+        let plugin_options = match &login {
+            Some((name, password)) => options.clone().username(name).password(password),
+            None => options.clone(),
+        };
         // The server stops a plugin statement at the deadline and the session goes on.
         let timeout_ms = query_timeout.as_millis().max(1).to_string();
         let plugins = PgPoolOptions::new()
             .max_connections(PLUGIN_POOL_CONNECTIONS)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options.options([("statement_timeout", timeout_ms.as_str())]))
+            .connect_with(plugin_options.options([("statement_timeout", timeout_ms.as_str())]))
             .await
             .map_err(error)?;
         return Ok((
             SqlxPostgresConnector::from_sqlx_postgres_pool(platform),
-            PluginPool::Server(SqlxPostgresConnector::from_sqlx_postgres_pool(plugins)),
+            PluginPool::Postgres {
+                pool: SqlxPostgresConnector::from_sqlx_postgres_pool(plugins),
+                roles: Arc::new(PgRoles::new(login.map(|(name, _)| name))),
+            },
         ));
     }
     if url.starts_with("mysql://") || url.starts_with("mariadb://") {
@@ -140,10 +159,48 @@ pub(super) async fn open(
             .map_err(error)?;
         return Ok((
             SqlxMySqlConnector::from_sqlx_mysql_pool(platform),
-            PluginPool::Server(SqlxMySqlConnector::from_sqlx_mysql_pool(plugins)),
+            PluginPool::MySql(SqlxMySqlConnector::from_sqlx_mysql_pool(plugins)),
         ));
     }
     Err("the URL is not sqlite://, postgres:// or mysql://".to_owned())
+}
+
+/// The login role plugin statements connect as on PostgreSQL: no privileges of its own
+/// (`NOINHERIT`), a member of each plugin role. Its password is derived from the platform's
+/// URL, so every node of a cluster agrees on it and a plugin cannot know it. `None` (plugin
+/// statements then use the platform's login, behind the same roles) when the platform's user
+/// may not create roles; the reason is logged.
+async fn plugin_login(platform: &sqlx::PgPool, url: &str) -> Option<(String, String)> {
+    const LOGIN: &str = "goatkit_plugins";
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{url}\0{LOGIN}").as_bytes());
+    let password = hex::encode(digest.as_ref());
+    let statements = [
+        format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN}') \
+             THEN CREATE ROLE {LOGIN} LOGIN NOINHERIT; END IF; END $$"
+        ),
+        format!(
+            "ALTER ROLE {LOGIN} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE \
+             PASSWORD '{password}'"
+        ),
+        format!(
+            "DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO {LOGIN}', \
+             current_database()); END $$"
+        ),
+    ];
+    for statement in statements {
+        if let Err(error) = platform
+            .execute(AssertSqlSafe(statement).into_sql_str())
+            .await
+        {
+            tracing::warn!(
+                %error,
+                "cannot create the `{LOGIN}` login role: plugin statements use the platform's login (behind the plugin roles)"
+            );
+            return None;
+        }
+    }
+    Some((LOGIN.to_owned(), password))
 }
 
 /// Runs one plugin statement on SQLite: on a plugin connection, under `scope` (the authorizer)
