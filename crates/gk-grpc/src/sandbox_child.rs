@@ -232,6 +232,18 @@ pub(crate) unsafe fn child(
             };
             check!(fds, "setrlimit", libc::setrlimit(*resource, &limit));
         }
+        // As std's Command does: the plugin starts with SIGPIPE at its default (Rust ignores
+        // it in the host) and no signal blocked.
+        if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
+            fail(fds, b"reset SIGPIPE");
+        }
+        let mut no_signals: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut no_signals);
+        check!(
+            fds,
+            "unblock signals",
+            libc::sigprocmask(libc::SIG_SETMASK, &no_signals, std::ptr::null_mut())
+        );
         check!(fds, "stdin", libc::dup2(fds.stdin, 0));
         check!(fds, "stdout", libc::dup2(fds.stdout, 1));
         check!(fds, "stderr", libc::dup2(fds.stderr, 2));

@@ -59,7 +59,7 @@ fn attacks(attempts: &[(&str, String)]) -> String {
         body.push_str(&format!("try {name} {}\n", shell_quote(command)));
     }
     body.push_str(
-        "echo \"RESULT$R uid=$(id -u) $(grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs)' /proc/self/status | tr -d '\\t' | tr '\\n' ' ')\" >&2",
+        "echo \"RESULT$R uid=$(id -u) $(grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|SigIgn|SigBlk)' /proc/self/status | tr -d '\\t' | tr '\\n' ' ')\" >&2",
     );
     body
 }
@@ -186,6 +186,20 @@ async fn a_plugin_cannot_reach_the_hosts_files_processes_or_network() {
         );
     }
     assert!(output.contains("NoNewPrivs:1"), "{output}");
+    let ignored = output
+        .split("SigIgn:")
+        .nth(1)
+        .and_then(|rest| u64::from_str_radix(rest.split(' ').next().unwrap_or_default(), 16).ok())
+        .unwrap_or_else(|| panic!("{output}"));
+    assert_eq!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE is not ignored (the host ignores it): {output}"
+    );
+    assert!(
+        output.contains("SigBlk:0000000000000000"),
+        "no signal blocked: {output}"
+    );
     assert!(!me.join("dropped").exists(), "nothing written on the host");
     assert_eq!(
         std::fs::read_to_string(host.data.join("jwt-secret")).unwrap(),
