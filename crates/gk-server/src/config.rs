@@ -23,6 +23,7 @@
 //! log_ring_bytes = 1048576    # each plugin's log ring, in bytes (and at most 1000 entries)
 //! cache_quota_bytes = 16777216 # what one plugin may hold in the cache (keys and values)
 //! allow_unisolated_native_plugins = false # run gRPC plugins even where they cannot be isolated
+//! native_plugin_read_only_paths = ["/opt/python3.12"] # more host paths gRPC plugins see, read-only
 //!
 //! [database]
 //! url = "sqlite://data/goatkit.db"  # or postgres://…, mysql://…
@@ -101,6 +102,11 @@ pub struct ServeConfig {
     /// would then run as the server's user and could read its files and secrets. Off: such
     /// plugins are refused.
     pub allow_unisolated_native_plugins: bool,
+    /// More host paths every native (gRPC) plugin sees, read-only, besides the system
+    /// directories: an interpreter installed outside `/usr`, say
+    /// (`native_plugin_read_only_paths`, `GOATKIT_NATIVE_PLUGIN_READ_ONLY_PATHS`,
+    /// comma-separated).
+    pub native_plugin_read_only_paths: Vec<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -124,6 +130,7 @@ impl Default for ServeConfig {
             log_ring_bytes: gk_core::host::DEFAULT_LOG_RING_BYTES,
             cache_quota_bytes: gk_core::host::DEFAULT_CACHE_QUOTA_BYTES,
             allow_unisolated_native_plugins: false,
+            native_plugin_read_only_paths: Vec::new(),
         }
     }
 }
@@ -179,6 +186,7 @@ struct FileConfig {
     log_ring_bytes: Option<usize>,
     cache_quota_bytes: Option<u64>,
     allow_unisolated_native_plugins: Option<bool>,
+    native_plugin_read_only_paths: Option<Vec<PathBuf>>,
     database: Option<FileDatabase>,
 }
 
@@ -328,6 +336,9 @@ impl ServeConfig {
         if let Some(allow) = file.allow_unisolated_native_plugins {
             self.allow_unisolated_native_plugins = allow;
         }
+        if let Some(paths) = file.native_plugin_read_only_paths {
+            self.native_plugin_read_only_paths = paths.into_iter().map(relative).collect();
+        }
         if let Some(database) = file.database {
             if let Some(url) = database.url {
                 self.database_url = Some(url);
@@ -390,6 +401,10 @@ impl ServeConfig {
         if let Some(allow) = env("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS") {
             self.allow_unisolated_native_plugins =
                 parse_bool("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS", &allow)?;
+        }
+        if let Some(paths) = env("GOATKIT_NATIVE_PLUGIN_READ_ONLY_PATHS") {
+            self.native_plugin_read_only_paths =
+                list(&paths).into_iter().map(PathBuf::from).collect();
         }
         if let Some(url) = env("GOATKIT_DATABASE_URL") {
             self.database_url = Some(url).filter(|u| !u.is_empty());

@@ -215,6 +215,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         run_dir,
         gk_grpc::IsolationConfig {
             allow_unisolated_native_plugins: config.allow_unisolated_native_plugins,
+            read_only_paths: config.native_plugin_read_only_paths.clone(),
             ..gk_grpc::IsolationConfig::default()
         },
     )));
