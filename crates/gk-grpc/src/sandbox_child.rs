@@ -253,6 +253,17 @@ pub(crate) unsafe fn child(
             "pdeathsig",
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0)
         );
+        // The host keeps its end of `go` open until this exec: closed, the host died before
+        // the parent-death signal was set (the host thread waits for the exec meanwhile, so
+        // only the whole host can have gone).
+        let mut host = libc::pollfd {
+            fd: fds.go,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut host, 1, 0) > 0 && host.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            libc::_exit(125);
+        }
         libc::execve(prepared.executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(fds, b"exec");
     }

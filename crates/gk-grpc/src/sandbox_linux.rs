@@ -249,9 +249,11 @@ pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
     if unsafe { libc::write(go_write.as_raw_fd(), go.as_ptr().cast(), 1) } != 1 {
         return Err(kill(os_error("starting the plugin process")));
     }
-    drop(go_write);
+    // `go_write` stays open until the child has exec'd: a child that finds it closed after
+    // setting its parent-death signal knows the host died before it could be signalled.
     let mut report = [0u8; 64];
     let read = read_all(error_read.as_raw_fd(), &mut report);
+    drop(go_write);
     if read > 0 {
         let text = String::from_utf8_lossy(&report[..read]);
         let (step, errno) = text.split_once(':').unwrap_or((&text, "0"));
