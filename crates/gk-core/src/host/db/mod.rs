@@ -15,9 +15,9 @@
 //! - **size**: reading stops past `max_rows` rows or `max_result_bytes` bytes.
 
 mod bind;
-mod pg_roles;
 mod pools;
 mod results;
+mod roles;
 mod sqlite_authorizer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -271,16 +271,17 @@ impl Databases {
                     .collect::<HostResult<Vec<_>>>()?;
                 pools::run_sqlite(pool, &name, scope, sql, values, self.limits, collect).await
             }
-            PluginPool::Postgres { pool, roles } => {
+            PluginPool::Server { pool, roles } => {
                 let admin = self.platform_connection(&name)?;
                 let role = roles.ensure(admin, &name, plugin, scope).await?;
-                // The sandbox has numbered the placeholders already.
-                let statement = self.statement(&name, pool, sql, args, false).await?;
+                // On PostgreSQL the sandbox has numbered the placeholders already.
+                let rewrite = pool.get_database_backend() != DbBackend::Postgres;
+                let statement = self.statement(&name, pool, sql, args, rewrite).await?;
                 let limits = self.limits;
                 let run = async {
                     let transaction = pool.begin().await.map_err(|e| backend_error(&name, &e))?;
                     transaction
-                        .execute_unprepared(&format!("SET LOCAL ROLE \"{role}\""))
+                        .execute_unprepared(&roles.switch_to(&role))
                         .await
                         .map_err(|e| backend_error(&name, &e))?;
                     let collected =
@@ -292,14 +293,10 @@ impl Databases {
                     Ok(collected)
                 };
                 let result = guarded(self.limits.query_timeout, run).await;
-                if result.is_ok() && pg_roles::changes_tables(sql) {
+                if result.is_ok() && roles::changes_tables(sql) {
                     roles.tables_changed();
                 }
                 engine_refusal(&name, sql, result)
-            }
-            PluginPool::MySql(connection) => {
-                self.run_sea(&name, connection, sql, args, true, collect)
-                    .await
             }
         }
     }
@@ -449,7 +446,9 @@ async fn collect_on<C: ConnectionTrait + StreamTrait>(
 fn engine_refusal(name: &str, sql: &str, result: HostResult<Collected>) -> HostResult<Collected> {
     match result {
         Err(HostError::Backend(message))
-            if message.contains("permission denied") || message.contains("must be owner") =>
+            if message.contains("permission denied")
+                || message.contains("must be owner")
+                || message.contains("command denied") =>
         {
             tracing::error!(
                 database = name,

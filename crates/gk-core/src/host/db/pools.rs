@@ -13,8 +13,8 @@ use sea_orm::sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, S
 use sea_orm::sqlx::{self, Arguments, AssertSqlSafe, Executor, SqlSafeStr};
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
-use super::pg_roles::PgRoles;
 use super::results::Collected;
+use super::roles::{EngineRoles, MARIADB_LOGIN_HOSTS, Server};
 use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
 use super::{CONNECT_TIMEOUT, Limits, timed_out};
 use crate::host::rows;
@@ -34,16 +34,14 @@ pub(super) enum PluginPool {
     /// SQLite: every connection has the authorizer; statements run through sqlx directly, on
     /// the connection whose rules were set.
     Sqlite(SqlitePool),
-    /// PostgreSQL: a pool whose sessions stop statements at the query timeout; each statement
-    /// runs as its plugin's role.
-    Postgres {
+    /// PostgreSQL or MariaDB: a pool whose sessions stop statements at the query timeout;
+    /// each statement runs as its plugin's role.
+    Server {
         /// The plugins' pool.
         pool: DatabaseConnection,
         /// The plugin roles of this database.
-        roles: Arc<PgRoles>,
+        roles: Arc<EngineRoles>,
     },
-    /// MariaDB: a pool whose sessions stop statements at the query timeout.
-    MySql(DatabaseConnection),
 }
 
 /// Opens the platform's pool and the plugins' pool of the database at `url`.
@@ -125,9 +123,12 @@ pub(super) async fn open(
             .map_err(error)?;
         return Ok((
             SqlxPostgresConnector::from_sqlx_postgres_pool(platform),
-            PluginPool::Postgres {
+            PluginPool::Server {
                 pool: SqlxPostgresConnector::from_sqlx_postgres_pool(plugins),
-                roles: Arc::new(PgRoles::new(login.map(|(name, _)| name))),
+                roles: Arc::new(EngineRoles::new(
+                    Server::Postgres,
+                    login.map(|(name, _)| name),
+                )),
             },
         ));
     }
@@ -140,6 +141,11 @@ pub(super) async fn open(
             .connect_with(options.clone())
             .await
             .map_err(error)?;
+        let login = mariadb_login(&platform, &url).await;
+        let plugin_options = match &login {
+            Some((name, password)) => options.clone().username(name).password(password),
+            None => options,
+        };
         // MariaDB's `max_statement_time` is in seconds, with a fraction.
         let seconds = format!("{:.3}", query_timeout.as_secs_f64().max(0.001));
         let plugins = MySqlPoolOptions::new()
@@ -154,12 +160,18 @@ pub(super) async fn open(
                         .map(|_| ())
                 })
             })
-            .connect_with(options)
+            .connect_with(plugin_options)
             .await
             .map_err(error)?;
         return Ok((
             SqlxMySqlConnector::from_sqlx_mysql_pool(platform),
-            PluginPool::MySql(SqlxMySqlConnector::from_sqlx_mysql_pool(plugins)),
+            PluginPool::Server {
+                pool: SqlxMySqlConnector::from_sqlx_mysql_pool(plugins),
+                roles: Arc::new(EngineRoles::new(
+                    Server::MariaDb,
+                    login.map(|(name, _)| name),
+                )),
+            },
         ));
     }
     Err("the URL is not sqlite://, postgres:// or mysql://".to_owned())
@@ -201,6 +213,57 @@ async fn plugin_login(platform: &sqlx::PgPool, url: &str) -> Option<(String, Str
         }
     }
     Some((LOGIN.to_owned(), password))
+}
+
+/// The login plugin statements connect as on MariaDB: a user with no privileges of its own,
+/// granted each plugin role (MariaDB adds a role's privileges to the user's own, so the login
+/// must have none). Password as for PostgreSQL.
+async fn mariadb_login(platform: &sqlx::MySqlPool, url: &str) -> Option<(String, String)> {
+    const LOGIN: &str = "goatkit_plugins";
+    let password = login_password(url, LOGIN);
+    let mut statements = Vec::new();
+    for host in MARIADB_LOGIN_HOSTS {
+        statements.push(format!(
+            "CREATE USER IF NOT EXISTS '{LOGIN}'@'{host}' IDENTIFIED BY '{password}'"
+        ));
+        statements.push(format!(
+            "ALTER USER '{LOGIN}'@'{host}' IDENTIFIED BY '{password}'"
+        ));
+        // MariaDB lets a user choose a default database only with some privilege in it (a
+        // role's count only once set): `SHOW VIEW` reads no row.
+        statements.push(format!(
+            "GRANT SHOW VIEW ON `{}`.* TO '{LOGIN}'@'{host}'",
+            database_of(url)
+        ));
+    }
+    for statement in statements {
+        if let Err(error) = platform
+            .execute(AssertSqlSafe(statement).into_sql_str())
+            .await
+        {
+            tracing::warn!(
+                %error,
+                "cannot create the `{LOGIN}` login: plugin statements use the platform's login, whose own privileges MariaDB roles cannot narrow"
+            );
+            return None;
+        }
+    }
+    Some((LOGIN.to_owned(), password))
+}
+
+/// The database a MySQL URL names (empty for none).
+fn database_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.path().trim_start_matches('/').replace('`', "``"))
+        .unwrap_or_default()
+}
+
+/// A login's password, derived from the platform's URL (which holds the platform's own
+/// password where there is one): every node agrees on it, and a plugin cannot know it.
+fn login_password(url: &str, login: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{url}\0{login}").as_bytes());
+    hex::encode(digest.as_ref())
 }
 
 /// Runs one plugin statement on SQLite: on a plugin connection, under `scope` (the authorizer)

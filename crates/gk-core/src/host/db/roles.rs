@@ -1,6 +1,9 @@
-//! PostgreSQL's own wall behind the SQL guard: a role per plugin (no login) whose grants mirror
-//! its table scope, and every plugin statement run under `SET LOCAL ROLE` in a transaction of
-//! its own. A statement the guard misread still meets PostgreSQL's permission checks.
+//! PostgreSQL's and MariaDB's own wall behind the SQL guard: a role per plugin (no login) whose
+//! grants mirror its table scope, and every plugin statement run as that role in a transaction
+//! of its own (`SET LOCAL ROLE` on PostgreSQL; `SET ROLE` on MariaDB, which has no local form,
+//! set again before every statement). Plugin statements log in as a role without privileges of
+//! its own that may only switch to plugin roles. A statement the guard misread still meets the
+//! server's permission checks.
 //!
 //! The grants are derived from the scope the sandbox hands over with each statement, table by
 //! table over the database's tables, and kept in step: again whenever the plugin's scope
@@ -38,21 +41,32 @@ fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
+/// Which server the roles live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Server {
+    /// PostgreSQL.
+    Postgres,
+    /// MariaDB (MySQL's roles add to a user's own privileges; the login has none).
+    MariaDb,
+}
+
 /// The roles of one database, and what each was last granted from.
 #[derive(Debug)]
-pub(super) struct PgRoles {
+pub(super) struct EngineRoles {
+    server: Server,
     /// The login plugin statements connect as (`None`: the platform's own).
     login: Option<String>,
     /// Bumped whenever the set of tables may have changed.
     tables_epoch: AtomicU64,
-    /// Per plugin: the scope (by address) and tables epoch its grants were made from.
-    synced: Mutex<HashMap<String, (usize, u64)>>,
+    /// Per plugin: the scope and tables epoch its grants were made from.
+    synced: Mutex<HashMap<String, (Arc<dyn TableScope>, u64)>>,
 }
 
-impl PgRoles {
+impl EngineRoles {
     /// The roles of a database whose plugin pool logs in as `login`.
-    pub(super) fn new(login: Option<String>) -> Self {
+    pub(super) fn new(server: Server, login: Option<String>) -> Self {
         Self {
+            server,
             login,
             tables_epoch: AtomicU64::new(0),
             synced: Mutex::new(HashMap::new()),
@@ -62,6 +76,14 @@ impl PgRoles {
     /// Notes that a statement may have created, dropped or renamed a table.
     pub(super) fn tables_changed(&self) {
         self.tables_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The statement that makes a transaction run as `role`.
+    pub(super) fn switch_to(&self, role: &str) -> String {
+        match self.server {
+            Server::Postgres => format!("SET LOCAL ROLE {}", quoted(role)),
+            Server::MariaDb => format!("SET ROLE `{role}`"),
+        }
     }
 
     /// Makes sure the plugin's role exists and its grants mirror `scope` over the tables of
@@ -74,18 +96,25 @@ impl PgRoles {
         scope: &Arc<dyn TableScope>,
     ) -> HostResult<String> {
         let role = role_name(plugin);
-        let wanted = (
-            Arc::as_ptr(scope).cast::<()>() as usize,
-            self.tables_epoch.load(Ordering::SeqCst),
-        );
+        let epoch = self.tables_epoch.load(Ordering::SeqCst);
         let mut synced = self.synced.lock().await;
-        if synced.get(plugin) == Some(&wanted) {
+        // The scope is kept (not only its address), so a new scope can never take the place
+        // of a dropped one at the same address.
+        if let Some((last_scope, last_epoch)) = synced.get(plugin)
+            && Arc::ptr_eq(last_scope, scope)
+            && *last_epoch == epoch
+        {
             return Ok(role);
         }
-        sync(admin, database, &role, self.login.as_deref(), scope)
-            .await
+        let synced_now = match self.server {
+            Server::Postgres => sync(admin, database, &role, self.login.as_deref(), scope).await,
+            Server::MariaDb => {
+                sync_mariadb(admin, database, &role, self.login.as_deref(), scope).await
+            }
+        };
+        synced_now
             .map_err(|e| HostError::Backend(format!("database `{database}`: role {role}: {e}")))?;
-        synced.insert(plugin.to_owned(), wanted);
+        synced.insert(plugin.to_owned(), (scope.clone(), epoch));
         Ok(role)
     }
 }
@@ -187,6 +216,78 @@ async fn sync(
     tracing::debug!(role, database, "plugin role grants synced");
     Ok(())
 }
+
+/// MariaDB: the role and its grants on the tables of the connection's database.
+async fn sync_mariadb(
+    admin: &DatabaseConnection,
+    database: &str,
+    role: &str,
+    login: Option<&str>,
+    scope: &Arc<dyn TableScope>,
+) -> Result<(), sea_orm::DbErr> {
+    let backend = admin.get_database_backend();
+    admin
+        .execute_unprepared(&format!("CREATE ROLE IF NOT EXISTS `{role}`"))
+        .await?;
+    if let Some(login) = login {
+        for host in MARIADB_LOGIN_HOSTS {
+            admin
+                .execute_unprepared(&format!("GRANT `{role}` TO '{login}'@'{host}'"))
+                .await?;
+        }
+    }
+    let schema: String = admin
+        .query_one_raw(Statement::from_string(backend, "SELECT DATABASE() AS db"))
+        .await?
+        .map(|row| row.try_get("", "db"))
+        .transpose()?
+        .unwrap_or_default();
+    let tables = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = ?",
+            [schema.clone().into()],
+        ))
+        .await?;
+    let mut statements = Vec::new();
+    for row in tables {
+        let table: String = row.try_get("", "t")?;
+        let target = format!("`{schema}`.`{}`", table.replace('`', "``"));
+        // MariaDB refuses to revoke what was never granted: ignore that.
+        let _ = admin
+            .execute_unprepared(&format!("REVOKE ALL PRIVILEGES ON {target} FROM `{role}`"))
+            .await;
+        if Store::TABLES.contains(&table.as_str()) {
+            continue;
+        }
+        let parts = [table.as_str()];
+        let read = scope.allows_table(database, &parts, TableAccess::Read);
+        let write = scope.allows_table(database, &parts, TableAccess::Write);
+        if read || write {
+            statements.push(format!("GRANT SELECT ON {target} TO `{role}`"));
+        }
+        if write {
+            statements.push(format!(
+                "GRANT INSERT, UPDATE, DELETE, DROP, ALTER, INDEX ON {target} TO `{role}`"
+            ));
+        }
+    }
+    let database_level = format!("`{schema}`.*");
+    let _ = admin
+        .execute_unprepared(&format!("REVOKE CREATE ON {database_level} FROM `{role}`"))
+        .await;
+    if scope.may_create_tables(database) {
+        statements.push(format!("GRANT CREATE ON {database_level} TO `{role}`"));
+    }
+    for statement in statements {
+        admin.execute_unprepared(&statement).await?;
+    }
+    tracing::debug!(role, database, "plugin role grants synced");
+    Ok(())
+}
+
+/// The hosts the MariaDB plugin login is created for.
+pub(super) const MARIADB_LOGIN_HOSTS: [&str; 2] = ["%", "localhost"];
 
 /// Whether a statement may change the set of tables (so the grants must be synced again).
 pub(super) fn changes_tables(sql: &str) -> bool {
