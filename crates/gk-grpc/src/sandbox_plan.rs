@@ -190,6 +190,9 @@ pub(crate) fn plan(request: &Request<'_>) -> Result<Plan, String> {
     } else {
         (euid, egid)
     };
+    if outside_root && (outside_uid == 0 || outside_gid == 0) {
+        return Err("plugins cannot run as root: configure another uid and gid".into());
+    }
     let working_dir = request
         .working_dir
         .canonicalize()
