@@ -41,6 +41,9 @@ fn quoted(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
+/// What a plugin's grants were made from: its scope and the tables epoch.
+type SyncedFrom = (Arc<dyn TableScope>, u64);
+
 /// Which server the roles live on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Server {
@@ -58,8 +61,8 @@ pub(super) struct EngineRoles {
     login: Option<String>,
     /// Bumped whenever the set of tables may have changed.
     tables_epoch: AtomicU64,
-    /// Per plugin: the scope and tables epoch its grants were made from.
-    synced: Mutex<HashMap<String, (Arc<dyn TableScope>, u64)>>,
+    /// Per plugin: what its grants were made from.
+    synced: Mutex<HashMap<String, SyncedFrom>>,
 }
 
 impl EngineRoles {
