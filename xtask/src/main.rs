@@ -5,6 +5,8 @@
 //! - `cargo xtask build-plugins`: builds every Rust guest under `plugins/` and `examples/`.
 //! - `cargo xtask serve`: builds and starts the server with the example plugins.
 //! - `cargo xtask bench`: HTTP throughput and latency of plugin routes against plain axum.
+//! - `cargo xtask fuzz [CASES]`: the differential SQL test (guard against the SQLite engine)
+//!   with many more generated statements than `test` runs, from a seed that changes each run.
 //!
 //! Commands print what they run, so a failure can be reproduced by hand.
 
@@ -40,6 +42,13 @@ enum Task {
     /// Requests/s and p50/p99 of a Stats route, a hello-grpc route and a plain axum handler
     /// (release builds, wrk), printed as a table with ratios.
     Bench,
+    /// The differential SQL test with many generated statements (default 200000), from a new
+    /// seed each run (printed, so a failure can be replayed with GK_SQL_SEED).
+    Fuzz {
+        /// How many statements to generate.
+        #[arg(default_value_t = 200_000)]
+        cases: u64,
+    },
     /// Build and start the server with the example plugins on embedded defaults.
     Serve {
         /// Extra arguments passed to `gk serve` (for example `--listen 127.0.0.1:9000`).
@@ -52,6 +61,28 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Task::BuildPlugins => guests::build_plugins(&workspace_root()).map(|_| ()),
         Task::Bench => bench::bench(&workspace_root()),
+        Task::Fuzz { cases } => {
+            let seed = std::env::var("GK_SQL_SEED").unwrap_or_else(|_| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64 | 1)
+                    .to_string()
+            });
+            eprintln!("xtask: differential SQL fuzzing, {cases} cases, GK_SQL_SEED={seed}");
+            let mut test = cargo(&[
+                "test",
+                "--package",
+                "gk-core",
+                "--test",
+                "backends",
+                "differential_guard_and_engine_agree",
+                "--",
+                "--nocapture",
+            ]);
+            test.env("GK_SQL_CASES", cases.to_string())
+                .env("GK_SQL_SEED", seed);
+            run(&mut test)
+        }
         Task::Test { args } => {
             guests::build_plugins(&workspace_root())?;
             // The process plugin the gk-grpc and gk-server tests start (cargo builds a binary
