@@ -45,8 +45,11 @@ fn main() {
     let inner: Arc<dyn HostApi> = Arc::new(NoopHost);
     let sandbox = SandboxedHostApi::new("bench", inner.clone(), policy).expect("policy compiles");
     let ctx = CallContext::for_plugin("bench");
+    let args = [serde_json::json!("open")];
     let query = "SELECT t.id, t.title, q.name FROM tickets t JOIN queue q ON q.id = t.queue_id WHERE t.state = ? ORDER BY t.id DESC LIMIT 20";
 
+    // Every measured call must be an allowed one, not a refusal.
+    assert!(block_on(sandbox.db_query(&ctx, query, &args)).is_ok());
     let cache_direct = measure(200_000, |_| {
         black_box(block_on(inner.cache_get(&ctx, "plugin:bench:key")).ok());
     });
@@ -54,18 +57,18 @@ fn main() {
         black_box(block_on(sandbox.cache_get(&ctx, "key")).ok());
     });
     let db_direct = measure(200_000, |_| {
-        black_box(block_on(inner.db_query(&ctx, query, &[])).ok());
+        black_box(block_on(inner.db_query(&ctx, query, &args)).ok());
     });
     let db_cached = measure(200_000, |_| {
-        black_box(block_on(sandbox.db_query(&ctx, query, &[])).ok());
+        black_box(block_on(sandbox.db_query(&ctx, query, &args)).ok());
     });
     let db_first_seen = measure(2_000, |i| {
         let fresh = format!("{query} OFFSET {i}");
-        black_box(block_on(sandbox.db_query(&ctx, &fresh, &[])).ok());
+        black_box(block_on(sandbox.db_query(&ctx, &fresh, &args)).ok());
     });
     let fresh_direct = measure(2_000, |i| {
         let fresh = format!("{query} OFFSET {i}");
-        black_box(block_on(inner.db_query(&ctx, &fresh, &[])).ok());
+        black_box(block_on(inner.db_query(&ctx, &fresh, &args)).ok());
     });
 
     println!("gk-sandbox: cost added to one allowed host call (median of 7 rounds)");
