@@ -211,7 +211,7 @@ impl GuestInstance {
         data.stopped = None;
         data.in_host_call = false;
         data.managing = None;
-        budget.signal.arm(self.interrupt.clone())
+        budget.signal.arm(&self.interrupt)
     }
 
     fn end(&mut self) {

@@ -105,11 +105,11 @@ impl<'a> FunctionMiddleware<'a> for FunctionInterrupt {
     }
 }
 
-/// The flag of one instance: where its global lives.
+/// The flag of one instance, used on its worker's thread.
 #[derive(Clone)]
 pub(crate) struct InterruptFlag {
     global: wasmer::Global,
-    address: NonNull<VMGlobalDefinition>,
+    address: FlagAddress,
 }
 
 impl fmt::Debug for InterruptFlag {
@@ -118,41 +118,54 @@ impl fmt::Debug for InterruptFlag {
     }
 }
 
-// SAFETY: the address is only written through `raise`, with an atomic store, and only while a
-// `CallSignal` has it armed, i.e. while the instance that owns it is running a call on its
-// worker (see `CallSignal`); the `Global` handle is only used on the worker's thread.
-unsafe impl Send for InterruptFlag {}
-// SAFETY: as above; `&InterruptFlag` only allows `raise` across threads.
-unsafe impl Sync for InterruptFlag {}
-
 impl InterruptFlag {
     /// The flag the middleware added to `instance`.
     pub(crate) fn of(store: &mut impl AsStoreMut, instance: &Instance) -> Option<Self> {
         let global = instance.exports.get_global(INTERRUPT_EXPORT).ok()?.clone();
+        // The backend is always `sys` here (the only one this crate builds wasmer with).
         let VMExtern::Global(handle) = Extern::Global(global.clone()).to_vm_extern().unwrap_sys()
         else {
             return None;
         };
-        let address = handle.get(store.objects_mut().as_sys()).vmglobal();
+        let address = FlagAddress(handle.get(store.objects_mut().as_sys()).vmglobal());
         Some(Self { global, address })
     }
 
-    /// Lowers the flag (on the worker's thread, before a call).
+    /// Lowers the flag (before a call).
     pub(crate) fn lower(&self, store: &mut impl AsStoreMut) {
         let _ = self.global.set(store, Value::I32(0));
     }
 
-    /// Whether the flag is up (on the worker's thread, after a trap).
+    /// Whether the flag is up (after a trap).
     pub(crate) fn is_raised(&self, store: &mut impl AsStoreMut) -> bool {
         matches!(self.global.get(store), Value::I32(flag) if flag != 0)
     }
+}
 
-    fn raise(&self) {
-        // SAFETY: `CallSignal` calls this only while the flag is armed, so the instance (and the
-        // global's storage, which lives as long as it) exists. The storage is a 16-byte aligned
-        // raw value whose first four bytes are the i32 the guest reads; the store is atomic.
+/// Where a flag lives, for raising it from another thread.
+#[derive(Clone, Copy)]
+struct FlagAddress(NonNull<VMGlobalDefinition>);
+
+impl fmt::Debug for FlagAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FlagAddress").finish()
+    }
+}
+
+// SAFETY: the address is only used by `raise`, an atomic store, and only while a `CallSignal`
+// has it armed, i.e. while the instance that owns the global runs a call (see `CallSignal`).
+unsafe impl Send for FlagAddress {}
+// SAFETY: as above: `&FlagAddress` allows nothing but `raise`.
+unsafe impl Sync for FlagAddress {}
+
+impl FlagAddress {
+    fn raise(self) {
+        // SAFETY: `CallSignal` calls this only while the address is armed, so the instance (and
+        // the global's storage, which lives as long as it) exists. The storage is a 16-byte
+        // aligned raw value whose first four bytes are the i32 the guest reads (little-endian);
+        // the store is atomic.
         unsafe {
-            AtomicI32::from_ptr(self.address.as_ptr().cast::<i32>()).store(1, Ordering::Relaxed);
+            AtomicI32::from_ptr(self.0.as_ptr().cast::<i32>()).store(1, Ordering::Relaxed);
         }
     }
 }
@@ -162,7 +175,7 @@ impl InterruptFlag {
 #[derive(Debug, Default)]
 pub(crate) struct CallSignal {
     abandoned: AtomicBool,
-    armed: Mutex<Option<InterruptFlag>>,
+    armed: Mutex<Option<FlagAddress>>,
 }
 
 impl CallSignal {
@@ -176,20 +189,20 @@ impl CallSignal {
     pub(crate) fn abandon(&self) {
         let armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
         self.abandoned.store(true, Ordering::Relaxed);
-        if let Some(flag) = armed.as_ref() {
-            flag.raise();
+        if let Some(address) = *armed {
+            address.raise();
         }
     }
 
     /// The worker starts running the call on the instance with `flag` (already lowered); until
     /// the returned guard is dropped the caller may raise it. A call abandoned already is
     /// interrupted at once.
-    pub(crate) fn arm(self: &Arc<Self>, flag: InterruptFlag) -> Armed {
+    pub(crate) fn arm(self: &Arc<Self>, flag: &InterruptFlag) -> Armed {
         let mut armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_abandoned() {
-            flag.raise();
+            flag.address.raise();
         }
-        *armed = Some(flag);
+        *armed = Some(flag.address);
         Armed(self.clone())
     }
 }

@@ -34,3 +34,37 @@ pub const ECHO: &str = r#"
     (call $pack (local.get $out) (local.get $al)))
 )
 "#;
+
+/// CPU-bound work, to measure what the deadline checks cost guest code and how close to the
+/// deadline a guest that never calls the host stops.
+pub const COMPUTE: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{\"name\":\"compute\",\"version\":\"1\"}")
+  (func (export "gk_malloc") (param i32) (result i32) (i32.const 8192))
+  (func $fib (param $n i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+      (then (local.get $n))
+      (else (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                     (call $fib (i32.sub (local.get $n) (i32.const 2)))))))
+  (func (export "gk_register") (result i64) (i64.const 0x1000000020))
+  (func (export "gk_call") (param $fp i32) (param $fl i32) (param $ap i32) (param $al i32) (result i64)
+    (local $i i32) (local $x i32) (local $c i32)
+    (local.set $c (i32.load8_u (local.get $fp)))
+    ;; "loop": 10 million iterations of a little arithmetic
+    (if (i32.eq (local.get $c) (i32.const 108))
+      (then
+        (loop $more
+          (local.set $x (i32.add (i32.mul (local.get $x) (i32.const 31)) (local.get $i)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $more (i32.lt_u (local.get $i) (i32.const 10000000))))
+        (i32.store (i32.const 0) (local.get $x))
+        (return (i64.const 0))))
+    ;; "fib": fib(27), about 630,000 calls
+    (if (i32.eq (local.get $c) (i32.const 102))
+      (then (i32.store (i32.const 0) (call $fib (i32.const 27))) (return (i64.const 0))))
+    ;; "spin": forever
+    (loop $l (br $l))
+    (i64.const 0))
+)
+"#;

@@ -1,7 +1,8 @@
 //! `cargo bench -p gk-wasm`: load and call costs of the WASM runtime, printed per operation.
 //!
 //! Goals on a 2-core machine: a whole `Plugin::call` with a small JSON argument under 2 µs; a
-//! `host_call` round trip to a no-op host under 1 µs; a cached module ready in under 5 ms.
+//! `host_call` round trip to a no-op host under 1 µs; a cached module ready in under 5 ms; a
+//! CPU-bound guest stopped between 1.0 and 1.2 times its call timeout.
 
 mod fixtures;
 
@@ -142,6 +143,72 @@ async fn main() {
         40_000.0 / concurrent.elapsed().as_secs_f64()
     );
     println!("fuel rate: {} points/s", runtime.points_per_second());
+
+    compute(&runtime, limits).await;
+    stop_accuracy(runtime.points_per_second()).await;
+}
+
+/// Guest code with loops and calls: what the deadline checks at loop headers and function
+/// entries (and metering) cost.
+async fn compute(runtime: &WasmRuntime, limits: WasmLimits) {
+    let wasm = wat::parse_str(fixtures::COMPUTE).unwrap();
+    let plugin = runtime.load(wasm, limits).await.unwrap();
+    let ctx = CallContext::for_plugin("compute");
+    let per_loop = measure(20, || async {
+        plugin.call(&ctx, "loop", b"").await.unwrap();
+    })
+    .await;
+    report("guest loop of 10M iterations", per_loop);
+    let fib = measure(20, || async {
+        plugin.call(&ctx, "fib", b"").await.unwrap();
+    })
+    .await;
+    report("guest fib(27), 635,621 function calls", fib);
+}
+
+/// A CPU-bound guest with a 100 ms and a 500 ms timeout on a plugin with one worker: when the
+/// caller has its timeout and when the next call (which waits for that worker) is answered,
+/// i.e. when the guest stopped.
+async fn stop_accuracy(points_per_second: u64) {
+    let runtime = WasmRuntime::new(WasmConfig {
+        pool_size: 1,
+        points_per_second: Some(points_per_second),
+        ..WasmConfig::default()
+    })
+    .unwrap();
+    for timeout_ms in [100u64, 500] {
+        let timeout = Duration::from_millis(timeout_ms);
+        let limits = WasmLimits {
+            memory_bytes: 16 << 20,
+            call_timeout: timeout,
+            init_timeout: timeout,
+        };
+        let wasm = wat::parse_str(fixtures::COMPUTE).unwrap();
+        let plugin = runtime.load(wasm, limits).await.unwrap();
+        let ctx = CallContext::for_plugin("compute");
+        let mut stopped = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            assert!(plugin.call(&ctx, "spin", b"").await.is_err());
+            plugin.call(&ctx, "fib", b"").await.unwrap_or_default();
+            // fib(27) itself takes a few ms: time it alone and take it off.
+            let fib_start = Instant::now();
+            plugin.call(&ctx, "fib", b"").await.unwrap_or_default();
+            let fib = fib_start.elapsed();
+            stopped.push((fib_start - start).saturating_sub(fib));
+        }
+        stopped.sort();
+        println!(
+            "{:<44} {:>12}",
+            format!("spin stopped, call_timeout {timeout_ms} ms (×timeout)"),
+            format!(
+                "min {:.3} median {:.3} max {:.3}",
+                stopped[0].as_secs_f64() / timeout.as_secs_f64(),
+                stopped[2].as_secs_f64() / timeout.as_secs_f64(),
+                stopped[4].as_secs_f64() / timeout.as_secs_f64()
+            )
+        );
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -40,6 +40,10 @@ async fn bad_modules_are_refused_with_the_problem_named() {
             "the module's table starts with 5000000 elements; at most 100000 are allowed",
         ),
         (
+            "interrupt_export",
+            "the export `gk_host_interrupt` has type global, but the ABI needs no export of that name (the host's limits use it)",
+        ),
+        (
             "two_memories",
             "the module exceeds its limits: the module has 2 memories; a plugin has exactly one (`memory`), which `memory_mb` caps",
         ),
