@@ -18,6 +18,9 @@ use crate::sql_guard::{StatementClass, analyse};
 use crate::url_guard::HttpRules;
 use crate::{PolicyError, SandboxConfig};
 
+/// The longest query text whose decision is remembered.
+const MAX_CACHED_QUERY_BYTES: usize = 2048;
+
 /// Which database function a SQL decision is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SqlCall {
@@ -132,6 +135,10 @@ impl CompiledPolicy {
             return decision.clone();
         }
         let decision = self.judge_sql(config, call, query);
+        // Long statements are judged each time: the cache stays small in bytes.
+        if query.len() > MAX_CACHED_QUERY_BYTES {
+            return decision;
+        }
         if decisions.len() >= config.decision_cache_capacity {
             decisions.clear();
         }

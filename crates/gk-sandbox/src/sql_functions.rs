@@ -2,7 +2,8 @@
 //!
 //! An allow-list, not a deny-list: a function the guard does not know might read files
 //! (`pg_read_file`, `load_file`), run SQL from a string (`query_to_xml`, `dblink`), change server
-//! state (`set_config`, `nextval`) or sleep. Unqualified names only: `pg_catalog.lower` is refused.
+//! state (`set_config`, `nextval`) or sleep, nor functions that build a value far larger than their
+//! arguments (`repeat`, `lpad`, `rpad`, `printf`/`format` with a width). Unqualified names only: `pg_catalog.lower` is refused.
 
 /// Functions common to SQLite, PostgreSQL and MariaDB that only compute on their arguments.
 const ALLOWED: &[&str] = &[
@@ -91,16 +92,11 @@ const ALLOWED: &[&str] = &[
     "concat_ws",
     "left",
     "right",
-    "lpad",
-    "rpad",
     "instr",
     "position",
     "strpos",
     "locate",
     "reverse",
-    "repeat",
-    "format",
-    "printf",
     "split_part",
     "initcap",
     "hex",

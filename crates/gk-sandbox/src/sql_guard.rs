@@ -19,6 +19,22 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 use crate::SqlDialect;
 use crate::sql_functions::is_allowed_function;
 
+/// The most bytes of SQL the guard parses.
+pub(crate) const MAX_SQL_BYTES: usize = 64 * 1024;
+
+/// The most tokens of SQL the guard parses: a long flat chain (`1+1+…`) builds a syntax tree as
+/// deep as it is long, and comparing or dropping a deep tree recurses.
+pub(crate) const MAX_SQL_TOKENS: usize = 4096;
+
+/// An identifier as the database compares it: PostgreSQL folds unquoted names to lower case and
+/// keeps quoted ones as written; SQLite and MySQL compare names without regard to ASCII case.
+fn normalized(ident: &sqlparser::ast::Ident, dialect: SqlDialect) -> String {
+    match (dialect, ident.quote_style) {
+        (SqlDialect::Postgres, Some(_)) => ident.value.clone(),
+        _ => ident.value.to_ascii_lowercase(),
+    }
+}
+
 /// What kind of statement a query is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StatementClass {
@@ -125,9 +141,15 @@ fn parser_dialect(dialect: SqlDialect) -> Box<dyn Dialect> {
 /// must parse to the same tree: what was checked is what runs, and a construct the printer
 /// cannot reproduce is refused.
 pub(crate) fn analyse(sql: &str, dialect: SqlDialect) -> Result<SqlAnalysis, String> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(format!(
+            "the statement has {} bytes; the most is {MAX_SQL_BYTES}",
+            sql.len()
+        ));
+    }
     let parser = parser_dialect(dialect);
     let statement = parse_one(parser.as_ref(), sql, dialect == SqlDialect::Postgres)?;
-    let mut analysis = analyse_statement(&statement, dialect == SqlDialect::Postgres)?;
+    let mut analysis = analyse_statement(&statement, dialect)?;
     let printed = statement.to_string();
     match parse_one(parser.as_ref(), &printed, false) {
         Ok(reparsed) if reparsed == statement => {}
@@ -156,6 +178,12 @@ fn parse_one(
         .with_unescape(true)
         .tokenize_with_location()
         .map_err(|e| does_not_parse(&e))?;
+    if tokens.len() > MAX_SQL_TOKENS {
+        return Err(format!(
+            "the statement has {} tokens; the most is {MAX_SQL_TOKENS}",
+            tokens.len()
+        ));
+    }
     if number_placeholders {
         let mut count = 0;
         for token in &mut tokens {
@@ -186,12 +214,9 @@ fn parse_one(
     }
 }
 
-fn analyse_statement(
-    statement: &Statement,
-    numbered_placeholders: bool,
-) -> Result<SqlAnalysis, String> {
+fn analyse_statement(statement: &Statement, dialect: SqlDialect) -> Result<SqlAnalysis, String> {
     let mut collector = Collector {
-        numbered_placeholders,
+        dialect,
         ..Collector::default()
     };
     if let ControlFlow::Break(problem) = statement.visit(&mut collector) {
@@ -247,10 +272,38 @@ fn analyse_statement(
                 placeholders,
             });
         }
+        Statement::CreateTable(create) if create.temporary => {
+            return Ok(SqlAnalysis::other(placeholders));
+        }
+        Statement::CreateView(view) if view.temporary => {
+            return Ok(SqlAnalysis::other(placeholders));
+        }
+        Statement::AlterTable(alter) => {
+            // A new name is a table written too (`RENAME TO`, `SET SCHEMA`).
+            for operation in &alter.operations {
+                match operation {
+                    sqlparser::ast::AlterTableOperation::RenameTable { table_name } => {
+                        let name = match table_name {
+                            sqlparser::ast::RenameTableNameKind::As(name)
+                            | sqlparser::ast::RenameTableNameKind::To(name) => name,
+                        };
+                        writes.push(TableRef::from_object_name(name)?);
+                    }
+                    _ => {}
+                }
+            }
+            writes.extend(reads);
+            return Ok(SqlAnalysis {
+                class: StatementClass::Schema,
+                reads: Vec::new(),
+                writes,
+                checked_sql: String::new(),
+                placeholders,
+            });
+        }
         Statement::CreateTable(_)
         | Statement::CreateView(_)
         | Statement::CreateIndex(_)
-        | Statement::AlterTable(_)
         | Statement::Truncate(_) => {
             // Every table named by a schema change needs write access, its sources included.
             writes.extend(reads);
@@ -355,16 +408,17 @@ struct Collector {
     /// Write targets whose own visit as a relation is still to come (not a read).
     pending_targets: Vec<TableRef>,
     placeholders: usize,
-    /// Whether `$n` are the guard's own numbering of `?` (PostgreSQL; see `parse_one`).
-    numbered_placeholders: bool,
+    /// The dialect: how names compare, and whether `$n` are the guard's own numbering of `?`
+    /// (PostgreSQL; see `parse_one`).
+    dialect: SqlDialect,
 }
 
 impl Collector {
     fn is_cte(&self, name: &ObjectName) -> bool {
         match name.0.as_slice() {
             [ObjectNamePart::Identifier(ident)] => {
-                let lower = ident.value.to_lowercase();
-                self.cte_scopes.iter().any(|scope| scope.contains(&lower))
+                let name = normalized(ident, self.dialect);
+                self.cte_scopes.iter().any(|scope| scope.contains(&name))
             }
             _ => false,
         }
@@ -383,12 +437,10 @@ impl Collector {
                     .map(|s| s.value.to_lowercase())
                     .collect();
                 parts.push(name.value.to_lowercase());
+                let key = normalized(name, self.dialect);
+                let is_cte =
+                    table.schema_name.is_none() && self.cte_scopes.iter().any(|s| s.contains(&key));
                 let reference = TableRef { parts };
-                let is_cte = !reference.is_qualified()
-                    && self
-                        .cte_scopes
-                        .iter()
-                        .any(|s| s.contains(reference.table()));
                 if !is_cte {
                     self.relations.push(reference);
                 }
@@ -423,9 +475,29 @@ impl Visitor for Collector {
         }
     }
 
+    /// Table functions (`FROM f(…)`, `LATERAL f(…)`, `JSON_TABLE`, `XMLTABLE`, …) run code
+    /// the function allow-list would not see: only plain tables, subqueries, joins and `UNNEST`.
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+        match factor {
+            TableFactor::Table { args: None, .. }
+            | TableFactor::Derived { .. }
+            | TableFactor::NestedJoin { .. }
+            | TableFactor::UNNEST { .. } => ControlFlow::Continue(()),
+            TableFactor::Table { name, .. } | TableFactor::Function { name, .. } => {
+                ControlFlow::Break(format!(
+                    "table function `{name}` is not allowed: select from tables"
+                ))
+            }
+            _ => ControlFlow::Break(
+                "this kind of table source (a table function, PIVOT, MATCH_RECOGNIZE, …) is not allowed"
+                    .to_owned(),
+            ),
+        }
+    }
+
     fn pre_visit_value(&mut self, value: &ValueWithSpan) -> ControlFlow<String> {
         if let Value::Placeholder(placeholder) = &value.value {
-            let numbered = self.numbered_placeholders
+            let numbered = self.dialect == SqlDialect::Postgres
                 && placeholder
                     .strip_prefix('$')
                     .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
@@ -445,7 +517,7 @@ impl Visitor for Collector {
             let names: Vec<String> = with
                 .cte_tables
                 .iter()
-                .map(|cte| cte.alias.name.value.to_lowercase())
+                .map(|cte| normalized(&cte.alias.name, self.dialect))
                 .collect();
             if !with.recursive {
                 // A non-recursive CTE body cannot see itself or later CTEs: a same-named relation
@@ -454,7 +526,7 @@ impl Visitor for Collector {
                     let shadowed =
                         visit_relations(&cte.query, |relation| match relation.0.as_slice() {
                             [ObjectNamePart::Identifier(ident)]
-                                if names[index..].contains(&ident.value.to_lowercase()) =>
+                                if names[index..].contains(&normalized(ident, self.dialect)) =>
                             {
                                 ControlFlow::Break(ident.value.clone())
                             }
@@ -853,5 +925,85 @@ mod tests {
                 Ok(a) => panic!("{sql} was accepted: {a:?}"),
             }
         }
+    }
+
+    /// Table functions run code the function allow-list would not see (`LATERAL
+    /// set_config('role', …)` switched roles on PostgreSQL).
+    #[test]
+    fn table_functions_are_refused() {
+        for (sql, dialect) in [
+            (
+                "SELECT q FROM (SELECT 1) AS x, LATERAL set_config('role', 'other', true) AS s",
+                SqlDialect::Postgres,
+            ),
+            (
+                "SELECT * FROM set_config('role', 'other', true)",
+                SqlDialect::Postgres,
+            ),
+            ("SELECT * FROM generate_series(1, 10)", SqlDialect::Postgres),
+            (
+                "SELECT * FROM pragma_table_info('secret')",
+                SqlDialect::Sqlite,
+            ),
+            ("SELECT * FROM json_each('[1]')", SqlDialect::Sqlite),
+        ] {
+            match analyse(sql, dialect) {
+                Err(e) => assert!(
+                    e.contains("table function") || e.contains("table source"),
+                    "{sql}: {e}"
+                ),
+                Ok(a) => panic!("{sql} was accepted: {a:?}"),
+            }
+        }
+    }
+
+    /// PostgreSQL keeps quoted names as written: a CTE `"Tickets"` does not hide `tickets`.
+    #[test]
+    fn cte_names_compare_as_the_database_compares_them() {
+        let a = analyse(
+            "WITH \"Tickets\" AS (SELECT 1 AS id) SELECT * FROM tickets",
+            SqlDialect::Postgres,
+        )
+        .unwrap();
+        assert_eq!(names(&a.reads), ["tickets"]);
+        let a = analyse(
+            "WITH Tickets AS (SELECT 1 AS id) SELECT * FROM tickets",
+            SqlDialect::Postgres,
+        )
+        .unwrap();
+        assert!(a.reads.is_empty(), "{a:?}");
+        let a = analyse(
+            "WITH \"Tickets\" AS (SELECT 1 AS id) SELECT * FROM tickets",
+            SqlDialect::Sqlite,
+        )
+        .unwrap();
+        assert!(
+            a.reads.is_empty(),
+            "SQLite compares names without case: {a:?}"
+        );
+    }
+
+    #[test]
+    fn renames_temporary_objects_and_size() {
+        let a = analyse(
+            "ALTER TABLE plugin_x RENAME TO tickets_archive",
+            SqlDialect::Postgres,
+        )
+        .unwrap();
+        assert_eq!(names(&a.writes), ["plugin_x", "tickets_archive"]);
+        for sql in [
+            "CREATE TEMP TABLE tickets (id INT)",
+            "CREATE TEMPORARY VIEW v AS SELECT 1",
+        ] {
+            let a = analyse(sql, SqlDialect::Postgres).unwrap();
+            assert_eq!(a.class, StatementClass::Other, "{sql}");
+        }
+        // A long flat chain would build a tree as deep as it is long: refused before parsing.
+        let chain = format!("SELECT 1{}", "+1".repeat(20_000));
+        let e = analyse(&chain, SqlDialect::Sqlite).unwrap_err();
+        assert!(e.contains("tokens; the most is"), "{e}");
+        let huge = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
+        let e = analyse(&huge, SqlDialect::Sqlite).unwrap_err();
+        assert!(e.contains("bytes; the most is"), "{e}");
     }
 }

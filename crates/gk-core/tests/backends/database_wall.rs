@@ -240,6 +240,30 @@ impl TableScope for EverythingScope {
     }
 }
 
+/// SQLite builds no string or blob past `max_result_bytes` on a plugin connection.
+#[tokio::test]
+async fn sqlite_values_are_capped_in_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cap.db").display());
+    let db = Databases::connect(&DatabaseConfig {
+        max_result_bytes: 1 << 20,
+        ..DatabaseConfig::single(url)
+    })
+    .await
+    .unwrap();
+    let everything: Arc<dyn TableScope> = Arc::new(EverythingScope);
+    let err = db
+        .query_scoped("p", &everything, "SELECT zeroblob(100000000) AS z", &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("too big"), "{err}");
+    let rows = db
+        .query_scoped("p", &everything, "SELECT length(zeroblob(1000)) AS n", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"], 1000);
+}
+
 #[tokio::test]
 async fn sqlite_long_query_is_stopped_in_the_engine() {
     let dir = tempfile::tempdir().unwrap();
@@ -674,6 +698,30 @@ async fn server_engine_alone(kind: Kind, url: String) {
             matches!(err, HostError::PermissionDenied { .. }),
             "{attack}: {err}"
         );
+    }
+    if kind == Kind::Postgres {
+        // What a statement sets on its session does not outlive it on the pooled connection.
+        let everything: Arc<dyn TableScope> = Arc::new(EverythingScope);
+        db.query_scoped(
+            &plugin,
+            &everything,
+            "SELECT set_config('statement_timeout', '0', false) AS x",
+            &[],
+        )
+        .await
+        .unwrap();
+        for _ in 0..10 {
+            let rows = db
+                .query_scoped(
+                    &plugin,
+                    &everything,
+                    "SELECT current_setting('statement_timeout') AS t",
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows[0]["t"], "10s", "{rows:?}");
+        }
     }
     // The login cannot become the platform's user.
     let become_admin = match kind {

@@ -133,9 +133,10 @@ impl Databases {
                 url: redacted(url),
                 message,
             };
-            let (platform, plugins) = pools::open(url, config.query_timeout)
-                .await
-                .map_err(open_error)?;
+            let (platform, plugins) =
+                pools::open(url, config.query_timeout, config.max_result_bytes)
+                    .await
+                    .map_err(open_error)?;
             connections.insert(name.to_ascii_lowercase(), platform);
             plugin_pools.insert(name.to_ascii_lowercase(), plugins);
         }
@@ -272,8 +273,18 @@ impl Databases {
                 pools::run_sqlite(pool, &name, scope, sql, values, self.limits, collect).await
             }
             PluginPool::Server { pool, roles } => {
+                if !roles.has_login() {
+                    // Fail closed: without its own login the engine cannot hold the scope.
+                    return Err(HostError::Unavailable(format!(
+                        "database `{name}`: plugin statements are refused because the platform's user may not create the `goatkit_plugins` login the engine needs to enforce plugin scopes (see the server log)"
+                    )));
+                }
                 let admin = self.platform_connection(&name)?;
-                let role = roles.ensure(admin, &name, plugin, scope).await?;
+                let role = guarded(
+                    self.limits.query_timeout,
+                    roles.ensure(admin, &name, plugin, scope),
+                )
+                .await?;
                 // On PostgreSQL the sandbox has numbered the placeholders already.
                 let rewrite = pool.get_database_backend() != DbBackend::Postgres;
                 let statement = self.statement(&name, pool, sql, args, rewrite).await?;

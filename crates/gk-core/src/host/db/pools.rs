@@ -48,6 +48,7 @@ pub(super) enum PluginPool {
 pub(super) async fn open(
     url: &str,
     query_timeout: Duration,
+    max_value_bytes: usize,
 ) -> Result<(DatabaseConnection, PluginPool), String> {
     let error = |e: sqlx::Error| e.to_string();
     if url.starts_with("sqlite:") {
@@ -83,10 +84,10 @@ pub(super) async fn open(
         // No statement cache: SQLite asks the authorizer when it compiles a statement, so every
         // plugin statement is compiled under its own plugin's rules.
         let plugins = pool(PLUGIN_POOL_CONNECTIONS)
-            .after_connect(|connection, _| {
+            .after_connect(move |connection, _| {
                 Box::pin(async move {
                     let mut handle = connection.lock_handle().await?;
-                    install(handle.as_raw_handle())
+                    install(handle.as_raw_handle(), max_value_bytes)
                         .map_err(|e| sqlx::Error::Configuration(e.into()))
                 })
             })

@@ -20,7 +20,8 @@ use tokio::sync::Mutex;
 
 use crate::Store;
 
-/// The role a plugin's statements run as.
+/// The role a plugin's statements run as: its name made safe, and a digest of the name so that
+/// two names never share a role (`a-b` and `a_b`, or long names cut short).
 pub(super) fn role_name(plugin: &str) -> String {
     let clean: String = plugin
         .chars()
@@ -31,9 +32,10 @@ pub(super) fn role_name(plugin: &str) -> String {
                 '_'
             }
         })
-        .take(48)
+        .take(32)
         .collect();
-    format!("gk_plugin_{clean}")
+    let digest = ring::digest::digest(&ring::digest::SHA256, plugin.as_bytes());
+    format!("gk_plugin_{clean}_{}", hex::encode(&digest.as_ref()[..6]))
 }
 
 /// Quotes an identifier for PostgreSQL.
@@ -81,10 +83,17 @@ impl EngineRoles {
         self.tables_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The statement that makes a transaction run as `role`.
+    /// Whether plugin statements log in as the plugins' own login (without it, the engine
+    /// cannot hold a plugin's scope).
+    pub(super) fn has_login(&self) -> bool {
+        self.login.is_some()
+    }
+
+    /// The statement that makes a transaction run as `role`. On PostgreSQL the session's
+    /// settings are reset first, so nothing a statement set outlives it on the pooled connection.
     pub(super) fn switch_to(&self, role: &str) -> String {
         match self.server {
-            Server::Postgres => format!("SET LOCAL ROLE {}", quoted(role)),
+            Server::Postgres => format!("RESET ALL; SET LOCAL ROLE {}", quoted(role)),
             Server::MariaDb => format!("SET ROLE `{role}`"),
         }
     }

@@ -67,8 +67,16 @@ fn key_of(handle: NonNull<ffi::sqlite3>) -> usize {
 
 /// Installs the authorizer on a new connection of the plugin pool. From then on the connection
 /// compiles nothing but what an [`ActiveStatement`] allows.
-pub(crate) fn install(handle: NonNull<ffi::sqlite3>) -> Result<(), String> {
+///
+/// `max_value_bytes` caps every string or blob the connection builds (`SQLITE_LIMIT_LENGTH`),
+/// so a statement cannot make a value of gigabytes in the host's memory.
+pub(crate) fn install(handle: NonNull<ffi::sqlite3>, max_value_bytes: usize) -> Result<(), String> {
     let key = key_of(handle);
+    let limit = i32::try_from(max_value_bytes).unwrap_or(i32::MAX).max(1024);
+    // SAFETY: as below; `sqlite3_limit` only lowers a limit of this open connection.
+    unsafe {
+        ffi::sqlite3_limit(handle.as_ptr(), ffi::SQLITE_LIMIT_LENGTH, limit);
+    }
     // An earlier connection at the same address left nothing behind that applies here.
     ACTIVE.remove(&key);
     // SAFETY: `handle` is an open connection, locked for us by sqlx (no other thread uses it
