@@ -281,15 +281,10 @@ fn analyse_statement(statement: &Statement, dialect: SqlDialect) -> Result<SqlAn
         Statement::AlterTable(alter) => {
             // A new name is a table written too (`RENAME TO`, `SET SCHEMA`).
             for operation in &alter.operations {
-                match operation {
-                    sqlparser::ast::AlterTableOperation::RenameTable { table_name } => {
-                        let name = match table_name {
-                            sqlparser::ast::RenameTableNameKind::As(name)
-                            | sqlparser::ast::RenameTableNameKind::To(name) => name,
-                        };
-                        writes.push(TableRef::from_object_name(name)?);
-                    }
-                    _ => {}
+                if let sqlparser::ast::AlterTableOperation::RenameTable { table_name } = operation {
+                    let (sqlparser::ast::RenameTableNameKind::As(name)
+                    | sqlparser::ast::RenameTableNameKind::To(name)) = table_name;
+                    writes.push(TableRef::from_object_name(name)?);
                 }
             }
             writes.extend(reads);
