@@ -75,7 +75,7 @@ fn main() -> Result<()> {
                 "gk-core",
                 "--test",
                 "backends",
-                "differential_guard_and_engine_agree",
+                "sql_differential::differential_guard_and_engine_agree",
                 "--",
                 "--nocapture",
             ]);

@@ -6,4 +6,5 @@ mod databases;
 mod http;
 mod services;
 mod smtp;
+mod sql_differential;
 mod store;
