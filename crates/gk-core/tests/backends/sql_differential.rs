@@ -151,6 +151,14 @@ async fn differential_guard_and_engine_agree() {
     let mut allowed = 0;
     let mut defects = Vec::new();
     for case in 0..cases {
+        if case % 100 == 0 {
+            // `INSERT … SELECT` doubles a table: keep them small, as the platform.
+            for table in ["tickets", "notes", "secret"] {
+                db.exec(&format!("DELETE FROM {table} WHERE rowid > 3"), &[])
+                    .await
+                    .unwrap();
+            }
+        }
         let sql = generator.statement();
         let sandbox = &sandboxes[case % sandboxes.len()];
         let result = if sql.starts_with("SELECT") {
@@ -166,7 +174,7 @@ async fn differential_guard_and_engine_agree() {
             Err(HostError::PermissionDenied { .. } | HostError::InvalidInput(_)) => {}
             // The statement was allowed and then failed for a reason of its own (no such
             // column, a constraint): the engine still judged every table it touched.
-            Err(HostError::Backend(_)) => allowed += 1,
+            Err(HostError::Backend(_) | HostError::Timeout(_)) => allowed += 1,
             Err(e) => panic!("case {case}: {sql}: unexpected {e:?}"),
         }
     }
