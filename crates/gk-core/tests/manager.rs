@@ -205,6 +205,9 @@ async fn replace_under_load_fails_no_call() {
                         Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
                         Err(_) => failures.fetch_add(1, Ordering::Relaxed),
                     };
+                    // A refused call (while disabled) returns at once: without a yield, these
+                    // tasks would starve the test's own task on the single-threaded runtime.
+                    tokio::task::yield_now().await;
                 }
             })
         })
