@@ -181,7 +181,7 @@ impl Databases {
     pub async fn query(&self, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
         let (name, sql) = split_database(query).map_err(HostError::InvalidInput)?;
         let connection = self.platform_connection(&name)?;
-        self.run_sea(&name, connection, sql, args, true, Collected::rows())
+        self.run_platform(&name, connection, sql, args, Collected::rows())
             .await
             .map(Collected::into_rows)
     }
@@ -190,7 +190,7 @@ impl Databases {
     pub async fn exec(&self, query: &str, args: &[Value]) -> HostResult<u64> {
         let (name, sql) = split_database(query).map_err(HostError::InvalidInput)?;
         let connection = self.platform_connection(&name)?;
-        self.run_sea(&name, connection, sql, args, true, Collected::affected())
+        self.run_platform(&name, connection, sql, args, Collected::affected())
             .await
             .map(Collected::into_affected)
     }
@@ -312,20 +312,17 @@ impl Databases {
         }
     }
 
-    /// Prepares and runs a statement through sea-orm: numbers `?` placeholders for PostgreSQL
-    /// when `rewrite_placeholders`, binds the arguments, collects the outcome.
-    async fn run_sea(
+    /// Prepares and runs a statement of the platform: numbers `?` placeholders for PostgreSQL,
+    /// binds the arguments, collects the outcome.
+    async fn run_platform(
         &self,
         name: &str,
         connection: &DatabaseConnection,
         sql: &str,
         args: &[Value],
-        rewrite_placeholders: bool,
         collect: Collected,
     ) -> HostResult<Collected> {
-        let statement = self
-            .statement(name, connection, sql, args, rewrite_placeholders)
-            .await?;
+        let statement = self.statement(name, connection, sql, args, true).await?;
         let limits = self.limits;
         let run = collect_on(connection, name, statement, collect, &limits);
         guarded(self.limits.query_timeout, run).await

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gk_sdk::{HostError, HostResult, TableAccess, TableScope};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio::sync::Mutex;
 
 use crate::Store;
@@ -131,8 +131,29 @@ impl EngineRoles {
     }
 }
 
+/// PostgreSQL: the role and its grants, in one transaction that holds an advisory lock, so that
+/// two syncs (of two plugins, or two nodes) never update the same catalog rows at once
+/// (`tuple concurrently updated`).
 async fn sync(
-    admin: &DatabaseConnection,
+    platform: &DatabaseConnection,
+    database: &str,
+    role: &str,
+    login: Option<&str>,
+    scope: &Arc<dyn TableScope>,
+) -> Result<(), sea_orm::DbErr> {
+    let transaction = platform.begin().await?;
+    transaction
+        .execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ROLE_SYNC_LOCK})"))
+        .await?;
+    sync_grants(&transaction, database, role, login, scope).await?;
+    transaction.commit().await
+}
+
+/// The advisory lock key that serialises PostgreSQL role syncs.
+const ROLE_SYNC_LOCK: i64 = 0x676b_726f_6c65;
+
+async fn sync_grants<C: ConnectionTrait>(
+    admin: &C,
     database: &str,
     role: &str,
     login: Option<&str>,
@@ -154,18 +175,10 @@ async fn sync(
             .await?;
     }
     // The plugins' login may switch to the role (and, being `NOINHERIT`, has nothing else).
-    match login {
-        Some(login) => {
-            admin
-                .execute_unprepared(&format!("GRANT {role_sql} TO {}", quoted(login)))
-                .await?;
-        }
-        None => {
-            // A superuser may switch anyway; another platform user needs the membership.
-            let _ = admin
-                .execute_unprepared(&format!("GRANT {role_sql} TO CURRENT_USER"))
-                .await;
-        }
+    if let Some(login) = login {
+        admin
+            .execute_unprepared(&format!("GRANT {role_sql} TO {}", quoted(login)))
+            .await?;
     }
     let tables = admin
         .query_all_raw(Statement::from_string(
