@@ -28,6 +28,10 @@
 //! [database]
 //! url = "sqlite://data/goatkit.db"  # or postgres://…, mysql://…
 //! init_sql = ["plugins/stats/schema.sql", "plugins/stats/seed.sql"]
+//! query_timeout = "10s"          # a plugin's statement is stopped in the engine after this
+//! max_rows = 10000               # rows one statement may return
+//! max_result_bytes = 16777216    # bytes of row data one statement may return
+//! max_concurrent_queries = 4     # statements one plugin may run at the same time
 //! ```
 
 use std::net::SocketAddr;
@@ -75,6 +79,9 @@ pub struct ServeConfig {
     /// SQL files run against the database at start, each once per content (`database.init_sql`,
     /// `GOATKIT_DATABASE_INIT_SQL`, comma-separated): the demo tables of the examples, say.
     pub init_sql: Vec<PathBuf>,
+    /// The guards on plugin statements (`database.query_timeout`, `database.max_rows`,
+    /// `database.max_result_bytes`, `database.max_concurrent_queries`; `GOATKIT_DATABASE_*`).
+    pub database_limits: DatabaseLimits,
     /// A Redis server for the plugin cache (`redis_url`, `GOATKIT_REDIS_URL`); `None` keeps the
     /// cache in memory.
     pub redis_url: Option<String>,
@@ -122,6 +129,7 @@ impl Default for ServeConfig {
             token_secret: None,
             database_url: None,
             init_sql: Vec::new(),
+            database_limits: DatabaseLimits::default(),
             redis_url: None,
             approve: Vec::new(),
             metrics_token: None,
@@ -195,6 +203,42 @@ struct FileConfig {
 struct FileDatabase {
     url: Option<String>,
     init_sql: Option<Vec<PathBuf>>,
+    query_timeout: Option<String>,
+    max_rows: Option<usize>,
+    max_result_bytes: Option<usize>,
+    max_concurrent_queries: Option<usize>,
+}
+
+/// The guards on every plugin statement (see docs/HOST_API.md, "The database wall").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseLimits {
+    /// Longest a statement may run; the engine stops it then.
+    pub query_timeout: Duration,
+    /// Most rows a statement may return.
+    pub max_rows: usize,
+    /// Most bytes of row data a statement may return.
+    pub max_result_bytes: usize,
+    /// Most statements one plugin may run at the same time.
+    pub max_concurrent_queries: usize,
+}
+
+impl Default for DatabaseLimits {
+    fn default() -> Self {
+        Self {
+            query_timeout: gk_core::host::DEFAULT_QUERY_TIMEOUT,
+            max_rows: gk_core::host::DEFAULT_MAX_ROWS,
+            max_result_bytes: gk_core::host::DEFAULT_MAX_RESULT_BYTES,
+            max_concurrent_queries: gk_core::host::DEFAULT_MAX_CONCURRENT_QUERIES,
+        }
+    }
+}
+
+fn parse_count(key: &str, value: &str) -> Result<usize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(0) => Err(value_error(key, "must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(value_error(key, format!("`{value}` is not a number"))),
+    }
 }
 
 fn value_error(key: &str, problem: impl ToString) -> ConfigError {
@@ -346,6 +390,20 @@ impl ServeConfig {
             if let Some(files) = database.init_sql {
                 self.init_sql = files.into_iter().map(relative).collect();
             }
+            let limits = &mut self.database_limits;
+            if let Some(timeout) = database.query_timeout {
+                limits.query_timeout = parse_timeout("database.query_timeout", &timeout)?;
+            }
+            if let Some(n) = database.max_rows {
+                limits.max_rows = parse_count("database.max_rows", &n.to_string())?;
+            }
+            if let Some(n) = database.max_result_bytes {
+                limits.max_result_bytes = parse_count("database.max_result_bytes", &n.to_string())?;
+            }
+            if let Some(n) = database.max_concurrent_queries {
+                limits.max_concurrent_queries =
+                    parse_count("database.max_concurrent_queries", &n.to_string())?;
+            }
         }
         Ok(())
     }
@@ -412,6 +470,20 @@ impl ServeConfig {
         if let Some(files) = env("GOATKIT_DATABASE_INIT_SQL") {
             self.init_sql = list(&files).into_iter().map(PathBuf::from).collect();
         }
+        let limits = &mut self.database_limits;
+        if let Some(timeout) = env("GOATKIT_DATABASE_QUERY_TIMEOUT") {
+            limits.query_timeout = parse_timeout("GOATKIT_DATABASE_QUERY_TIMEOUT", &timeout)?;
+        }
+        if let Some(n) = env("GOATKIT_DATABASE_MAX_ROWS") {
+            limits.max_rows = parse_count("GOATKIT_DATABASE_MAX_ROWS", &n)?;
+        }
+        if let Some(n) = env("GOATKIT_DATABASE_MAX_RESULT_BYTES") {
+            limits.max_result_bytes = parse_count("GOATKIT_DATABASE_MAX_RESULT_BYTES", &n)?;
+        }
+        if let Some(n) = env("GOATKIT_DATABASE_MAX_CONCURRENT_QUERIES") {
+            limits.max_concurrent_queries =
+                parse_count("GOATKIT_DATABASE_MAX_CONCURRENT_QUERIES", &n)?;
+        }
         Ok(())
     }
 }
@@ -462,6 +534,8 @@ approve = ["stats", "hello-grpc"]
 [database]
 url = "postgres://127.0.0.1/test"
 init_sql = ["schema.sql", "/abs/seed.sql"]
+query_timeout = "2s"
+max_concurrent_queries = 2
 "#,
         );
         let config = ServeConfig::load(Some(&path), env(&[])).unwrap();
@@ -471,6 +545,12 @@ init_sql = ["schema.sql", "/abs/seed.sql"]
         assert!(config.eager_loading);
         assert_eq!(config.approve, ["stats", "hello-grpc"]);
         assert_eq!(config.database_url(), "postgres://127.0.0.1/test");
+        assert_eq!(config.database_limits.query_timeout, Duration::from_secs(2));
+        assert_eq!(config.database_limits.max_concurrent_queries, 2);
+        assert_eq!(
+            config.database_limits.max_rows,
+            gk_core::host::DEFAULT_MAX_ROWS
+        );
         assert_eq!(
             config.init_sql,
             [
@@ -489,9 +569,14 @@ init_sql = ["schema.sql", "/abs/seed.sql"]
                 ("GOATKIT_DATABASE_URL", ""),
                 ("GOATKIT_METRICS_TOKEN", "scrape-me"),
                 ("GOATKIT_CACHE_QUOTA_BYTES", "4096"),
+                ("GOATKIT_DATABASE_MAX_ROWS", "50"),
+                ("GOATKIT_DATABASE_MAX_RESULT_BYTES", "65536"),
             ]),
         )
         .unwrap();
+        assert_eq!(config.database_limits.max_rows, 50);
+        assert_eq!(config.database_limits.max_result_bytes, 65536);
+        assert_eq!(config.database_limits.query_timeout, Duration::from_secs(2));
         assert_eq!(config.metrics_token.as_deref(), Some("scrape-me"));
         assert_eq!(config.cache_quota_bytes, 4096);
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
@@ -516,6 +601,14 @@ init_sql = ["schema.sql", "/abs/seed.sql"]
                 "request_timeout: must be longer than zero",
             ),
             ("[database]\nurl = 5", "invalid type"),
+            (
+                "[database]\nmax_concurrent_queries = 0",
+                "database.max_concurrent_queries: must be at least 1",
+            ),
+            (
+                "[database]\nquery_timeout = \"0s\"",
+                "database.query_timeout: must be longer than zero",
+            ),
         ];
         for (text, expected) in cases {
             let path = write(dir.path(), text);
@@ -528,6 +621,10 @@ init_sql = ["schema.sql", "/abs/seed.sql"]
             .unwrap_err()
             .to_string();
         assert_eq!(error, "GOATKIT_EAGER_LOADING: `maybe` is not true or false");
+        let error = ServeConfig::load(None, env(&[("GOATKIT_DATABASE_MAX_ROWS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "GOATKIT_DATABASE_MAX_ROWS: `many` is not a number");
         let missing = dir.path().join("absent.toml");
         let error = ServeConfig::load(Some(&missing), env(&[])).unwrap_err();
         assert!(error.to_string().starts_with("cannot read"), "{error}");

@@ -168,7 +168,15 @@ async fn run_init_sql(
 pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     make_dir(&config.data_dir)?;
     make_dir(&config.plugins_dir)?;
-    let databases = Databases::connect(&DatabaseConfig::single(config.database_url())).await?;
+    let limits = config.database_limits;
+    let databases = Databases::connect(&DatabaseConfig {
+        query_timeout: limits.query_timeout,
+        max_rows: limits.max_rows,
+        max_result_bytes: limits.max_result_bytes,
+        max_concurrent_queries: limits.max_concurrent_queries,
+        ..DatabaseConfig::single(config.database_url())
+    })
+    .await?;
     let connection = databases
         .connection(gk_sdk::DEFAULT_DATABASE)
         .ok_or(ServerError::NoDefaultDatabase)?
