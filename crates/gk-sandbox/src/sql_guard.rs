@@ -263,14 +263,7 @@ fn analyse_statement(statement: &Statement, dialect: SqlDialect) -> Result<SqlAn
             for name in names.iter().chain(table.iter()) {
                 writes.push(TableRef::from_object_name(name)?);
             }
-            writes.extend(reads);
-            return Ok(SqlAnalysis {
-                class: StatementClass::Schema,
-                reads: Vec::new(),
-                writes,
-                checked_sql: String::new(),
-                placeholders,
-            });
+            return Ok(SqlAnalysis::schema(writes, reads, placeholders));
         }
         Statement::CreateTable(create) if create.temporary => {
             return Ok(SqlAnalysis::other(placeholders));
@@ -287,28 +280,13 @@ fn analyse_statement(statement: &Statement, dialect: SqlDialect) -> Result<SqlAn
                     writes.push(TableRef::from_object_name(name)?);
                 }
             }
-            writes.extend(reads);
-            return Ok(SqlAnalysis {
-                class: StatementClass::Schema,
-                reads: Vec::new(),
-                writes,
-                checked_sql: String::new(),
-                placeholders,
-            });
+            return Ok(SqlAnalysis::schema(writes, reads, placeholders));
         }
         Statement::CreateTable(_)
         | Statement::CreateView(_)
         | Statement::CreateIndex(_)
         | Statement::Truncate(_) => {
-            // Every table named by a schema change needs write access, its sources included.
-            writes.extend(reads);
-            return Ok(SqlAnalysis {
-                class: StatementClass::Schema,
-                reads: Vec::new(),
-                writes,
-                checked_sql: String::new(),
-                placeholders,
-            });
+            return Ok(SqlAnalysis::schema(writes, reads, placeholders));
         }
         _ => return Ok(SqlAnalysis::other(placeholders)),
     };
@@ -322,6 +300,18 @@ fn analyse_statement(statement: &Statement, dialect: SqlDialect) -> Result<SqlAn
 }
 
 impl SqlAnalysis {
+    /// A schema change: every table it names needs write access, its sources included.
+    fn schema(mut writes: Vec<TableRef>, reads: Vec<TableRef>, placeholders: usize) -> Self {
+        writes.extend(reads);
+        Self {
+            class: StatementClass::Schema,
+            reads: Vec::new(),
+            writes,
+            checked_sql: String::new(),
+            placeholders,
+        }
+    }
+
     /// A statement whose objects cannot be listed.
     fn other(placeholders: usize) -> Self {
         Self {
