@@ -14,7 +14,7 @@ use sea_orm::sqlx::{self, Arguments, AssertSqlSafe, Executor, SqlSafeStr};
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
 use super::results::Collected;
-use super::roles::{EngineRoles, MARIADB_LOGIN_HOSTS, Server};
+use super::roles::{EngineRoles, MARIADB_LOGIN_HOSTS, Server, execute_all};
 use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
 use super::{CONNECT_TIMEOUT, Limits, timed_out};
 use crate::host::rows;
@@ -107,9 +107,10 @@ pub(super) async fn open(
             .connect_with(options.clone())
             .await
             .map_err(error)?;
+        let platform = SqlxPostgresConnector::from_sqlx_postgres_pool(platform);
         // Plugin statements log in as a role without privileges of its own, which may only
         // switch to the plugin roles (so `SET ROLE` cannot reach the platform's user).
-        let login = plugin_login(&platform, url).await;
+        let login = postgres_login(&platform, url).await;
         let plugin_options = match &login {
             Some((name, password)) => options.clone().username(name).password(password),
             None => options.clone(),
@@ -123,7 +124,7 @@ pub(super) async fn open(
             .await
             .map_err(error)?;
         return Ok((
-            SqlxPostgresConnector::from_sqlx_postgres_pool(platform),
+            platform,
             PluginPool::Server {
                 pool: SqlxPostgresConnector::from_sqlx_postgres_pool(plugins),
                 roles: Arc::new(EngineRoles::new(
@@ -142,6 +143,7 @@ pub(super) async fn open(
             .connect_with(options.clone())
             .await
             .map_err(error)?;
+        let platform = SqlxMySqlConnector::from_sqlx_mysql_pool(platform);
         let login = mariadb_login(&platform, &url).await;
         let plugin_options = match &login {
             Some((name, password)) => options.clone().username(name).password(password),
@@ -165,7 +167,7 @@ pub(super) async fn open(
             .await
             .map_err(error)?;
         return Ok((
-            SqlxMySqlConnector::from_sqlx_mysql_pool(platform),
+            platform,
             PluginPool::Server {
                 pool: SqlxMySqlConnector::from_sqlx_mysql_pool(plugins),
                 roles: Arc::new(EngineRoles::new(
@@ -178,15 +180,14 @@ pub(super) async fn open(
     Err("the URL is not sqlite://, postgres:// or mysql://".to_owned())
 }
 
-/// The login role plugin statements connect as on PostgreSQL: no privileges of its own
-/// (`NOINHERIT`), a member of each plugin role. Its password is derived from the platform's
-/// URL, so every node of a cluster agrees on it and a plugin cannot know it. `None` (plugin
-/// statements then use the platform's login, behind the same roles) when the platform's user
-/// may not create roles; the reason is logged.
-async fn plugin_login(platform: &sqlx::PgPool, url: &str) -> Option<(String, String)> {
-    const LOGIN: &str = "goatkit_plugins";
-    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{url}\0{LOGIN}").as_bytes());
-    let password = hex::encode(digest.as_ref());
+/// The name of the login plugin statements connect as on PostgreSQL and MariaDB.
+const LOGIN: &str = "goatkit_plugins";
+
+/// The login plugin statements connect as on PostgreSQL: no privileges of its own
+/// (`NOINHERIT`), a member of each plugin role. `None` when the platform's user may not create
+/// roles: plugin statements on that database are then refused (see `run_scoped`).
+async fn postgres_login(platform: &DatabaseConnection, url: &str) -> Option<(String, String)> {
+    let password = login_password(url);
     let statements = [
         format!(
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN}') \
@@ -201,27 +202,14 @@ async fn plugin_login(platform: &sqlx::PgPool, url: &str) -> Option<(String, Str
              current_database()); END $$"
         ),
     ];
-    for statement in statements {
-        if let Err(error) = platform
-            .execute(AssertSqlSafe(statement).into_sql_str())
-            .await
-        {
-            tracing::warn!(
-                %error,
-                "cannot create the `{LOGIN}` login role: plugin statements use the platform's login (behind the plugin roles)"
-            );
-            return None;
-        }
-    }
-    Some((LOGIN.to_owned(), password))
+    create_login(platform, &statements, password).await
 }
 
 /// The login plugin statements connect as on MariaDB: a user with no privileges of its own,
 /// granted each plugin role (MariaDB adds a role's privileges to the user's own, so the login
-/// must have none). Password as for PostgreSQL.
-async fn mariadb_login(platform: &sqlx::MySqlPool, url: &str) -> Option<(String, String)> {
-    const LOGIN: &str = "goatkit_plugins";
-    let password = login_password(url, LOGIN);
+/// must have none). `None` as for PostgreSQL.
+async fn mariadb_login(platform: &DatabaseConnection, url: &str) -> Option<(String, String)> {
+    let password = login_password(url);
     let mut statements = Vec::new();
     for host in MARIADB_LOGIN_HOSTS {
         statements.push(format!(
@@ -237,17 +225,22 @@ async fn mariadb_login(platform: &sqlx::MySqlPool, url: &str) -> Option<(String,
             database_of(url)
         ));
     }
-    for statement in statements {
-        if let Err(error) = platform
-            .execute(AssertSqlSafe(statement).into_sql_str())
-            .await
-        {
-            tracing::warn!(
-                %error,
-                "cannot create the `{LOGIN}` login: plugin statements use the platform's login, whose own privileges MariaDB roles cannot narrow"
-            );
-            return None;
-        }
+    create_login(platform, &statements, password).await
+}
+
+/// Runs the statements that create and set up the login; the login and its password, or
+/// `None` with the reason logged.
+async fn create_login(
+    platform: &DatabaseConnection,
+    statements: &[String],
+    password: String,
+) -> Option<(String, String)> {
+    if let Err(error) = execute_all(platform, statements).await {
+        tracing::warn!(
+            %error,
+            "cannot create the `{LOGIN}` login: plugin statements on this database are refused"
+        );
+        return None;
     }
     Some((LOGIN.to_owned(), password))
 }
@@ -260,10 +253,10 @@ fn database_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A login's password, derived from the platform's URL (which holds the platform's own
+/// The login's password, derived from the platform's URL (which holds the platform's own
 /// password where there is one): every node agrees on it, and a plugin cannot know it.
-fn login_password(url: &str, login: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{url}\0{login}").as_bytes());
+fn login_password(url: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{url}\0{LOGIN}").as_bytes());
     hex::encode(digest.as_ref())
 }
 

@@ -203,8 +203,7 @@ async fn sync_grants<C: ConnectionTrait>(
         } else {
             vec![schema.as_str(), table.as_str()]
         };
-        let read = scope.allows_table(database, &parts, TableAccess::Read);
-        let write = scope.allows_table(database, &parts, TableAccess::Write);
+        let (read, write) = access(scope, database, &parts);
         if read || write {
             // A plugin that writes a table reads it in its own `WHERE`, as the guard allows.
             statements.push(format!("GRANT SELECT ON {target} TO {role_sql}"));
@@ -235,9 +234,7 @@ async fn sync_grants<C: ConnectionTrait>(
         if creates { "GRANT" } else { "REVOKE" },
         if creates { "TO" } else { "FROM" }
     ));
-    for statement in statements {
-        admin.execute_unprepared(&statement).await?;
-    }
+    execute_all(admin, &statements).await?;
     tracing::debug!(role, database, "plugin role grants synced");
     Ok(())
 }
@@ -286,8 +283,7 @@ async fn sync_mariadb(
             continue;
         }
         let parts = [table.as_str()];
-        let read = scope.allows_table(database, &parts, TableAccess::Read);
-        let write = scope.allows_table(database, &parts, TableAccess::Write);
+        let (read, write) = access(scope, database, &parts);
         if read || write {
             statements.push(format!("GRANT SELECT ON {target} TO `{role}`"));
         }
@@ -304,15 +300,32 @@ async fn sync_mariadb(
     if scope.may_create_tables(database) {
         statements.push(format!("GRANT CREATE ON {database_level} TO `{role}`"));
     }
-    for statement in statements {
-        admin.execute_unprepared(&statement).await?;
-    }
+    execute_all(admin, &statements).await?;
     tracing::debug!(role, database, "plugin role grants synced");
     Ok(())
 }
 
 /// The hosts the MariaDB plugin login is created for.
 pub(super) const MARIADB_LOGIN_HOSTS: [&str; 2] = ["%", "localhost"];
+
+/// Runs `statements` in order, stopping at the first error.
+pub(super) async fn execute_all<C: ConnectionTrait>(
+    connection: &C,
+    statements: &[String],
+) -> Result<(), sea_orm::DbErr> {
+    for statement in statements {
+        connection.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
+/// What `scope` lets a plugin do to a table: (read, write).
+fn access(scope: &Arc<dyn TableScope>, database: &str, table: &[&str]) -> (bool, bool) {
+    (
+        scope.allows_table(database, table, TableAccess::Read),
+        scope.allows_table(database, table, TableAccess::Write),
+    )
+}
 
 /// Whether a statement may change the set of tables (so the grants must be synced again).
 pub(super) fn changes_tables(sql: &str) -> bool {
