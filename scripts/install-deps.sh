@@ -5,7 +5,8 @@
 # - rustfmt, clippy: the lint steps of .ci/run.
 # - clang, lld: the C guest test of gk-wasm (clang --target=wasm32, wasm-ld).
 # - aiosmtpd (PyPI): the SMTP server gk-core's email test talks to.
-# - grpcio, grpcio-tools (PyPI): the Python plugin example that gk-grpc's tests run.
+# - grpcio, grpcio-tools, grpcio-status (PyPI): the Python plugin example that gk-grpc's tests
+#   run (grpcio-status decodes the host's google.rpc.Status errors).
 # - chromium (Debian) and playwright-core (npm, pinned in crates/gk-server/tests/browser): the
 #   admin page's browser test.
 # - The Rust WASM toolchain for guests is installed by `cargo xtask build-plugins` itself
@@ -38,9 +39,9 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet --root-user-action=ignore aiosmtpd
 fi
 
-if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
-  echo "install-deps: installing grpcio and grpcio-tools from PyPI (Python plugin example)"
-  python3 -m pip install --quiet --root-user-action=ignore grpcio grpcio-tools
+if ! python3 -c 'import grpc, grpc_tools, grpc_status' 2>/dev/null; then
+  echo "install-deps: installing grpcio, grpcio-tools and grpcio-status from PyPI (Python plugin example)"
+  python3 -m pip install --quiet --root-user-action=ignore grpcio grpcio-tools grpcio-status
 fi
 
 browser_tests="$(dirname "$0")/../crates/gk-server/tests/browser"

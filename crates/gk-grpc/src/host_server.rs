@@ -2,16 +2,29 @@
 //! answering only requests that carry the plugin's token, each passed to the plugin's sandboxed
 //! host with the plugin's own identity.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use gk_sdk::handshake::TOKEN_METADATA;
 use gk_sdk::proto::pb::host_service_server::{HostService, HostServiceServer};
 use gk_sdk::proto::{host_error_to_status, pb};
-use gk_sdk::{CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, TranslateArgs};
+use gk_sdk::{
+    CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, PluginError, TranslateArgs,
+};
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
+
+/// Output lines a plugin prints before it is initialised that are kept for its log.
+const EARLY_LINES: usize = 1_000;
+
+/// What a process printed before the plugin had a host to log to.
+#[derive(Debug, Default)]
+struct Early {
+    lines: VecDeque<(LogLevel, String)>,
+    dropped: usize,
+}
 
 /// What the host service knows about its plugin.
 pub(crate) struct HostSide {
@@ -21,6 +34,72 @@ pub(crate) struct HostSide {
     pub(crate) host: OnceLock<Arc<dyn HostApi>>,
     /// Depth of the plugin's calls in flight, by call number.
     pub(crate) in_flight: DashMap<u64, u32>,
+    /// Output printed before `init` (after the handshake, during `Register`), written to the
+    /// plugin's log once it has a host; `None` from then on.
+    early: Mutex<Option<Early>>,
+}
+
+impl HostSide {
+    /// The host side of plugin `plugin`, whose calls must carry `token`.
+    pub(crate) fn new(plugin: &str, token: &str) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            token: token.to_owned(),
+            host: OnceLock::new(),
+            in_flight: DashMap::new(),
+            early: Mutex::new(Some(Early::default())),
+        }
+    }
+
+    /// Writes a line the process printed to the plugin's log, or keeps it (the newest
+    /// [`EARLY_LINES`]) until the plugin is initialised.
+    pub(crate) async fn output(&self, level: LogLevel, line: String) {
+        let host = {
+            let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+            match early.as_mut() {
+                Some(early) => {
+                    tracing::info!(plugin = %self.plugin, stream = %level, "{line}");
+                    if early.lines.len() == EARLY_LINES {
+                        early.lines.pop_front();
+                        early.dropped += 1;
+                    }
+                    early.lines.push_back((level, line));
+                    return;
+                }
+                None => self.host.get().cloned(),
+            }
+        };
+        if let Some(host) = host {
+            let ctx = CallContext::for_plugin(self.plugin.clone());
+            let _ = host.log(&ctx, level, &line, &Map::new()).await;
+        }
+    }
+
+    /// Sets the plugin's host (once) and writes what the process printed until now to its log.
+    pub(crate) async fn set_host(&self, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
+        self.host
+            .set(host.clone())
+            .map_err(|_| PluginError::Unavailable("the plugin was initialised already".into()))?;
+        let early = self
+            .early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        let ctx = CallContext::for_plugin(self.plugin.clone());
+        if early.dropped > 0 {
+            let message = format!(
+                "{} earlier output lines were dropped (only the last {EARLY_LINES} printed before \
+                 init are kept)",
+                early.dropped
+            );
+            let _ = host.log(&ctx, LogLevel::Warn, &message, &Map::new()).await;
+        }
+        for (level, line) in early.lines {
+            let _ = host.log(&ctx, level, &line, &Map::new()).await;
+        }
+        Ok(())
+    }
 }
 
 /// Serves the `HostService` of `side` on `listener` until `stop` is notified. Messages over
@@ -289,12 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("host.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let side = Arc::new(HostSide {
-            plugin: "p".into(),
-            token: "t".into(),
-            host: OnceLock::new(),
-            in_flight: DashMap::new(),
-        });
+        let side = Arc::new(HostSide::new("p", "t"));
         let _ = side.host.set(Arc::new(gk_sdk::NoopHost));
         let stop = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(serve_host(side, listener, 1_024, stop.clone()));

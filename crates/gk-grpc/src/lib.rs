@@ -36,6 +36,6 @@ pub use isolation::{
     ALLOW_UNISOLATED_KEY, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_PROCESSES, DEFAULT_PLUGIN_ID,
     DEFAULT_TMP_SIZE_MB, IsolationConfig,
 };
-pub use plugin::GrpcPlugin;
+pub use plugin::{GrpcPlugin, INIT_HOST_VERSION, INIT_PLUGIN_DIR, INIT_WORK_DIR};
 pub use runtime::{DEFAULT_HEALTH_INTERVAL, DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, GrpcRuntime};
 pub use supervisor::{CRASH_WINDOW, MAX_CRASHES};

@@ -1,14 +1,14 @@
 //! [`GrpcPlugin`]: a supervised plugin process behind the [`Plugin`] trait.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
+use gk_sdk::proto::{host_error_from_status, pb};
 use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
 use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
@@ -16,6 +16,14 @@ use tonic::transport::Channel;
 use crate::GrpcLimits;
 use crate::host_server::HostSide;
 use crate::process::{signal_group, tail};
+
+/// The `InitRequest.config` key of the host's version (the `gk` release).
+pub const INIT_HOST_VERSION: &str = "host_version";
+/// The `InitRequest.config` key of the plugin's own directory (absolute, as the plugin sees it).
+pub const INIT_PLUGIN_DIR: &str = "plugin_dir";
+/// The `InitRequest.config` key of the plugin's writable directory (absolute, as the plugin
+/// sees it; its `TMPDIR`, private to the process and removed when it ends).
+pub const INIT_WORK_DIR: &str = "work_dir";
 
 /// One running process of a plugin.
 pub(crate) struct Process {
@@ -129,6 +137,28 @@ impl Inner {
         }
     }
 
+    /// What `InitRequest.config` tells a process, as plugin.proto promises: `host_version`,
+    /// and as absolute paths the process sees, `plugin_dir` (its own directory, read-only when
+    /// isolated) and `work_dir` (a writable directory of its own, its `TMPDIR`).
+    fn init_config(&self, process: &Process) -> HashMap<String, String> {
+        let work_dir = if self.sandbox.is_some() {
+            PathBuf::from(crate::sandbox_linux::TMP_INSIDE)
+        } else {
+            process.tmp_dir.clone()
+        };
+        HashMap::from([
+            (
+                INIT_HOST_VERSION.to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+            (
+                INIT_PLUGIN_DIR.to_owned(),
+                self.working_dir.display().to_string(),
+            ),
+            (INIT_WORK_DIR.to_owned(), work_dir.display().to_string()),
+        ])
+    }
+
     /// Calls `Init` on a process with the plugin's host.
     pub(crate) async fn init_process(
         &self,
@@ -137,7 +167,7 @@ impl Inner {
     ) -> Result<(), PluginError> {
         let mut request = tonic::Request::new(pb::InitRequest {
             context: Some(ctx.into()),
-            config: Default::default(),
+            config: self.init_config(process),
         });
         request.set_timeout(self.limits.init_timeout);
         match process.client.clone().init(request).await {
@@ -161,6 +191,11 @@ async fn failure(
     status: tonic::Status,
     after: Duration,
 ) -> PluginError {
+    // A status with a host error's detail is the plugin passing on a host call's failure
+    // (rate limited, denied…): it keeps its kind.
+    if let Some(error) = host_error_from_status(&status) {
+        return PluginError::Host(error);
+    }
     let deadline = matches!(
         status.code(),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
@@ -251,11 +286,7 @@ impl Plugin for GrpcPlugin {
     }
 
     async fn init(&self, ctx: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
-        self.inner
-            .side
-            .host
-            .set(host)
-            .map_err(|_| PluginError::Unavailable("the plugin was initialised already".into()))?;
+        self.inner.side.set_host(host).await?;
         let process = self
             .inner
             .process(Instant::now() + self.inner.limits.init_timeout)

@@ -8,8 +8,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gk_sdk::LogLevel;
 use gk_sdk::handshake::parse_handshake;
-use gk_sdk::{CallContext, LogLevel};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -229,7 +229,8 @@ pub(crate) async fn spawn(
     })
 }
 
-/// Forwards a stream line by line to the plugin's log (through its host once initialised).
+/// Forwards a stream line by line to the plugin's log, from the process's start (lines printed
+/// before `init` are kept and written once the plugin has its host).
 async fn forward(
     stream: impl AsyncRead + Unpin,
     side: Arc<HostSide>,
@@ -245,13 +246,7 @@ async fn forward(
             }
             tail.push_back(line.clone());
         }
-        match side.host.get() {
-            Some(host) => {
-                let ctx = CallContext::for_plugin(side.plugin.clone());
-                let _ = host.log(&ctx, level, &line, &serde_json::Map::new()).await;
-            }
-            None => tracing::info!(plugin = %side.plugin, stream = %level, "{line}"),
-        }
+        side.output(level, line).await;
     }
 }
 

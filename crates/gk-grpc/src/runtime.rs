@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use gk_sdk::handshake::{HOST_SOCKET_ENV, HOST_TOKEN_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
@@ -161,6 +160,11 @@ impl GrpcRuntime {
                 });
             }
         };
+        // Absolute, once: the plugin is told this path (`plugin_dir`) and runs in it.
+        let working_dir = working_dir
+            .canonicalize()
+            .or_else(|_| std::path::absolute(working_dir))
+            .map_err(|e| host_error(format!("{}: {e}", working_dir.display())))?;
         let token = random_hex(32).map_err(host_error)?;
         let host_dir = self.run_dir.join(format!(
             "gk-host-{name}-{}",
@@ -168,12 +172,7 @@ impl GrpcRuntime {
         ));
         private_dir(&host_dir).map_err(|e| host_error(format!("{}: {e}", host_dir.display())))?;
 
-        let side = Arc::new(HostSide {
-            plugin: name.to_owned(),
-            token: token.clone(),
-            host: OnceLock::new(),
-            in_flight: DashMap::new(),
-        });
+        let side = Arc::new(HostSide::new(name, &token));
         let host_socket = host_dir.join("host.sock");
         let listener = UnixListener::bind(&host_socket)
             .map_err(|e| host_error(format!("{}: {e}", host_socket.display())))?;
@@ -201,7 +200,7 @@ impl GrpcRuntime {
             limits,
             side,
             executable: executable.to_owned(),
-            working_dir: working_dir.to_owned(),
+            working_dir,
             env,
             host_dir,
             sandbox: sandboxed.then(|| self.isolation.clone()),

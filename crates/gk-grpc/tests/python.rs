@@ -1,13 +1,13 @@
 //! A plugin written in Python with grpcio, its code generated from `proto/` at test time: the
 //! proto files are all a polyglot author needs. Needs python3 with grpcio and grpcio-tools
-//! (scripts/install-deps.sh installs them).
+//! and grpcio-status (scripts/install-deps.sh installs them).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gk_grpc::{GrpcLimits, GrpcRuntime, IsolationConfig};
-use gk_sdk::{CallContext, LogLevel, Plugin, PluginError};
+use gk_sdk::{CallContext, HostError, LogLevel, Plugin, PluginError};
 use serde_json::{Value, json};
 
 mod common;
@@ -77,7 +77,7 @@ fn python_paths() -> Vec<PathBuf> {
 }
 
 #[tokio::test]
-async fn a_python_plugin_registers_answers_and_calls_back() {
+async fn a_python_plugin_registers_answers_calls_back_and_decodes_rich_errors() {
     let dir = tempfile::tempdir().unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -112,6 +112,46 @@ async fn a_python_plugin_registers_answers_and_calls_back() {
     let ctx = CallContext::for_plugin("python-hello");
     plugin.init(&ctx, host.clone()).await.unwrap();
 
+    // What it printed right after the handshake (stdout) and during Register (stderr), before
+    // it had a host, is in its log.
+    let logged = |level: LogLevel, prefix: &str| {
+        host.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, l, m)| p == "python-hello" && *l == level && m.starts_with(prefix))
+    };
+    for _ in 0..100 {
+        if logged(LogLevel::Info, "listening on ") && logged(LogLevel::Warn, "registering") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        logged(LogLevel::Info, "listening on /") && logged(LogLevel::Warn, "registering"),
+        "{:?}",
+        host.logs.lock().unwrap()
+    );
+
+    // Init told it the host's version and its directories, as plugin.proto promises.
+    let reply: Value =
+        serde_json::from_slice(&plugin.call(&ctx, "config", b"").await.unwrap()).unwrap();
+    let config = &reply["config"];
+    assert_eq!(config["host_version"], env!("CARGO_PKG_VERSION"), "{reply}");
+    assert_eq!(
+        config["plugin_dir"],
+        dir.path().canonicalize().unwrap().display().to_string(),
+        "{reply}"
+    );
+    assert_eq!(reply["plugin_dir_is_cwd"], true, "{reply}");
+    assert!(
+        config["work_dir"]
+            .as_str()
+            .is_some_and(|d| d.starts_with('/')),
+        "{reply}"
+    );
+    assert_eq!(reply["work_dir_writable"], true, "{reply}");
+
     let reply: Value = serde_json::from_slice(
         &plugin
             .call(&ctx, "remember", br#"{"value":"green"}"#)
@@ -142,6 +182,30 @@ async fn a_python_plugin_registers_answers_and_calls_back() {
     assert_eq!(
         refused["outcome"],
         "PERMISSION_DENIED: permission denied: `http` is required: host `example.com` is not in the http scope"
+    );
+    // grpcio-status decodes the google.rpc.Status and unpacks the HostErrorDetail from its Any.
+    assert_eq!(
+        refused["detail"],
+        json!({
+            "type_url": "type.googleapis.com/goatkit.plugin.v1.HostErrorDetail",
+            "code": 7,
+            "kind": "permission_denied",
+            "message": "host `example.com` is not in the http scope",
+            "permission": "http",
+            "limit": "",
+            "retry_after_ms": 0,
+        }),
+        "{refused}"
+    );
+    // The other way: a plugin that aborts its call with the host's status passes the host
+    // error on, and the host decodes it as such.
+    let passed_on = plugin.call(&ctx, "pass_on", b"").await.unwrap_err();
+    assert_eq!(
+        passed_on,
+        PluginError::Host(HostError::denied(
+            "http",
+            "host `example.com` is not in the http scope"
+        ))
     );
     let err = plugin.call(&ctx, "fly", b"").await.unwrap_err();
     assert_eq!(

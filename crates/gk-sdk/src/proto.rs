@@ -28,6 +28,12 @@ pub mod pb {
     pub use super::generated::*;
 }
 
+mod status;
+pub use status::{
+    HOST_ERROR_DETAIL_TYPE_URL, host_error_from_status, host_error_to_status, rpc,
+    status_to_host_error,
+};
+
 /// The encoded `FileDescriptorSet` of the contract, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
     env!("OUT_DIR"),
@@ -456,54 +462,6 @@ impl TryFrom<pb::Registration> for GkRegistration {
     }
 }
 
-/// The gRPC status a failed host call answers with: a code generic clients understand, the
-/// message, and the exact error as a [`pb::HostErrorDetail`] in the details.
-pub fn host_error_to_status(error: &HostError) -> tonic::Status {
-    use prost::Message;
-    use tonic::Code;
-    let code = match error.kind() {
-        HostErrorKind::PermissionDenied => Code::PermissionDenied,
-        HostErrorKind::RateLimited => Code::ResourceExhausted,
-        HostErrorKind::NotFound => Code::NotFound,
-        HostErrorKind::InvalidInput => Code::InvalidArgument,
-        HostErrorKind::Timeout => Code::DeadlineExceeded,
-        HostErrorKind::Unavailable => Code::Unavailable,
-        HostErrorKind::CallDepthExceeded => Code::FailedPrecondition,
-        HostErrorKind::PluginFailed => Code::Aborted,
-        HostErrorKind::Backend => Code::Internal,
-    };
-    let detail = pb::HostErrorDetail::from(error).encode_to_vec();
-    tonic::Status::with_details(code, error.to_string(), detail.into())
-}
-
-/// The host error a failed host call's status stands for: the details when present, else a
-/// mapping of the status code.
-pub fn status_to_host_error(status: &tonic::Status) -> HostError {
-    use prost::Message;
-    use tonic::Code;
-    if let Ok(detail) = pb::HostErrorDetail::decode(status.details())
-        && !detail.kind.is_empty()
-    {
-        return HostError::from(detail);
-    }
-    let message = status.message().to_owned();
-    match status.code() {
-        Code::PermissionDenied | Code::Unauthenticated => HostError::PermissionDenied {
-            permission: String::new(),
-            reason: message,
-        },
-        Code::ResourceExhausted => HostError::RateLimited {
-            limit: message,
-            retry_after: Duration::from_secs(1),
-        },
-        Code::NotFound => HostError::NotFound(message),
-        Code::InvalidArgument => HostError::InvalidInput(message),
-        Code::DeadlineExceeded | Code::Cancelled => HostError::Timeout(message),
-        Code::Unavailable => HostError::Unavailable(message),
-        _ => HostError::Backend(format!("{}: {message}", status.code())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,32 +525,6 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(unknown, HostError::Backend("quota: m".into()));
-    }
-
-    #[test]
-    fn host_errors_round_trip_through_a_status() {
-        for error in [
-            HostError::denied("http", "host `x` is not in the http scope"),
-            HostError::RateLimited {
-                limit: "max_calls_per_second".into(),
-                retry_after: Duration::from_millis(20),
-            },
-            HostError::NotFound("config key `k`".into()),
-            HostError::Backend("disk full".into()),
-        ] {
-            let status = host_error_to_status(&error);
-            assert_eq!(status.message(), error.to_string());
-            assert_eq!(status_to_host_error(&status), error);
-        }
-        let bare = tonic::Status::unavailable("down");
-        assert_eq!(
-            status_to_host_error(&bare),
-            HostError::Unavailable("down".into())
-        );
-        assert_eq!(
-            host_error_to_status(&HostError::denied("db", "x")).code(),
-            tonic::Code::PermissionDenied
-        );
     }
 
     #[test]

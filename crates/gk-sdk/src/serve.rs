@@ -44,7 +44,7 @@ use crate::handshake::{
 };
 use crate::proto::pb::host_service_client::HostServiceClient;
 use crate::proto::pb::plugin_service_server::{PluginService, PluginServiceServer};
-use crate::proto::{pb, status_to_host_error};
+use crate::proto::{host_error_to_status, pb, status_to_host_error};
 use crate::{
     CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
     Plugin, PluginError, Row, TranslateArgs,
@@ -176,8 +176,14 @@ fn context(ctx: Option<pb::CallContext>) -> CallContext {
     ctx.map(CallContext::from).unwrap_or_default()
 }
 
+/// A plugin error as a gRPC status: a host error the plugin passes on keeps its kind (as a
+/// `google.rpc.Status` with the `HostErrorDetail`, which the host decodes); anything else is
+/// `INTERNAL` with the message.
 fn plugin_status(error: PluginError) -> Status {
-    Status::internal(error.to_string())
+    match error {
+        PluginError::Host(host) => host_error_to_status(&host),
+        other => Status::internal(other.to_string()),
+    }
 }
 
 #[tonic::async_trait]
@@ -223,6 +229,9 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
                 result_json: result,
                 failure: None,
             })),
+            // A host error the function passed on (rate limited, denied…) travels as a status
+            // with its detail, so the host answers it as what it is (e.g. HTTP 429).
+            Err(PluginError::Host(host)) => Err(host_error_to_status(&host)),
             Err(error) => Ok(Response::new(pb::CallResponse {
                 result_json: Vec::new(),
                 failure: Some(pb::Failure::from(&error)),
