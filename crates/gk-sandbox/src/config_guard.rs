@@ -6,6 +6,8 @@
 //! [`SENSITIVE_PREFIXES`], when any segment contains one of [`SENSITIVE_WORDS`], or when it
 //! belongs to another plugin (`plugins.<other>.…`). A sensitive key is refused unless a `config`
 //! scope entry names it (exactly, or with a pattern; `*` alone does not unlock sensitive keys).
+//! A plugin's own settings (`plugins.<self>.<key>`, exactly that form) are never sensitive to
+//! it: they are what the operator configured for this plugin, secrets included.
 
 use gk_sdk::{PermissionType, ResourcePolicy};
 
@@ -84,6 +86,17 @@ fn normalise(key: &str) -> Vec<String> {
 /// Why a key is sensitive, if it is. `segments` is the normalised key.
 fn sensitivity(plugin: &str, key: &str, segments: &[String]) -> Option<String> {
     let first = segments.first()?.as_str();
+    // Normalisation blurs `my-plugin` into `my.plugin`, so a plugin's own settings are
+    // recognised only in the exact form `plugins.<name>.<key>`. They are the operator's
+    // settings for this plugin (an API key, say): readable without any permission.
+    let lower = key.trim().to_lowercase();
+    let own_prefix = format!("plugins.{}.", plugin.to_lowercase());
+    if lower.starts_with(&own_prefix) && lower.len() > own_prefix.len() {
+        return None;
+    }
+    if first == "plugins" {
+        return Some("another plugin's settings".to_owned());
+    }
     if SENSITIVE_PREFIXES.contains(&first) {
         return Some(format!("`{first}` settings"));
     }
@@ -92,16 +105,6 @@ fn sensitivity(plugin: &str, key: &str, segments: &[String]) -> Option<String> {
         .find_map(|s| SENSITIVE_WORDS.iter().find(|w| s.contains(*w)))
     {
         return Some(format!("contains `{word}`"));
-    }
-    if first == "plugins" {
-        // Normalisation blurs `my-plugin` into `my.plugin`, so a plugin's own settings are
-        // recognised only in the exact form `plugins.<name>.<key>`.
-        let lower = key.trim().to_lowercase();
-        let own_prefix = format!("plugins.{plugin}.");
-        let belongs_to_self = lower.starts_with(&own_prefix) && lower.len() > own_prefix.len();
-        if !belongs_to_self {
-            return Some("another plugin's settings".to_owned());
-        }
     }
     None
 }
@@ -134,9 +137,11 @@ mod tests {
             check("my-plugin", "plugins.my-plugin").is_some(),
             "the plugin's whole subtree"
         );
-        assert!(
-            check("my-plugin", "plugins.my-plugin.api_key").is_some(),
-            "own keys holding secrets stay sensitive"
+        assert_eq!(
+            check("my-plugin", "plugins.my-plugin.api_key"),
+            None,
+            "the operator's secrets for this plugin are its own"
         );
+        assert!(check("other", "plugins.my-plugin.api_key").is_some());
     }
 }

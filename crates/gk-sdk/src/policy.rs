@@ -104,6 +104,59 @@ impl Permission {
     }
 }
 
+impl Permission {
+    /// The permission as a plugin's *request* means it. Plugins written for the Go host ask
+    /// for `type: db, access: read` without scope and mean "any table": a requested permission
+    /// without scope asks for everything of its kind (`*`), and is shown and granted as such.
+    /// (`cache` has no scope: a plugin only ever reaches its own namespace.) A *granted*
+    /// permission without scope grants nothing.
+    #[must_use]
+    pub fn as_requested(&self) -> Self {
+        let mut permission = self.clone();
+        if permission.scope.is_empty() && permission.kind != PermissionType::Cache {
+            permission.scope = vec!["*".to_owned()];
+        }
+        permission
+    }
+
+    /// What the scope reaches, in words an admin reads: `*` is "every table of the default
+    /// database", "any public host", "any recipient", …; an empty scope grants nothing.
+    pub fn scope_summary(&self) -> String {
+        if self.kind == PermissionType::Cache {
+            return "its own cache namespace".to_owned();
+        }
+        if self.scope.is_empty() {
+            return "nothing (no scope)".to_owned();
+        }
+        let everything = match self.kind {
+            PermissionType::Db => {
+                "every table of the default database (never the platform's tables or system catalogs)"
+            }
+            PermissionType::Http => "any public host (never internal addresses)",
+            PermissionType::Email => "any recipient",
+            PermissionType::Config => "every non-sensitive key",
+            PermissionType::PluginCall => "every plugin",
+            PermissionType::Cache => "its own cache namespace",
+        };
+        self.scope
+            .iter()
+            .map(|entry| {
+                if entry.trim() == "*" {
+                    everything
+                } else {
+                    entry.as_str()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// One line: `db readwrite: every table of the default database (…)`.
+    pub fn summary(&self) -> String {
+        format!("{} {}: {}", self.kind, self.access, self.scope_summary())
+    }
+}
+
 /// What a plugin asks the platform for, in its registration or `plugin.yaml`. The admin grants
 /// it, or less, as a [`ResourcePolicy`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,8 +255,9 @@ impl ResourcePolicy {
     }
 
     /// The policy that grants what a plugin requests: `approved`, its memory and timeouts (the
-    /// defaults where it asks for none) and exactly the permissions it asks for, with the
-    /// default rate limits.
+    /// defaults where it asks for none) and exactly the permissions it asks for, as
+    /// [`Permission::as_requested`] reads them (no scope asked: `*`), with the default rate
+    /// limits.
     pub fn approving(plugin_name: impl Into<String>, request: &ResourceRequest) -> Self {
         let defaults = Self::default_for(plugin_name);
         Self {
@@ -214,7 +268,11 @@ impl ResourcePolicy {
             shutdown_timeout: request
                 .shutdown_timeout
                 .unwrap_or(defaults.shutdown_timeout),
-            permissions: request.permissions.clone(),
+            permissions: request
+                .permissions
+                .iter()
+                .map(Permission::as_requested)
+                .collect(),
             ..defaults
         }
     }
@@ -328,6 +386,39 @@ mod tests {
             err,
             "unknown access level `all` (expected one of: read, write, readwrite)"
         );
+    }
+
+    #[test]
+    fn a_request_without_scope_asks_for_everything_and_says_so() {
+        // The Go host's plugin.yaml: `db` readwrite without scope, `http` on one domain.
+        let request: ResourceRequest = serde_json::from_value(json!({
+            "permissions": [
+                {"type": "db", "access": "readwrite"},
+                {"type": "http", "scope": ["*.tenor.com"]},
+                {"type": "cache", "access": "readwrite"},
+                {"type": "email"}
+            ]
+        }))
+        .unwrap();
+        let policy = ResourcePolicy::approving("gifs", &request);
+        let scopes: Vec<&[String]> = policy.permissions.iter().map(|p| &p.scope[..]).collect();
+        assert_eq!(
+            scopes,
+            [
+                &["*".to_owned()][..],
+                &["*.tenor.com".to_owned()],
+                &[],
+                &["*".to_owned()]
+            ]
+        );
+        let lines: Vec<String> = policy.permissions.iter().map(Permission::summary).collect();
+        assert!(lines[0].starts_with("db readwrite: every table of the default database"));
+        assert_eq!(lines[1], "http read: *.tenor.com");
+        assert_eq!(lines[2], "cache readwrite: its own cache namespace");
+        assert_eq!(lines[3], "email read: any recipient");
+        // Granted (not requested) without scope: nothing.
+        let granted = Permission::new(PermissionType::Db, Access::Read);
+        assert_eq!(granted.scope_summary(), "nothing (no scope)");
     }
 
     #[test]

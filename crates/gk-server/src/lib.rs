@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod pages;
+mod reload;
 pub mod runtimes;
 mod server;
 

@@ -153,11 +153,11 @@ struct ServeArgs {
 fn load_config(file: Option<&Path>) -> anyhow::Result<ServeConfig> {
     let default = Path::new(gk_server::config::DEFAULT_CONFIG_FILE);
     let file = file.or_else(|| default.is_file().then_some(default));
-    ServeConfig::load(file, |key| match key {
-        TOKEN_SECRET_VAR => TOKEN_SECRET_ENV.get().cloned().flatten(),
-        _ => std::env::var(key).ok(),
-    })
-    .context("the configuration cannot be used")
+    let mut environment = gk_server::config::Environment::process();
+    if let Some(secret) = TOKEN_SECRET_ENV.get().cloned().flatten() {
+        environment.set(TOKEN_SECRET_VAR, secret);
+    }
+    ServeConfig::load(file, &environment).context("the configuration cannot be used")
 }
 
 /// The environment variable holding the token secret.

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gk_core::host::{
-    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, LogLimits,
-    MemoryCache, Outbox, PluginLogs, ProductionHost, RedisCache, Translations,
+    DatabaseConfig, Databases, HostServices, HttpClient, LogLimits, Mailer, MemoryCache, Outbox,
+    PluginLogs, ProductionHost, RedisCache, SmtpMailer, Translations,
 };
 use gk_core::signing::{SignaturePolicy, TrustedKeys};
 use gk_core::{Loader, Manager, Store, WatchHandle};
@@ -42,6 +42,18 @@ pub enum ServerError {
     /// A host service could not start.
     #[error(transparent)]
     Host(#[from] gk_core::CoreError),
+    /// A configured service cannot be used: the key that names it, and why.
+    #[error("{key}: {source}")]
+    Service {
+        /// The configuration key (`databases.reports.url`, `email.smtp_url`, …).
+        key: String,
+        /// Why.
+        #[source]
+        source: gk_core::CoreError,
+    },
+    /// The configuration file cannot be watched for reloads.
+    #[error("cannot follow the configuration file for reloads: {0}")]
+    Reload(notify::Error),
     /// The database configuration has no `default` database for the store.
     #[error("the database configuration has no `default` database")]
     NoDefaultDatabase,
@@ -99,6 +111,7 @@ pub struct RunningServer {
     jobs: tokio::task::JoinHandle<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _watch: WatchHandle,
+    _reload: crate::reload::ConfigReload,
 }
 
 impl RunningServer {
@@ -131,6 +144,52 @@ fn sandbox_config(databases: &Databases) -> Arc<SandboxConfig> {
         config = config.with_dialect(name, dialect);
     }
     Arc::new(config)
+}
+
+/// Opens the default database and every named one; a database that cannot be opened stops the
+/// start with the key that names it.
+async fn connect_databases(config: &ServeConfig) -> Result<Databases, ServerError> {
+    let limits = config.database_limits;
+    let mut database_config = DatabaseConfig {
+        query_timeout: limits.query_timeout,
+        max_rows: limits.max_rows,
+        max_result_bytes: limits.max_result_bytes,
+        max_concurrent_queries: limits.max_concurrent_queries,
+        ..DatabaseConfig::single(config.database_url())
+    };
+    database_config.urls.extend(config.databases.clone());
+    Databases::connect(&database_config)
+        .await
+        .map_err(|source| match &source {
+            gk_core::CoreError::DatabaseOpen { name, .. } => ServerError::Service {
+                key: if name == gk_sdk::DEFAULT_DATABASE {
+                    "database.url".to_owned()
+                } else {
+                    format!("databases.{name}.url")
+                },
+                source,
+            },
+            _ => ServerError::Host(source),
+        })
+}
+
+/// The SMTP mailer when `[email] smtp_url` is set, checked to answer now.
+async fn mailer(config: &ServeConfig) -> Result<Option<SmtpMailer>, ServerError> {
+    let service_error = |source| ServerError::Service {
+        key: "email.smtp_url".to_owned(),
+        source,
+    };
+    let smtp = config
+        .email
+        .smtp_config()
+        .map_err(|e| service_error(gk_core::CoreError::Config(e.to_string())))?;
+    let Some(smtp) = smtp else {
+        return Ok(None);
+    };
+    let mailer = SmtpMailer::new(&smtp).map_err(service_error)?;
+    mailer.check().await.map_err(service_error)?;
+    tracing::info!(host = %smtp.host, port = smtp.port, "email goes out over SMTP");
+    Ok(Some(mailer))
 }
 
 /// Runs each `init_sql` file whose content has not run yet.
@@ -168,15 +227,8 @@ async fn run_init_sql(
 pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     make_dir(&config.data_dir)?;
     make_dir(&config.plugins_dir)?;
-    let limits = config.database_limits;
-    let databases = Databases::connect(&DatabaseConfig {
-        query_timeout: limits.query_timeout,
-        max_rows: limits.max_rows,
-        max_result_bytes: limits.max_result_bytes,
-        max_concurrent_queries: limits.max_concurrent_queries,
-        ..DatabaseConfig::single(config.database_url())
-    })
-    .await?;
+    let databases = connect_databases(config).await?;
+    let mailer = mailer(config).await?;
     let connection = databases
         .connection(gk_sdk::DEFAULT_DATABASE)
         .ok_or(ServerError::NoDefaultDatabase)?
@@ -200,16 +252,29 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
             config.cache_quota_bytes,
         )),
     };
+    let mailer: Arc<dyn Mailer> = match mailer {
+        Some(smtp) => Arc::new(smtp),
+        None => Arc::new(Outbox::new(store.clone())),
+    };
+    let email_label = if config.email.smtp_url.is_some() {
+        "SMTP"
+    } else {
+        "outbox table"
+    };
+    let config_values = config.config_values();
     let host = Arc::new(ProductionHost::new(HostServices {
         databases,
         cache,
         logs: logs.clone(),
-        config: ConfigValues::default(),
+        config: config_values.clone(),
         translations: Arc::new(Translations::default()),
-        mailer: Arc::new(Outbox::new(store.clone())),
-        http: HttpClient::new(HttpConfig::default()),
+        mailer,
+        http: HttpClient::new(config.http.client_config()),
     }));
     let manager = Manager::for_production_host(host, store, sandbox_config)?;
+    let known = manager.clone();
+    config_values.set_plugin_names(Arc::new(move || known.names()));
+    let reload = crate::reload::follow(config, config_values).map_err(ServerError::Reload)?;
     manager.allow_template_overrides(config.overridable_templates.iter().cloned());
 
     let wasm = WasmRuntime::new(WasmConfig {
@@ -304,7 +369,9 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         plugins = ?manager.names(),
         database = %config.database_url(),
         plugins_dir = %config.plugins_dir.display(),
-        "GoatKit is serving (in-memory cache, outbox email)"
+        cache = if config.redis_url.is_some() { "Redis" } else { "in memory" },
+        email = email_label,
+        "GoatKit is serving"
     );
     Ok(RunningServer {
         addr,
@@ -316,5 +383,6 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         jobs,
         serving,
         _watch: watch,
+        _reload: reload,
     })
 }

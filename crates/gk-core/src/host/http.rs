@@ -2,7 +2,8 @@
 //!
 //! The host name is resolved first and every address is checked: loopback, private, link-local
 //! (cloud metadata at 169.254.169.254), shared (100.64/10), unspecified, multicast and reserved
-//! ranges are refused unless the configuration allows private networks. The connection then goes
+//! ranges are refused unless the configuration opens that network (and port) in
+//! [`HttpConfig::allow_private`]. The connection then goes
 //! to a checked address itself, so a name that the sandbox allowed but that resolves inside
 //! (DNS rebinding) cannot reach inside. Redirects are returned to the plugin, never followed, so
 //! the sandbox judges every hop. The response body is read up to a cap and no further.
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use gk_sdk::{HostError, HostResult, HttpRequest, HttpResponse};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -34,8 +36,92 @@ pub struct HttpConfig {
     pub total_timeout: Duration,
     /// Largest response body read.
     pub max_response_bytes: usize,
-    /// Whether loopback, private and link-local addresses may be reached (off by default).
-    pub allow_private_networks: bool,
+    /// The internal networks (loopback, private, link-local, …) an operator opens to plugins,
+    /// each optionally limited to one port. Empty by default: every internal address is refused.
+    pub allow_private: Vec<PrivateNetwork>,
+}
+
+/// An internal network opened to plugins: `10.1.2.0/24`, `192.168.1.7`, `127.0.0.1:8025`,
+/// `10.0.0.0/8:443`, `fd00::/8`, `[::1]:8025`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivateNetwork {
+    /// The addresses.
+    pub network: IpNet,
+    /// The one port opened, or every port.
+    pub port: Option<u16>,
+}
+
+/// Why an entry of `allow_private` cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{entry}` is not a network (like 10.1.2.0/24, 192.168.1.7 or 127.0.0.1:8025)")]
+pub struct PrivateNetworkError {
+    /// The entry as written.
+    pub entry: String,
+}
+
+impl std::str::FromStr for PrivateNetwork {
+    type Err = PrivateNetworkError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let entry = text.trim();
+        let error = || PrivateNetworkError {
+            entry: text.to_owned(),
+        };
+        if let Ok(address) = entry.parse::<SocketAddr>() {
+            return Ok(Self {
+                network: IpNet::from(canonical(address.ip())),
+                port: Some(address.port()),
+            });
+        }
+        if let Some(network) = parse_network(entry) {
+            return Ok(Self {
+                network,
+                port: None,
+            });
+        }
+        // `10.0.0.0/8:443`: a network, then a port after the prefix length.
+        let (network, port) = entry.rsplit_once(':').ok_or_else(error)?;
+        let network = network.contains('/').then(|| parse_network(network));
+        match (network.flatten(), port.parse::<u16>()) {
+            (Some(network), Ok(port)) => Ok(Self {
+                network,
+                port: Some(port),
+            }),
+            _ => Err(error()),
+        }
+    }
+}
+
+impl std::fmt::Display for PrivateNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.network),
+            None => write!(f, "{}", self.network),
+        }
+    }
+}
+
+fn parse_network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+        .map(|net| net.trunc())
+}
+
+/// An IPv4 address in IPv6 clothes (`::ffff:10.0.0.1`) is judged as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl PrivateNetwork {
+    /// Whether this entry opens `address`.
+    pub fn opens(&self, address: SocketAddr) -> bool {
+        self.network.contains(&canonical(address.ip()))
+            && self.port.is_none_or(|port| port == address.port())
+    }
 }
 
 impl Default for HttpConfig {
@@ -44,7 +130,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(5),
             total_timeout: Duration::from_secs(30),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            allow_private_networks: false,
+            allow_private: Vec::new(),
         }
     }
 }
@@ -84,12 +170,27 @@ pub fn is_internal(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            let embedded_v4 = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                is_internal(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                // Deprecated site-local.
+                || (first & 0xffc0) == 0xfec0
+                // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address a gateway
+                // would reach: judged as that address.
+                || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    && embedded_v4(segments[6], segments[7]))
+                || (first == 0x2002 && embedded_v4(segments[1], segments[2]))
+                // IPv4-compatible (::a.b.c.d), deprecated but still parsed.
+                || (segments[..6] == [0; 6] && embedded_v4(segments[6], segments[7]))
         }
     }
 }
@@ -246,14 +347,16 @@ impl HttpClient {
         let allowed: Vec<SocketAddr> = addresses
             .iter()
             .copied()
-            .filter(|a| self.config.allow_private_networks || !is_internal(a.ip()))
+            .filter(|a| {
+                !is_internal(a.ip()) || self.config.allow_private.iter().any(|n| n.opens(*a))
+            })
             .collect();
         if allowed.is_empty() {
             let listed: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
             return Err(HostError::denied(
                 "http",
                 format!(
-                    "{} resolves only to internal addresses ({}), which the host does not reach",
+                    "{} resolves only to internal addresses ({}) on port {port}, which the host does not reach ([http] allow_private opens chosen networks)",
                     host_text(host),
                     listed.join(", ")
                 ),
@@ -304,7 +407,42 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 #[cfg(test)]
 mod tests {
-    use super::is_internal;
+    use super::{PrivateNetwork, is_internal};
+
+    #[test]
+    fn private_networks_are_read_with_an_optional_port() {
+        let opens = |entry: &str, address: &str| {
+            entry
+                .parse::<PrivateNetwork>()
+                .unwrap()
+                .opens(address.parse().unwrap())
+        };
+        assert!(opens("10.1.2.0/24", "10.1.2.9:80"));
+        assert!(!opens("10.1.2.0/24", "10.1.3.9:80"));
+        assert!(opens("10.1.2.7/24", "10.1.2.9:80"), "host bits are dropped");
+        assert!(opens("127.0.0.1:8025", "127.0.0.1:8025"));
+        assert!(!opens("127.0.0.1:8025", "127.0.0.1:8026"));
+        assert!(opens("10.0.0.0/8:443", "10.9.9.9:443"));
+        assert!(!opens("10.0.0.0/8:443", "10.9.9.9:80"));
+        assert!(
+            opens("192.168.1.7", "[::ffff:192.168.1.7]:80"),
+            "mapped IPv6"
+        );
+        assert!(opens("[::1]:8025", "[::1]:8025"));
+        assert!(opens("fd00::/8", "[fd00::5]:80"));
+        for bad in [
+            "",
+            "localhost",
+            "10.0.0.0/33",
+            "10.0.0.0/8:http",
+            "10.1.2.3:99999",
+        ] {
+            let error = bad.parse::<PrivateNetwork>().unwrap_err();
+            assert!(error.to_string().contains("is not a network"), "{bad}");
+        }
+        let entry: PrivateNetwork = "10.0.0.0/8:443".parse().unwrap();
+        assert_eq!(entry.to_string(), "10.0.0.0/8:443");
+    }
 
     #[test]
     fn internal_ranges() {
@@ -324,6 +462,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "ff02::1",
+            "64:ff9b::7f00:1",
+            "2002:a00:1::1",
+            "::7f00:1",
+            "fec0::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }

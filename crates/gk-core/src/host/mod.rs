@@ -23,13 +23,16 @@ use gk_sdk::{
 use serde_json::{Map, Value};
 
 pub use cache::{Cache, DEFAULT_CACHE_QUOTA_BYTES, MemoryCache, RedisCache};
-pub use config::ConfigValues;
+pub use config::{ConfigValues, PLUGIN_VARIABLE_PREFIX, PluginNames};
 pub use db::{
     CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_ROWS,
     DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases,
 };
 pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
-pub use http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, is_internal};
+pub use http::{
+    DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, PrivateNetwork, PrivateNetworkError,
+    is_internal,
+};
 pub use i18n::{FALLBACK_LANGUAGE, Translations};
 pub use logs::{
     DEFAULT_LOG_ENTRIES, DEFAULT_LOG_LINE_BYTES, DEFAULT_LOG_RING_BYTES, LogEntry, LogLimits,
@@ -176,14 +179,24 @@ impl HostApi for ProductionHost {
         self.services.cache.delete(key).await
     }
 
+    /// Sends the request with the SSRF-hardened client ([`HttpClient`]): addresses checked
+    /// after resolution, redirects returned, the body capped.
     async fn http_request(
         &self,
-        _ctx: &CallContext,
-        _request: HttpRequest,
+        ctx: &CallContext,
+        request: HttpRequest,
     ) -> HostResult<HttpResponse> {
-        Err(HostError::Unavailable(
-            "outbound HTTP is not available in this version of the host".into(),
-        ))
+        let method = request.method.clone();
+        let result = self.services.http.send(request).await;
+        match &result {
+            Ok(response) => {
+                tracing::debug!(plugin = %ctx.plugin, %method, status = response.status, "outbound HTTP")
+            }
+            Err(error) => {
+                tracing::info!(plugin = %ctx.plugin, %method, %error, "outbound HTTP refused or failed")
+            }
+        }
+        result
     }
 
     async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {

@@ -88,6 +88,24 @@ impl SmtpMailer {
     }
 }
 
+impl SmtpMailer {
+    /// Connects to the server and greets it (with the TLS and login the configuration asks
+    /// for), so that a server that cannot be reached is known at start, not at the first email.
+    pub async fn check(&self) -> CoreResult<()> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CoreError::Config(format!(
+                "the SMTP server {} did not answer the greeting",
+                self.host
+            ))),
+            Err(error) => Err(CoreError::Config(format!(
+                "the SMTP server {} cannot be reached: {error}",
+                self.host
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, plugin: &str, email: &Email) -> HostResult<()> {

@@ -110,8 +110,19 @@ impl Manager {
     }
 
     /// What a plugin asks for: its registration's `resources` once loaded, else its
-    /// manifest's; a plugin with neither is loaded to read its registration.
+    /// manifest's; a plugin with neither is loaded to read its registration. Permissions are
+    /// read as requests mean them ([`gk_sdk::Permission::as_requested`]: no scope is `*`).
     pub async fn requested_resources(&self, name: &str) -> Result<ResourceRequest, ManagerError> {
+        let mut request = self.declared_resources(name).await?;
+        request.permissions = request
+            .permissions
+            .iter()
+            .map(gk_sdk::Permission::as_requested)
+            .collect();
+        Ok(request)
+    }
+
+    async fn declared_resources(&self, name: &str) -> Result<ResourceRequest, ManagerError> {
         let slot = self.slot(name)?;
         if let Some(request) = slot
             .loaded

@@ -116,7 +116,11 @@ fn client(allow_private_networks: bool) -> HttpClient {
     HttpClient::new(HttpConfig {
         total_timeout: Duration::from_millis(800),
         max_response_bytes: 1 << 20,
-        allow_private_networks,
+        allow_private: if allow_private_networks {
+            vec!["127.0.0.0/8".parse().unwrap()]
+        } else {
+            Vec::new()
+        },
         ..HttpConfig::default()
     })
 }

@@ -306,7 +306,8 @@ async fn config_keys() {
         ),
         ("plugins.other.colour", Some("another plugin's settings")),
         ("plugins/me/colour", Some("another plugin's settings")),
-        ("plugins.me.api_key", Some("contains `key`")),
+        ("plugins.me.api_key", None),
+        ("plugins.other.api_key", Some("another plugin's settings")),
         ("", Some("the key is empty")),
     ];
     judge(

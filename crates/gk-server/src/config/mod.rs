@@ -32,13 +32,51 @@
 //! max_rows = 10000               # rows one statement may return
 //! max_result_bytes = 16777216    # bytes of row data one statement may return
 //! max_concurrent_queries = 4     # statements one plugin may run at the same time
+//!
+//! [databases.reports]            # more databases, reached as `@reports:SELECT …`
+//! url = "postgres://127.0.0.1/reports"
+//!
+//! [http]                         # plugins' outbound HTTP
+//! connect_timeout = "5s"
+//! timeout = "30s"
+//! max_response_bytes = 10485760
+//! allow_private = ["10.1.2.0/24", "127.0.0.1:8025"]  # internal networks opened (none by default)
+//!
+//! [email]                        # SMTP instead of the outbox table
+//! smtp_url = "smtp://user:pass@mail.example.com:587"  # smtps:// for implicit TLS
+//! from = "GoatFlow <helpdesk@example.com>"
+//! security = "starttls"          # or "tls", "none"; by default from the scheme
+//! timeout = "10s"
+//!
+//! [app]                          # app.* keys plugins read
+//! name = "GoatFlow"
+//! base_url = "https://help.example.com"
+//! timezone = "Europe/Berlin"
+//! default_language = "en"
+//!
+//! [config]                       # more keys plugins read, flattened: helpdesk.url
+//! helpdesk = { url = "https://help.example.com" }
+//!
+//! [plugins.stats]                # one plugin's settings: plugins.stats.page_size
+//! page_size = 20
 //! ```
+//!
+//! What plugins read (`app`, `config`, `plugins`) is read again on SIGHUP or when the file
+//! changes, without a restart; everything else needs one.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gk_core::host::ConfigValues;
 use serde::Deserialize;
+
+mod env;
+mod services;
+
+pub use env::Environment;
+pub use services::{AppSettings, DEFAULT_SMTP_TIMEOUT, EmailSettings, HttpSettings};
 
 /// How long a request may take by default, plugin call included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,6 +152,23 @@ pub struct ServeConfig {
     /// (`native_plugin_read_only_paths`, `GOATKIT_NATIVE_PLUGIN_READ_ONLY_PATHS`,
     /// comma-separated).
     pub native_plugin_read_only_paths: Vec<PathBuf>,
+    /// More databases plugins reach as `@name:` (`[databases.<name>] url`,
+    /// `GOATKIT_DATABASES_<NAME>_URL`): name → URL.
+    pub databases: BTreeMap<String, String>,
+    /// Outbound HTTP (`[http]`, `GOATKIT_HTTP_*`).
+    pub http: HttpSettings,
+    /// Email delivery (`[email]`, `GOATKIT_EMAIL_*`).
+    pub email: EmailSettings,
+    /// The `app.*` keys plugins read (`[app]`, `GOATKIT_APP_*`).
+    pub app: AppSettings,
+    /// More keys plugins read: `[config]` flattened to dotted keys (`GOATKIT_CONFIG_<KEY>`,
+    /// `__` for `.`) and `[plugins.<name>]` tables as `plugins.<name>.<key>`.
+    pub plugin_config: BTreeMap<String, String>,
+    /// The Go host's `GOATFLOW_PLUGIN_<NAME>_<KEY>` variables, read as
+    /// `plugins.<name>.<key>`.
+    pub plugin_variables: Environment,
+    /// The file this was read from, read again on SIGHUP.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -139,6 +194,13 @@ impl Default for ServeConfig {
             cache_quota_bytes: gk_core::host::DEFAULT_CACHE_QUOTA_BYTES,
             allow_unisolated_native_plugins: false,
             native_plugin_read_only_paths: Vec::new(),
+            databases: BTreeMap::new(),
+            http: HttpSettings::default(),
+            email: EmailSettings::default(),
+            app: AppSettings::default(),
+            plugin_config: BTreeMap::new(),
+            plugin_variables: Environment::default(),
+            config_file: None,
         }
     }
 }
@@ -196,6 +258,12 @@ struct FileConfig {
     allow_unisolated_native_plugins: Option<bool>,
     native_plugin_read_only_paths: Option<Vec<PathBuf>>,
     database: Option<FileDatabase>,
+    databases: Option<BTreeMap<String, services::FileNamedDatabase>>,
+    http: Option<services::FileHttp>,
+    email: Option<services::FileEmail>,
+    app: Option<services::FileApp>,
+    config: Option<toml::Table>,
+    plugins: Option<BTreeMap<String, toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,18 +374,27 @@ impl ServeConfig {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("goatkit.db").display()))
     }
 
-    /// The defaults, then `file` (when given; an explicit file must exist), then the
-    /// environment as `env` reads it.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    /// The defaults, then `file` (when given; an explicit file must exist), then `env`.
+    pub fn load(file: Option<&Path>, env: &Environment) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         if let Some(path) = file {
             config.apply_file(path)?;
+            config.config_file = Some(path.to_path_buf());
         }
         config.apply_env(env)?;
+        config.email.smtp_config()?;
         Ok(config)
+    }
+
+    /// What plugins read with `config_get`: `app.*`, `[config]`, `[plugins.<name>]` and the
+    /// `GOATFLOW_PLUGIN_*` variables.
+    pub fn config_values(&self) -> ConfigValues {
+        services::config_values(
+            &self.app,
+            self.listen,
+            &self.plugin_config,
+            &self.plugin_variables,
+        )
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -383,6 +460,28 @@ impl ServeConfig {
         if let Some(paths) = file.native_plugin_read_only_paths {
             self.native_plugin_read_only_paths = paths.into_iter().map(relative).collect();
         }
+        if let Some(tables) = file.databases {
+            self.databases = services::named_databases_from_file(tables, base)?;
+        }
+        if let Some(http) = file.http {
+            self.http.apply_file(http)?;
+        }
+        if let Some(email) = file.email {
+            self.email.apply_file(email)?;
+        }
+        if let Some(app) = file.app {
+            self.app.apply_file(app)?;
+        }
+        if let Some(table) = file.config {
+            services::flatten("", &table, &mut self.plugin_config);
+        }
+        for (plugin, table) in file.plugins.unwrap_or_default() {
+            services::flatten(
+                &format!("plugins.{plugin}"),
+                &table,
+                &mut self.plugin_config,
+            );
+        }
         if let Some(database) = file.database {
             if let Some(url) = database.url {
                 self.database_url = Some(url);
@@ -408,7 +507,8 @@ impl ServeConfig {
         Ok(())
     }
 
-    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn apply_env(&mut self, variables: &Environment) -> Result<(), ConfigError> {
+        let env = |key: &str| variables.get(key);
         if let Some(listen) = env("GOATKIT_LISTEN") {
             self.listen = parse_listen("GOATKIT_LISTEN", &listen)?;
         }
@@ -484,149 +584,19 @@ impl ServeConfig {
             limits.max_concurrent_queries =
                 parse_count("GOATKIT_DATABASE_MAX_CONCURRENT_QUERIES", &n)?;
         }
+        services::apply_named_databases_env(&mut self.databases, variables)?;
+        self.http.apply_env(variables)?;
+        self.email.apply_env(variables)?;
+        self.app.apply_env(variables)?;
+        services::apply_config_env(&mut self.plugin_config, variables);
+        self.plugin_variables = Environment::from_pairs(
+            variables
+                .iter()
+                .filter(|(name, _)| name.starts_with(gk_core::host::PLUGIN_VARIABLE_PREFIX)),
+        );
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
-
-    fn write(dir: &Path, text: &str) -> PathBuf {
-        let path = dir.join("goatkit.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    #[test]
-    fn nothing_configured_is_the_embedded_default() {
-        let config = ServeConfig::load(None, env(&[])).unwrap();
-        assert_eq!(config, ServeConfig::default());
-        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert!(
-            config
-                .database_url()
-                .starts_with("sqlite://data/goatkit.db")
-        );
-    }
-
-    #[test]
-    fn the_file_is_read_relative_to_itself_and_the_environment_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            r#"
-listen = "0.0.0.0:9000"
-plugins_dir = "my-plugins"
-request_timeout = "1m30s"
-eager_loading = true
-approve = ["stats", "hello-grpc"]
-
-[database]
-url = "postgres://127.0.0.1/test"
-init_sql = ["schema.sql", "/abs/seed.sql"]
-query_timeout = "2s"
-max_concurrent_queries = 2
-"#,
-        );
-        let config = ServeConfig::load(Some(&path), env(&[])).unwrap();
-        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
-        assert_eq!(config.plugins_dir, dir.path().join("my-plugins"));
-        assert_eq!(config.request_timeout, Duration::from_secs(90));
-        assert!(config.eager_loading);
-        assert_eq!(config.approve, ["stats", "hello-grpc"]);
-        assert_eq!(config.database_url(), "postgres://127.0.0.1/test");
-        assert_eq!(config.database_limits.query_timeout, Duration::from_secs(2));
-        assert_eq!(config.database_limits.max_concurrent_queries, 2);
-        assert_eq!(
-            config.database_limits.max_rows,
-            gk_core::host::DEFAULT_MAX_ROWS
-        );
-        assert_eq!(
-            config.init_sql,
-            [
-                dir.path().join("schema.sql"),
-                PathBuf::from("/abs/seed.sql")
-            ]
-        );
-
-        let config = ServeConfig::load(
-            Some(&path),
-            env(&[
-                ("GOATKIT_LISTEN", "127.0.0.1:7000"),
-                ("GOATKIT_EAGER_LOADING", "false"),
-                ("GOATKIT_APPROVE", "a, b"),
-                ("GOATFLOW_REQUIRE_SIGNATURES", "1"),
-                ("GOATKIT_DATABASE_URL", ""),
-                ("GOATKIT_METRICS_TOKEN", "scrape-me"),
-                ("GOATKIT_CACHE_QUOTA_BYTES", "4096"),
-                ("GOATKIT_DATABASE_MAX_ROWS", "50"),
-                ("GOATKIT_DATABASE_MAX_RESULT_BYTES", "65536"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(config.database_limits.max_rows, 50);
-        assert_eq!(config.database_limits.max_result_bytes, 65536);
-        assert_eq!(config.database_limits.query_timeout, Duration::from_secs(2));
-        assert_eq!(config.metrics_token.as_deref(), Some("scrape-me"));
-        assert_eq!(config.cache_quota_bytes, 4096);
-        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
-        assert!(!config.eager_loading);
-        assert!(config.require_signatures);
-        assert_eq!(config.approve, ["a", "b"]);
-        assert_eq!(config.database_url, None, "an empty variable unsets it");
-    }
-
-    #[test]
-    fn bad_configuration_names_the_key_and_the_problem() {
-        let dir = tempfile::tempdir().unwrap();
-        let cases = [
-            ("lisen = \"x\"", "unknown field `lisen`"),
-            (
-                "listen = \"localhost\"",
-                "listen: `localhost` is not an address",
-            ),
-            ("request_timeout = \"soon\"", "request_timeout:"),
-            (
-                "request_timeout = \"0s\"",
-                "request_timeout: must be longer than zero",
-            ),
-            ("[database]\nurl = 5", "invalid type"),
-            (
-                "[database]\nmax_concurrent_queries = 0",
-                "database.max_concurrent_queries: must be at least 1",
-            ),
-            (
-                "[database]\nquery_timeout = \"0s\"",
-                "database.query_timeout: must be longer than zero",
-            ),
-        ];
-        for (text, expected) in cases {
-            let path = write(dir.path(), text);
-            let error = ServeConfig::load(Some(&path), env(&[]))
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains(expected), "{text}: {error}");
-        }
-        let error = ServeConfig::load(None, env(&[("GOATKIT_EAGER_LOADING", "maybe")]))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(error, "GOATKIT_EAGER_LOADING: `maybe` is not true or false");
-        let error = ServeConfig::load(None, env(&[("GOATKIT_DATABASE_MAX_ROWS", "many")]))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(error, "GOATKIT_DATABASE_MAX_ROWS: `many` is not a number");
-        let missing = dir.path().join("absent.toml");
-        let error = ServeConfig::load(Some(&missing), env(&[])).unwrap_err();
-        assert!(error.to_string().starts_with("cannot read"), "{error}");
-    }
-}
+mod tests;

@@ -1,0 +1,105 @@
+//! Reading the configuration again while serving: on SIGHUP and when the configuration file
+//! changes, the values plugins read with `config_get` (`[app]`, `[config]`, `[plugins.*]`,
+//! `GOATFLOW_PLUGIN_*`) are replaced for every plugin at once. A file that no longer reads keeps
+//! the values in force, and the error is logged; every other key needs a restart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gk_core::host::ConfigValues;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::ServeConfig;
+use crate::config::Environment;
+
+/// Edits arrive as bursts of events: wait this long after the first one.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// What keeps the reloading alive; dropping it stops it.
+#[derive(Debug)]
+pub struct ConfigReload {
+    _watcher: Option<notify::RecommendedWatcher>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ConfigReload {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts reloading `values` from `running`'s file and the process environment.
+pub fn follow(running: &ServeConfig, values: ConfigValues) -> Result<ConfigReload, notify::Error> {
+    let (wake, mut woken) = mpsc::channel::<&'static str>(4);
+    let watcher = match &running.config_file {
+        Some(file) => Some(watch_file(file.clone(), wake.clone())?),
+        None => None,
+    };
+    // Only the watcher sends; without a file, SIGHUP alone wakes the task.
+    drop(wake);
+    let running = running.clone();
+    let task = tokio::spawn(async move {
+        let mut signals = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(signals) => Some(signals),
+            Err(error) => {
+                tracing::warn!(%error, "SIGHUP cannot be caught: the configuration reloads only when its file changes");
+                None
+            }
+        };
+        loop {
+            let cause = tokio::select! {
+                Some(cause) = woken.recv() => cause,
+                Some(()) = async { match signals.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                else => return,
+            };
+            tokio::time::sleep(SETTLE).await;
+            while woken.try_recv().is_ok() {}
+            reload(&running, &values, cause);
+        }
+    });
+    Ok(ConfigReload {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// Reads the file and the environment again and swaps the values plugins read.
+fn reload(running: &ServeConfig, values: &ConfigValues, cause: &str) {
+    match ServeConfig::load(running.config_file.as_deref(), &Environment::process()) {
+        Ok(mut fresh) => {
+            fresh.listen = running.listen;
+            values.replace(&fresh.config_values());
+            tracing::info!(%cause, keys = values.len(), "configuration values for plugins reloaded");
+        }
+        Err(error) => {
+            tracing::warn!(%cause, %error, "the configuration does not read: the values in force stay");
+        }
+    }
+}
+
+/// Watches the directory of `file` (editors replace files) for changes to it.
+fn watch_file(
+    file: PathBuf,
+    wake: mpsc::Sender<&'static str>,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
+    let directory = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = file.file_name().map(ToOwned::to_owned);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event
+            .paths
+            .iter()
+            .any(|path| path.file_name().map(ToOwned::to_owned) == name);
+        if ours && (event.kind.is_modify() || event.kind.is_create()) {
+            let _ = wake.try_send("file changed");
+        }
+    })?;
+    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
