@@ -1,10 +1,13 @@
-//! API errors: JSON `{"error": {"code", "message"}}` with the status that says what happened.
+//! API errors: JSON `{"error": {"code", "message"}}` with the status that says what happened
+//! (and `Retry-After` when the plugin was rate limited).
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gk_core::ManagerError;
-use gk_sdk::PluginError;
+use gk_sdk::{HostError, PluginError};
 use serde_json::json;
 
 use crate::auth::AuthError;
@@ -18,6 +21,8 @@ pub struct ApiError {
     pub code: String,
     /// What happened, for people.
     pub message: String,
+    /// When a retry may succeed: sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -27,14 +32,36 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.to_string(),
+            retry_after: None,
         }
     }
+
+    /// The same error, telling the client to retry after `after`.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_seconds(after: Duration) -> u64 {
+    after
+        .as_secs()
+        .saturating_add(u64::from(after.subsec_nanos() > 0))
+        .max(1)
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(after)),
+            );
+        }
+        response
     }
 }
 
@@ -72,6 +99,10 @@ pub fn manager_error(
                     .unwrap_or(S::BAD_REQUEST);
                 ApiError::new(status, qualified, error)
             }
+            PluginError::Host(HostError::RateLimited { retry_after, .. }) => {
+                let after = *retry_after;
+                ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", error).with_retry_after(after)
+            }
             PluginError::Timeout { .. } => ApiError::new(S::GATEWAY_TIMEOUT, "timeout", error),
             PluginError::Crashed(_) | PluginError::Unavailable(_) => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, "plugin_unavailable", error)
@@ -82,5 +113,62 @@ pub fn manager_error(
             tracing::error!(%error, "internal error");
             ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate_limited(retry_after: Duration) -> ManagerError {
+        ManagerError::Plugin {
+            plugin: "hello".into(),
+            source: PluginError::Host(HostError::RateLimited {
+                limit: "max_calls_per_second".into(),
+                retry_after,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_call_is_429_with_retry_after_in_whole_seconds() {
+        let error = manager_error(rate_limited(Duration::from_millis(1500)), |_| None);
+        assert_eq!(
+            (error.status, error.code.as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_calls_per_second"),
+            "{body}"
+        );
+
+        let soon = manager_error(rate_limited(Duration::from_millis(3)), |_| None);
+        assert_eq!(soon.into_response().headers()[header::RETRY_AFTER], "1");
+        let other = manager_error(
+            ManagerError::Plugin {
+                plugin: "hello".into(),
+                source: PluginError::Host(HostError::Backend("disk full".into())),
+            },
+            |_| None,
+        );
+        assert_eq!(other.status, StatusCode::BAD_REQUEST);
+        assert!(
+            other
+                .into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }
