@@ -71,6 +71,20 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// The code a WASM guest built with the Rust guest SDK fails with when it passes a host
+/// `rate_limited` error on (`host_<kind>`).
+const GUEST_RATE_LIMITED: &str = "host_rate_limited";
+
+/// When a guest's rate-limited call may be retried: the `retry in N ms` of the host error's
+/// text it passed on, else one second.
+fn guest_retry_after(message: &str) -> Duration {
+    message
+        .rsplit_once("retry in ")
+        .and_then(|(_, rest)| rest.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_millis)
+}
+
 /// Maps a manager error; `declared_status` gives the HTTP status a plugin declared for one of
 /// its error codes (`<plugin>:<code>`).
 pub fn manager_error(
@@ -91,13 +105,21 @@ pub fn manager_error(
                 ApiError::new(S::NOT_FOUND, "unknown_function", error)
             }
             PluginError::Failed {
-                code: Some(code), ..
+                code: Some(code),
+                message,
             } => {
                 let qualified = format!("{plugin}:{code}");
-                let status = declared_status(&qualified)
-                    .and_then(|s| S::from_u16(s).ok())
-                    .unwrap_or(S::BAD_REQUEST);
-                ApiError::new(status, qualified, error)
+                let declared = declared_status(&qualified).and_then(|s| S::from_u16(s).ok());
+                match declared {
+                    Some(status) => ApiError::new(status, qualified, error),
+                    // A WASM guest passing a host rate limit on (the Rust guest SDK's code).
+                    None if code == GUEST_RATE_LIMITED => {
+                        let after = guest_retry_after(message);
+                        ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", error)
+                            .with_retry_after(after)
+                    }
+                    None => ApiError::new(S::BAD_REQUEST, qualified, error),
+                }
             }
             PluginError::Host(HostError::RateLimited { retry_after, .. }) => {
                 let after = *retry_after;
@@ -152,6 +174,32 @@ mod tests {
                 .contains("max_calls_per_second"),
             "{body}"
         );
+
+        // A WASM guest passes the host error on as its failure `host_rate_limited`.
+        let guest = |declared: Option<u16>| {
+            manager_error(
+                ManagerError::Plugin {
+                    plugin: "stats".into(),
+                    source: PluginError::failed(
+                        "host_rate_limited",
+                        "rate limited: max_db_queries_per_min exceeded, retry in 2500 ms",
+                    ),
+                },
+                move |_| declared,
+            )
+        };
+        let limited = guest(None);
+        assert_eq!(
+            (limited.status, limited.code.as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        assert_eq!(limited.into_response().headers()[header::RETRY_AFTER], "3");
+        let declared = guest(Some(503));
+        assert_eq!(
+            (declared.status, declared.code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "stats:host_rate_limited")
+        );
+        assert_eq!(guest_retry_after("no time given"), Duration::from_secs(1));
 
         let soon = manager_error(rate_limited(Duration::from_millis(3)), |_| None);
         assert_eq!(soon.into_response().headers()[header::RETRY_AFTER], "1");
