@@ -159,6 +159,27 @@ impl Plugin for Hello {
                 .await;
                 json!({"connected": matches!(outcome, Ok(Ok(_)))})
             }
+            // Outbound HTTP through the host (and this plugin's `http` scope): `{"url": …}`.
+            "fetch" => {
+                let args: Value = serde_json::from_slice(args)
+                    .map_err(|e| PluginError::failed("bad_arguments", e.to_string()))?;
+                let url = args["url"].as_str().unwrap_or_default().to_owned();
+                let response = self
+                    .host()?
+                    .http_request(
+                        ctx,
+                        gk_sdk::HttpRequest {
+                            method: "GET".into(),
+                            url,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                json!({
+                    "status": response.status,
+                    "body": String::from_utf8_lossy(&response.body),
+                })
+            }
             // For benchmarks: no host call, and exactly one.
             "echo" => return Ok(args.to_vec()),
             "ping" => {

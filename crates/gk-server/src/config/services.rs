@@ -394,7 +394,7 @@ fn database_url(key: &str, url: &str) -> Result<String, ConfigError> {
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
     if !matches!(
         scheme,
-        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb"
+        "sqlite" | "postgres" | "postgresql" | "mysql"
     ) {
         return Err(value_error(
             key,

@@ -134,3 +134,155 @@ fn bad_configuration_names_the_key_and_the_problem() {
     let error = ServeConfig::load(Some(&missing), &env(&[])).unwrap_err();
     assert!(error.to_string().starts_with("cannot read"), "{error}");
 }
+
+#[test]
+fn host_service_sections_are_read_from_the_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        r#"
+[databases.reports]
+url = "sqlite://reports.db"
+
+[databases.CRM]
+url = "postgres://127.0.0.1/crm"
+
+[http]
+timeout = "3s"
+allow_private = ["10.1.2.0/24", "127.0.0.1:8025"]
+
+[email]
+smtp_url = "smtps://ada%40example.com:p%3Ass@mail.example.com"
+from = "helpdesk@example.com"
+
+[app]
+name = "Help"
+base_url = "https://help.example.com/"
+
+[config]
+helpdesk = { url = "https://help.example.com", teams = ["a", "b"], enabled = true }
+
+[plugins.stats]
+page_size = 20
+"#,
+    );
+    let config = ServeConfig::load(
+        Some(&path),
+        &env(&[
+            (
+                "GOATKIT_DATABASES_ARCHIVE_URL",
+                "mysql://root@127.0.0.1/archive",
+            ),
+            ("GOATKIT_DATABASES_CRM_URL", ""),
+            ("GOATKIT_HTTP_CONNECT_TIMEOUT", "1s"),
+            ("GOATKIT_APP_TIMEZONE", "Europe/Berlin"),
+            ("GOATKIT_CONFIG_HELPDESK__REGION", "eu"),
+            ("GOATFLOW_PLUGIN_STATS_API_KEY", "k"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.databases.keys().collect::<Vec<_>>(),
+        ["archive", "reports"],
+        "names are lower-cased; an empty variable removes one"
+    );
+    assert_eq!(
+        config.databases["reports"],
+        format!("sqlite://{}", dir.path().join("reports.db").display())
+    );
+    assert_eq!(config.http.timeout, Duration::from_secs(3));
+    assert_eq!(config.http.connect_timeout, Duration::from_secs(1));
+    assert_eq!(config.http.allow_private.len(), 2);
+    let smtp = config.email.smtp_config().unwrap().unwrap();
+    assert_eq!(
+        (smtp.host.as_str(), smtp.port, smtp.security),
+        ("mail.example.com", 465, gk_core::host::SmtpSecurity::Tls)
+    );
+    assert_eq!(smtp.username.as_deref(), Some("ada@example.com"));
+    assert_eq!(smtp.password.as_deref(), Some("p:ss"));
+    let values = config.config_values();
+    let get = |key: &str| values.get(key).unwrap();
+    assert_eq!(get("app.name"), "Help");
+    assert_eq!(get("app.base_url"), "https://help.example.com");
+    assert_eq!(get("app.timezone"), "Europe/Berlin");
+    assert_eq!(get("app.default_language"), "en");
+    assert_eq!(get("helpdesk.url"), "https://help.example.com");
+    assert_eq!(get("helpdesk.teams"), r#"["a","b"]"#);
+    assert_eq!(get("helpdesk.enabled"), "true");
+    assert_eq!(get("helpdesk.region"), "eu");
+    assert_eq!(get("plugins.stats.page_size"), "20");
+    assert_eq!(get("plugins.stats.api_key"), "k");
+}
+
+#[test]
+fn bad_host_service_settings_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[databases.default]\nurl = \"sqlite://x.db\"",
+            "databases.default: the default database is configured as [database] url",
+        ),
+        (
+            "[databases.\"a b\"]\nurl = \"sqlite://x.db\"",
+            "databases.a b: `a b` is not a database name",
+        ),
+        (
+            "[databases.crm]\nurl = \"http://crm\"",
+            "databases.crm.url: not a database URL",
+        ),
+        ("[databases.crm]\n", "databases.crm.url: is missing"),
+        (
+            "[http]\nallow_private = [\"intranet\"]",
+            "http.allow_private: `intranet` is not a network",
+        ),
+        (
+            "[http]\ntimeout = \"0s\"",
+            "http.timeout: must be longer than zero",
+        ),
+        ("[http]\nproxy = \"x\"", "unknown field `proxy`"),
+        (
+            "[email]\nsmtp_url = \"imap://mail\"\nfrom = \"a@b.c\"",
+            "email.smtp_url: scheme `imap` is not smtp",
+        ),
+        (
+            "[email]\nsmtp_url = \"smtp://mail\"",
+            "email.from: a sender address is needed",
+        ),
+        (
+            "[email]\nsecurity = \"ssl\"",
+            "email.security: `ssl` is not starttls, tls or none",
+        ),
+        (
+            "[app]\nbase_url = \"help.example.com\"",
+            "app.base_url: `help.example.com` is not a URL",
+        ),
+        (
+            "[app]\ntimezone = \"Mars Time\"",
+            "app.timezone: `Mars Time` is not a time zone name",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = write(dir.path(), text);
+        let error = ServeConfig::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+    }
+    let error = ServeConfig::load(None, &env(&[("GOATKIT_DATABASES_CRM", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "GOATKIT_DATABASES_CRM: is not GOATKIT_DATABASES_<NAME>_URL"
+    );
+    let error = ServeConfig::load(
+        None,
+        &env(&[("GOATKIT_HTTP_ALLOW_PRIVATE", "10.0.0.0/8, nope")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with("GOATKIT_HTTP_ALLOW_PRIVATE: `nope`"),
+        "{error}"
+    );
+}
