@@ -12,7 +12,12 @@
 //! serves it a `HostService` on a socket of its own that only this plugin may use (a 0700
 //! directory and a per-plugin token checked on every call). `Register` must name the plugin as
 //! it was started; every host call is passed, stamped with that name, to the `Arc<dyn HostApi>`
-//! the plugin was initialised with — its sandbox. Messages are capped both ways
+//! the plugin was initialised with — its sandbox. `Init` tells the process the host's version,
+//! its directory and its writable directory ([`INIT_HOST_VERSION`], [`INIT_PLUGIN_DIR`],
+//! [`INIT_WORK_DIR`]). What it prints (stdout after the handshake line, stderr) goes to its
+//! log from the start: lines before `Init` are kept until it has its host. Host errors travel as
+//! a `google.rpc.Status` with the `HostErrorDetail` packed as `Any`, both ways (see
+//! [`gk_sdk::proto::host_error_to_status`]). Messages are capped both ways
 //! ([`DEFAULT_MAX_MESSAGE_BYTES`]). Calls carry the call timeout as a deadline; shutdown asks,
 //! then terminates, then kills, and removes every socket and directory.
 //!
