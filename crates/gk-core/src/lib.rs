@@ -36,4 +36,4 @@ pub use manager::{
 };
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
 pub use store::{Store, StoreError};
-pub use watch::{DEBOUNCE, InstallError, Loader, WatchHandle};
+pub use watch::{DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchHandle};

@@ -22,6 +22,7 @@ use crate::host::{PluginCaller, ProductionHost, Translations};
 mod catalog;
 mod policies;
 mod stats;
+mod status;
 mod validation;
 
 pub use catalog::{PluginItem, TranslationConflict};
@@ -95,6 +96,8 @@ struct Slot {
     loaded: ArcSwapOption<Loaded>,
     enabled: std::sync::atomic::AtomicBool,
     counters: CallCounters,
+    /// Why the last attempt to load it failed; cleared when it loads.
+    load_error: ArcSwapOption<String>,
 }
 
 /// The plugins of a host.
@@ -233,6 +236,7 @@ impl Manager {
             loaded: ArcSwapOption::from_pointee(loaded),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
+            load_error: ArcSwapOption::empty(),
         });
         let previous = self
             .inner
@@ -269,6 +273,7 @@ impl Manager {
             loaded: ArcSwapOption::empty(),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
+            load_error: ArcSwapOption::empty(),
         });
         let mut plugins = self
             .inner
@@ -344,17 +349,6 @@ impl Manager {
             })
     }
 
-    /// Where a discovered plugin comes from (its runtime, directory, entry and manifest);
-    /// `None` for a plugin registered directly.
-    pub fn source(&self, name: &str) -> Result<Option<Discovered>, ManagerError> {
-        Ok(self.slot(name)?.source.load_full().map(|s| (*s).clone()))
-    }
-
-    /// Whether a known plugin is loaded.
-    pub fn is_loaded(&self, name: &str) -> Result<bool, ManagerError> {
-        Ok(self.slot(name)?.loaded.load().is_some())
-    }
-
     /// Loads a discovered plugin now (a no-op when it is loaded) and returns its registration.
     pub async fn load(&self, name: &str) -> Result<GkRegistration, ManagerError> {
         let slot = self.slot(name)?;
@@ -370,6 +364,14 @@ impl Manager {
         if let Some(loaded) = slot.loaded.load_full() {
             return Ok(loaded);
         }
+        let result = self.load_slot(slot).await;
+        let error = result.as_ref().err().map(|e| Arc::new(e.to_string()));
+        slot.load_error.store(error);
+        result
+    }
+
+    /// Loads a slot's plugin from its source and publishes it (the caller holds its load lock).
+    async fn load_slot(&self, slot: &Arc<Slot>) -> Result<Arc<Loaded>, ManagerError> {
         let found = slot
             .source
             .load_full()

@@ -229,6 +229,36 @@ impl SignaturePolicy {
     }
 }
 
+/// What a plugin file's signature says, as an admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+pub enum SignatureState {
+    /// A trusted key verifies the file's signature.
+    Verified,
+    /// The file has no `.sig` beside it (it loads because signatures are not required).
+    Unsigned,
+    /// The signature does not verify, or cannot be read: why.
+    Invalid(String),
+    /// No trusted key is configured, so nothing is checked.
+    NotChecked,
+    /// The plugin was registered in the process: there is no file to sign.
+    Embedded,
+}
+
+impl SignaturePolicy {
+    /// The state of `file`'s signature under these keys (reads and hashes the file).
+    pub fn state(&self, file: &Path) -> SignatureState {
+        if self.trusted.is_empty() {
+            return SignatureState::NotChecked;
+        }
+        match verify_file(file, &self.trusted) {
+            Ok(()) => SignatureState::Verified,
+            Err(SignatureError::Missing { .. }) => SignatureState::Unsigned,
+            Err(error) => SignatureState::Invalid(error.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +326,30 @@ mod tests {
             trusted,
         };
         assert_eq!(optional.check(&file), Ok(()));
+    }
+
+    #[test]
+    fn states_for_the_admin_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signed, public) = signed_file(dir.path(), b"module bytes");
+        let unsigned = dir.path().join("unsigned.wasm");
+        std::fs::write(&unsigned, b"x").unwrap();
+        let policy = SignaturePolicy {
+            required: false,
+            trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
+        };
+        assert_eq!(policy.state(&signed), SignatureState::Verified);
+        assert_eq!(policy.state(&unsigned), SignatureState::Unsigned);
+        std::fs::write(&signed, b"module bytes, changed").unwrap();
+        assert!(
+            matches!(&policy.state(&signed), SignatureState::Invalid(why) if why.contains("does not match")),
+            "{:?}",
+            policy.state(&signed)
+        );
+        assert_eq!(
+            SignaturePolicy::default().state(&unsigned),
+            SignatureState::NotChecked
+        );
     }
 
     #[test]

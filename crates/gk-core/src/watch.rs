@@ -15,7 +15,9 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 mod install;
+mod inventory;
 pub use install::InstallError;
+pub use inventory::{Lifecycle, PluginOverview};
 
 use crate::discovery::{DiscoveryError, discover, inspect};
 use crate::signing::SignaturePolicy;
@@ -32,6 +34,8 @@ pub struct Loader {
     signatures: SignaturePolicy,
     /// Which plugin each top-level entry provided.
     sources: Mutex<HashMap<PathBuf, String>>,
+    /// The top-level entries discovery refused, with why (until they change and are taken).
+    refused: Mutex<HashMap<PathBuf, String>>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -74,6 +78,7 @@ impl Loader {
             managed_dir,
             signatures,
             sources: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         })
     }
 
@@ -87,6 +92,19 @@ impl Loader {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with('.'));
         (!hidden && !entry.starts_with(&self.managed_dir)).then_some(entry)
+    }
+
+    /// Remembers (`Some(problem)`) or forgets (`None`) that discovery refused the top-level
+    /// entry `path` belongs to, for [`Loader::inventory`].
+    fn note_refused(&self, path: &Path, problem: Option<&str>) {
+        let Some(entry) = self.top_level(path) else {
+            return;
+        };
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(problem) => refused.insert(entry, problem.to_owned()),
+            None => refused.remove(&entry),
+        };
     }
 
     /// Makes every plugin of the directory known (lazily loaded); returns what was refused.
@@ -112,12 +130,14 @@ impl Loader {
         }
         for error in &errors {
             tracing::warn!(%error, "not loaded");
+            self.note_refused(Path::new(&error.path), Some(&error.problem));
         }
         errors
     }
 
     /// Looks at one top-level entry again after it changed.
     pub async fn refresh(&self, entry: &Path) -> Result<(), ManagerError> {
+        self.note_refused(entry, None);
         if !entry.exists() {
             let name = self
                 .sources
@@ -135,6 +155,7 @@ impl Loader {
             Ok(None) => return Ok(()),
             Err(error) => {
                 tracing::warn!(%error, "the changed plugin is refused; the running version (if any) stays");
+                self.note_refused(Path::new(&error.path), Some(&error.problem));
                 return Err(ManagerError::Invalid {
                     plugin: entry.display().to_string(),
                     problem: error.problem,

@@ -232,7 +232,7 @@ async fn widgets_render_html() {
     let overview = call(&plugin, "widget_overview", json!({})).await;
     let html = overview["html"].as_str().unwrap();
     assert!(
-        html.contains("<span class=\"label\">Total</span><span class=\"value\">12</span>"),
+        html.contains("<div><dt>Total</dt><dd>12</dd></div>"),
         "{html}"
     );
     let by_status = call(&plugin, "widget_by_status", json!({})).await;
@@ -243,7 +243,11 @@ async fn widgets_render_html() {
             .contains("<li><span>closed successful</span> <strong>4</strong></li>")
     );
     let chart = call(&plugin, "widget_chart", json!({"range": "7d"})).await;
-    assert_eq!(chart["html"].as_str().unwrap().matches("<rect").count(), 7);
+    let chart = chart["html"].as_str().unwrap();
+    assert_eq!(chart.matches("class=\"bar\"").count(), 7, "{chart}");
+    assert!(chart.contains("<g class=\"x-axis\">"), "{chart}");
+    assert!(chart.contains("<g class=\"y-axis\">"), "{chart}");
+    assert!(chart.contains(" tickets</title>"), "hover texts: {chart}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,4 @@
-//! The handlers: one SQL query each, answered as JSON or as widget HTML.
+//! The handlers: one SQL query each, answered as JSON (the widgets in `widgets` render them).
 
 use gk_sdk::guest::{GuestError, host};
 use gk_sdk::{HostError, Row};
@@ -56,7 +56,7 @@ fn query(sql: &str, args: &[Value]) -> Result<Vec<Row>, GuestError> {
 }
 
 /// An integer from a row value, whatever numeric form the database returned.
-fn int(value: Option<&Value>) -> i64 {
+pub(crate) fn int(value: Option<&Value>) -> i64 {
     match value {
         Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).unwrap_or(0),
         Some(Value::String(s)) => s.parse().unwrap_or(0),
@@ -64,7 +64,7 @@ fn int(value: Option<&Value>) -> i64 {
     }
 }
 
-fn text(value: Option<&Value>) -> String {
+pub(crate) fn text(value: Option<&Value>) -> String {
     match value {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -196,54 +196,4 @@ pub(crate) fn timeline(args: &Args) -> Result<Value, GuestError> {
         })
         .collect();
     Ok(json!({"days": series}))
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-pub(crate) fn widget_overview(args: &Args) -> Result<Value, GuestError> {
-    let o = overview(args)?;
-    let cell = |label: &str, key: &str| format!("<div class=\"stat\"><span class=\"label\">{label}</span><span class=\"value\">{}</span></div>", int(o.get(key)));
-    let html = format!(
-        "<div class=\"gk-stats-overview\">{}{}{}{}</div>",
-        cell("Total", "total"),
-        cell("Open", "open"),
-        cell("Pending", "pending"),
-        cell("Closed", "closed")
-    );
-    Ok(json!({"html": html}))
-}
-
-pub(crate) fn widget_by_status(args: &Args) -> Result<Value, GuestError> {
-    let statuses = by_status(args)?;
-    let items: String = statuses["statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| format!("<li><span>{}</span> <strong>{}</strong></li>", escape(&text(s.get("name"))), int(s.get("count"))))
-        .collect();
-    Ok(json!({"html": format!("<ul class=\"gk-stats-by-status\">{items}</ul>")}))
-}
-
-pub(crate) fn widget_chart(args: &Args) -> Result<Value, GuestError> {
-    let series = timeline(args)?;
-    let days = series["days"].as_array().cloned().unwrap_or_default();
-    let max = days.iter().map(|d| int(d.get("count"))).max().unwrap_or(0).max(1);
-    let bars: String = days
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let height = int(d.get("count")) * 100 / max;
-            format!(
-                "<rect x=\"{}\" y=\"{}\" width=\"8\" height=\"{height}\"><title>{}: {}</title></rect>",
-                i * 10,
-                100 - height,
-                escape(&text(d.get("date"))),
-                int(d.get("count"))
-            )
-        })
-        .collect();
-    let html = format!("<svg class=\"gk-stats-chart\" viewBox=\"0 0 {} 100\" role=\"img\">{bars}</svg>", days.len() * 10);
-    Ok(json!({"html": html}))
 }

@@ -3,9 +3,11 @@
 //! Every handler reads the ticket tables through the host's `db_query` (so the plugin's policy
 //! decides which tables it sees) with SQL that runs on SQLite, PostgreSQL and MariaDB alike.
 
+mod chart;
 mod handlers;
 mod registration;
 mod time;
+mod widgets;
 
 use gk_sdk::GkRegistration;
 use gk_sdk::guest::{GuestError, GuestPlugin};
@@ -28,9 +30,9 @@ impl GuestPlugin for Stats {
             "by_owner" => handlers::by_owner(&args)?,
             "recent_activity" => handlers::recent_activity(&args)?,
             "timeline" => handlers::timeline(&args)?,
-            "widget_overview" => handlers::widget_overview(&args)?,
-            "widget_by_status" => handlers::widget_by_status(&args)?,
-            "widget_chart" => handlers::widget_chart(&args)?,
+            "widget_overview" => widgets::widget_overview(&args)?,
+            "widget_by_status" => widgets::widget_by_status(&args)?,
+            "widget_chart" => widgets::widget_chart(&args)?,
             other => return Err(GuestError::unknown_function(other)),
         };
         Ok(serde_json::to_vec(&result)?)

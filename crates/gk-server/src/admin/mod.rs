@@ -5,18 +5,20 @@
 //! Every action goes through the same [`gk_core::Manager`] and [`gk_core::Loader`] calls as the
 //! JSON API, then redirects back with a notice (post/redirect/get).
 
+mod list;
 mod session;
 
 use axum::Router;
 use axum::extract::{Form, Multipart, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use gk_sdk::{PolicyStatus, ResourcePolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::http::AppState;
-use crate::http::plugin_routes::menu;
+use crate::http::plugin_routes;
+use crate::pages::Translator;
 use session::{AdminSession, CsrfForm, sign_in_cookie, sign_out_cookie};
 
 /// The admin routes.
@@ -73,11 +75,20 @@ fn value(v: impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
 
-async fn login_page(State(state): State<AppState>, Query(flash): Query<Flash>) -> Response {
+/// The navigation menu in the request's language.
+fn menu(state: &AppState, headers: &HeaderMap) -> minijinja::Value {
+    value(Translator::new(&state.manager, headers).menu(plugin_routes::menu(state)))
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(flash): Query<Flash>,
+) -> Response {
     render(
         &state,
         "admin_login.html",
-        minijinja::context! { title => "Sign in", menu => value(menu(&state)), error => flash.error },
+        minijinja::context! { title => "Sign in", menu => menu(&state, &headers), error => flash.error },
     )
 }
 
@@ -110,19 +121,6 @@ async fn logout(session: AdminSession, form: CsrfForm) -> Response {
     ([sign_out_cookie()], Redirect::to("/admin/login")).into_response()
 }
 
-/// One row of the plugin list.
-#[derive(Debug, Serialize)]
-struct PluginRow {
-    name: String,
-    runtime: String,
-    version: Option<String>,
-    enabled: bool,
-    loaded: bool,
-    calls: u64,
-    errors: u64,
-    mean_micros: u64,
-}
-
 fn runtime_of(state: &AppState, name: &str) -> String {
     match state.manager.source(name) {
         Ok(Some(found)) => found.runtime.to_string(),
@@ -130,34 +128,29 @@ fn runtime_of(state: &AppState, name: &str) -> String {
     }
 }
 
+/// Every plugin the server knows of, whatever its state, and the files it refused.
 async fn plugins_page(
     State(state): State<AppState>,
     session: AdminSession,
+    headers: HeaderMap,
     Query(flash): Query<Flash>,
 ) -> Response {
-    let manager = &state.manager;
-    let plugins: Vec<PluginRow> = manager
-        .names()
+    let texts = Translator::new(&state.manager, &headers);
+    let plugins: Vec<list::PluginRow> = state
+        .loader
+        .inventory()
+        .await
         .into_iter()
-        .map(|name| {
-            let stats = manager.stats(&name).ok();
-            PluginRow {
-                runtime: runtime_of(&state, &name),
-                version: manager.registration(&name).ok().map(|r| r.version),
-                enabled: manager.is_enabled(&name).unwrap_or(false),
-                loaded: manager.is_loaded(&name).unwrap_or(false),
-                calls: stats.as_ref().map_or(0, |s| s.calls),
-                errors: stats.as_ref().map_or(0, |s| s.errors),
-                mean_micros: stats.as_ref().map_or(0, |s| s.mean_micros),
-                name,
-            }
+        .map(|mut plugin| {
+            plugin.description = texts.text(&plugin.name, &plugin.description);
+            list::PluginRow::from(plugin)
         })
         .collect();
     render(
         &state,
         "admin_plugins.html",
         minijinja::context! {
-            title => "Plugins", menu => value(menu(&state)), plugins => value(plugins),
+            title => "Plugins", menu => menu(&state, &headers), plugins => value(plugins),
             csrf => session.csrf, notice => flash.notice, error => flash.error,
         },
     )
@@ -166,6 +159,7 @@ async fn plugins_page(
 async fn plugin_page(
     State(state): State<AppState>,
     session: AdminSession,
+    headers: HeaderMap,
     Path(name): Path<String>,
     Query(flash): Query<Flash>,
 ) -> Response {
@@ -190,11 +184,14 @@ async fn plugin_page(
         }
     };
     let policy_json = serde_json::to_string_pretty(&policy).unwrap_or_default();
+    let texts = Translator::new(&state.manager, &headers);
+    let registration = texts.registration(registration);
     render(
         &state,
         "admin_plugin.html",
         minijinja::context! {
-            title => name.clone(), menu => value(menu(&state)), name => name.clone(),
+            title => name.clone(), menu => value(texts.menu(plugin_routes::menu(&state))),
+            name => name.clone(),
             enabled => manager.is_enabled(&name).unwrap_or(false),
             runtime => runtime_of(&state, &name),
             registration => value(&registration), policy => value(&policy),
@@ -327,6 +324,7 @@ fn clock(time_ms: u64) -> String {
 async fn logs_page(
     State(state): State<AppState>,
     session: AdminSession,
+    headers: HeaderMap,
     Query(filter): Query<LogFilter>,
 ) -> Response {
     let plugin = filter.plugin.filter(|p| !p.is_empty());
@@ -350,7 +348,7 @@ async fn logs_page(
         &state,
         "admin_logs.html",
         minijinja::context! {
-            title => "Plugin logs", menu => value(menu(&state)),
+            title => "Plugin logs", menu => menu(&state, &headers),
             plugins => state.manager.names(), plugin => plugin.unwrap_or_default(),
             level => level_name, entries => value(entries), csrf => session.csrf,
             notice => filter.notice,

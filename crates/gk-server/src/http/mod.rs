@@ -135,17 +135,19 @@ async fn request_deadline(
 async fn dashboard(
     State(state): State<AppState>,
     User(user): User,
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     // Widgets are declared by loaded plugins: load the discovered ones first.
     state.manager.load_all().await;
-    let widgets = state.manager.widgets(Some("dashboard"));
+    let texts = crate::pages::Translator::new(&state.manager, &headers);
+    let widgets = texts.widgets(state.manager.widgets(Some("dashboard")));
     let page = state
         .templates
         .render(
             "dashboard.html",
             serde_json::json!({
                 "title": "Dashboard", "widgets": widgets, "user": user.sub,
-                "menu": plugin_routes::menu(&state),
+                "menu": texts.menu(plugin_routes::menu(&state)), "language": texts.language(),
             }),
         )
         .await
@@ -279,12 +281,15 @@ pub struct WidgetQuery {
     pub location: Option<String>,
 }
 
+/// The widgets, titles translated for the request's `Accept-Language`.
 async fn list_widgets(
     State(state): State<AppState>,
     _user: User,
+    headers: axum::http::HeaderMap,
     Query(query): Query<WidgetQuery>,
 ) -> Json<Vec<PluginItem<WidgetSpec>>> {
-    Json(state.manager.widgets(query.location.as_deref()))
+    let texts = crate::pages::Translator::new(&state.manager, &headers);
+    Json(texts.widgets(state.manager.widgets(query.location.as_deref())))
 }
 
 /// The query of `GET /api/v1/plugins/{name}/widgets/{id}`.
@@ -326,12 +331,13 @@ async fn render_widget(
         ));
     }
     let escape = crate::pages::escape_html;
+    let title = crate::pages::Translator::new(&state.manager, &headers).text(&name, &widget.title);
     Ok(headers::plugin_content(axum::response::Html(format!(
         "<section class=\"gk-widget gk-widget-{size}\" data-plugin=\"{plugin}\" data-widget=\"{id}\"><h3>{title}</h3>{html}</section>",
         size = escape(&widget.size),
         plugin = escape(&name),
         id = escape(&widget.id),
-        title = escape(&widget.title),
+        title = escape(&title),
     )).into_response()))
 }
 

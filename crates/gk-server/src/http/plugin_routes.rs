@@ -306,7 +306,12 @@ async fn reply_response(
         .render(
             "layout.html",
             serde_json::json!({
-                "title": title, "content": html, "menu": menu(state), "language": language,
+                "title": title, "content": html, "language": language,
+                "menu": crate::pages::Translator::with_languages(
+                    &state.manager,
+                    language.map(str::to_owned).into_iter().collect(),
+                )
+                .menu(menu(state)),
             }),
         )
         .await

@@ -1,8 +1,10 @@
 //! Server-rendered HTML: the page layout plugin pages are wrapped in, and the admin pages.
 //! Templates are minijinja (Jinja2 syntax), compiled into the binary from `templates/`.
 
+mod i18n;
 mod plugins;
 
+pub use i18n::{Translator, accepted_languages};
 pub(crate) use plugins::escape_html;
 pub use plugins::{PluginTemplates, override_handler};
 
@@ -11,6 +13,11 @@ use serde::Serialize;
 
 /// The stylesheet every page links as `/static/goatkit.css`.
 pub const STYLESHEET: &str = include_str!("../../templates/goatkit.css");
+
+/// The stylesheet inside every widget frame (a sandboxed `srcdoc` sees none of the page's):
+/// label/value pairs, lists, tables and charts, in a cascade layer so that the widget's own
+/// styles win whatever their order.
+pub const WIDGET_STYLESHEET: &str = include_str!("../../templates/widget.css");
 
 /// The built-in templates, by name.
 const TEMPLATES: [(&str, &str); 6] = [

@@ -3,7 +3,8 @@
 //! minijinja has no custom tags, so `{% use "stats" %}` is written as the function it stands
 //! for: `{% set stats = use("stats") %}` (or inline, `use("stats").widget("stats_overview")`).
 //! The value has two methods: `call(function, args)` returns the plugin's JSON reply as a
-//! template value, `widget(id)` the widget's HTML in a sandboxed `<iframe srcdoc>`. The first
+//! template value, `widget(id)` the widget's HTML in a sandboxed `<iframe srcdoc>` (rendered
+//! in the page's `language`; `widget(id, language)` names another). The first
 //! `use` of a plugin loads it when it was only discovered; later ones find it loaded.
 //!
 //! Plugins take part in two more ways, both declared in their registrations' `templates`:
@@ -67,14 +68,16 @@ pub(crate) fn escape_html(text: &str) -> String {
 }
 
 /// A widget's HTML as a sandboxed `<iframe srcdoc>`: scripts run, but in an opaque origin
-/// (no `allow-same-origin`), so they see no cookie and cannot read the host's pages.
+/// (no `allow-same-origin`), so they see no cookie and cannot read the host's pages. The
+/// host's widget stylesheet follows the widget's HTML inside the frame.
 pub(crate) fn framed_widget(plugin: &str, id: &str, html: &str) -> String {
+    let document = format!("{html}<style>{}</style>", super::WIDGET_STYLESHEET);
     format!(
         "<iframe class=\"gk-widget-frame\" sandbox=\"allow-scripts allow-popups\" \
          data-plugin=\"{}\" data-widget=\"{}\" srcdoc=\"{}\"></iframe>",
         escape_html(plugin),
         escape_html(id),
-        escape_html(html)
+        escape_html(&document)
     )
 }
 
@@ -104,8 +107,10 @@ impl PluginInTemplate {
 
     /// A widget's HTML in a sandboxed frame (its own opaque origin: a widget's script cannot
     /// act as the page's user); a failing widget shows why instead of failing the whole page.
-    fn widget(&self, id: &str) -> Value {
-        let ctx = gk_sdk::CallContext::for_plugin(self.name.clone());
+    /// The plugin renders it in `language` (the page's, unless the template names one).
+    fn widget(&self, id: &str, language: Option<String>) -> Value {
+        let mut ctx = gk_sdk::CallContext::for_plugin(self.name.clone());
+        ctx.language = language;
         let html = self
             .runtime
             .block_on(self.manager.render_widget(&ctx, id, b"{}"))
@@ -127,14 +132,23 @@ impl PluginInTemplate {
 impl Object for PluginInTemplate {
     fn call_method(
         self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
+        state: &mut State<'_, '_>,
         method: &str,
         args: &[Value],
     ) -> Result<Value, Error> {
+        let page_language = || {
+            state
+                .lookup("language")
+                .and_then(|l| l.as_str().map(str::to_owned))
+        };
         match (method, args) {
             ("call", [function]) => self.call_function(&function.to_string(), &Value::UNDEFINED),
             ("call", [function, args]) => self.call_function(&function.to_string(), args),
-            ("widget", [id]) => Ok(self.widget(&id.to_string())),
+            ("widget", [id]) => Ok(self.widget(&id.to_string(), page_language())),
+            ("widget", [id, language]) => {
+                let language = language.as_str().map(str::to_owned).or_else(page_language);
+                Ok(self.widget(&id.to_string(), language))
+            }
             _ => Err(Error::new(
                 ErrorKind::UnknownMethod,
                 format!(

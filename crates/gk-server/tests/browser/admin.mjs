@@ -1,16 +1,20 @@
-// Drives the admin pages in headless Chromium (Debian's, through playwright-core): sign in,
-// disable a plugin and see its route answer 403, enable it again, change its policy and see the
-// change take effect, filter the logs; then, still signed in, open the `intruder` test plugin's
-// page and dashboard widget, whose script tries to read /admin, the cookie and to approve its
-// plugin. Run by crates/gk-server/tests/admin_ui.rs, which starts the server, registers
-// `intruder` and passes GK_URL, GK_ADMIN_TOKEN and GK_AGENT_TOKEN; it checks afterwards that
-// the plugin's policy did not change.
+// Drives the admin pages in headless Chromium (Debian's, through playwright-core): sign in, see
+// every plugin's state in the list, disable a plugin and see its route answer 403, enable it
+// again, change its policy and see the change take effect, filter the logs; then, still signed
+// in, open the `intruder` test plugin's page and dashboard widget, whose script tries to read
+// /admin, the cookie and to approve its plugin; last, look at the dashboard in German and in
+// English as a person would. Run by crates/gk-server/tests/admin_ui.rs, which starts the server
+// with plugins in every state, registers `intruder` and passes GK_URL, GK_ADMIN_TOKEN,
+// GK_AGENT_TOKEN and GK_SCREENSHOTS (where the screenshots go); it checks afterwards that the
+// intruder's policy did not change.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import { dashboard as lookAtDashboard } from "./dashboard.mjs";
 
 const base = process.env.GK_URL;
 const admin = process.env.GK_ADMIN_TOKEN;
 const agent = process.env.GK_AGENT_TOKEN;
+const shots = process.env.GK_SCREENSHOTS ?? ".";
 const route = `${base}/api/plugins/stats/overview`;
 
 /** The status of the Stats route, called as an agent would call it. */
@@ -46,15 +50,38 @@ try {
   assert.equal((await page.locator('tr[data-plugin="hello-grpc"] td').nth(1).textContent()).trim(), "grpc");
   step("signed in; the list shows both runtimes");
 
+  // Every plugin the server knows of, in whatever state, with why when it failed.
+  const cell = (name, what) => page.locator(`tr[data-plugin="${name}"] [data-state=${what}]`);
+  const state = async (name, what) => (await cell(name, what).textContent()).trim();
+  const problem = async (name) =>
+    (await page.locator(`tr[data-plugin="${name}"] [data-problem]`).textContent()).trim();
+  assert.equal(await state("stats", "lifecycle"), "loaded");
+  assert.equal(await state("stats", "review"), "approved");
+  assert.equal(await state("later", "lifecycle"), "not loaded yet");
+  assert.equal(await state("dormant", "enabled"), "disabled");
+  assert.equal(await state("dormant", "lifecycle"), "not loaded yet");
+  assert.equal(await state("broken", "lifecycle"), "failed to load");
+  assert.match(await problem("broken"), /broken/);
+  assert.equal(await state("half-written", "lifecycle"), "refused");
+  assert.match(await problem("half-written"), /half-written/);
+  assert.equal(await state("intruder", "review"), "pending review");
+  assert.equal(await state("stats", "signature"), "verified");
+  assert.equal(await state("hello-grpc", "signature"), "unsigned");
+  assert.equal(await state("intruder", "signature"), "no file");
+  assert.equal((await row.locator("td").nth(2).textContent()).trim(), "2.0.0");
+  assert.match((await row.locator("td.num").first().textContent()).trim(), /^\d+$/);
+  await page.screenshot({ path: `${shots}/admin-plugins.png`, fullPage: true });
+  step("the list shows every plugin state: loaded, not loaded, disabled, failed, refused, pending review");
+
   assert.equal(await routeStatus(), 200);
   await row.locator("button.toggle").click();
   assert.match(await page.textContent("[role=status]"), /stats: disabled/);
-  assert.match(await row.locator("td.state").textContent(), /disabled/);
+  assert.equal(await state("stats", "enabled"), "disabled");
   assert.equal(await routeStatus(), 403);
   step("disabled: the route answers 403");
 
   await row.locator("button.toggle").click();
-  assert.match(await row.locator("td.state").textContent(), /enabled/);
+  assert.equal(await state("stats", "enabled"), "enabled");
   assert.equal(await routeStatus(), 200);
   step("enabled again: the route answers 200");
 
@@ -138,6 +165,8 @@ try {
   await widget.locator("body[data-result]").waitFor({ state: "attached" });
   refused(await widget.locator("body").getAttribute("data-result"), "dashboard widget");
   step("a dashboard widget's script, framed on the server's origin, cannot either");
+
+  await lookAtDashboard(browser, { base, agent, shots, step });
 } finally {
   await browser.close();
 }
