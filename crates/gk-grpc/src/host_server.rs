@@ -362,6 +362,109 @@ impl HostService for HostServer {
 mod tests {
     use super::*;
     use gk_sdk::proto::pb::host_service_client::HostServiceClient;
+    use gk_sdk::{HostResult, HttpResponse, NoopHost, Row};
+
+    /// Records log lines; everything else as [`NoopHost`].
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(LogLevel, String)>>);
+
+    #[async_trait::async_trait]
+    impl HostApi for Recorder {
+        async fn db_query(&self, c: &CallContext, q: &str, a: &[Value]) -> HostResult<Vec<Row>> {
+            NoopHost.db_query(c, q, a).await
+        }
+        async fn db_exec(&self, c: &CallContext, q: &str, a: &[Value]) -> HostResult<u64> {
+            NoopHost.db_exec(c, q, a).await
+        }
+        async fn cache_get(&self, c: &CallContext, k: &str) -> HostResult<Option<Vec<u8>>> {
+            NoopHost.cache_get(c, k).await
+        }
+        async fn cache_set(
+            &self,
+            c: &CallContext,
+            k: &str,
+            v: &[u8],
+            t: Duration,
+        ) -> HostResult<()> {
+            NoopHost.cache_set(c, k, v, t).await
+        }
+        async fn cache_delete(&self, c: &CallContext, k: &str) -> HostResult<()> {
+            NoopHost.cache_delete(c, k).await
+        }
+        async fn http_request(&self, c: &CallContext, r: HttpRequest) -> HostResult<HttpResponse> {
+            NoopHost.http_request(c, r).await
+        }
+        async fn send_email(&self, c: &CallContext, e: Email) -> HostResult<()> {
+            NoopHost.send_email(c, e).await
+        }
+        async fn log(
+            &self,
+            ctx: &CallContext,
+            level: LogLevel,
+            message: &str,
+            _: &Map<String, Value>,
+        ) -> HostResult<()> {
+            assert_eq!(ctx.plugin, "p", "a line is logged as the plugin's");
+            self.0.lock().unwrap().push((level, message.to_owned()));
+            Ok(())
+        }
+        async fn config_get(&self, c: &CallContext, k: &str) -> HostResult<String> {
+            NoopHost.config_get(c, k).await
+        }
+        async fn translate(
+            &self,
+            c: &CallContext,
+            k: &str,
+            a: &TranslateArgs,
+        ) -> HostResult<String> {
+            NoopHost.translate(c, k, a).await
+        }
+        async fn call_plugin(
+            &self,
+            c: &CallContext,
+            p: &str,
+            f: &str,
+            a: &[u8],
+        ) -> HostResult<Vec<u8>> {
+            NoopHost.call_plugin(c, p, f, a).await
+        }
+    }
+
+    #[tokio::test]
+    async fn output_before_init_reaches_the_plugin_log_in_order_and_bounded() {
+        let side = HostSide::new("p", "t");
+        side.output(LogLevel::Warn, "dropped".into()).await;
+        for n in 0..EARLY_LINES {
+            side.output(LogLevel::Info, format!("early {n}")).await;
+        }
+        let host = Arc::new(Recorder::default());
+        side.set_host(host.clone()).await.unwrap();
+        side.output(LogLevel::Warn, "after init".into()).await;
+
+        let logged = host.0.lock().unwrap().clone();
+        assert_eq!(logged.len(), EARLY_LINES + 2);
+        assert_eq!(logged[0].0, LogLevel::Warn);
+        assert!(
+            logged[0]
+                .1
+                .starts_with("1 earlier output lines were dropped"),
+            "{}",
+            logged[0].1
+        );
+        assert_eq!(logged[1], (LogLevel::Info, "early 0".to_owned()));
+        assert_eq!(
+            logged[EARLY_LINES],
+            (LogLevel::Info, format!("early {}", EARLY_LINES - 1))
+        );
+        assert_eq!(
+            logged[EARLY_LINES + 1],
+            (LogLevel::Warn, "after init".to_owned())
+        );
+        assert!(
+            side.set_host(host.clone()).await.is_err(),
+            "a plugin is initialised once"
+        );
+    }
 
     #[tokio::test]
     async fn host_calls_over_the_size_cap_are_refused_with_the_size_and_the_limit() {
