@@ -51,7 +51,7 @@ pub use error::{HostError, HostErrorKind, ManifestError, PluginError};
 pub use host::{Email, HostApi, HttpRequest, HttpResponse, LogLevel, Row, TranslateArgs};
 pub use manifest::{MANIFEST_FILE_NAMES, PluginManifest, Runtime, validate_plugin_name};
 pub use noop_host::NoopHost;
-pub use plugin::Plugin;
+pub use plugin::{LimitStops, Plugin};
 pub use policy::{
     Access, Permission, PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest,
 };

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::{CallContext, GkRegistration, HostApi, PluginError};
+use crate::{CallContext, GkRegistration, HostApi, PluginError, ResourcePolicy};
 
 /// A loaded plugin, as the platform sees it.
 ///
@@ -39,4 +40,29 @@ pub trait Plugin: Send + Sync {
     async fn health(&self) -> Result<(), PluginError> {
         Ok(())
     }
+
+    /// Applies the runtime limits of a changed policy (`memory_mb`, `call_timeout`,
+    /// `init_timeout`) to the plugin's next call, or to its next instance, without a call
+    /// failing. Returns whether it did; the default does not, and the manager reloads the plugin
+    /// to apply them.
+    fn apply_limits(&self, _policy: &ResourcePolicy) -> bool {
+        false
+    }
+
+    /// How many calls each limit stopped since the plugin was loaded. The default counts none
+    /// (a runtime that enforces no such limit itself).
+    fn limit_stops(&self) -> LimitStops {
+        LimitStops::default()
+    }
+}
+
+/// Calls of one plugin stopped by each of its limits, as its runtime counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitStops {
+    /// Stopped at their deadline (`call_timeout`).
+    pub deadline: u64,
+    /// Stopped when their fuel (the CPU budget behind the deadline) ran out.
+    pub fuel: u64,
+    /// Stopped because the guest's memory reached `memory_mb`.
+    pub memory: u64,
 }

@@ -6,18 +6,20 @@
 //! at its next import, whichever it is.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gk_sdk::CallContext;
+use gk_sdk::{CallContext, LimitStops, PluginError};
 use wasmer::{FunctionEnvMut, Global, Instance, RuntimeError, Value};
 
 use crate::imports::CallEnv;
 use crate::interrupt::CallSignal;
 
-/// Fuel every import costs, whatever it does: about a microsecond of guest code at the usual
-/// rates, more than a cheap import takes, so a loop over imports burns fuel at least as fast as
-/// a loop of guest code.
-pub(crate) const IMPORT_POINTS: u64 = 1_000;
+/// Fuel every import costs, whatever it does: about what a cheap import takes (tens of
+/// nanoseconds of guest code at the usual rates), so that host time counts against the fuel
+/// backstop without a loop over cheap imports burning it much faster than guest code does (the
+/// deadline, checked by every import, is what stops such a loop).
+pub(crate) const IMPORT_POINTS: u64 = 100;
 
 /// Bytes an import copies (either way) per metering point on top of [`IMPORT_POINTS`].
 pub(crate) const BYTES_PER_POINT: u64 = 8;
@@ -55,11 +57,89 @@ pub(crate) enum Stop {
     ProcExit(i32),
 }
 
+/// The limit that stopped a call, as its error and the plugin's statistics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The call's deadline (`call_timeout`) passed.
+    Deadline,
+    /// The call's fuel, the backstop behind the deadline, ran out.
+    Fuel,
+    /// The guest's memory reached its cap (`memory_mb`) and the guest could not go on.
+    Memory,
+}
+
+impl Limit {
+    /// The limit's name in errors: `deadline`, `fuel`, `memory`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline",
+            Self::Fuel => "fuel",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// The error of a call this limit stopped after it ran for `ran`. Deadline and fuel stops
+    /// are timeouts (`call (stopped by its deadline after 1003 ms) timed out after 1000 ms`);
+    /// a memory stop is a trap that says what the guest was doing (`detail`).
+    pub(crate) fn error(
+        self,
+        operation: &str,
+        ran: Duration,
+        timeout: Duration,
+        detail: &str,
+    ) -> PluginError {
+        let ran = ran.as_millis();
+        match self {
+            Self::Deadline | Self::Fuel => PluginError::Timeout {
+                operation: format!(
+                    "{operation} (stopped by its {} after {ran} ms)",
+                    self.as_str()
+                ),
+                after: timeout,
+            },
+            Self::Memory => PluginError::Trap(format!(
+                "{operation} stopped by its memory limit after {ran} ms: {detail}"
+            )),
+        }
+    }
+}
+
+/// Calls of one plugin stopped by each limit.
+#[derive(Debug, Default)]
+pub(crate) struct StopCounters {
+    deadline: AtomicU64,
+    fuel: AtomicU64,
+    memory: AtomicU64,
+}
+
+impl StopCounters {
+    /// Counts a call `limit` stopped.
+    pub(crate) fn count(&self, limit: Limit) {
+        let counter = match limit {
+            Limit::Deadline => &self.deadline,
+            Limit::Fuel => &self.fuel,
+            Limit::Memory => &self.memory,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub(crate) fn snapshot(&self) -> LimitStops {
+        LimitStops {
+            deadline: self.deadline.load(Ordering::Relaxed),
+            fuel: self.fuel.load(Ordering::Relaxed),
+            memory: self.memory.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The limits of one `gk_register` or `gk_call`.
 #[derive(Debug, Clone)]
 pub(crate) struct Budget {
     /// Metering points the call starts with.
     pub(crate) fuel: u64,
+    /// When the call started (its caller began waiting).
+    pub(crate) started: Instant,
     /// When the call must be over.
     pub(crate) deadline: Instant,
     /// The timeout the deadline came from (for errors).
@@ -72,9 +152,11 @@ pub(crate) struct Budget {
 impl Budget {
     /// A budget of `timeout` from now.
     pub(crate) fn new(fuel: u64, timeout: Duration) -> Self {
+        let started = Instant::now();
         Self {
             fuel,
-            deadline: Instant::now() + timeout,
+            started,
+            deadline: started + timeout,
             timeout,
             signal: Arc::new(CallSignal::default()),
         }

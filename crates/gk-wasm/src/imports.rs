@@ -12,6 +12,7 @@ use wasmer::{
 
 use crate::abi::{self, HOST_MODULE};
 use crate::guard::{self, ActiveCall, BYTES_PER_POINT, Meter, Stop};
+use crate::limits::LiveLimits;
 
 /// The longest log line a guest may write in one `log` call.
 pub(crate) const MAX_LOG_BYTES: usize = 64 * 1024;
@@ -29,8 +30,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Largest argument, result or host reply that crosses the boundary.
     pub(crate) max_payload: usize,
-    /// The memory cap in pages (for errors).
-    pub(crate) max_pages: u32,
+    /// The plugin's limits as they are now (a policy change applies to the next call).
+    pub(crate) limits: LiveLimits,
 }
 
 impl Shared {

@@ -1,7 +1,6 @@
 //! One instance of a plugin's module, with its own store, and the ABI calls made on it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use gk_sdk::{CallContext, PluginError};
 use wasmer::{
@@ -10,7 +9,7 @@ use wasmer::{
 use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 
 use crate::abi::{self, GuestExports};
-use crate::guard::{ActiveCall, Budget, Meter, Stop};
+use crate::guard::{ActiveCall, Budget, Limit, Meter, Stop};
 use crate::imports::{self, CallEnv, Shared};
 use crate::interrupt::{Armed, InterruptFlag};
 use crate::{WasmError, wasi};
@@ -27,12 +26,30 @@ pub(crate) struct GuestInstance {
     call: TypedFunction<(i32, i32, i32, i32), i64>,
     interrupt: InterruptFlag,
     shared: Arc<Shared>,
+    /// The memory cap this instance was made under, in pages.
+    max_pages: u32,
+    /// The generation of the plugin's limits this instance was made under.
+    pub(crate) generation: u64,
+    /// The limit that stopped the current call, once one did.
+    stopped_by: Option<Limit>,
 }
 
 /// The outcome of a call, and whether the instance may take more calls.
 pub(crate) struct Outcome {
     pub(crate) result: Result<Vec<u8>, PluginError>,
     pub(crate) reusable: bool,
+    /// The limit that stopped the call, if one did.
+    pub(crate) stopped_by: Option<Limit>,
+}
+
+impl Outcome {
+    fn new(result: Result<Vec<u8>, PluginError>, reusable: bool) -> Self {
+        Self {
+            result,
+            reusable,
+            stopped_by: None,
+        }
+    }
 }
 
 fn export_error(error: impl std::fmt::Display) -> WasmError {
@@ -48,6 +65,9 @@ impl GuestInstance {
         exports: GuestExports,
         shared: Arc<Shared>,
     ) -> Result<Self, WasmError> {
+        // Read before the memory is created: a cap changed meanwhile replaces this instance.
+        let generation = shared.limits.generation();
+        let max_pages = shared.limits.max_pages();
         let mut store = Store::new(engine.clone());
         let env = FunctionEnv::new(&mut store, CallEnv::new(shared.clone()));
         let mut imports = Imports::new();
@@ -101,6 +121,9 @@ impl GuestInstance {
             call,
             interrupt,
             shared,
+            max_pages,
+            generation,
+            stopped_by: None,
         })
     }
 
@@ -109,18 +132,15 @@ impl GuestInstance {
         let ctx = CallContext::for_plugin(self.shared.name());
         let _armed = self.begin(ctx, &budget);
         let result = self.register.call(&mut self.store);
-        let outcome = match result {
-            Err(error) => Outcome {
-                result: Err(self.classify(error, "register", &budget)),
-                reusable: false,
-            },
-            Ok(0) => Outcome {
-                result: Err(PluginError::Protocol("gk_register returned 0".into())),
-                reusable: true,
-            },
+        let mut outcome = match result {
+            Err(error) => Outcome::new(Err(self.classify(error, "register", &budget)), false),
+            Ok(0) => Outcome::new(
+                Err(PluginError::Protocol("gk_register returned 0".into())),
+                true,
+            ),
             Ok(packed) => self.take_result(packed, "register", &budget),
         };
-        self.end();
+        self.end(&mut outcome);
         outcome
     }
 
@@ -133,32 +153,22 @@ impl GuestInstance {
         budget: Budget,
     ) -> Outcome {
         let _armed = self.begin(ctx, &budget);
-        let outcome = self.call_inner(function, args, &budget);
-        self.end();
+        let mut outcome = self.call_inner(function, args, &budget);
+        self.end(&mut outcome);
         outcome
     }
 
     fn call_inner(&mut self, function: &str, args: &[u8], budget: &Budget) -> Outcome {
         let name = match self.write(function.as_bytes(), budget) {
             Ok(name) => name,
-            Err(error) => {
-                return Outcome {
-                    result: Err(error),
-                    reusable: false,
-                };
-            }
+            Err(error) => return Outcome::new(Err(error), false),
         };
         let arguments = if args.is_empty() {
             (0, 0)
         } else {
             match self.write(args, budget) {
                 Ok(arguments) => arguments,
-                Err(error) => {
-                    return Outcome {
-                        result: Err(error),
-                        reusable: false,
-                    };
-                }
+                Err(error) => return Outcome::new(Err(error), false),
             }
         };
         let result = self.call.call(
@@ -170,15 +180,9 @@ impl GuestInstance {
         );
         let mut outcome = match result {
             Err(error) => {
-                return Outcome {
-                    result: Err(self.classify(error, "call", budget)),
-                    reusable: false,
-                };
+                return Outcome::new(Err(self.classify(error, "call", budget)), false);
             }
-            Ok(0) => Outcome {
-                result: Ok(Vec::new()),
-                reusable: true,
-            },
+            Ok(0) => Outcome::new(Ok(Vec::new()), true),
             Ok(packed) => self.take_result(packed, "call", budget),
         };
         for ptr in [name.0, arguments.0] {
@@ -211,13 +215,30 @@ impl GuestInstance {
         data.stopped = None;
         data.in_host_call = false;
         data.managing = None;
+        self.stopped_by = None;
         budget.signal.arm(&self.interrupt)
     }
 
-    fn end(&mut self) {
+    /// Ends the call: the outcome learns which limit stopped it, if one did.
+    fn end(&mut self, outcome: &mut Outcome) {
         let data = self.env.as_mut(&mut self.store);
         data.active = None;
         data.last_error = None;
+        outcome.stopped_by = self.stopped_by.take().filter(|_| outcome.result.is_err());
+    }
+
+    /// Whether the guest's memory has reached the plugin's cap.
+    fn at_memory_cap(&self) -> bool {
+        self.memory.view(&self.store).size().0 >= self.max_pages
+    }
+
+    /// The guest's memory cap, for errors.
+    fn memory_cap(&self) -> String {
+        format!(
+            "{} pages ({} MiB, the plugin's memory_mb)",
+            self.max_pages,
+            (u64::from(self.max_pages) * crate::limits::WASM_PAGE_BYTES) >> 20
+        )
     }
 
     /// Copies `bytes` into memory from `gk_malloc`.
@@ -241,9 +262,22 @@ impl GuestInstance {
         };
         if ptr == 0 {
             let pages = self.memory.view(&self.store).size().0;
+            if self.at_memory_cap() {
+                self.stopped_by = Some(Limit::Memory);
+                let detail = format!(
+                    "gk_malloc({len}) returned 0 with the guest's memory at its cap of {}",
+                    self.memory_cap()
+                );
+                return Err(Limit::Memory.error(
+                    "call",
+                    budget.started.elapsed(),
+                    budget.timeout,
+                    &detail,
+                ));
+            }
             return Err(PluginError::Protocol(format!(
                 "gk_malloc({len}) returned 0 (guest memory: {pages} of at most {} pages, the plugin's memory_mb)",
-                self.shared.max_pages
+                self.max_pages
             )));
         }
         self.memory
@@ -318,62 +352,54 @@ impl GuestInstance {
             "the result",
         );
         match read {
-            Err(problem) => Outcome {
-                result: Err(PluginError::Protocol(problem)),
-                reusable: false,
-            },
+            Err(problem) => Outcome::new(Err(PluginError::Protocol(problem)), false),
             Ok(bytes) => {
-                let mut outcome = Outcome {
-                    result: Ok(bytes),
-                    reusable: true,
-                };
+                let mut outcome = Outcome::new(Ok(bytes), true);
                 self.release(ptr, &mut outcome, operation, budget);
                 outcome
             }
         }
     }
 
-    /// Turns a trap into the error the caller sees, naming the limit that stopped the call.
+    /// Turns a trap into the error the caller sees, naming the limit that stopped the call
+    /// (and noting it for the outcome): the deadline (an import saw it pass, or the caller raised
+    /// the interrupt flag), the fuel, or the memory cap (the guest trapped with its memory at
+    /// the cap, as a guest whose allocation failed does).
     fn classify(&mut self, error: RuntimeError, operation: &str, budget: &Budget) -> PluginError {
-        let timeout = || PluginError::Timeout {
-            operation: operation.to_owned(),
-            after: budget.timeout,
-        };
-        // Fuel is the CPU budget, calibrated to last until the deadline, so running out is a
-        // timeout too; before the deadline, the error says it was the fuel (host time is
-        // charged as fuel, so a loop over cheap imports ends this way).
-        let out_of_fuel = || PluginError::Timeout {
-            operation: if Instant::now() >= budget.deadline {
-                operation.to_owned()
-            } else {
-                format!("{operation} (out of fuel)")
-            },
-            after: budget.timeout,
-        };
         let stop = self.stop_reason(&error).or_else(|| {
             // The caller raised the interrupt flag: at the deadline, or when it went away.
             self.interrupt
                 .is_raised(&mut self.store)
                 .then(|| budget.stop().unwrap_or(Stop::Abandoned))
         });
-        match stop {
-            Some(Stop::Deadline | Stop::Abandoned) => timeout(),
-            Some(Stop::Fuel) => out_of_fuel(),
+        let limit = match stop {
+            Some(Stop::Deadline | Stop::Abandoned) => Limit::Deadline,
+            Some(Stop::Fuel) => Limit::Fuel,
             Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_))) => {
-                PluginError::Protocol(stop.to_string())
+                return PluginError::Protocol(stop.to_string());
             }
-            Some(Stop::ProcExit(code)) => PluginError::Failed {
-                code: None,
-                message: format!("the guest called proc_exit({code})"),
-            },
+            Some(Stop::ProcExit(code)) => {
+                return PluginError::Failed {
+                    code: None,
+                    message: format!("the guest called proc_exit({code})"),
+                };
+            }
             None if matches!(
                 get_remaining_points(&mut self.store, &self.instance),
                 MeteringPoints::Exhausted
             ) =>
             {
-                out_of_fuel()
+                Limit::Fuel
             }
-            None => PluginError::Trap(error.message()),
-        }
+            None if self.at_memory_cap() => Limit::Memory,
+            None => return PluginError::Trap(error.message()),
+        };
+        self.stopped_by = Some(limit);
+        let detail = format!(
+            "the guest trapped ({}) with its memory at its cap of {}",
+            error.message(),
+            self.memory_cap()
+        );
+        limit.error(operation, budget.started.elapsed(), budget.timeout, &detail)
     }
 }

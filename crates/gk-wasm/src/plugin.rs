@@ -5,13 +5,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
+use gk_sdk::{
+    CallContext, GkRegistration, HostApi, LimitStops, Plugin, PluginError, ResourcePolicy,
+};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use wasmer::{Engine, Module};
 
 use crate::WasmLimits;
 use crate::abi::GuestExports;
-use crate::guard::Budget;
+use crate::guard::{Budget, Limit, StopCounters};
 use crate::imports::Shared;
 use crate::instance::{GuestInstance, Outcome};
 use crate::limits::FuelRate;
@@ -28,9 +30,10 @@ pub(crate) struct PluginInner {
     pub(crate) engine: Engine,
     pub(crate) module: Module,
     pub(crate) exports: GuestExports,
-    pub(crate) limits: WasmLimits,
     pub(crate) fuel: FuelRate,
     pub(crate) pool: Pool,
+    /// Calls stopped by each limit.
+    pub(crate) stops: StopCounters,
     /// Set once `gk_register` has answered.
     pub(crate) registration: OnceLock<GkRegistration>,
 }
@@ -39,7 +42,7 @@ impl fmt::Debug for WasmPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WasmPlugin")
             .field("name", &self.inner.shared.name())
-            .field("limits", &self.inner.limits)
+            .field("limits", &self.inner.shared.limits.get())
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +53,9 @@ const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 /// What a job does on an instance.
 pub(crate) type Work = Box<dyn FnOnce(&mut GuestInstance) -> Outcome + Send>;
 
+/// A worker's answer: the call's result, and the limit that stopped it if one did.
+pub(crate) type Answer = (Result<Vec<u8>, PluginError>, Option<Limit>);
+
 impl PluginInner {
     /// Runs `work` on a worker's instance (creating the instance first if needed) and answers
     /// through `reply`. The worker returns to the pool when the guest is done, even if the
@@ -59,13 +65,20 @@ impl PluginInner {
         worker: Worker,
         permit: Option<OwnedSemaphorePermit>,
         work: Work,
-        reply: oneshot::Sender<Result<Vec<u8>, PluginError>>,
+        reply: oneshot::Sender<Answer>,
     ) -> Result<(), PluginError> {
         let inner = Arc::clone(self);
         let returned = worker.clone();
 
         let job: Job = Box::new(move |slot: &mut Option<GuestInstance>| {
             let permit = permit;
+            // An instance made under another memory cap makes way for one under the new cap.
+            if slot
+                .as_ref()
+                .is_some_and(|instance| instance.generation != inner.shared.limits.generation())
+            {
+                *slot = None;
+            }
             if slot.is_none() {
                 match GuestInstance::new(
                     &inner.engine,
@@ -75,7 +88,8 @@ impl PluginInner {
                 ) {
                     Ok(instance) => *slot = Some(instance),
                     Err(error) => {
-                        let _ = reply.send(Err(PluginError::Unavailable(error.to_string())));
+                        let _ =
+                            reply.send((Err(PluginError::Unavailable(error.to_string())), None));
                         inner.pool.release(returned);
                         return;
                     }
@@ -90,7 +104,7 @@ impl PluginInner {
                 // call finds them (the worker's queue runs that job after this one).
                 inner.pool.release(returned);
                 drop(permit);
-                let _ = reply.send(outcome.result);
+                let _ = reply.send((outcome.result, outcome.stopped_by));
             } else {
                 inner.pool.release(returned);
             }
@@ -113,9 +127,18 @@ impl WasmPlugin {
         Self { inner }
     }
 
-    /// The limits the plugin runs under.
+    /// The limits the plugin runs under now.
     pub fn limits(&self) -> WasmLimits {
-        self.inner.limits
+        self.inner.shared.limits.get()
+    }
+
+    /// Changes the plugin's limits while it is loaded, without a call failing: the call
+    /// timeout (and the fuel derived from it) applies from the next call; a new memory cap
+    /// applies to each instance from its next call (the instance is replaced by one made under
+    /// the new cap; calls running keep theirs); `init_timeout` to the next registration.
+    pub fn set_limits(&self, limits: WasmLimits) {
+        self.inner.shared.limits.set(limits);
+        tracing::debug!(plugin = %self.inner.shared.name(), ?limits, "WASM limits changed");
     }
 
     /// Runs `work` on an instance; the caller gets `Timeout` at the deadline. When this future
@@ -128,16 +151,30 @@ impl WasmPlugin {
         budget: &Budget,
         work: Work,
     ) -> Result<Vec<u8>, PluginError> {
+        let (result, stopped_by) = self.wait(ctx, budget, work).await;
+        if let Some(limit) = stopped_by {
+            self.inner.stops.count(limit);
+        }
+        result
+    }
+
+    /// [`run`](Self::run) without the counting.
+    async fn wait(&self, ctx: &CallContext, budget: &Budget, work: Work) -> Answer {
         let _abandon = budget.abandon_on_drop();
         let deadline = budget.deadline;
         let inner = &self.inner;
-        let timeout = || PluginError::Timeout {
-            operation: "call".to_owned(),
-            after: inner.limits.call_timeout,
+        let timeout = || {
+            let ran = budget.started.elapsed();
+            let error = Limit::Deadline.error("call", ran, budget.timeout, "");
+            (Err(error), Some(Limit::Deadline))
         };
         let closed = || PluginError::Unavailable("the plugin has been shut down".into());
+        let crashed = || {
+            let problem = "the guest's worker stopped during the call";
+            (Err(PluginError::Crashed(problem.into())), None)
+        };
         if inner.pool.is_closed() {
-            return Err(closed());
+            return (Err(closed()), None);
         }
         let permit = match inner.pool.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -151,39 +188,35 @@ impl WasmPlugin {
             .await
             {
                 Ok(Ok(permit)) => Some(permit),
-                Ok(Err(_)) => return Err(closed()),
-                Err(_) => return Err(timeout()),
+                Ok(Err(_)) => return (Err(closed()), None),
+                Err(_) => return timeout(),
             },
         };
-        let worker = inner
-            .pool
-            .worker(inner.shared.name())
-            .map_err(PluginError::Unavailable)?;
+        let worker = match inner.pool.worker(inner.shared.name()) {
+            Ok(worker) => worker,
+            Err(problem) => return (Err(PluginError::Unavailable(problem)), None),
+        };
         let (reply, mut answer) = oneshot::channel();
-        inner.dispatch(worker, permit, work, reply)?;
+        if let Err(error) = inner.dispatch(worker, permit, work, reply) {
+            return (Err(error), None);
+        }
         // A short call answers within a few µs: poll for that long before parking the task,
         // which would cost a wake-up of this thread when the answer comes.
         let spin_until = Instant::now() + CALLER_SPIN;
         loop {
             match answer.try_recv() {
-                Ok(result) => return result,
+                Ok(answer) => return answer,
                 Err(oneshot::error::TryRecvError::Empty) if Instant::now() < spin_until => {
                     std::hint::spin_loop();
                 }
                 Err(oneshot::error::TryRecvError::Empty) => break,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(PluginError::Crashed(
-                        "the guest's worker stopped during the call".into(),
-                    ));
-                }
+                Err(oneshot::error::TryRecvError::Closed) => return crashed(),
             }
         }
         match tokio::time::timeout_at(deadline.into(), answer).await {
-            Err(_elapsed) => Err(timeout()),
-            Ok(Err(_dropped)) => Err(PluginError::Crashed(
-                "the guest's worker stopped during the call".into(),
-            )),
-            Ok(Ok(result)) => result,
+            Err(_elapsed) => timeout(),
+            Ok(Err(_dropped)) => crashed(),
+            Ok(Ok(answer)) => answer,
         }
     }
 }
@@ -212,7 +245,7 @@ impl Plugin for WasmPlugin {
         function: &str,
         args: &[u8],
     ) -> Result<Vec<u8>, PluginError> {
-        let timeout = self.inner.limits.call_timeout;
+        let timeout = self.inner.shared.limits.call_timeout();
         let budget = Budget::new(self.inner.fuel.points_for(timeout), timeout);
         let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
         let guest_budget = budget.clone();
@@ -224,6 +257,15 @@ impl Plugin for WasmPlugin {
     async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {
         self.inner.pool.close();
         Ok(())
+    }
+
+    fn apply_limits(&self, policy: &ResourcePolicy) -> bool {
+        self.set_limits(WasmLimits::from_policy(policy));
+        true
+    }
+
+    fn limit_stops(&self) -> LimitStops {
+        self.inner.stops.snapshot()
     }
 
     async fn health(&self) -> Result<(), PluginError> {

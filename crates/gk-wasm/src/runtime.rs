@@ -13,10 +13,10 @@ use wasmer_middlewares::Metering;
 use wasmer_middlewares::metering::set_remaining_points;
 
 use crate::abi;
-use crate::guard::Budget;
+use crate::guard::{Budget, Limit, StopCounters};
 use crate::imports::Shared;
 use crate::interrupt::Interrupt;
-use crate::limits::{FuelRate, LimitingTunables};
+use crate::limits::{FuelRate, LiveLimits};
 use crate::plugin::{PluginInner, Work};
 use crate::pool::{Pool, Worker};
 use crate::screen;
@@ -33,12 +33,22 @@ const INSTANTIATION_POINTS: u64 = 500_000_000;
 /// what gets compiled.
 const COMPILE_TAG: &str = "gk-abi1-meter1-features1-interrupt1";
 
-/// `(module (func (export "spin") (loop $l (br $l))))`, to measure the fuel rate.
-const SPIN_MODULE: &[u8] = &[
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00, 0x03, 0x02,
-    0x01, 0x00, 0x07, 0x08, 0x01, 0x04, 0x73, 0x70, 0x69, 0x6e, 0x00, 0x00, 0x0a, 0x09, 0x01, 0x07,
-    0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b,
-];
+/// Two loops to measure the fuel rate: an empty one (`spin`), and one of straight-line
+/// arithmetic on locals (`dense`), which burns points several times faster; the rate is the
+/// faster of the two, so that real code does not outrun its fuel before its deadline.
+const CALIBRATION_MODULE: &str = r#"(module
+  (func (export "spin") (loop $l (br $l)))
+  (func (export "dense") (local $a i32) (local $b i32) (local $c i32)
+    (loop $l
+      (local.set $a (i32.add (local.get $a) (i32.const 1)))
+      (local.set $b (i32.xor (local.get $b) (local.get $a)))
+      (local.set $c (i32.add (local.get $c) (local.get $b)))
+      (local.set $a (i32.sub (local.get $a) (local.get $c)))
+      (local.set $b (i32.or (local.get $b) (i32.const 3)))
+      (local.set $c (i32.xor (local.get $c) (local.get $a)))
+      (local.set $a (i32.add (local.get $a) (local.get $b)))
+      (local.set $b (i32.and (local.get $b) (local.get $c)))
+      (br $l))))"#;
 
 /// Settings of the WASM runtime.
 #[derive(Debug, Clone)]
@@ -133,33 +143,39 @@ impl WasmRuntime {
         Ok(runtime)
     }
 
-    /// Metering points a guest burns per second in a tight loop here. A call's fuel is a few
-    /// times its timeout at this rate: the deadline stops the guest (interrupt checks at loop
-    /// headers, function entries and imports), fuel is the backstop.
+    /// Metering points a guest burns per second here (the faster of an empty loop and a loop
+    /// of arithmetic). A call's fuel is ten times its timeout at this rate: the deadline stops
+    /// the guest (interrupt checks at loop headers, function entries and imports), fuel is the
+    /// backstop.
     pub fn points_per_second(&self) -> u64 {
         self.fuel.points_per_second
     }
 
     fn calibrate(&self) -> Result<u64, WasmError> {
         const POINTS: u64 = 20_000_000;
-        let module = Module::new(&self.engine, SPIN_MODULE)
+        let module = Module::new(&self.engine, CALIBRATION_MODULE)
             .map_err(|e| WasmError::Compile(e.to_string()))?;
         let mut store = Store::new(self.engine.clone());
         let instance = Instance::new(&mut store, &module, &Imports::new())
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
-        let spin = instance
-            .exports
-            .get_typed_function::<(), ()>(&store, "spin")
-            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
-        let mut fastest = Duration::MAX;
-        for _ in 0..3 {
-            set_remaining_points(&mut store, &instance, POINTS);
-            let start = Instant::now();
-            let _exhausted = spin.call(&mut store);
-            fastest = fastest.min(start.elapsed());
+        let mut rate = 1;
+        for name in ["spin", "dense"] {
+            let run = instance
+                .exports
+                .get_typed_function::<(), ()>(&store, name)
+                .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+            let mut fastest = Duration::MAX;
+            for _ in 0..3 {
+                set_remaining_points(&mut store, &instance, POINTS);
+                let start = Instant::now();
+                let _exhausted = run.call(&mut store);
+                fastest = fastest.min(start.elapsed());
+            }
+            let nanos = fastest.as_nanos().max(1);
+            let measured = u128::from(POINTS) * 1_000_000_000 / nanos;
+            rate = rate.max(u64::try_from(measured).unwrap_or(u64::MAX));
         }
-        let nanos = fastest.as_nanos().max(1);
-        Ok(u64::try_from(u128::from(POINTS) * 1_000_000_000 / nanos).unwrap_or(u64::MAX))
+        Ok(rate)
     }
 
     /// Compiles `wasm`, or takes it from the cache (memory, then disk) by content hash.
@@ -198,14 +214,15 @@ impl WasmRuntime {
                 .await
                 .map_err(|e| WasmError::Compile(format!("the compiler thread failed: {e}")))??;
         let exports = abi::validate(&module)?;
+        let live = LiveLimits::new(limits);
         let mut engine = engine.clone();
-        engine.set_tunables(LimitingTunables::new(limits.max_pages()));
+        engine.set_tunables(live.tunables());
         let shared = Arc::new(Shared {
             name: OnceLock::new(),
             host: OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
             max_payload: self.config.max_payload_bytes,
-            max_pages: limits.max_pages(),
+            limits: live,
         });
 
         let budget = Budget::new(
@@ -219,9 +236,9 @@ impl WasmRuntime {
             engine,
             module,
             exports,
-            limits,
             fuel: self.fuel,
             pool,
+            stops: StopCounters::default(),
             registration: OnceLock::new(),
         });
         // Register on the worker that will keep the instance for the first calls.
@@ -235,19 +252,15 @@ impl WasmRuntime {
             .map_err(|e| WasmError::Instantiate(e.to_string()))?;
         let json = match tokio::time::timeout_at(deadline.into(), answer).await {
             Err(_) => {
-                return Err(WasmError::Register(
-                    PluginError::Timeout {
-                        operation: "register".into(),
-                        after: budget.timeout,
-                    }
-                    .to_string(),
-                ));
+                let ran = budget.started.elapsed();
+                let error = Limit::Deadline.error("register", ran, budget.timeout, "");
+                return Err(WasmError::Register(error.to_string()));
             }
             Ok(Err(_)) => return Err(WasmError::Register("the guest's worker stopped".into())),
-            Ok(Ok(Err(PluginError::Unavailable(problem)))) => {
+            Ok(Ok((Err(PluginError::Unavailable(problem)), _))) => {
                 return Err(WasmError::Instantiate(problem));
             }
-            Ok(Ok(result)) => result.map_err(|e| WasmError::Register(e.to_string()))?,
+            Ok(Ok((result, _))) => result.map_err(|e| WasmError::Register(e.to_string()))?,
         };
         let registration = GkRegistration::from_json(&json).map_err(|e| {
             WasmError::Register(format!(

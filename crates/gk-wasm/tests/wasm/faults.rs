@@ -61,7 +61,7 @@ async fn bad_modules_are_refused_with_the_problem_named() {
         ),
         (
             "reg_spins",
-            // "register timed out" at the deadline, "register (out of fuel) timed out" before it
+            // "register (stopped by its deadline after 501 ms) timed out after 500 ms"
             "timed out after 500 ms",
         ),
     ] {

@@ -37,13 +37,13 @@ async fn load_single(name: &str, timeout_ms: u64) -> (WasmPlugin, Arc<MemoryHost
     (plugin, host)
 }
 
-/// The deadline ("call") or the CPU budget ("call (out of fuel)": host time is charged as fuel)
-/// stopped the call, and the error says which.
+/// The deadline stopped the call (checked by every import; the fuel, host time charged too,
+/// is only a backstop of ten times the timeout), and the error says so.
 fn stopped_by_a_limit(error: &PluginError) -> bool {
     matches!(
         error,
         PluginError::Timeout { operation, after }
-            if ["call", "call (out of fuel)"].contains(&operation.as_str())
+            if operation.starts_with("call (stopped by its deadline after ")
                 && *after == Duration::from_millis(300)
     )
 }

@@ -29,13 +29,15 @@ async fn an_endless_loop_is_stopped_and_the_caller_gets_timeout_at_the_deadline(
     let start = Instant::now();
     let err = plugin.call(&ctx(), "spin", b"").await.unwrap_err();
     let waited = start.elapsed();
-    // The deadline stopped it (fuel is a backstop of several times the timeout).
-    assert_eq!(
-        err,
-        PluginError::Timeout {
-            operation: "call".into(),
-            after: Duration::from_millis(300)
-        }
+    // The deadline stopped it (fuel is a backstop of ten times the timeout).
+    assert!(
+        matches!(
+            &err,
+            PluginError::Timeout { operation, after }
+                if operation.starts_with("call (stopped by its deadline after ")
+                    && *after == Duration::from_millis(300)
+        ),
+        "{err:?}"
     );
     assert!(
         waited >= Duration::from_millis(290) && waited < Duration::from_millis(1_500),
@@ -97,18 +99,19 @@ async fn cpu_bound_guests_stop_at_the_deadline_not_at_their_fuel() {
         .await
         .unwrap();
     for function in ["spin", "fib"] {
-        // Stopped at the deadline; on a loaded machine the fuel (calibrated while loaded) may
-        // run out a little before it, which is also a stop: what matters is the next assert.
+        // Stopped at the deadline, not by the fuel (ten times the timeout's worth).
         let err = plugin.call(&ctx(), function, b"").await.unwrap_err();
         assert!(
             matches!(
                 &err,
-                PluginError::Timeout { after, .. } if *after == Duration::from_millis(1_000)
+                PluginError::Timeout { operation, after }
+                    if operation.starts_with("call (stopped by its deadline after ")
+                        && *after == Duration::from_millis(1_000)
             ),
             "{function}: {err:?}"
         );
         // The next call waits for the only worker; its own deadline is 1 s, and fuel alone
-        // would hold the worker for about 2 s more.
+        // would hold the worker for several seconds more.
         assert_eq!(
             plugin.call(&ctx(), "echo", b"free").await,
             Ok(b"free".to_vec()),

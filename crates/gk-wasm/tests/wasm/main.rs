@@ -2,6 +2,7 @@
 
 mod abi;
 mod c_guest;
+mod deadlines;
 mod faults;
 mod guards;
 mod limits;
