@@ -185,6 +185,76 @@ async fn an_admin_manages_plugins_in_the_browser() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_list_follows_each_plugin_from_discovery_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_every_state(dir.path()).await;
+    let cookie = format!("gk_admin={}", server.first_admin_token.clone().unwrap());
+    let addr = server.addr;
+    let list = || async {
+        let page = send_text(
+            addr,
+            "GET",
+            "/admin/plugins",
+            None,
+            &[("cookie", &cookie)],
+            vec![],
+        )
+        .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        page.body
+    };
+    let row = |name: &str, lifecycle: &str| {
+        format!("<tr data-plugin=\"{name}\" data-lifecycle=\"{lifecycle}\">")
+    };
+
+    // Discovered, nothing loaded yet; the manifest without its module is refused, with why.
+    let body = list().await;
+    for name in ["broken", "dormant", "hello-grpc", "stats"] {
+        assert!(body.contains(&row(name, "not_loaded")), "{name}: {body}");
+    }
+    assert!(body.contains(&row("half-written", "refused")), "{body}");
+    assert!(body.contains("half-written.wasm"), "the reason: {body}");
+    assert!(
+        body.contains("data-state=\"signature\">verified</span>"),
+        "{body}"
+    );
+
+    // Loading every enabled plugin: `broken` fails and says why; `dormant` stays unloaded.
+    server.manager.load_all().await;
+    let body = list().await;
+    for name in ["hello-grpc", "stats"] {
+        assert!(body.contains(&row(name, "loaded")), "{name}: {body}");
+    }
+    assert!(body.contains(&row("broken", "failed")), "{body}");
+    assert!(
+        body.contains("plugin `broken` cannot be registered"),
+        "{body}"
+    );
+    assert!(body.contains(&row("dormant", "not_loaded")), "{body}");
+
+    // The missing module arrives: the directory is taken, and is refused no more.
+    std::fs::copy(
+        stats_module(),
+        dir.path().join("plugins/half-written/half-written.wasm"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = list().await;
+        if body.contains(&row("half-written", "not_loaded")) {
+            assert!(!body.contains("data-lifecycle=\"refused\""), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loader did not take the fixed plugin: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.shutdown().await;
+}
+
 /// A plugin whose widget title and menu label are keys of its catalog, one translation
 /// carrying markup.
 struct Labelled;
