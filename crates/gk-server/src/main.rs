@@ -284,7 +284,17 @@ async fn plugins(
             let policy = remote
                 .send("POST", &format!("/api/v1/plugins/{name}/approve"), "")
                 .await?;
-            println!("{name}: approved\n{policy}");
+            println!("{name}: approved");
+            // What the grant reaches, in words: a request without scope is granted as `*`,
+            // "every table", "any public host".
+            match serde_json::from_value::<gk_sdk::ResourcePolicy>(policy.clone()) {
+                Ok(granted) => {
+                    for permission in &granted.permissions {
+                        println!("  {}", permission.summary());
+                    }
+                }
+                Err(_) => println!("{policy}"),
+            }
         }
         PluginsAction::Call {
             name,

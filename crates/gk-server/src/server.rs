@@ -146,6 +146,38 @@ fn sandbox_config(databases: &Databases) -> Arc<SandboxConfig> {
     Arc::new(config)
 }
 
+/// `config` with every path made absolute against the working directory, once, at start: the
+/// paths the server hands out (a gRPC plugin's host socket, which the plugin reaches from its
+/// own directory) and compares (the watcher's events) never depend on a working directory.
+fn with_absolute_paths(config: &ServeConfig) -> Result<ServeConfig, ServerError> {
+    let absolute = |path: &std::path::Path| {
+        std::path::absolute(path).map_err(|source| ServerError::Directory {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut resolved = config.clone();
+    resolved.plugins_dir = absolute(&config.plugins_dir)?;
+    resolved.data_dir = absolute(&config.data_dir)?;
+    if let Some(dir) = &config.trusted_keys_dir {
+        resolved.trusted_keys_dir = Some(absolute(dir)?);
+    }
+    if let Some(file) = &config.config_file {
+        resolved.config_file = Some(absolute(file)?);
+    }
+    resolved.init_sql = config
+        .init_sql
+        .iter()
+        .map(|p| absolute(p))
+        .collect::<Result<_, _>>()?;
+    resolved.native_plugin_read_only_paths = config
+        .native_plugin_read_only_paths
+        .iter()
+        .map(|p| absolute(p))
+        .collect::<Result<_, _>>()?;
+    Ok(resolved)
+}
+
 /// Opens the default database and every named one; a database that cannot be opened stops the
 /// start with the key that names it.
 async fn connect_databases(config: &ServeConfig) -> Result<Databases, ServerError> {
@@ -225,6 +257,7 @@ async fn run_init_sql(
 /// plugins of the plugins directory known (loaded on first use), watches the directory and
 /// listens.
 pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
+    let config = &with_absolute_paths(config)?;
     make_dir(&config.data_dir)?;
     make_dir(&config.plugins_dir)?;
     let databases = connect_databases(config).await?;

@@ -281,6 +281,16 @@ async fn gk_plugins_drives_a_running_server() {
     assert!(!ok);
     assert!(out.contains("the arguments must be JSON"), "{out}");
 
+    // Approving prints what the grant reaches, in words.
+    let (ok, out) = gk(with(&admin, &["approve", "hello-grpc"])).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("hello-grpc: approved"), "{out}");
+    assert!(
+        out.contains("cache readwrite: its own cache namespace")
+            && out.contains("plugin_call read: stats"),
+        "{out}"
+    );
+
     let (ok, out) = gk(with("", &["disable", "hello-grpc"])).await;
     assert!(!ok);
     assert!(out.contains("401") && out.contains("gk token"), "{out}");

@@ -286,3 +286,32 @@ fn bad_host_service_settings_name_the_key() {
         "{error}"
     );
 }
+
+/// The example in this module's documentation, and the repository's goatkit.toml, are
+/// configurations that load.
+#[test]
+fn the_documented_examples_load() {
+    let source = include_str!("mod.rs");
+    let example: String = source
+        .lines()
+        .filter_map(|line| line.strip_prefix("//!"))
+        .skip_while(|line| line.trim() != "```toml")
+        .skip(1)
+        .take_while(|line| line.trim() != "```")
+        .map(|line| format!("{}\n", line.strip_prefix(' ').unwrap_or(line)))
+        .collect();
+    assert!(example.contains("[email]"), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), &example);
+    let config = ServeConfig::load(Some(&path), &env(&[])).unwrap();
+    assert_eq!(config.databases.len(), 1);
+    assert_eq!(config.http.allow_private.len(), 2);
+    assert!(config.email.smtp_config().unwrap().is_some());
+    assert_eq!(
+        config.config_values().get("helpdesk.url").unwrap(),
+        "https://help.example.com"
+    );
+
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../goatkit.toml");
+    ServeConfig::load(Some(&repository), &env(&[])).unwrap();
+}

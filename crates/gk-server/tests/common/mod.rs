@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod intruder;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 
