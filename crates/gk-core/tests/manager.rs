@@ -312,3 +312,64 @@ async fn a_slow_init_times_out_without_blocking_other_plugins() {
     assert_eq!(err, "plugin `slow`: init timed out after 200 ms");
     let _ = HostError::NotFound(String::new());
 }
+
+/// A WASM guest whose `spin` never returns (any other function echoes).
+const SPINNER: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{\"name\":\"spinner\",\"version\":\"1\"}")
+  (func (export "gk_malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "gk_register") (result i64) (i64.const 0x1000000020))
+  (func (export "gk_call") (param $fp i32) (param $fl i32) (param $ap i32) (param $al i32) (result i64)
+    (if (i32.eq (i32.load8_u (local.get $fp)) (i32.const 115)) (then (loop $l (br $l))))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ap)) (i64.const 32)) (i64.extend_i32_u (local.get $al)))))"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_timeout_change_applies_to_the_next_call_of_a_loaded_wasm_plugin() {
+    use gk_wasm::{WasmConfig, WasmLimits, WasmRuntime};
+    let f = fixture().await;
+    let runtime = WasmRuntime::new(WasmConfig {
+        pool_size: 1,
+        ..WasmConfig::default()
+    })
+    .unwrap();
+    let limits = WasmLimits::from_policy(&gk_sdk::ResourcePolicy::default_for("spinner"));
+    let plugin = runtime
+        .load(wat::parse_str(SPINNER).unwrap(), limits)
+        .await
+        .unwrap();
+    f.manager.register(Arc::new(plugin)).await.unwrap();
+    assert_eq!(f.manager.call("spinner", "echo", b"1").await.unwrap(), b"1");
+
+    let mut policy = approved("spinner", vec![]);
+    policy.call_timeout = Duration::from_millis(300);
+    let applied = f.manager.set_policy(policy, "admin").await.unwrap();
+    // Applied to the loaded plugin: nothing left for a reload or the next load.
+    assert_eq!(applied, gk_core::PolicyApplied::default());
+    let start = std::time::Instant::now();
+    let error = f.manager.call("spinner", "spin", b"").await.unwrap_err();
+    let waited = start.elapsed();
+    assert!(
+        matches!(
+            &error,
+            ManagerError::Plugin { source: gk_sdk::PluginError::Timeout { operation, after }, .. }
+                if operation.starts_with("call (stopped by its deadline after ")
+                    && *after == Duration::from_millis(300)
+        ),
+        "{error:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1_500),
+        "the 30 s default still applied: {waited:?}"
+    );
+    // The guest stopped (the only worker answers) and the stats say which limit stopped it.
+    assert_eq!(f.manager.call("spinner", "echo", b"2").await.unwrap(), b"2");
+    let stats = f.manager.stats("spinner").unwrap();
+    assert_eq!(
+        stats.stopped_by,
+        gk_sdk::LimitStops {
+            deadline: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!((stats.calls, stats.errors), (3, 1));
+}

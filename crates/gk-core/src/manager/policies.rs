@@ -1,11 +1,14 @@
 //! Policies: the stored policy of each plugin, changes applied to its live sandbox, and
 //! approving what a plugin requests.
 //!
-//! Most of a policy applies on the plugin's next host call. What the runtime fixes when the
+//! Most of a policy applies on the plugin's next host call. What a runtime may fix when the
 //! plugin loads ([`LOAD_TIME_SETTINGS`]: its memory cap, its call timeout, and whether it has
-//! network access at all) needs a reload: a change of those reloads a loaded plugin blue-green
-//! from its source, and [`PolicyApplied`] says whether that happened or the change waits for
-//! the next load.
+//! network access at all) is first offered to the loaded plugin ([`Plugin::apply_limits`]: the
+//! WASM runtime applies memory cap and timeouts to the next call); what it cannot apply live
+//! needs a reload: a change of those reloads a loaded plugin blue-green from its source, and
+//! [`PolicyApplied`] says whether that happened or the change waits for the next load.
+//!
+//! [`Plugin::apply_limits`]: gk_sdk::Plugin::apply_limits
 
 use gk_sdk::{PermissionType, PolicyStatus, ResourcePolicy, ResourceRequest};
 use serde::Serialize;
@@ -18,8 +21,8 @@ pub const LOAD_TIME_SETTINGS: [&str; 3] = ["memory_mb", "call_timeout", "network
 /// What a policy change did beyond the live sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PolicyApplied {
-    /// The changed settings fixed at load time (see [`LOAD_TIME_SETTINGS`]); empty when the
-    /// whole change applied live.
+    /// The changed settings fixed at load time (see [`LOAD_TIME_SETTINGS`]) that the loaded
+    /// plugin could not apply live; empty when the whole change applied live.
     pub load_time_changes: Vec<String>,
     /// The loaded plugin was reloaded (blue-green) with the new policy.
     pub reloaded: bool,
@@ -30,6 +33,10 @@ pub struct PolicyApplied {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload_error: Option<String>,
 }
+
+/// The settings of [`LOAD_TIME_SETTINGS`] a plugin whose runtime applies its limits live
+/// ([`gk_sdk::Plugin::apply_limits`]) takes without a reload.
+const LIVE_LIMITS: [&str; 2] = ["memory_mb", "call_timeout"];
 
 /// The settings of [`LOAD_TIME_SETTINGS`] that differ between `old` and `new`.
 fn load_time_changes(old: &ResourcePolicy, new: &ResourcePolicy) -> Vec<String> {
@@ -83,6 +90,13 @@ impl Manager {
             load_time_changes: load_time_changes(&old, &policy),
             ..PolicyApplied::default()
         };
+        if let Some(loaded) = &loaded
+            && loaded.plugin.apply_limits(&policy)
+        {
+            applied
+                .load_time_changes
+                .retain(|setting| !LIVE_LIMITS.contains(&setting.as_str()));
+        }
         if applied.load_time_changes.is_empty() {
             return Ok(applied);
         }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gk_sandbox::StatsSnapshot;
+use gk_sdk::LimitStops;
 use serde::Serialize;
 
 use super::{Manager, ManagerError};
@@ -43,6 +44,9 @@ pub struct PluginStats {
     pub latency_histogram: Vec<u64>,
     /// The sandbox's counters of the plugin's host calls.
     pub host: StatsSnapshot,
+    /// Calls stopped by each limit (deadline, fuel, memory), as the plugin's runtime counted
+    /// them since it was loaded.
+    pub stopped_by: LimitStops,
 }
 
 impl CallCounters {
@@ -67,6 +71,7 @@ impl Manager {
         let slot = self.slot(name)?;
         let c = &slot.counters;
         let calls = c.calls.load(Ordering::Relaxed);
+        let loaded = slot.loaded.load_full();
         Ok(PluginStats {
             calls,
             errors: c.errors.load(Ordering::Relaxed),
@@ -85,10 +90,13 @@ impl Manager {
                     Some(*sum)
                 })
                 .collect(),
-            host: slot
-                .loaded
-                .load_full()
+            host: loaded
+                .as_ref()
                 .map(|l| l.sandbox.stats())
+                .unwrap_or_default(),
+            stopped_by: loaded
+                .as_ref()
+                .map(|l| l.plugin.limit_stops())
                 .unwrap_or_default(),
         })
     }
