@@ -101,13 +101,21 @@ fn main() -> Result<()> {
             test.args(&args);
             let unit = run_tests(test, &mut totals);
             let doc = run_tests(cargo(&["test", "--workspace", "--doc"]), &mut totals);
+            // The guests' own unit tests (their workspaces are their own), run on the host.
+            let mut guests = Ok(());
+            for dir in guests::guest_crates(&workspace_root())? {
+                let manifest = dir.join("Cargo.toml");
+                let mut test = cargo(&["test", "--manifest-path"]);
+                test.arg(&manifest);
+                guests = guests.and(run_tests(test, &mut totals));
+            }
             // One closing line for the whole run, so that CI reads the total and not the count of
             // whichever test binary happened to run last.
             println!(
                 "tests: {} passed, {} failed, {} skipped",
                 totals.passed, totals.failed, totals.skipped
             );
-            unit.and(doc)
+            unit.and(doc).and(guests)
         }
         Task::Serve { args } => {
             let root = workspace_root();
