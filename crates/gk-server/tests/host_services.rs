@@ -488,6 +488,28 @@ async fn a_request_without_scope_is_every_table_but_never_the_platforms() {
     let config = config_with_plugins(dir.path());
     let server = gk_server::start(&config).await.unwrap();
     let token = admin_token(&server);
+    // The admin reads the request in words before approving it.
+    let page = common::send_text(
+        server.addr,
+        "GET",
+        "/admin/plugins/proxy",
+        None,
+        &[("cookie", &format!("gk_admin={token}"))],
+        vec![],
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("<li>db readwrite: every table of the default database"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<li>http read: *.tenor.com</li>"),
+        "{}",
+        page.body
+    );
     let (status, policy) = common::send(
         server.addr,
         "POST",

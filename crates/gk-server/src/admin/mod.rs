@@ -184,6 +184,15 @@ async fn plugin_page(
         }
     };
     let policy_json = serde_json::to_string_pretty(&policy).unwrap_or_default();
+    // In words: a request without scope reads "every table of the default database", …
+    let summaries = |permissions: &[gk_sdk::Permission]| -> Vec<String> {
+        permissions
+            .iter()
+            .map(gk_sdk::Permission::summary)
+            .collect()
+    };
+    let requested_permissions = summaries(&requested.permissions);
+    let granted_permissions = summaries(&policy.permissions);
     let texts = Translator::new(&state.manager, &headers);
     let registration = texts.registration(registration);
     render(
@@ -196,6 +205,7 @@ async fn plugin_page(
             runtime => runtime_of(&state, &name),
             registration => value(&registration), policy => value(&policy),
             requested => value(&requested), policy_json,
+            requested_permissions, granted_permissions,
             csrf => session.csrf, notice => flash.notice, error => flash.error,
         },
     )
