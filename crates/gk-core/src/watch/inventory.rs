@@ -124,6 +124,7 @@ impl Loader {
             });
         }
         let signatures = self.signatures.clone();
+        let checked = files.iter().map(Option::is_some).collect::<Vec<_>>();
         let states = tokio::task::spawn_blocking(move || {
             files
                 .iter()
@@ -131,7 +132,11 @@ impl Loader {
                 .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|error| {
+            // The hashing task panicked or was cancelled: say so on each file instead.
+            let why = SignatureState::Invalid(format!("not checked: {error}"));
+            checked.iter().map(|&c| c.then(|| why.clone())).collect()
+        });
         for (plugin, state) in plugins.iter_mut().zip(states) {
             if let Some(state) = state {
                 plugin.signature = state;
