@@ -14,12 +14,13 @@
 
 use std::fmt::Write;
 
-/// Drawing units of the `viewBox`: about the shape of a large dashboard widget.
+/// Drawing units of the `viewBox`: about the shape of a large dashboard widget's frame (three
+/// of four columns, 18rem high), so that the chart fills it.
 const WIDTH: f64 = 800.0;
-const HEIGHT: f64 = 210.0;
+const HEIGHT: f64 = 260.0;
 /// Room for the count labels (left) and the date labels (bottom).
 const LEFT: f64 = 44.0;
-const RIGHT: f64 = 10.0;
+const RIGHT: f64 = 22.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 28.0;
 /// At most this many date labels; at most this many bars get their count printed over them.
@@ -80,10 +81,10 @@ pub(crate) fn bar_chart(title: &str, caption: &str, bars: &[Bar], empty: &str) -
     let _ = write!(
         svg,
         "<svg class=\"gk-chart gk-stats-chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{title}\" \
-         font-family=\"system-ui, sans-serif\" font-size=\"11\">\
+         font-family=\"system-ui, sans-serif\" font-size=\"12\">\
          <title>{title}</title>\
          <style>.day:hover .bar{{fill:{BAR_HOVER}}} .hit{{fill:transparent}}</style>\
-         <text class=\"caption\" x=\"{LEFT}\" y=\"14\" font-size=\"13\" fill=\"{TEXT}\">{caption}</text>",
+         <text class=\"caption\" x=\"{LEFT}\" y=\"15\" font-size=\"14\" fill=\"{TEXT}\">{caption}</text>",
         title = escape(title),
         caption = escape(caption)
     );
