@@ -5,7 +5,10 @@
 //! - `*.zip` packages: extracted (see the `packaging` module) into the managed directory
 //!   and then treated as a directory.
 //!
-//! Every plugin file is checked against the [`SignaturePolicy`] when it is discovered.
+//! Every plugin file is checked against the [`SignaturePolicy`] when it is discovered, and again
+//! when it is loaded: [`VerifiedEntry::read`] reads the bytes once, checks them, and the runtime
+//! loads those same bytes (at first load, reload and restart), so a file swapped after discovery
+//! is refused, never run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +32,52 @@ pub struct Discovered {
     pub entry: PathBuf,
     /// Its manifest, when it has one.
     pub manifest: Option<PluginManifest>,
+    /// Whether it came out of a package whose signature was checked as a whole (its files
+    /// then have no signature of their own, and live where only the server writes).
+    pub from_package: bool,
+}
+
+/// A plugin's module or executable as it was read once and checked against the signature
+/// policy: what the runtime loads (a WASM module from these bytes, a native executable from a
+/// private copy of them).
+#[derive(Clone)]
+pub struct VerifiedEntry {
+    /// Where the bytes were read.
+    pub path: PathBuf,
+    /// The content.
+    pub bytes: Arc<[u8]>,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for VerifiedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedEntry")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.len())
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+impl VerifiedEntry {
+    /// Reads `found`'s entry once and checks it against `signatures` (unless it came out of a
+    /// checked package).
+    pub fn read(found: &Discovered, signatures: &SignaturePolicy) -> Result<Self, DiscoveryError> {
+        let path = &found.entry;
+        let bytes = std::fs::read(path).map_err(|e| refused(path, e))?;
+        if !found.from_package {
+            signatures
+                .check_bytes(path, &bytes)
+                .map_err(|e| refused(path, e))?;
+        }
+        let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        Ok(Self {
+            path: path.clone(),
+            bytes: bytes.into(),
+            sha256,
+        })
+    }
 }
 
 /// A way of running plugins (WASM, gRPC), as the manager sees it.
@@ -36,10 +85,12 @@ pub struct Discovered {
 pub trait PluginRuntime: Send + Sync {
     /// Whether this runtime runs `found`.
     fn accepts(&self, found: &Discovered) -> bool;
-    /// Loads `found` under `policy` (not initialised yet).
+    /// Loads `found` under `policy` (not initialised yet), from `entry`: the bytes of its
+    /// module or executable as read and checked, never the file again.
     async fn load(
         &self,
         found: &Discovered,
+        entry: &VerifiedEntry,
         policy: &ResourcePolicy,
     ) -> Result<Arc<dyn Plugin>, String>;
 }
@@ -87,6 +138,7 @@ pub async fn inspect(
             dir,
             entry: path.to_owned(),
             manifest: None,
+            from_package: false,
         }));
     }
     if path.is_file() && extension == "zip" {
@@ -95,7 +147,10 @@ pub async fn inspect(
             .await
             .map_err(|e| refused(path, e))?;
         // The package's signature covers everything in it.
-        return from_dir(&dir, None).map(Some);
+        return from_dir(&dir, None).map(|mut found| {
+            found.from_package = true;
+            Some(found)
+        });
     }
     if path.is_dir()
         && gk_sdk::MANIFEST_FILE_NAMES
@@ -124,6 +179,7 @@ fn from_dir(
         dir: dir.to_owned(),
         entry,
         manifest: Some(manifest),
+        from_package: false,
     })
 }
 

@@ -118,6 +118,8 @@ struct ManagerInner {
     catalog_version: AtomicU64,
     /// The host templates a plugin may override (see [`Manager::allow_template_overrides`]).
     overridable_templates: RwLock<std::collections::BTreeSet<String>>,
+    /// What a plugin's bytes are checked against each time they are loaded.
+    signatures: RwLock<crate::signing::SignaturePolicy>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -156,6 +158,7 @@ impl Manager {
                 translations: std::sync::OnceLock::new(),
                 catalog_version: AtomicU64::new(0),
                 overridable_templates: RwLock::default(),
+                signatures: RwLock::default(),
             }),
         }
     }
@@ -166,6 +169,16 @@ impl Manager {
         if self.inner.translations.set(translations).is_err() {
             tracing::warn!("the manager already keeps a translation catalog; ignoring another");
         }
+    }
+
+    /// Checks every plugin's module or executable against `signatures` each time it is
+    /// loaded (first load, reload, restart), on the bytes that are then loaded.
+    pub fn set_signature_policy(&self, signatures: crate::signing::SignaturePolicy) {
+        *self
+            .inner
+            .signatures
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = signatures;
     }
 
     fn catalog_changed(&self) {
@@ -339,9 +352,28 @@ impl Manager {
                 plugin: found.name.clone(),
                 problem: format!("no runtime runs `{}` plugins", found.runtime),
             })?;
+        let signatures = self
+            .inner
+            .signatures
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let to_read = found.clone();
+        let entry = tokio::task::spawn_blocking(move || {
+            crate::discovery::VerifiedEntry::read(&to_read, &signatures)
+        })
+        .await
+        .map_err(|e| ManagerError::Invalid {
+            plugin: found.name.clone(),
+            problem: format!("reading the plugin failed: {e}"),
+        })?
+        .map_err(|e| ManagerError::Invalid {
+            plugin: found.name.clone(),
+            problem: e.to_string(),
+        })?;
         let policy = self.policy_for(&found.name).await?;
         runtime
-            .load(found, &policy)
+            .load(found, &entry, &policy)
             .await
             .map_err(|problem| ManagerError::Invalid {
                 plugin: found.name.clone(),

@@ -162,6 +162,17 @@ impl TrustedKeys {
 
 /// Checks `<file>.sig` against the trusted keys.
 pub fn verify_file(file: &Path, trusted: &TrustedKeys) -> Result<(), SignatureError> {
+    let bytes = std::fs::read(file).map_err(|e| io(file, e))?;
+    verify_bytes(file, &bytes, trusted)
+}
+
+/// Checks `<file>.sig` against the trusted keys for `bytes`, the content of `file` as it was
+/// read once: what is then loaded is what was checked, whatever happens to the file meanwhile.
+pub fn verify_bytes(
+    file: &Path,
+    bytes: &[u8],
+    trusted: &TrustedKeys,
+) -> Result<(), SignatureError> {
     if trusted.is_empty() {
         return Err(SignatureError::NoTrustedKeys);
     }
@@ -177,7 +188,7 @@ pub fn verify_file(file: &Path, trusted: &TrustedKeys) -> Result<(), SignatureEr
         Err(e) => return Err(io(&sig_path, e)),
     };
     let signature = decode(&sig_path.display().to_string(), &text, 64)?;
-    let digest = digest(file)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let verified = trusted.keys.iter().any(|key| {
         UnparsedPublicKey::new(&ED25519, key)
             .verify(digest.as_ref(), &signature)
@@ -206,7 +217,21 @@ impl SignaturePolicy {
     /// Checks a plugin file on load and on every reload: an error when signatures are required
     /// and the check fails; otherwise a warning, and the plugin loads.
     pub fn check(&self, file: &Path) -> Result<(), SignatureError> {
-        if !self.required && self.trusted.is_empty() {
+        if !self.checks_anything() {
+            return self.check_bytes(file, &[]);
+        }
+        let bytes = std::fs::read(file).map_err(|e| io(file, e))?;
+        self.check_bytes(file, &bytes)
+    }
+
+    /// Whether a check reads anything: signatures required, or trusted keys configured.
+    pub fn checks_anything(&self) -> bool {
+        self.required || !self.trusted.is_empty()
+    }
+
+    /// [`check`](Self::check) of `bytes`, the content of `file` read once.
+    pub fn check_bytes(&self, file: &Path, bytes: &[u8]) -> Result<(), SignatureError> {
+        if !self.checks_anything() {
             // Said once per process, not for every plugin and every reload.
             static WARNED: std::sync::atomic::AtomicBool =
                 std::sync::atomic::AtomicBool::new(false);
@@ -218,7 +243,7 @@ impl SignaturePolicy {
             tracing::debug!(file = %file.display(), "signature not checked: no trusted keys");
             return Ok(());
         }
-        match verify_file(file, &self.trusted) {
+        match verify_bytes(file, bytes, &self.trusted) {
             Ok(()) => Ok(()),
             Err(error) if self.required => Err(error),
             Err(error) => {

@@ -72,6 +72,7 @@ impl Loader {
         managed_dir: PathBuf,
         signatures: SignaturePolicy,
     ) -> Arc<Self> {
+        manager.set_signature_policy(signatures.clone());
         Arc::new(Self {
             manager,
             plugins_dir,

@@ -25,6 +25,7 @@ impl gk_core::discovery::PluginRuntime for FakeRuntime {
     async fn load(
         &self,
         found: &gk_core::discovery::Discovered,
+        _: &gk_core::discovery::VerifiedEntry,
         _: &gk_sdk::ResourcePolicy,
     ) -> Result<Arc<dyn Plugin>, String> {
         self.loads.fetch_add(1, Ordering::SeqCst);
@@ -42,9 +43,11 @@ fn discovered(name: &str, runtime: gk_sdk::Runtime) -> gk_core::discovery::Disco
     gk_core::discovery::Discovered {
         name: name.into(),
         runtime,
-        dir: "/nowhere".into(),
-        entry: format!("/nowhere/{name}.wasm").into(),
+        // Any readable file: the fake runtime makes its plugin without looking at the bytes.
+        dir: std::env::temp_dir(),
+        entry: std::env::current_exe().unwrap(),
         manifest: None,
+        from_package: false,
     }
 }
 
@@ -235,9 +238,11 @@ impl gk_core::discovery::PluginRuntime for FileRuntime {
     async fn load(
         &self,
         found: &gk_core::discovery::Discovered,
+        entry: &gk_core::discovery::VerifiedEntry,
         _: &gk_sdk::ResourcePolicy,
     ) -> Result<Arc<dyn Plugin>, String> {
-        let text = std::fs::read_to_string(&found.entry).map_err(|e| e.to_string())?;
+        // The bytes the manager read and checked, not the file again.
+        let text = String::from_utf8_lossy(&entry.bytes);
         let version = text.trim();
         if version.is_empty() || version == "broken" {
             return Err(format!("`{}` is not a module", found.entry.display()));
@@ -399,4 +404,44 @@ async fn every_reload_re_verifies_the_signature() {
     sign_file(&module, &private).unwrap();
     loader.refresh(&module).await.unwrap();
     assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("2"));
+}
+
+/// Signatures are checked on the bytes that are loaded: a file swapped after discovery, before
+/// its lazy first load, is refused there, and nothing of it runs.
+#[tokio::test]
+async fn a_file_swapped_after_discovery_is_refused_at_its_first_load() {
+    use gk_core::signing::{SignaturePolicy, TrustedKeys, generate_keypair, sign_file};
+    let f = fixture().await;
+    f.manager.add_runtime(Arc::new(FileRuntime));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (private, public) = generate_keypair().unwrap();
+    let module = plugins.join("lazy.wasm");
+    std::fs::write(&module, "1").unwrap();
+    sign_file(&module, &private).unwrap();
+    let loader = gk_core::Loader::new(
+        f.manager.clone(),
+        plugins.clone(),
+        plugins.join(".managed"),
+        SignaturePolicy {
+            required: true,
+            trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
+        },
+    );
+    assert!(loader.scan().await.is_empty());
+    assert_eq!(f.manager.names(), ["lazy"], "discovered, not loaded yet");
+
+    std::fs::write(&module, "666").unwrap();
+    let error = f.manager.load("lazy").await.unwrap_err().to_string();
+    assert!(error.contains("signature does not match"), "{error}");
+    assert_eq!(
+        version(&f.manager, "lazy").await,
+        None,
+        "nothing of it runs"
+    );
+
+    // The signed content back: the next use loads it.
+    std::fs::write(&module, "1").unwrap();
+    assert_eq!(version(&f.manager, "lazy").await.as_deref(), Some("1"));
 }

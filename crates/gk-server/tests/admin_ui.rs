@@ -148,6 +148,7 @@ async fn an_admin_manages_plugins_in_the_browser() {
             dir: later.parent().unwrap().to_owned(),
             entry: later,
             manifest: None,
+            from_package: false,
         })
         .await
         .unwrap();

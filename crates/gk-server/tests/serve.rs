@@ -348,6 +348,9 @@ async fn a_request_past_its_timeout_gets_a_json_504() {
         .tokens
         .mint("agent", Role::Agent, Duration::from_secs(60))
         .unwrap();
+    // Loaded first: the deadline is the call's, not the first load's (reading, checking and
+    // starting a debug binary can take longer than 500 ms on a busy machine).
+    server.manager.load("hello-grpc").await.unwrap();
     let path = "/api/v1/plugins/hello-grpc/call/sleep";
     let (status, reply) = send(server.addr, "POST", path, Some(&token), "{}").await;
     assert_eq!(status, 504, "{reply}");
