@@ -19,7 +19,7 @@ pub const ALLOW_UNISOLATED_KEY: &str = "allow_unisolated_native_plugins";
 
 /// How native plugin processes are isolated.
 ///
-/// With isolation (Linux user, mount, PID, IPC, UTS and, without `http`, network namespaces),
+/// With isolation (Linux user, mount, PID, IPC, UTS and network namespaces),
 /// a plugin runs as an unprivileged user with no capabilities and `no_new_privs`, in a new root
 /// holding read-only binds of the system directories (`/usr`, `/bin`, `/lib`…, a few files of
 /// `/etc`), its own directory read-only, a private `/tmp` tmpfs, a fresh `/proc` of its own PID

@@ -1,7 +1,8 @@
 //! gk-grpc: runs plugin executables in their own process and speaks to them over gRPC.
 //!
 //! [`GrpcRuntime::start`] runs the manifest's binary isolated (see [`IsolationConfig`]): in new
-//! user, mount, PID, IPC, UTS and, unless its policy grants `http`, network namespaces, as an
+//! user, mount, PID, IPC, UTS and network namespaces (no network: a plugin's `http` goes
+//! through the host's `http_request`), as an
 //! unprivileged user without capabilities and with `no_new_privs`, in a read-only root of its
 //! own (system directories, its own directory, a private `/tmp`, a fresh `/proc`, a minimal
 //! `/dev`, its host socket), under rlimits, with a minimal environment (`PATH`, `TZ`, `HOME` and

@@ -9,7 +9,7 @@ use std::time::Duration;
 use gk_sdk::handshake::{HOST_SOCKET_ENV, HOST_TOKEN_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
-use gk_sdk::{GkRegistration, PermissionType, PluginError, ResourcePolicy};
+use gk_sdk::{GkRegistration, PluginError, ResourcePolicy};
 use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::{UnixListener, UnixStream};
@@ -39,9 +39,12 @@ pub struct GrpcLimits {
     pub init_timeout: Duration,
     /// Grace period of each step of shutdown.
     pub shutdown_timeout: Duration,
-    /// Whether the plugin may use the network (the policy grants `http`); without it the
-    /// process runs in a network namespace of its own (no network at all, where namespaces are
-    /// available) and is told so with `GOATFLOW_NO_NETWORK=1`.
+    /// Whether the plugin keeps the host's network. Never set from a policy: a plugin's `http`
+    /// permission is for the host's `http_request`, which applies its scope, rate limit and the
+    /// internal-address wall; a process on the host's network would bypass all three. Without
+    /// it the process runs in a network namespace of its own (no network at all, where
+    /// namespaces are available) and is told so with `GOATFLOW_NO_NETWORK=1`. Only an embedder
+    /// that trusts a plugin sets it.
     pub network: bool,
     /// Memory cap in MiB; 0 = none. Enforced as `memory.max` of a cgroup v2 of the process's
     /// own where the host may create one, and always as `RLIMIT_DATA` (private writable memory:
@@ -59,7 +62,7 @@ impl GrpcLimits {
             call_timeout: policy.call_timeout,
             init_timeout: policy.init_timeout,
             shutdown_timeout: policy.shutdown_timeout,
-            network: policy.permissions_of(PermissionType::Http).next().is_some(),
+            network: false,
             memory_mb: policy.memory_mb,
             health_interval: DEFAULT_HEALTH_INTERVAL,
         }
@@ -345,4 +348,18 @@ async fn register(process: &Process, timeout: Duration) -> Result<GkRegistration
         .registration
         .ok_or("the reply holds no registration")?;
     GkRegistration::try_from(registration).map_err(|e: PluginError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gk_sdk::{Access, Permission, PermissionType};
+
+    #[test]
+    fn an_http_permission_never_opens_the_hosts_network() {
+        let mut policy = ResourcePolicy::default_for("p");
+        policy.permissions =
+            vec![Permission::new(PermissionType::Http, Access::Read).with_scope(["*"])];
+        assert!(!GrpcLimits::from_policy(&policy).network);
+    }
 }

@@ -206,7 +206,8 @@ async fn a_plugin_cannot_reach_the_hosts_files_processes_or_network() {
         "the-token-secret"
     );
 
-    // With `http` granted the plugin shares the host's network (the control of `tcp` above).
+    // Only an embedder's explicit `network` keeps the host's network (the control of `tcp`
+    // above); no policy sets it.
     let output = attack(
         GrpcRuntime::new(&host.run),
         &me,

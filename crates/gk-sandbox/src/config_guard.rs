@@ -6,8 +6,11 @@
 //! [`SENSITIVE_PREFIXES`], when any segment contains one of [`SENSITIVE_WORDS`], or when it
 //! belongs to another plugin (`plugins.<other>.…`). A sensitive key is refused unless a `config`
 //! scope entry names it (exactly, or with a pattern; `*` alone does not unlock sensitive keys).
-//! A plugin's own settings (`plugins.<self>.<key>`, exactly that form) are never sensitive to
-//! it: they are what the operator configured for this plugin, secrets included.
+//! A plugin's own settings (`plugins.<self>.<key>`, exactly that form) need no permission: they
+//! are what the operator configured for this plugin; the secret-looking ones are readable once
+//! an admin has approved (or restricted) the plugin. A scope pattern unlocks sensitive keys
+//! only when it names its subtree (`smtp.*`, `plugins.crm.*`); `**` or `plugins.*.key` count
+//! as `*`, which unlocks none.
 
 use gk_sdk::{PermissionType, ResourcePolicy};
 
@@ -36,6 +39,18 @@ pub const SENSITIVE_WORDS: &[&str] = &[
 #[derive(Debug, Default)]
 pub(crate) struct ConfigRules {
     scope: Scope,
+    /// Whether an admin approved the plugin (`approved` or `restricted`).
+    reviewed: bool,
+}
+
+/// Whether a scope entry's pattern may unlock sensitive keys: its first segment (and, under
+/// `plugins`, its second: the plugin's name) must be written out. `**`, `*.password` or
+/// `plugins.*.api_key` would unlock every secret at once and count as `*`.
+fn names_its_subtree(segments: &[String]) -> bool {
+    let literal =
+        |segment: Option<&String>| segment.is_some_and(|s| !s.contains(['*', '?', '[', '{']));
+    literal(segments.first())
+        && (segments.first().map(String::as_str) != Some("plugins") || literal(segments.get(1)))
 }
 
 impl ConfigRules {
@@ -44,15 +59,20 @@ impl ConfigRules {
             .permissions_of(PermissionType::Config)
             .flat_map(|p| &p.scope)
             .map(|entry| {
-                if entry.trim() == "*" {
+                let segments = normalise(entry);
+                if entry.trim() == "*" || !names_its_subtree(&segments) {
                     "*".to_owned()
                 } else {
-                    normalise(entry).join(".")
+                    segments.join(".")
                 }
             })
             .collect();
         Ok(Self {
             scope: Scope::compile(entries.iter().map(String::as_str), Some('.'))?,
+            reviewed: matches!(
+                policy.status,
+                gk_sdk::PolicyStatus::Approved | gk_sdk::PolicyStatus::Restricted
+            ),
         })
     }
 
@@ -65,6 +85,16 @@ impl ConfigRules {
         let Some(why) = sensitivity(plugin, key, &segments) else {
             return Ok(());
         };
+        if why == OWN_SECRET {
+            return if self.reviewed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "key `{}` looks like a secret of this plugin's own: readable once an admin has approved the plugin",
+                    segments.join(".")
+                ))
+            };
+        }
         let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
         match self.scope.matches(&parts) {
             ScopeMatch::Exact | ScopeMatch::Pattern => Ok(()),
@@ -75,6 +105,9 @@ impl ConfigRules {
         }
     }
 }
+
+/// What [`sensitivity`] says of a plugin's own secret-looking setting.
+const OWN_SECRET: &str = "own secret";
 
 fn normalise(key: &str) -> Vec<String> {
     key.split(|c: char| matches!(c, '.' | '_' | '-' | '/' | ':') || c.is_whitespace())
@@ -88,11 +121,16 @@ fn sensitivity(plugin: &str, key: &str, segments: &[String]) -> Option<String> {
     let first = segments.first()?.as_str();
     // Normalisation blurs `my-plugin` into `my.plugin`, so a plugin's own settings are
     // recognised only in the exact form `plugins.<name>.<key>`. They are the operator's
-    // settings for this plugin (an API key, say): readable without any permission.
+    // settings for this plugin (an API key, say): readable without any permission, the
+    // secret-looking ones once an admin has approved the plugin (a package that merely took
+    // the name of a configured plugin does not read its secrets while pending review).
     let lower = key.trim().to_lowercase();
     let own_prefix = format!("plugins.{}.", plugin.to_lowercase());
     if lower.starts_with(&own_prefix) && lower.len() > own_prefix.len() {
-        return None;
+        let secret = normalise(&lower[own_prefix.len()..])
+            .iter()
+            .any(|s| SENSITIVE_WORDS.iter().any(|w| s.contains(*w)));
+        return secret.then(|| OWN_SECRET.to_owned());
     }
     if first == "plugins" {
         return Some("another plugin's settings".to_owned());
@@ -138,9 +176,9 @@ mod tests {
             "the plugin's whole subtree"
         );
         assert_eq!(
-            check("my-plugin", "plugins.my-plugin.api_key"),
-            None,
-            "the operator's secrets for this plugin are its own"
+            check("my-plugin", "plugins.my-plugin.api_key").as_deref(),
+            Some(OWN_SECRET),
+            "the operator's secrets for this plugin are its own, once it is approved"
         );
         assert!(check("other", "plugins.my-plugin.api_key").is_some());
     }

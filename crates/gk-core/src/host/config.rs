@@ -79,7 +79,10 @@ impl ConfigValues {
         let _ = self.plugin_names.set(names);
     }
 
-    /// The variable `plugin` reads for `setting`, unless a plugin with a longer name claims it.
+    /// The variable `plugin` reads for `setting`: only when no other known plugin's name could
+    /// also claim it. `GOATFLOW_PLUGIN_STATS_API_KEY` with plugins `stats` and `stats-api` both
+    /// known (or `hello-grpc` and `hello_grpc`, whose variable names are the same) is ambiguous
+    /// and goes to neither: a plugin cannot pick a name that reads another's variables.
     fn plugin_variable<'a>(
         &self,
         values: &'a Values,
@@ -88,14 +91,24 @@ impl ConfigValues {
     ) -> Option<&'a String> {
         let wanted = variable_form(plugin, setting);
         let value = values.plugin_variables.get(&wanted)?;
+        let Some(names) = self.plugin_names.get() else {
+            return Some(value);
+        };
         let own = variable_form(plugin, "");
-        let claimed_by_another = self.plugin_names.get().is_some_and(|names| {
-            names().iter().any(|other| {
-                let theirs = variable_form(other, "");
-                theirs.len() > own.len() && theirs.starts_with(&own) && wanted.starts_with(&theirs)
-            })
-        });
-        (!claimed_by_another).then_some(value)
+        let claimants: Vec<String> = names()
+            .iter()
+            .map(|name| variable_form(name, ""))
+            .filter(|prefix| wanted.starts_with(prefix.as_str()))
+            .collect();
+        if claimants.len() == 1 && claimants[0] == own {
+            return Some(value);
+        }
+        tracing::warn!(
+            plugin,
+            variable = %format!("{PLUGIN_VARIABLE_PREFIX}{wanted}"),
+            "a GOATFLOW_PLUGIN_ variable more than one plugin's name could claim is given to none: configure it as [plugins.<name>] in goatkit.toml"
+        );
+        None
     }
 
     /// Adds or replaces one value.
@@ -210,6 +223,7 @@ mod tests {
         values.set_plugin_variables([
             ("GOATFLOW_PLUGIN_HELLO_GRPC_API_URL", "from the environment"),
             ("GOATFLOW_PLUGIN_STATS_PAGE_SIZE", "20"),
+            ("GOATFLOW_PLUGIN_HELLO_GRPC_TOKEN", "t"),
             ("PATH", "/usr/bin"),
         ]);
         assert_eq!(
@@ -227,8 +241,27 @@ mod tests {
             values.get("plugins.hello.grpc_api_url").is_ok(),
             "no names known yet"
         );
-        values.set_plugin_names(Arc::new(|| vec!["hello".into(), "hello-grpc".into()]));
-        assert!(values.get("plugins.hello.grpc_api_url").is_err());
+        // With both names known the variable is ambiguous and goes to neither.
+        let names = Arc::new(std::sync::Mutex::new(vec!["hello-grpc".to_owned()]));
+        let known = names.clone();
+        values.set_plugin_names(Arc::new(move || known.lock().unwrap().clone()));
         assert!(values.get("plugins.hello-grpc.api_url").is_ok());
+        assert_eq!(values.get("plugins.hello-grpc.token").unwrap(), "t");
+        assert!(
+            values.get("plugins.hello.grpc_api_url").is_err(),
+            "not a known plugin"
+        );
+        names.lock().unwrap().push("hello".into());
+        assert!(values.get("plugins.hello.grpc_api_url").is_err());
+        assert_eq!(
+            values.get("plugins.hello-grpc.api_url").unwrap(),
+            "from the file",
+            "ambiguous: the variable goes to neither"
+        );
+        // Names whose variable forms are equal.
+        *names.lock().unwrap() = vec!["stats".into(), "hello-grpc".into(), "hello_grpc".into()];
+        assert!(values.get("plugins.hello_grpc.token").is_err());
+        assert!(values.get("plugins.hello-grpc.token").is_err());
+        assert_eq!(values.get("plugins.stats.page_size").unwrap(), "20");
     }
 }
