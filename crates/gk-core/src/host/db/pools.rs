@@ -253,11 +253,36 @@ fn database_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The login's password, derived from the platform's URL (which holds the platform's own
-/// password where there is one): every node agrees on it, and a plugin cannot know it.
+/// The login's password, derived from the platform's URL without its database (the server,
+/// the platform's user and its password where there is one): every node agrees on it, every
+/// database of one server gets the same (the login is the server's, not a database's), and a
+/// plugin cannot know it.
 fn login_password(url: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{url}\0{LOGIN}").as_bytes());
+    let server = match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_path("");
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
+    };
+    let digest =
+        ring::digest::digest(&ring::digest::SHA256, format!("{server}\0{LOGIN}").as_bytes());
     hex::encode(digest.as_ref())
+}
+
+#[cfg(test)]
+mod login_tests {
+    use super::login_password;
+
+    #[test]
+    fn every_database_of_one_server_shares_the_login_password() {
+        let a = login_password("postgres://gk:secret@db.example:5432/helpdesk");
+        assert_eq!(a, login_password("postgres://gk:secret@db.example:5432/reports?sslmode=require"));
+        assert_ne!(a, login_password("postgres://gk:other@db.example:5432/helpdesk"));
+        assert_ne!(a, login_password("postgres://gk:secret@db2.example:5432/helpdesk"));
+    }
 }
 
 /// Runs one plugin statement on SQLite: on a plugin connection, under `scope` (the authorizer)
