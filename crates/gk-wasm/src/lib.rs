@@ -34,6 +34,7 @@ mod imports;
 mod instance;
 mod interrupt;
 mod limits;
+mod overhead;
 mod plugin;
 mod pool;
 mod runtime;
@@ -42,5 +43,7 @@ mod wasi;
 
 pub use error::WasmError;
 pub use limits::WasmLimits;
+#[doc(hidden)]
+pub use overhead::{InterruptOverhead, interrupt_overhead};
 pub use plugin::WasmPlugin;
 pub use runtime::{DEFAULT_MAX_PAYLOAD_BYTES, WasmConfig, WasmRuntime};

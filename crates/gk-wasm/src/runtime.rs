@@ -31,7 +31,7 @@ const INSTANTIATION_POINTS: u64 = 500_000_000;
 
 /// Part of the compiled-module cache key: changes when the metering or the ABI handling changes
 /// what gets compiled.
-const COMPILE_TAG: &str = "gk-abi1-meter1-features1-interrupt1";
+const COMPILE_TAG: &str = "gk-abi1-meter2-features1-interrupt1";
 
 /// Two loops to measure the fuel rate: an empty one (`spin`), and one of straight-line
 /// arithmetic on locals (`dense`), which burns points several times faster; the rate is the
@@ -95,8 +95,27 @@ impl std::fmt::Debug for WasmRuntime {
     }
 }
 
-fn cost(_operator: &Operator<'_>) -> u64 {
-    1
+/// Metering points per operator: one for each operator that does work, none for those that
+/// compile to nothing (locals, constants, `nop`, `drop`, block structure), so that the points a
+/// guest burns follow the time it takes whatever its code looks like. Every loop iteration and
+/// every call still costs at least one point (the branch, the call).
+pub(crate) fn cost(operator: &Operator<'_>) -> u64 {
+    match operator {
+        Operator::Nop
+        | Operator::Drop
+        | Operator::LocalGet { .. }
+        | Operator::LocalSet { .. }
+        | Operator::LocalTee { .. }
+        | Operator::I32Const { .. }
+        | Operator::I64Const { .. }
+        | Operator::F32Const { .. }
+        | Operator::F64Const { .. }
+        | Operator::Block { .. }
+        | Operator::Loop { .. }
+        | Operator::Else
+        | Operator::End => 0,
+        _ => 1,
+    }
 }
 
 /// A compiled module and the engine that owns its code (kept together: the code lives as long
