@@ -68,11 +68,35 @@ pub fn follow(running: &ServeConfig, values: ConfigValues) -> Result<ConfigReloa
 
 /// Reads the file and the environment again and swaps the values plugins read.
 fn reload(running: &ServeConfig, values: &ConfigValues, cause: &str) {
+    // An editor that truncates and then writes shows an empty file for a moment: reading it
+    // would drop every value. A file emptied on purpose applies at the next start.
+    if let Some(file) = &running.config_file
+        && std::fs::metadata(file).is_ok_and(|m| m.len() == 0)
+    {
+        tracing::warn!(%cause, file = %file.display(), "the configuration file is empty: the values in force stay");
+        return;
+    }
     match ServeConfig::load(running.config_file.as_deref(), &Environment::process()) {
         Ok(mut fresh) => {
             fresh.listen = running.listen;
             values.replace(&fresh.config_values());
             tracing::info!(%cause, keys = values.len(), "configuration values for plugins reloaded");
+            let restart_only = [
+                ("http", fresh.http != running.http),
+                ("email", fresh.email != running.email),
+                ("databases", fresh.databases != running.databases),
+                (
+                    "database",
+                    fresh.database_url != running.database_url
+                        || fresh.database_limits != running.database_limits,
+                ),
+                ("redis_url", fresh.redis_url != running.redis_url),
+            ];
+            for (section, changed) in restart_only {
+                if changed {
+                    tracing::warn!(%section, "changed in the configuration, but applies only at the next start: the server still runs with the old value");
+                }
+            }
         }
         Err(error) => {
             tracing::warn!(%cause, %error, "the configuration does not read: the values in force stay");

@@ -260,8 +260,9 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     let config = &with_absolute_paths(config)?;
     make_dir(&config.data_dir)?;
     make_dir(&config.plugins_dir)?;
-    let databases = connect_databases(config).await?;
+    // Every configured service is checked before anything is opened or written.
     let mailer = mailer(config).await?;
+    let databases = connect_databases(config).await?;
     let connection = databases
         .connection(gk_sdk::DEFAULT_DATABASE)
         .ok_or(ServerError::NoDefaultDatabase)?
@@ -400,7 +401,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     tracing::info!(
         %addr,
         plugins = ?manager.names(),
-        database = %config.database_url(),
+        database = %gk_core::host::redacted_url(&config.database_url()),
         plugins_dir = %config.plugins_dir.display(),
         cache = if config.redis_url.is_some() { "Redis" } else { "in memory" },
         email = email_label,

@@ -164,6 +164,9 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
+                // IETF protocol assignments (192.0.0.0/24) and benchmarking (198.18.0.0/15).
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || (a == 198 && (b & 0xfe) == 18)
                 || a >= 240
         }
         IpAddr::V6(v6) => {
@@ -188,6 +191,11 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 // would reach: judged as that address.
                 || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
                     && embedded_v4(segments[6], segments[7]))
+                // Local-use NAT64 (64:ff9b:1::/48), Teredo (2001::/32), IPv4-translated
+                // (::ffff:0:a.b.c.d): reach gateways and tunnels, never a plugin's business.
+                || segments[..3] == [0x64, 0xff9b, 1]
+                || (first == 0x2001 && (segments[1] == 0 || segments[1] == 0x0db8))
+                || (segments[..4] == [0, 0, 0, 0] && segments[4] == 0xffff && segments[5] == 0)
                 || (first == 0x2002 && embedded_v4(segments[1], segments[2]))
                 // IPv4-compatible (::a.b.c.d), deprecated but still parsed.
                 || (segments[..6] == [0; 6] && embedded_v4(segments[6], segments[7]))
@@ -352,13 +360,14 @@ impl HttpClient {
             })
             .collect();
         if allowed.is_empty() {
+            // The addresses go to the server's log only: a plugin must not map internal names.
             let listed: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
+            tracing::info!(host = %host_text(host), port, addresses = %listed.join(", "), "outbound HTTP refused: internal addresses only");
             return Err(HostError::denied(
                 "http",
                 format!(
-                    "{} resolves only to internal addresses ({}) on port {port}, which the host does not reach ([http] allow_private opens chosen networks)",
+                    "{} resolves only to internal addresses on port {port}, which the host does not reach ([http] allow_private opens chosen networks)",
                     host_text(host),
-                    listed.join(", ")
                 ),
             ));
         }
@@ -466,6 +475,12 @@ mod tests {
             "2002:a00:1::1",
             "::7f00:1",
             "fec0::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.255",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378::1",
+            "::ffff:0:7f00:1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }

@@ -26,7 +26,7 @@ pub use cache::{Cache, DEFAULT_CACHE_QUOTA_BYTES, MemoryCache, RedisCache};
 pub use config::{ConfigValues, PLUGIN_VARIABLE_PREFIX, PluginNames};
 pub use db::{
     CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_ROWS,
-    DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases,
+    DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases, redacted as redacted_url,
 };
 pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
 pub use http::{

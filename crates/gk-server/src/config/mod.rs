@@ -14,7 +14,7 @@
 //! eager_loading = false
 //! require_signatures = false
 //! trusted_keys_dir = "trusted-keys"
-//! token_secret = "at least 32 bytes of secret ..."
+//! token_secret = "a secret of at least 32 bytes, never shared"
 //! redis_url = "redis://127.0.0.1:6379"
 //! approve = ["stats"]        # grant these plugins what they request, unless already reviewed
 //! metrics_token = "a secret for scrapers"   # `/metrics` also takes an admin token
@@ -383,6 +383,15 @@ impl ServeConfig {
         }
         config.apply_env(env)?;
         config.email.smtp_config()?;
+        if let Some(secret) = &config.token_secret {
+            let length = secret.trim().len();
+            if length < 32 {
+                return Err(value_error(
+                    "token_secret",
+                    format!("must be at least 32 bytes, it is {length}"),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -404,8 +413,17 @@ impl ServeConfig {
             source,
         })?;
         let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            // Where and what, never the line itself: it may hold a password.
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
             path: label,
-            message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };

@@ -392,10 +392,7 @@ fn database_name(key: &str, name: &str) -> Result<String, ConfigError> {
 
 fn database_url(key: &str, url: &str) -> Result<String, ConfigError> {
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
-    if !matches!(
-        scheme,
-        "sqlite" | "postgres" | "postgresql" | "mysql"
-    ) {
+    if !matches!(scheme, "sqlite" | "postgres" | "postgresql" | "mysql") {
         return Err(value_error(
             key,
             "not a database URL (sqlite://…, postgres://…, mysql://…)",

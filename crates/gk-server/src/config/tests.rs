@@ -114,6 +114,14 @@ fn bad_configuration_names_the_key_and_the_problem() {
             "[database]\nquery_timeout = \"0s\"",
             "database.query_timeout: must be longer than zero",
         ),
+        (
+            "token_secret = \"short\"",
+            "token_secret: must be at least 32 bytes, it is 5",
+        ),
+        (
+            "listen = \"127.0.0.1:1\"\nsmtp_urll = \"smtp://u:hunter2@mail\"",
+            "line 2, column 1: unknown field `smtp_urll`",
+        ),
     ];
     for (text, expected) in cases {
         let path = write(dir.path(), text);
@@ -121,6 +129,10 @@ fn bad_configuration_names_the_key_and_the_problem() {
             .unwrap_err()
             .to_string();
         assert!(error.contains(expected), "{text}: {error}");
+        assert!(
+            !error.contains("hunter2"),
+            "no secret in the message: {error}"
+        );
     }
     let error = ServeConfig::load(None, &env(&[("GOATKIT_EAGER_LOADING", "maybe")]))
         .unwrap_err()

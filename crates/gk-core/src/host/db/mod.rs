@@ -108,8 +108,8 @@ struct Limits {
     max_concurrent_queries: usize,
 }
 
-/// A URL with its password replaced, for messages.
-fn redacted(url: &str) -> String {
+/// A URL with its password replaced, for messages and logs.
+pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];

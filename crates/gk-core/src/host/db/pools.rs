@@ -267,8 +267,10 @@ fn login_password(url: &str) -> String {
         }
         Err(_) => url.to_owned(),
     };
-    let digest =
-        ring::digest::digest(&ring::digest::SHA256, format!("{server}\0{LOGIN}").as_bytes());
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{server}\0{LOGIN}").as_bytes(),
+    );
     hex::encode(digest.as_ref())
 }
 
@@ -279,9 +281,18 @@ mod login_tests {
     #[test]
     fn every_database_of_one_server_shares_the_login_password() {
         let a = login_password("postgres://gk:secret@db.example:5432/helpdesk");
-        assert_eq!(a, login_password("postgres://gk:secret@db.example:5432/reports?sslmode=require"));
-        assert_ne!(a, login_password("postgres://gk:other@db.example:5432/helpdesk"));
-        assert_ne!(a, login_password("postgres://gk:secret@db2.example:5432/helpdesk"));
+        assert_eq!(
+            a,
+            login_password("postgres://gk:secret@db.example:5432/reports?sslmode=require")
+        );
+        assert_ne!(
+            a,
+            login_password("postgres://gk:other@db.example:5432/helpdesk")
+        );
+        assert_ne!(
+            a,
+            login_password("postgres://gk:secret@db2.example:5432/helpdesk")
+        );
     }
 }
 
