@@ -273,6 +273,7 @@ impl HostService for HostServer {
             url: m.url,
             headers: m.headers.into_iter().collect(),
             body: m.body,
+            internal_allowed: false,
         };
         let response = host.http_request(&ctx, outgoing).await.map_err(status)?;
         Ok(Response::new(pb::OutboundHttpResponse {

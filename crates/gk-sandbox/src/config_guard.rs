@@ -25,7 +25,10 @@ pub const SENSITIVE_PREFIXES: &[&str] = &[
 /// Words that make any segment containing them sensitive.
 pub const SENSITIVE_WORDS: &[&str] = &[
     "secret",
-    "password",
+    "pass",
+    "pwd",
+    "dsn",
+    "webhook",
     "credential",
     "token",
     "key",

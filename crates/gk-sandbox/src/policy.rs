@@ -255,7 +255,9 @@ impl CompiledPolicy {
         Ok(())
     }
 
-    pub(crate) fn check_http(&self, url: &str) -> Result<(), HostError> {
+    /// Checks `url`; `true` when its host is named exactly in the scope (only such a request
+    /// may reach the internal networks the operator opened).
+    pub(crate) fn check_http(&self, url: &str) -> Result<bool, HostError> {
         self.http
             .check(url)
             .map_err(|reason| HostError::denied("http", reason))

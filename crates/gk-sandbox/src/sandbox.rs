@@ -319,12 +319,19 @@ impl HostApi for SandboxedHostApi {
         request: HttpRequest,
     ) -> HostResult<HttpResponse> {
         let policy = self.policy.load_full();
+        let mut request = request;
+        let mut named_exactly = false;
         self.admit(
             &policy,
             HostCallName::HttpRequest,
-            || policy.check_http(&request.url),
+            || {
+                named_exactly = policy.check_http(&request.url)?;
+                Ok(())
+            },
             || policy.limits.check_http(),
         )?;
+        // Whatever the plugin said: only a host its scope names exactly reaches inside.
+        request.internal_allowed = named_exactly;
         let result = self.inner.http_request(&self.stamp(ctx), request).await;
         self.account(result, &self.counters.http_requests)
     }

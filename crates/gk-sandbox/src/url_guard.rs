@@ -51,8 +51,9 @@ impl HttpRules {
         Ok(rules)
     }
 
-    /// Checks `url`; the error says why it is refused.
-    pub(crate) fn check(&self, url: &str) -> Result<(), String> {
+    /// Checks `url`: whether its host is named exactly in the scope (`true`) or reached through
+    /// `*` or `*.domain`; the error says why it is refused.
+    pub(crate) fn check(&self, url: &str) -> Result<bool, String> {
         let parsed =
             Url::parse(url).map_err(|e| format!("`{url}` is not a valid absolute URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -66,7 +67,7 @@ impl HttpRules {
             .ok_or_else(|| format!("`{url}` has no host"))?;
         let key = host_key(&host.to_owned());
         if self.exact.contains(&key) {
-            return Ok(());
+            return Ok(true);
         }
         match &host {
             Host::Ipv4(_) | Host::Ipv6(_) => Err(format!(
@@ -78,7 +79,7 @@ impl HttpRules {
             Host::Domain(_)
                 if self.any_name || self.suffixes.iter().any(|s| key.ends_with(s.as_str())) =>
             {
-                Ok(())
+                Ok(false)
             }
             Host::Domain(_) => Err(format!("host `{key}` is not in the http scope")),
         }
@@ -146,7 +147,16 @@ mod tests {
     #[test]
     fn idn_entries_match_punycode_hosts() {
         let r = rules(&["bücher.de"]).unwrap();
-        assert_eq!(r.check("https://xn--bcher-kva.de/x"), Ok(()));
-        assert_eq!(r.check("https://BÜCHER.de/x"), Ok(()));
+        assert_eq!(r.check("https://xn--bcher-kva.de/x"), Ok(true));
+        assert_eq!(r.check("https://BÜCHER.de/x"), Ok(true));
+    }
+
+    #[test]
+    fn only_a_host_named_exactly_counts_as_named() {
+        let r = rules(&["*", "*.example.com", "intranet.corp", "10.1.2.3"]).unwrap();
+        assert_eq!(r.check("http://intranet.corp/x"), Ok(true));
+        assert_eq!(r.check("http://10.1.2.3:8080/x"), Ok(true));
+        assert_eq!(r.check("http://api.example.com/x"), Ok(false));
+        assert_eq!(r.check("http://127.0.0.1.nip.io/x"), Ok(false));
     }
 }

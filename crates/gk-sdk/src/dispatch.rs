@@ -337,6 +337,7 @@ pub async fn dispatch(
                         url: a.url,
                         headers: a.headers,
                         body: a.body,
+                        internal_allowed: false,
                     },
                 )
                 .await?;

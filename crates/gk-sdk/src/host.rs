@@ -219,6 +219,11 @@ pub struct HttpRequest {
     pub headers: BTreeMap<String, String>,
     /// Request body.
     pub body: Vec<u8>,
+    /// Whether the host may connect to an internal network the operator opened
+    /// (`[http] allow_private`). Set by the plugin's sandbox, never by the plugin (whatever it
+    /// sends is replaced): only a host named exactly in the plugin's `http` scope gets it, so
+    /// `*` or `*.example.com` never reach inside through a name that resolves there.
+    pub internal_allowed: bool,
 }
 
 /// The answer to an [`HttpRequest`].

@@ -3,7 +3,8 @@
 //! The host name is resolved first and every address is checked: loopback, private, link-local
 //! (cloud metadata at 169.254.169.254), shared (100.64/10), unspecified, multicast and reserved
 //! ranges are refused unless the configuration opens that network (and port) in
-//! [`HttpConfig::allow_private`]. The connection then goes
+//! [`HttpConfig::allow_private`] and the request may go inside
+//! ([`HttpRequest::internal_allowed`]: its host is named exactly in the plugin's scope). The connection then goes
 //! to a checked address itself, so a name that the sandbox allowed but that resolves inside
 //! (DNS rebinding) cannot reach inside. Redirects are returned to the plugin, never followed, so
 //! the sandbox judges every hop. The response body is read up to a cap and no further.
@@ -254,7 +255,7 @@ impl HttpClient {
         let port = url
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
-        let connect = self.connect(&host, port, https);
+        let connect = self.connect(&host, port, https, request.internal_allowed);
         let stream = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .unwrap_or_else(|_| {
@@ -343,6 +344,7 @@ impl HttpClient {
         host: &Host<String>,
         port: u16,
         https: bool,
+        internal_allowed: bool,
     ) -> HostResult<Box<dyn Io>> {
         let addresses: Vec<SocketAddr> = match host {
             Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), port)],
@@ -356,7 +358,8 @@ impl HttpClient {
             .iter()
             .copied()
             .filter(|a| {
-                !is_internal(a.ip()) || self.config.allow_private.iter().any(|n| n.opens(*a))
+                !is_internal(a.ip())
+                    || (internal_allowed && self.config.allow_private.iter().any(|n| n.opens(*a)))
             })
             .collect();
         if allowed.is_empty() {
