@@ -10,10 +10,12 @@
 //!   wall-clock deadline that stops the guest at its next loop iteration, function call or
 //!   import (an interrupt flag the caller raises when it stops waiting, checked at loop headers
 //!   and function entries, and the deadline checked at every import); fuel (wasmer metering,
-//!   host time charged too) as a backstop of a few times the timeout at a calibrated rate; no
+//!   host time charged too) only as a backstop of ten times the timeout at a calibrated rate; no
 //!   re-entry into the host from the guest's memory exports; payload lengths capped before
-//!   anything is copied. A trap ends the call with an error that names the limit and discards
-//!   the instance.
+//!   anything is copied. A trap ends the call with an error that names the limit (`deadline`,
+//!   `fuel`, `memory`) and how long the call ran, counts it ([`gk_sdk::Plugin::limit_stops`]),
+//!   and discards the instance. A policy change applies to the next call
+//!   ([`WasmPlugin::set_limits`]).
 //! - **Performance**: a module is compiled once per content hash and kept in memory and on disk;
 //!   each plugin has a pool of instances so calls run in parallel; guest code runs on blocking
 //!   threads and reaches the async host API from there.

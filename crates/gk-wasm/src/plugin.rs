@@ -135,7 +135,8 @@ impl WasmPlugin {
     /// Changes the plugin's limits while it is loaded, without a call failing: the call
     /// timeout (and the fuel derived from it) applies from the next call; a new memory cap
     /// applies to each instance from its next call (the instance is replaced by one made under
-    /// the new cap; calls running keep theirs); `init_timeout` to the next registration.
+    /// the new cap; calls running keep theirs). `init_timeout` is kept for the record: the
+    /// plugin registered when it loaded.
     pub fn set_limits(&self, limits: WasmLimits) {
         self.inner.shared.limits.set(limits);
         tracing::debug!(plugin = %self.inner.shared.name(), ?limits, "WASM limits changed");
