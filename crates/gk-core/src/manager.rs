@@ -20,6 +20,7 @@ use crate::discovery::{Discovered, PluginRuntime};
 use crate::host::{PluginCaller, ProductionHost, Translations};
 
 mod catalog;
+mod known;
 mod policies;
 mod stats;
 mod status;
@@ -98,6 +99,22 @@ struct Slot {
     counters: CallCounters,
     /// Why the last attempt to load it failed; cleared when it loads.
     load_error: ArcSwapOption<String>,
+    /// What it declared the last time these exact bytes were loaded (the registration cache):
+    /// the catalog knows its routes, widgets, menus and jobs before it loads.
+    known: ArcSwapOption<GkRegistration>,
+}
+
+impl Slot {
+    /// What it declares: the loaded instance's registration, else the cached one.
+    fn registration(&self) -> Option<GkRegistration> {
+        match self.loaded.load_full() {
+            Some(loaded) => Some(loaded.registration.clone()),
+            None => self
+                .known
+                .load_full()
+                .map(|known| GkRegistration::clone(&known)),
+        }
+    }
 }
 
 /// The plugins of a host.
@@ -250,6 +267,7 @@ impl Manager {
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
             load_error: ArcSwapOption::empty(),
+            known: ArcSwapOption::empty(),
         });
         let previous = self
             .inner
@@ -287,14 +305,17 @@ impl Manager {
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
             load_error: ArcSwapOption::empty(),
+            known: ArcSwapOption::empty(),
         });
-        let mut plugins = self
+        let slot = self
             .inner
             .plugins
             .write()
-            .unwrap_or_else(|p| p.into_inner());
-        plugins.entry(name).or_insert(slot);
-        drop(plugins);
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_insert(slot)
+            .clone();
+        self.recall_into(&slot).await;
         self.catalog_changed();
         Ok(())
     }
@@ -302,7 +323,7 @@ impl Manager {
     /// Loads `found` through its runtime now and replaces the running instance (blue-green); an
     /// error leaves the running instance as it was.
     pub async fn reload(&self, found: Discovered) -> Result<GkRegistration, ManagerError> {
-        let plugin = self.load_with_runtime(&found).await?;
+        let (plugin, sha256) = self.load_with_runtime(&found).await?;
         let registration = plugin
             .register()
             .await
@@ -320,7 +341,10 @@ impl Manager {
                 problem,
             });
         }
-        self.replace(plugin).await
+        let registration = self.replace(plugin).await?;
+        self.remember_registration(&found.name, &sha256, &registration)
+            .await;
+        Ok(registration)
     }
 
     /// Makes a newly found plugin known, or points a known, unloaded one at its new source.
@@ -332,53 +356,12 @@ impl Manager {
         match self.slot(&found.name) {
             Ok(slot) => {
                 slot.source.store(Some(Arc::new(found)));
+                self.recall_into(&slot).await;
                 self.catalog_changed();
                 Ok(())
             }
             Err(_) => self.add_discovered(found).await,
         }
-    }
-
-    async fn load_with_runtime(&self, found: &Discovered) -> Result<Arc<dyn Plugin>, ManagerError> {
-        let runtime = self
-            .inner
-            .runtimes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|r| r.accepts(found))
-            .cloned()
-            .ok_or_else(|| ManagerError::Invalid {
-                plugin: found.name.clone(),
-                problem: format!("no runtime runs `{}` plugins", found.runtime),
-            })?;
-        let signatures = self
-            .inner
-            .signatures
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let to_read = found.clone();
-        let entry = tokio::task::spawn_blocking(move || {
-            crate::discovery::VerifiedEntry::read(&to_read, &signatures)
-        })
-        .await
-        .map_err(|e| ManagerError::Invalid {
-            plugin: found.name.clone(),
-            problem: format!("reading the plugin failed: {e}"),
-        })?
-        .map_err(|e| ManagerError::Invalid {
-            plugin: found.name.clone(),
-            problem: e.to_string(),
-        })?;
-        let policy = self.policy_for(&found.name).await?;
-        runtime
-            .load(found, &entry, &policy)
-            .await
-            .map_err(|problem| ManagerError::Invalid {
-                plugin: found.name.clone(),
-                problem,
-            })
     }
 
     /// Loads a discovered plugin now (a no-op when it is loaded) and returns its registration.
@@ -408,7 +391,7 @@ impl Manager {
             .source
             .load_full()
             .ok_or_else(|| ManagerError::NotFound(slot.name.clone()))?;
-        let plugin = self.load_with_runtime(&found).await?;
+        let (plugin, sha256) = self.load_with_runtime(&found).await?;
         let loaded = Arc::new(self.prepare(plugin).await?);
         if loaded.registration.name != slot.name {
             let problem = format!(
@@ -423,6 +406,10 @@ impl Manager {
         }
         slot.loaded.store(Some(loaded.clone()));
         self.published(&loaded.registration);
+        self.remember_registration(&slot.name, &sha256, &loaded.registration)
+            .await;
+        slot.known
+            .store(Some(Arc::new(loaded.registration.clone())));
         tracing::info!(plugin = %slot.name, "plugin loaded on first use");
         Ok(loaded)
     }

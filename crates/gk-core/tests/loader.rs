@@ -445,3 +445,80 @@ async fn a_file_swapped_after_discovery_is_refused_at_its_first_load() {
     std::fs::write(&module, "1").unwrap();
     assert_eq!(version(&f.manager, "lazy").await.as_deref(), Some("1"));
 }
+
+/// A runtime whose plugins declare one route, counting its loads.
+struct RouteRuntime {
+    loads: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl gk_core::discovery::PluginRuntime for RouteRuntime {
+    fn accepts(&self, _: &gk_core::discovery::Discovered) -> bool {
+        true
+    }
+
+    async fn load(
+        &self,
+        found: &gk_core::discovery::Discovered,
+        entry: &gk_core::discovery::VerifiedEntry,
+        _: &gk_sdk::ResourcePolicy,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let mut plugin = TestPlugin::new(&found.name, String::from_utf8_lossy(&entry.bytes).trim());
+        plugin.route = Some(format!("/api/plugins/{}/v", found.name));
+        Ok(Arc::new(plugin))
+    }
+}
+
+/// What a plugin declared is kept with the sha256 of its bytes: after a restart the catalog
+/// knows its routes without loading it; a changed file is unknown again until it loads.
+#[tokio::test]
+async fn the_registration_cache_makes_a_plugin_known_before_it_loads() {
+    let f = fixture().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    f.manager.add_runtime(Arc::new(RouteRuntime {
+        loads: loads.clone(),
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let module = plugins.join("cached.wasm");
+    std::fs::write(&module, "1").unwrap();
+    let loader = |manager: gk_core::Manager| {
+        gk_core::Loader::new(
+            manager,
+            plugins.clone(),
+            plugins.join(".managed"),
+            gk_core::signing::SignaturePolicy::default(),
+        )
+    };
+    assert!(loader(f.manager.clone()).scan().await.is_empty());
+    assert!(f.manager.routes().is_empty(), "nothing cached yet");
+    assert!(f.manager.has_unloaded());
+    f.manager.load("cached").await.unwrap();
+    assert_eq!(f.manager.routes().len(), 1);
+
+    // A restart: another manager over the same store.
+    let restarted = gk_core::Manager::new(
+        Arc::new(gk_sdk::NoopHost),
+        f.store.clone(),
+        Arc::new(gk_sandbox::SandboxConfig::default()),
+    );
+    restarted.add_runtime(Arc::new(RouteRuntime {
+        loads: loads.clone(),
+    }));
+    let second = loader(restarted.clone());
+    assert!(second.scan().await.is_empty());
+    let routes = restarted.routes();
+    assert_eq!(routes.len(), 1, "known from the cache");
+    assert_eq!(routes[0].item.path, "/api/plugins/cached/v");
+    assert!(!restarted.is_loaded("cached").unwrap(), "and not loaded");
+    assert!(!restarted.has_unloaded());
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+    // Other bytes: the entry no longer applies.
+    std::fs::write(&module, "2").unwrap();
+    second.refresh(&module).await.unwrap();
+    assert!(restarted.routes().is_empty(), "a changed file is unknown");
+    assert!(restarted.has_unloaded());
+}

@@ -1,10 +1,11 @@
 //! What the server asks of the plugins: routes, widgets, menu items, hidden menu items, the
 //! landing page, jobs, templates, translations and error codes.
 //!
-//! Every query reads the registrations of the plugins that are loaded and enabled, in plugin-name
-//! order, so a disabled plugin's contributions disappear at once and come back when it is
-//! enabled again. Plugins discovered but not loaded yet contribute nothing until
-//! [`Manager::load_all`] (eager loading) or their first use loads them.
+//! Every query reads the registrations of the enabled plugins, in plugin-name order, so a
+//! disabled plugin's contributions disappear at once and come back when it is enabled again. A
+//! plugin discovered but not loaded yet contributes what the registration cache holds for its
+//! exact bytes (see `known.rs`); one the cache does not know contributes nothing until
+//! [`Manager::load_all`] (eager loading) or its first use loads it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -57,10 +58,7 @@ impl Manager {
         let mut registrations: Vec<(String, GkRegistration)> = self
             .enabled_slots()
             .iter()
-            .filter_map(|slot| {
-                let loaded = slot.loaded.load_full()?;
-                Some((slot.name.clone(), loaded.registration.clone()))
-            })
+            .filter_map(|slot| Some((slot.name.clone(), slot.registration()?)))
             .collect();
         registrations.sort_by(|a, b| a.0.cmp(&b.0));
         registrations
@@ -102,10 +100,9 @@ impl Manager {
         slots.sort_by(|a, b| a.name.cmp(&b.name));
         slots
             .iter()
-            .filter_map(|slot| Some((slot.name.clone(), slot.loaded.load_full()?)))
-            .flat_map(|(plugin, loaded)| {
-                loaded
-                    .registration
+            .filter_map(|slot| Some((slot.name.clone(), slot.registration()?)))
+            .flat_map(|(plugin, registration)| {
+                registration
                     .routes
                     .iter()
                     .map(|route| PluginItem {
@@ -117,12 +114,13 @@ impl Manager {
             .collect()
     }
 
-    /// Whether an enabled plugin is known but not loaded yet (its routes and widgets are not
-    /// known until it is: see [`Manager::load_all`]).
+    /// Whether an enabled plugin is discovered but neither loaded nor known from the
+    /// registration cache (its routes and widgets are not known until it loads: see
+    /// [`Manager::load_all`]).
     pub fn has_unloaded(&self) -> bool {
         self.enabled_slots()
             .iter()
-            .any(|slot| slot.loaded.load().is_none())
+            .any(|slot| slot.loaded.load().is_none() && slot.known.load().is_none())
     }
 
     /// The widgets of the enabled plugins, all of them or those for one `location`, ordered by

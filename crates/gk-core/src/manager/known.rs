@@ -1,0 +1,142 @@
+//! Loading a discovered plugin from checked bytes, and the registration cache: what each
+//! plugin declared the last time its exact bytes were loaded, kept in the store under
+//! `Plugin::<name>::Registration` with the sha256 of its module or executable. At discovery a
+//! plugin whose file still has that content is known to the catalog (routes, widgets, menu
+//! items, jobs, translations) without being loaded; its first request or first due job loads
+//! it. A changed file has another sha256, so its entry no longer applies.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use gk_sdk::{GkRegistration, Plugin};
+use serde::{Deserialize, Serialize};
+
+use super::{Manager, ManagerError, Slot};
+use crate::discovery::{Discovered, VerifiedEntry};
+
+/// One cached registration, as stored.
+#[derive(Serialize, Deserialize)]
+struct CachedRegistration {
+    sha256: String,
+    registration: GkRegistration,
+}
+
+fn cache_key(plugin: &str) -> String {
+    format!("Plugin::{plugin}::Registration")
+}
+
+/// The sha256 of a file, read in chunks.
+fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        context.update(&buffer[..read]);
+    }
+    Ok(hex::encode(context.finish().as_ref()))
+}
+
+impl Manager {
+    /// Loads `found` through its runtime from its bytes, read once and checked against the
+    /// signature policy ([`VerifiedEntry`]); the plugin, and the sha256 of what it was made from.
+    pub(super) async fn load_with_runtime(
+        &self,
+        found: &Discovered,
+    ) -> Result<(Arc<dyn Plugin>, String), ManagerError> {
+        let runtime = self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| r.accepts(found))
+            .cloned()
+            .ok_or_else(|| ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem: format!("no runtime runs `{}` plugins", found.runtime),
+            })?;
+        let signatures = self
+            .inner
+            .signatures
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let to_read = found.clone();
+        let entry = tokio::task::spawn_blocking(move || VerifiedEntry::read(&to_read, &signatures))
+            .await
+            .map_err(|e| ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem: format!("reading the plugin failed: {e}"),
+            })?
+            .map_err(|e| ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem: e.to_string(),
+            })?;
+        let policy = self.policy_for(&found.name).await?;
+        let plugin = runtime
+            .load(found, &entry, &policy)
+            .await
+            .map_err(|problem| ManagerError::Invalid {
+                plugin: found.name.clone(),
+                problem,
+            })?;
+        Ok((plugin, entry.sha256))
+    }
+
+    /// Keeps `registration` as what `plugin` declares when made from the bytes `sha256`. A
+    /// store that cannot write it is logged: the cache only saves a load.
+    pub(super) async fn remember_registration(
+        &self,
+        plugin: &str,
+        sha256: &str,
+        registration: &GkRegistration,
+    ) {
+        let cached = CachedRegistration {
+            sha256: sha256.to_owned(),
+            registration: registration.clone(),
+        };
+        let Ok(json) = serde_json::to_string(&cached) else {
+            return;
+        };
+        if let Err(error) = self
+            .inner
+            .store
+            .set_setting(&cache_key(plugin), &json, "registration cache")
+            .await
+        {
+            tracing::warn!(%plugin, %error, "the registration cache cannot be written");
+        }
+    }
+
+    /// Sets `slot`'s known registration from the cache when its source file still has the
+    /// content that was registered; clears it otherwise.
+    pub(super) async fn recall_into(&self, slot: &Arc<Slot>) {
+        let known = match slot.source.load_full() {
+            Some(found) => self.recall_registration(&found).await,
+            None => None,
+        };
+        slot.known.store(known.map(Arc::new));
+    }
+
+    async fn recall_registration(&self, found: &Discovered) -> Option<GkRegistration> {
+        let stored = match self.inner.store.setting(&cache_key(&found.name)).await {
+            Ok(stored) => stored?,
+            Err(error) => {
+                tracing::warn!(plugin = %found.name, %error, "the registration cache cannot be read");
+                return None;
+            }
+        };
+        let cached: CachedRegistration = serde_json::from_str(&stored).ok()?;
+        let path = found.entry.clone();
+        let sha256 = tokio::task::spawn_blocking(move || file_sha256(&path))
+            .await
+            .ok()?
+            .ok()?;
+        (cached.sha256 == sha256 && cached.registration.name == found.name)
+            .then_some(cached.registration)
+    }
+}
