@@ -328,14 +328,15 @@ async fn a_policy_change_says_whether_it_reloaded_the_plugin() {
         serde_json::json!({"load_time_changes": ["memory_mb"], "reloaded": false, "at_next_load": true})
     );
 
-    // Loaded: a memory or timeout change reloads it (blue-green); it keeps answering.
+    // Loaded: a WASM plugin takes a memory or timeout change from its next call, without a
+    // reload; it keeps answering.
     manager.load("stats").await.unwrap();
     policy.memory_mb = 48;
     policy.call_timeout = Duration::from_secs(5);
     let reply = put(policy.clone()).await;
     assert_eq!(
         reply["applied"],
-        serde_json::json!({"load_time_changes": ["memory_mb", "call_timeout"], "reloaded": true, "at_next_load": false})
+        serde_json::json!({"load_time_changes": [], "reloaded": false, "at_next_load": false})
     );
     assert!(manager.is_loaded("stats").unwrap());
     let (status, reply) = send(
