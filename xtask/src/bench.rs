@@ -1,8 +1,10 @@
-//! `cargo xtask bench`: requests per second and p50/p99 latency of a plugin route on the Stats
-//! WASM plugin, on hello-grpc, and on a plain axum handler answering the same JSON, measured in
-//! one run with `wrk` (installed from Debian when missing, which is said first). Release builds
-//! in their own target directory; the server runs on the embedded defaults with the Stats demo
-//! data, both plugins approved.
+//! `cargo xtask bench`: requests per second, p50/p99 latency and server CPU-seconds per 10,000
+//! requests of the plugin paths, each against a plain axum handler answering the same JSON,
+//! measured in one run with `wrk` (installed from Debian when missing, which is said first):
+//! `POST /api/v1/plugins/noop/call/ping` (a C guest that makes no host call), the Stats WASM
+//! plugin's overview route (one SQLite query), and hello-grpc's hello route (gRPC and three host
+//! callbacks); then the idle server's CPU share. Release builds in their own target directory;
+//! the server runs on the embedded defaults with the Stats demo data, the plugins approved.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,11 +16,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::{guests, run};
 
+mod measure;
+
+use measure::{CONNECTIONS, DURATION, Measured, Target};
+
 const SERVER: &str = "127.0.0.1:9180";
 const PLAIN: &str = "127.0.0.1:9181";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret!";
-const DURATION: &str = "10s";
-const CONNECTIONS: &str = "32";
 
 /// Kills a child process when dropped.
 struct Running(Child);
@@ -77,9 +81,63 @@ fn put_json(address: &str, path: &str, token: &str, body: &str) -> Result<()> {
     Ok(())
 }
 
+/// A WASM guest that answers `ping` with a constant and makes no host call: the HTTP → WASM
+/// path without a host service. Built with clang like `examples/c-guest`.
+const NOOP_C: &str = r#"
+static unsigned char heap[64 * 1024];
+static unsigned int top = 0;
+__attribute__((export_name("gk_malloc")))
+int gk_malloc(int size) {
+    unsigned int n = ((unsigned int)size + 7u) & ~7u;
+    if (n > sizeof heap) return 0;
+    if (top + n > sizeof heap) top = 0;
+    unsigned char *p = heap + top;
+    top += n;
+    return (int)p;
+}
+static long long pack(const char *p, unsigned int n) {
+    return (long long)(((unsigned long long)(unsigned int)p << 32) | n);
+}
+static const char REG[] = "{\"name\":\"noop\",\"version\":\"0.1.0\",\"description\":\"bench\"}";
+static const char PONG[] = "{\"pong\":true}";
+__attribute__((export_name("gk_register")))
+long long gk_register(void) { return pack(REG, sizeof REG - 1); }
+__attribute__((export_name("gk_call")))
+long long gk_call(int f, int fl, int a, int al) {
+    (void)f; (void)fl; (void)a; (void)al;
+    return pack(PONG, sizeof PONG - 1);
+}
+"#;
+
+const NOOP_YAML: &str = "name: noop\nversion: \"0.1.0\"\nruntime: wasm\nwasm: noop.wasm\n\
+    description: bench guest without host calls\n";
+
+/// Builds the no-host-call guest into `dir` (`noop.wasm` and `plugin.yaml`).
+fn build_noop(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let source = dir.join("noop.c");
+    std::fs::write(&source, NOOP_C)?;
+    std::fs::write(dir.join("plugin.yaml"), NOOP_YAML)?;
+    run(Command::new("clang")
+        .args([
+            "--target=wasm32",
+            "-O2",
+            "-nostdlib",
+            "-Wl,--no-entry",
+            "-o",
+        ])
+        .arg(dir.join("noop.wasm"))
+        .arg(&source))
+    .context("building the bench guest with clang (apt-get install clang lld)")
+}
+
 /// The examples' approved policies without rate limits: the benchmark measures the call
 /// path, not the limiter (Stats would be limited to 600 queries a minute).
-const UNLIMITED_POLICIES: [(&str, &str); 2] = [
+const UNLIMITED_POLICIES: [(&str, &str); 3] = [
+    (
+        "noop",
+        r#"{"plugin_name":"noop","status":"approved","memory_mb":16,"call_timeout":"5s","max_calls_per_second":0}"#,
+    ),
     (
         "stats",
         r#"{"plugin_name":"stats","status":"approved","memory_mb":32,"call_timeout":"15s",
@@ -95,63 +153,6 @@ const UNLIMITED_POLICIES: [(&str, &str); 2] = [
             "max_calls_per_second":0}"#,
     ),
 ];
-
-/// One measured route.
-struct Measured {
-    label: &'static str,
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// `1.23ms`, `456.00us`, `2.01s` in milliseconds.
-fn millis(text: &str) -> Option<f64> {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        return None;
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
-}
-
-fn wrk(label: &'static str, url: &str, token: Option<&str>) -> Result<Measured> {
-    let mut command = Command::new("wrk");
-    command.args(["-t2", "-c", CONNECTIONS, "-d", DURATION, "--latency"]);
-    if let Some(token) = token {
-        command.args(["-H", &format!("Authorization: Bearer {token}")]);
-    }
-    command.arg(url);
-    eprintln!("xtask: measuring {label}: {command:?}");
-    let output = command.output().context("running wrk")?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() || text.contains("Non-2xx") {
-        bail!("{label}: wrk failed or saw errors:\n{text}");
-    }
-    let field = |prefix: &str| -> Option<String> {
-        text.lines()
-            .map(str::trim)
-            .find_map(|line| line.strip_prefix(prefix).map(|rest| rest.trim().to_owned()))
-    };
-    let requests_per_second = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{label}: no Requests/sec in\n{text}"))?;
-    let p50_ms = field("50%")
-        .and_then(|v| millis(&v))
-        .context("no 50% latency")?;
-    let p99_ms = field("99%")
-        .and_then(|v| millis(&v))
-        .context("no 99% latency")?;
-    Ok(Measured {
-        label,
-        requests_per_second,
-        p50_ms,
-        p99_ms,
-    })
-}
 
 fn cargo_release(target_dir: &Path, args: &[&str]) -> Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -189,6 +190,7 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
 
     let work = std::env::temp_dir().join(format!("goatkit-bench-{}", std::process::id()));
     let plugins = work.join("plugins");
+    build_noop(&plugins.join("noop"))?;
     std::fs::create_dir_all(plugins.join("stats"))?;
     std::fs::create_dir_all(plugins.join("hello-grpc"))?;
     let copies = [
@@ -211,7 +213,7 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{SERVER}\"\nplugins_dir = \"plugins\"\ndata_dir = \"data\"\napprove = [\"stats\", \"hello-grpc\"]\n\
+            "listen = \"{SERVER}\"\nplugins_dir = \"plugins\"\ndata_dir = \"data\"\napprove = [\"noop\", \"stats\", \"hello-grpc\"]\n\
              [database]\ninit_sql = [{:?}, {:?}]\n",
             stats_sql.join("schema.sql").display().to_string(),
             stats_sql.join("seed.sql").display().to_string(),
@@ -259,49 +261,86 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         )?;
     }
 
-    let stats = format!("http://{SERVER}/api/plugins/stats/overview");
-    let hello = format!("http://{SERVER}/api/plugins/hello-grpc/hello?name=bench");
-    // Warm up: load both plugins and compile the module before measuring.
-    for url in [&stats, &hello] {
-        let status = Command::new("wrk")
-            .args([
-                "-t1",
-                "-c1",
-                "-d1s",
-                "-H",
-                &format!("Authorization: Bearer {token}"),
-                url,
-            ])
-            .output()?;
-        if !status.status.success() {
-            bail!("warm-up of {url} failed");
-        }
-    }
-    let results = [
-        wrk(
+    let server = _server.0.id();
+    let plain = _plain.0.id();
+    let target = |label: &str, url: String, post_body, token, pid| Target {
+        label: label.to_owned(),
+        post_body,
+        url,
+        token,
+        pid,
+    };
+    let routes = [
+        target(
             "plain axum handler",
-            &format!("http://{PLAIN}/api/plugins/plain/overview"),
+            format!("http://{PLAIN}/api/plugins/plain/overview"),
             None,
-        )?,
-        wrk("Stats (WASM) route", &stats, Some(&token))?,
-        wrk("hello-grpc route", &hello, Some(&token))?,
+            None,
+            plain,
+        ),
+        target(
+            "HTTP -> WASM call, no host call",
+            format!("http://{SERVER}/api/v1/plugins/noop/call/ping"),
+            Some("{}"),
+            Some(&token),
+            server,
+        ),
+        target(
+            "HTTP -> Stats overview (WASM + SQLite)",
+            format!("http://{SERVER}/api/plugins/stats/overview"),
+            None,
+            Some(&token),
+            server,
+        ),
+        target(
+            "HTTP -> hello-grpc hello (3 host callbacks)",
+            format!("http://{SERVER}/api/plugins/hello-grpc/hello?name=bench"),
+            None,
+            Some(&token),
+            server,
+        ),
     ];
+    // Warm up: load the plugins and compile the modules before measuring.
+    for route in &routes[1..] {
+        measure::wrk(&work, route, true)?;
+    }
+    let mut results: Vec<Measured> = Vec::new();
+    for route in &routes {
+        results.extend(measure::wrk(&work, route, false)?);
+    }
+    // Idle: plugins loaded, no requests; one second to settle, then two measured.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = measure::cpu_share(server, Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(&work);
 
     let baseline = &results[0];
-    println!("\n{CONNECTIONS} connections, {DURATION} each, wrk 2 threads, release build");
-    println!("| route | requests/s | p50 ms | p99 ms | throughput vs plain | p50 vs plain |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "\n{CONNECTIONS} connections, {DURATION} each, wrk 2 threads, release build, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "| route | requests/s | p50 ms | p99 ms | throughput vs plain | p50 vs plain | p99 vs plain | CPU-s per 10k requests |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &results {
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.2}x | {:.2}x |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.2}x | {:.2}x | {:.2}x | {} |",
             r.label,
             r.requests_per_second,
             r.p50_ms,
             r.p99_ms,
             r.requests_per_second / baseline.requests_per_second,
             r.p50_ms / baseline.p50_ms,
+            r.p99_ms / baseline.p99_ms,
+            r.cpu_per_10k.map_or("-".to_owned(), |c| format!("{c:.3}")),
         );
+    }
+    match idle {
+        Some(share) => println!(
+            "\nidle server (3 plugins loaded, 1 s after the last request): {:.1} % of one core",
+            share * 100.0
+        ),
+        None => println!("\nidle server: /proc/{server}/stat not readable"),
     }
     Ok(())
 }
