@@ -20,6 +20,8 @@ use axum::response::{Html, IntoResponse, Response};
 use gk_sdk::CallContext;
 use serde_json::{Map, Value};
 
+mod package_static;
+
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::{Claims, Role};
@@ -224,6 +226,11 @@ pub async fn serve(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let path = uri.path().to_owned();
+    if method == Method::GET
+        && let Some((plugin, file)) = package_static::split(&path)
+    {
+        return package_static::serve(&state, plugin, file, &headers).await;
+    }
     let Some((route, params)) = state.routes.find(&state.manager, &method, &path).await else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
