@@ -21,6 +21,7 @@ use crate::host::{PluginCaller, ProductionHost, Translations};
 
 mod catalog;
 mod known;
+mod package_texts;
 mod policies;
 mod stats;
 mod status;

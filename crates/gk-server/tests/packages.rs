@@ -1,6 +1,6 @@
 //! A package built by `gk package` and dropped into the plugins directory: its `static/` folder
 //! is served at `/plugins/<name>/static/…` with content types, ETags and the plugin-content
-//! CSP, and nothing outside that folder is reachable.
+//! CSP, nothing outside that folder is reachable, and its `i18n/` files are the plugin's texts.
 
 mod common;
 
@@ -29,6 +29,13 @@ async fn a_packages_static_folder_is_served_and_nothing_else() {
     )
     .unwrap();
     std::fs::write(source.join("static/css/app.css"), "body { color: teal }").unwrap();
+    std::fs::create_dir_all(source.join("i18n")).unwrap();
+    std::fs::write(
+        source.join("i18n/de.json"),
+        r#"{"widget": {"title": "Stellvertreter"}}"#,
+    )
+    .unwrap();
+    std::fs::write(source.join("i18n/en.yaml"), "widget:\n  title: Proxy\n").unwrap();
     std::fs::write(
         source.join("static/page.html"),
         "<script>parent.document.cookie</script>",
@@ -80,6 +87,13 @@ async fn a_packages_static_folder_is_served_and_nothing_else() {
         let refused = get(outside, vec![]).await;
         assert_eq!(refused.status, 404, "{outside}: {}", refused.body);
     }
+
+    // The package's i18n/ files are the plugin's texts, in each language.
+    server.manager.load("proxy").await.unwrap();
+    let (german, _) = server.manager.translations("de");
+    assert_eq!(german["proxy.widget.title"], "Stellvertreter");
+    let (english, _) = server.manager.translations("en");
+    assert_eq!(english["proxy.widget.title"], "Proxy");
 
     // A disabled plugin's files are gone with it.
     server

@@ -76,6 +76,23 @@ impl Manager {
                 plugin: found.name.clone(),
                 problem: e.to_string(),
             })?;
+        // The package's own texts (`i18n/`), read before anything starts.
+        let texts = match &found.manifest {
+            Some(_) => {
+                let dir = found.dir.clone();
+                tokio::task::spawn_blocking(move || super::package_texts::read(&dir))
+                    .await
+                    .map_err(|e| ManagerError::Invalid {
+                        plugin: found.name.clone(),
+                        problem: format!("reading its i18n folder failed: {e}"),
+                    })?
+                    .map_err(|problem| ManagerError::Invalid {
+                        plugin: found.name.clone(),
+                        problem,
+                    })?
+            }
+            None => Default::default(),
+        };
         let policy = self.policy_for(&found.name).await?;
         let plugin = runtime
             .load(found, &entry, &policy)
@@ -84,6 +101,14 @@ impl Manager {
                 plugin: found.name.clone(),
                 problem,
             })?;
+        let plugin: Arc<dyn Plugin> = if texts.is_empty() {
+            plugin
+        } else {
+            Arc::new(super::package_texts::WithPackageTexts {
+                inner: plugin,
+                texts,
+            })
+        };
         Ok((plugin, entry.sha256))
     }
 
