@@ -373,7 +373,7 @@ async fn titles_and_labels_are_translated_in_the_request_language_and_escaped() 
         );
         assert!(
             page.body
-                .contains(&format!("data-plugin=\"labelled\">{menu}</a>")),
+                .contains(&format!("data-menu=\"labelled\">{menu}</a>")),
             "{accept}: {}",
             page.body
         );

@@ -77,7 +77,7 @@ fn value(v: impl Serialize) -> minijinja::Value {
 
 /// The navigation menu in the request's language.
 fn menu(state: &AppState, headers: &HeaderMap) -> minijinja::Value {
-    value(Translator::new(&state.manager, headers).menu(plugin_routes::menu(state)))
+    value(Translator::new(&state.manager, headers).menu(plugin_routes::admin_menu(state)))
 }
 
 async fn login_page(
@@ -199,7 +199,7 @@ async fn plugin_page(
         &state,
         "admin_plugin.html",
         minijinja::context! {
-            title => name.clone(), menu => value(texts.menu(plugin_routes::menu(&state))),
+            title => name.clone(), menu => value(texts.menu(plugin_routes::admin_menu(&state))),
             name => name.clone(),
             enabled => manager.is_enabled(&name).unwrap_or(false),
             runtime => runtime_of(&state, &name),

@@ -326,25 +326,13 @@ async fn reply_response(
     Ok(Html(page).into_response())
 }
 
-/// The navigation menu from the enabled plugins' menu items: only links that are plain paths
-/// or http(s) URLs (registration refuses others; this drops any that got through, logged).
+/// The navigation menu of the dashboard and plugin pages: the enabled plugins' `agent` menu
+/// items (see [`crate::pages::menu`]).
 pub(crate) fn menu(state: &AppState) -> Vec<MenuEntry> {
-    state
-        .manager
-        .menu_items()
-        .into_iter()
-        .filter(|m| !m.item.path.is_empty())
-        .filter(|m| match gk_core::check_link(&m.item.path) {
-            Ok(()) => true,
-            Err(reason) => {
-                tracing::warn!(plugin = %m.plugin, item = %m.item.id, %reason, "menu link not shown");
-                false
-            }
-        })
-        .map(|m| MenuEntry {
-            plugin: m.plugin,
-            label: m.item.label,
-            path: m.item.path,
-        })
-        .collect()
+    crate::pages::menu::build(&state.manager, crate::pages::menu::DEFAULT_LOCATION)
+}
+
+/// The navigation menu of the admin pages: the enabled plugins' `admin` menu items.
+pub(crate) fn admin_menu(state: &AppState) -> Vec<MenuEntry> {
+    crate::pages::menu::build(&state.manager, "admin")
 }

@@ -151,12 +151,13 @@ impl Translator {
         widget
     }
 
-    /// Menu entries with their labels translated.
+    /// Menu entries with their labels translated, sub-entries too.
     pub fn menu(&self, entries: Vec<MenuEntry>) -> Vec<MenuEntry> {
         entries
             .into_iter()
             .map(|mut entry| {
                 entry.label = self.text(&entry.plugin, &entry.label);
+                entry.children = self.menu(std::mem::take(&mut entry.children));
                 entry
             })
             .collect()

@@ -2,6 +2,7 @@
 //! Templates are minijinja (Jinja2 syntax), compiled into the binary from `templates/`.
 
 mod i18n;
+pub mod menu;
 mod plugins;
 
 pub use i18n::{Translator, accepted_languages};
@@ -68,10 +69,18 @@ impl RenderError {
 pub struct MenuEntry {
     /// The plugin that declared it.
     pub plugin: String,
+    /// Its id (what `hide_menu_items` and `parent` name).
+    pub id: String,
     /// What it says.
     pub label: String,
-    /// Where it leads.
+    /// Where it leads (empty for a group that only holds children).
     pub path: String,
+    /// An icon name (a CSS class hook), or `None`.
+    pub icon: Option<String>,
+    /// An SVG icon as a `data:` URL, shown as an image (so it runs no script), or `None`.
+    pub icon_image: Option<String>,
+    /// Its sub-entries.
+    pub children: Vec<MenuEntry>,
 }
 
 /// The templates of the server.
