@@ -80,8 +80,18 @@ impl Store {
                 });
             }
         }
+        let file =
+            url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=memory");
         let mut options = sea_orm::ConnectOptions::new(url);
         options.sqlx_logging(false);
+        if file {
+            // WAL: the store's reads do not wait for its writes (nor for each other), and a
+            // commit with `synchronous = NORMAL` waits for no fsync of the database file.
+            options.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+            });
+        }
         Self::open(sea_orm::Database::connect(options).await?).await
     }
 
@@ -358,5 +368,29 @@ impl Store {
                 html: row.html,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    use super::Store;
+
+    #[tokio::test]
+    async fn a_sqlite_file_store_is_in_wal_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let row = store
+            .db
+            .query_one_raw(Statement::from_string(
+                store.db.get_database_backend(),
+                "PRAGMA journal_mode",
+            ))
+            .await
+            .expect("pragma")
+            .expect("a row");
+        assert_eq!(row.try_get_by_index::<String>(0).expect("text"), "wal");
     }
 }

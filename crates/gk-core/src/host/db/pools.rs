@@ -9,7 +9,10 @@ use futures::StreamExt;
 use gk_sdk::{HostError, HostResult, TableScope};
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sea_orm::sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sea_orm::sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sea_orm::sqlx::{self, Arguments, AssertSqlSafe, Executor, SqlSafeStr};
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
@@ -19,8 +22,30 @@ use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
 use super::{CONNECT_TIMEOUT, Limits, timed_out};
 use crate::host::rows;
 
-/// The most connections of a plugin pool (a plugin's own share is smaller).
+/// The most connections of a plugin pool (a plugin's own share is smaller) on PostgreSQL and
+/// MariaDB.
 const PLUGIN_POOL_CONNECTIONS: u32 = 8;
+
+/// The connections of a SQLite plugin pool: two per core (in WAL mode readers do not wait for
+/// one another, so reads scale with the cores), never fewer than twice a plugin's default share
+/// ([`super::DEFAULT_MAX_CONCURRENT_QUERIES`]), so that one busy plugin cannot hold every
+/// connection, and at most 32 (each connection is a thread).
+fn sqlite_plugin_connections() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let floor = u32::try_from(2 * super::DEFAULT_MAX_CONCURRENT_QUERIES).unwrap_or(8);
+    u32::try_from(cores * 2)
+        .unwrap_or(u32::MAX)
+        .clamp(floor, 32)
+}
+
+/// A SQLite file database in WAL mode with `synchronous = NORMAL`: readers do not block the
+/// writer or one another, and a commit waits for no fsync of the database file (the WAL is
+/// synced at checkpoints; a power loss may lose the last commits, never consistency).
+fn sqlite_file_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+}
 
 /// The most connections of the platform's pool.
 const PLATFORM_POOL_CONNECTIONS: u32 = 8;
@@ -56,6 +81,11 @@ pub(super) async fn open(
             .map_err(error)?
             .create_if_missing(true);
         let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = if memory {
+            options
+        } else {
+            sqlite_file_options(options)
+        };
         if !memory
             && let Some(dir) = options
                 .get_filename()
@@ -83,7 +113,7 @@ pub(super) async fn open(
             .map_err(error)?;
         // No statement cache: SQLite asks the authorizer when it compiles a statement, so every
         // plugin statement is compiled under its own plugin's rules.
-        let plugins = pool(PLUGIN_POOL_CONNECTIONS)
+        let plugins = pool(sqlite_plugin_connections())
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     let mut handle = connection.lock_handle().await?;
@@ -397,4 +427,52 @@ pub(super) async fn run_sqlite(
 
 fn sqlite_error(database: &str, error: &sqlx::Error) -> HostError {
     HostError::Backend(format!("database `{database}`: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnectionTrait;
+
+    use super::*;
+
+    async fn pragma(db: &DatabaseConnection, name: &str) -> String {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                format!("PRAGMA {name}"),
+            ))
+            .await
+            .expect("pragma")
+            .expect("a row");
+        row.try_get_by_index::<String>(0)
+            .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+            .expect("a value")
+    }
+
+    #[tokio::test]
+    async fn sqlite_files_are_in_wal_mode_with_normal_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("gk.db").display());
+        let (platform, plugins) = open(&url, Duration::from_secs(1), 1 << 20)
+            .await
+            .expect("open");
+        assert_eq!(pragma(&platform, "journal_mode").await, "wal");
+        // 1 = NORMAL
+        assert_eq!(pragma(&platform, "synchronous").await, "1");
+        let PluginPool::Sqlite(pool) = plugins else {
+            panic!("a SQLite plugin pool")
+        };
+        assert_eq!(
+            pool.options().get_max_connections(),
+            sqlite_plugin_connections()
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_memory_databases_keep_their_journal() {
+        let (platform, _) = open("sqlite::memory:", Duration::from_secs(1), 1 << 20)
+            .await
+            .expect("open");
+        assert_eq!(pragma(&platform, "journal_mode").await, "memory");
+    }
 }
