@@ -176,7 +176,7 @@ async fn an_admin_manages_plugins_in_the_browser() {
     .unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "the browser run failed:\n{text}");
-    assert_eq!(text.matches("ok: ").count(), 15, "{text}");
+    assert_eq!(text.matches("ok: ").count(), 16, "{text}");
     for shot in ["admin-plugins.png", "dashboard-de.png", "dashboard-en.png"] {
         let size = std::fs::metadata(screenshots.join(shot)).map_or(0, |m| m.len());
         assert!(size > 10_000, "{shot} is missing or empty ({size} bytes)");

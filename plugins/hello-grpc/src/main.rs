@@ -88,6 +88,8 @@ impl Plugin for Hello {
                 handler: "widget".into(),
                 location: "dashboard".into(),
                 size: "small".into(),
+                refreshable: true,
+                refresh_sec: 5,
                 ..Default::default()
             }],
             ..Default::default()
@@ -134,7 +136,12 @@ impl Plugin for Hello {
             }
             "widget" => {
                 let greeting = self.greet(ctx, br#"{"name":"dashboard"}"#).await?;
-                json!({"html": format!("<p class=\"hello\">{}</p>", greeting["message"].as_str().unwrap_or_default())})
+                // Refreshable: the dashboard asks again every `refresh_sec`, the count grows.
+                json!({"html": format!(
+                    "<p class=\"hello\">{}</p><p class=\"count\">{} greetings</p>",
+                    greeting["message"].as_str().unwrap_or_default(),
+                    greeting["greetings"].as_u64().unwrap_or_default()
+                )})
             }
             // What the process can see of its environment: for the isolation tests.
             "environment" => json!({

@@ -99,6 +99,17 @@ async function look(browser, { base, agent, shots, step }, language) {
     await chart.locator("g.day").nth(29).locator("rect.hit").hover();
     assert.equal(await colour(29), "rgb(29, 78, 216)", "the hovered bar is highlighted");
 
+    // A refreshable widget (hello-grpc's, every 5 s) is asked for again: its count grows.
+    if (language === "en") {
+      const hello = page.frameLocator('iframe[data-widget="hello_widget"]').locator("p.count");
+      const before = (await hello.textContent()).trim();
+      await page.waitForSelector('section[data-widget="hello_widget"][data-refreshed]', { timeout: 15000 });
+      await page.frameLocator('iframe[data-widget="hello_widget"]').locator("p.count").waitFor();
+      const after = (await page.frameLocator('iframe[data-widget="hello_widget"]').locator("p.count").textContent()).trim();
+      assert.notEqual(after, before, "the refreshed widget shows the new count");
+      step("a refreshable widget refreshes on the dashboard at its refresh_sec");
+    }
+
     await page.mouse.move(0, 0);
     await page.screenshot({ path: `${shots}/dashboard-${language}.png`, fullPage: true });
     step(`the dashboard in ${language}: translated titles, labels apart from values, a chart with axes`);
