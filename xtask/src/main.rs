@@ -4,7 +4,8 @@
 //!   WASM guests, then runs the workspace's tests.
 //! - `cargo xtask build-plugins`: builds every Rust guest under `plugins/` and `examples/`.
 //! - `cargo xtask serve`: builds and starts the server with the example plugins.
-//! - `cargo xtask bench`: HTTP throughput and latency of plugin routes against plain axum.
+//! - `cargo xtask bench`: HTTP throughput, latency and CPU cost of plugin routes against plain
+//!   axum.
 //! - `cargo xtask fuzz [CASES]`: the differential SQL test (guard against the SQLite engine)
 //!   with many more generated statements than `test` runs, from a seed that changes each run.
 //!
@@ -39,8 +40,9 @@ enum Task {
     /// Build every Rust WASM guest under plugins/ and examples/ (installing the toolchain when
     /// missing).
     BuildPlugins,
-    /// Requests/s and p50/p99 of a Stats route, a hello-grpc route and a plain axum handler
-    /// (release builds, wrk), printed as a table with ratios.
+    /// Requests/s, p50/p99 and server CPU-seconds per 10k requests of a WASM call without host
+    /// call, a Stats route, a hello-grpc route and a plain axum handler (release builds, wrk),
+    /// printed as a table with ratios to plain axum; then the idle server's CPU share.
     Bench,
     /// The differential SQL test with many generated statements (default 200000), from a new
     /// seed each run (printed, so a failure can be replayed with GK_SQL_SEED).

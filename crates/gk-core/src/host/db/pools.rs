@@ -96,10 +96,14 @@ pub(super) async fn open(
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         // An in-memory database lives as long as a connection to it: keep one open per pool.
+        // No test before each acquire: the connection is in this process, and sqlx's ping is a
+        // round trip to the connection's thread (two thread wake-ups per statement); a crashed
+        // connection thread fails the statement anyway.
         let pool = |max: u32| {
             let options = SqlitePoolOptions::new()
                 .max_connections(if memory { 1 } else { max })
                 .min_connections(u32::from(memory))
+                .test_before_acquire(false)
                 .acquire_timeout(CONNECT_TIMEOUT);
             if memory {
                 options.idle_timeout(None).max_lifetime(None)
