@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use crate::{guests, run};
 
 mod measure;
+mod scale;
 
 use measure::{CONNECTIONS, DURATION, Measured, Target};
 
@@ -98,7 +99,10 @@ int gk_malloc(int size) {
 static long long pack(const char *p, unsigned int n) {
     return (long long)(((unsigned long long)(unsigned int)p << 32) | n);
 }
-static const char REG[] = "{\"name\":\"noop\",\"version\":\"0.1.0\",\"description\":\"bench\"}";
+#ifndef GK_NAME
+#define GK_NAME "noop"
+#endif
+static const char REG[] = "{\"name\":\"" GK_NAME "\",\"version\":\"0.1.0\",\"description\":\"bench\"}";
 static const char PONG[] = "{\"pong\":true}";
 __attribute__((export_name("gk_register")))
 long long gk_register(void) { return pack(REG, sizeof REG - 1); }
@@ -109,16 +113,23 @@ long long gk_call(int f, int fl, int a, int al) {
 }
 "#;
 
-const NOOP_YAML: &str = "name: noop\nversion: \"0.1.0\"\nruntime: wasm\nwasm: noop.wasm\n\
-    description: bench guest without host calls\n";
+/// The manifest of the no-host-call guest named `name`.
+fn noop_yaml(name: &str) -> String {
+    format!(
+        "name: {name}\nversion: \"0.1.0\"\nruntime: wasm\nwasm: noop.wasm\n\
+         description: bench guest without host calls\n"
+    )
+}
 
-/// Builds the no-host-call guest into `dir` (`noop.wasm` and `plugin.yaml`).
-fn build_noop(dir: &Path) -> Result<()> {
+/// Builds the no-host-call guest registering as `name` into `dir` (`noop.wasm` and
+/// `plugin.yaml`).
+fn build_noop(dir: &Path, name: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let source = dir.join("noop.c");
     std::fs::write(&source, NOOP_C)?;
-    std::fs::write(dir.join("plugin.yaml"), NOOP_YAML)?;
+    std::fs::write(dir.join("plugin.yaml"), noop_yaml(name))?;
     run(Command::new("clang")
+        .arg(format!("-DGK_NAME=\"{name}\""))
         .args([
             "--target=wasm32",
             "-O2",
@@ -190,7 +201,7 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
 
     let work = std::env::temp_dir().join(format!("goatkit-bench-{}", std::process::id()));
     let plugins = work.join("plugins");
-    build_noop(&plugins.join("noop"))?;
+    build_noop(&plugins.join("noop"), "noop")?;
     std::fs::create_dir_all(plugins.join("stats"))?;
     std::fs::create_dir_all(plugins.join("hello-grpc"))?;
     let copies = [
@@ -311,6 +322,16 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
     // Idle: plugins loaded, no requests; one second to settle, then two measured.
     std::thread::sleep(Duration::from_secs(1));
     let idle = measure::cpu_share(server, Duration::from_secs(2));
+    eprintln!("xtask: sequential calls to the one WASM plugin without host call");
+    let one_p50 = scale::sequential_p50(SERVER, "/api/v1/plugins/noop/call/ping", &token)?;
+    drop(_server);
+    drop(_plain);
+    eprintln!(
+        "xtask: {} WASM plugins discovered, {} loaded",
+        scale::DISCOVERED,
+        scale::LOADED
+    );
+    let scaled = scale::measure(&gk, &work.join("scale"))?;
     let _ = std::fs::remove_dir_all(&work);
 
     let baseline = &results[0];
@@ -342,5 +363,20 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         ),
         None => println!("\nidle server: /proc/{server}/stat not readable"),
     }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "\n{} WASM plugins discovered, {} loaded: start to /healthz {:.0} ms; RSS {:.1} MiB \
+         before loading, {:.0} KiB per loaded plugin; sequential call p50 {:.0} us against \
+         {:.0} us with one WASM plugin ({:.2}x; {} calls on one connection)",
+        scale::DISCOVERED,
+        scale::LOADED,
+        scaled.start.as_secs_f64() * 1e3,
+        scaled.rss_before_kib as f64 / 1024.0,
+        scaled.rss_per_loaded_kib,
+        micros(scaled.call_p50),
+        micros(one_p50),
+        micros(scaled.call_p50) / micros(one_p50),
+        scale::CALLS,
+    );
     Ok(())
 }
