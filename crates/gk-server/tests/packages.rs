@@ -1,6 +1,7 @@
 //! A package built by `gk package` and dropped into the plugins directory: its `static/` folder
 //! is served at `/plugins/<name>/static/…` with content types, ETags and the plugin-content
-//! CSP, nothing outside that folder is reachable, and its `i18n/` files are the plugin's texts.
+//! CSP, nothing outside that folder is reachable, its `i18n/` files are the plugin's texts and
+//! its `templates/` usable by name.
 
 mod common;
 
@@ -22,7 +23,20 @@ async fn a_packages_static_folder_is_served_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     std::fs::create_dir_all(source.join("static/css")).unwrap();
-    std::fs::write(source.join("proxy.wasm"), common::proxy::proxy_module()).unwrap();
+    // It declares a template of its own, shipped in templates/.
+    std::fs::write(
+        source.join("proxy.wasm"),
+        common::proxy::proxy_module_registering(
+            r#"{"name":"proxy","version":"1.0.0","templates":[{"name":"proxy/card.html","path":"templates/card.html"}]}"#,
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(source.join("templates")).unwrap();
+    std::fs::write(
+        source.join("templates/card.html"),
+        "<div class=\"card\">{{ title }}</div>",
+    )
+    .unwrap();
     std::fs::write(
         source.join("plugin.yaml"),
         "name: proxy\nversion: \"1.0.0\"\nruntime: wasm\nwasm: proxy.wasm\n",
@@ -94,6 +108,20 @@ async fn a_packages_static_folder_is_served_and_nothing_else() {
     assert_eq!(german["proxy.widget.title"], "Stellvertreter");
     let (english, _) = server.manager.translations("en");
     assert_eq!(english["proxy.widget.title"], "Proxy");
+
+    // Its templates/ file is usable by name.
+    let templates = gk_server::pages::PluginTemplates::new(
+        std::sync::Arc::new(gk_server::pages::Pages::new()),
+        server.manager.clone(),
+    );
+    let page = templates
+        .render_source(
+            r#"{% include "proxy/card.html" %}"#,
+            serde_json::json!({"title": "From the package"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page, "<div class=\"card\">From the package</div>");
 
     // A disabled plugin's files are gone with it.
     server

@@ -9,9 +9,12 @@ pub const PROXY_REGISTRATION: &str = r#"{"name":"proxy","version":"1.0.0","descr
 /// The proxy guest: `gk_call(f, args)` is `host_call(f, args)`, and a failed host call answers
 /// the host's error (`host_error`).
 pub fn proxy_module() -> Vec<u8> {
-    let registration = PROXY_REGISTRATION
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+    proxy_module_registering(PROXY_REGISTRATION)
+}
+
+/// The proxy guest registering `registration` (JSON) instead.
+pub fn proxy_module_registering(registration_json: &str) -> Vec<u8> {
+    let registration = registration_json.replace('\\', "\\\\").replace('"', "\\\"");
     let wat = format!(
         r#"(module
   (import "gk" "host_call" (func $host_call (param i32 i32 i32 i32) (result i64)))
@@ -40,7 +43,7 @@ pub fn proxy_module() -> Vec<u8> {
     (if (result i64) (i64.eqz (local.get $result))
       (then (call $host_error))
       (else (local.get $result)))))"#,
-        length = PROXY_REGISTRATION.len()
+        length = registration_json.len()
     );
     wat::parse_str(wat).unwrap()
 }
