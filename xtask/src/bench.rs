@@ -363,6 +363,13 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         ),
         None => println!("\nidle server: /proc/{server}/stat not readable"),
     }
+    // The gRPC runtime against a bare tonic client on the plugin's socket, and spawn time:
+    // gk-grpc's own benchmark, on the hello-grpc just built.
+    println!();
+    let mut grpc = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    grpc.args(["bench", "-p", "gk-grpc", "--bench", "grpc"])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    run(&mut grpc)?;
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
         "\n{} WASM plugins discovered, {} loaded: start to /healthz {:.0} ms; RSS {:.1} MiB \
