@@ -138,5 +138,35 @@ async fn menus_by_location_nested_translated_and_hidden() {
         "{}",
         page.body
     );
+
+    // The host application asks for a location's menu, as a tree.
+    let (status, customer) = common::send(
+        server.addr,
+        "GET",
+        "/api/v1/plugins/menu?location=customer",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{customer}");
+    assert_eq!(customer[0]["id"], "portal", "{customer}");
+    assert_eq!(customer.as_array().unwrap().len(), 1, "{customer}");
+    let (_, agent) =
+        common::send(server.addr, "GET", "/api/v1/plugins/menu", Some(&admin), "").await;
+    let reports = agent
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "reports")
+        .unwrap();
+    let children: Vec<&str> = reports["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, ["Daily report", "Weekly"], "{agent}");
+    let (status, _) = common::send(server.addr, "GET", "/api/v1/plugins/menu", None, "").await;
+    assert_eq!(status, 401, "the menu needs a token");
     server.shutdown().await;
 }

@@ -74,6 +74,10 @@ pub fn router(state: AppState) -> Router {
             get(list_widgets).delete(admin_api::uninstall_named("widgets")),
         )
         .route("/api/v1/plugins/{name}/widgets/{id}", get(render_widget))
+        .route(
+            "/api/v1/plugins/menu",
+            get(list_menu).delete(admin_api::uninstall_named("menu")),
+        )
         .route("/api/v1/plugins/{name}", delete(admin_api::uninstall))
         .route(
             "/api/v1/plugins/upload",
@@ -291,6 +295,29 @@ async fn list_widgets(
 ) -> Json<Vec<PluginItem<WidgetSpec>>> {
     let texts = crate::pages::Translator::new(&state.manager, &headers);
     Json(texts.widgets(state.manager.widgets(query.location.as_deref())))
+}
+
+/// The query of `GET /api/v1/plugins/menu`.
+#[derive(Debug, Deserialize)]
+pub struct MenuQuery {
+    /// `admin`, `agent` (the default) or `customer`.
+    pub location: Option<String>,
+}
+
+/// One location's menu as a tree, labels translated for the request's `Accept-Language`: what
+/// the host application (GoatFlow's agent and customer pages) renders.
+async fn list_menu(
+    State(state): State<AppState>,
+    _user: User,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<MenuQuery>,
+) -> Json<Vec<crate::pages::MenuEntry>> {
+    let location = query
+        .location
+        .as_deref()
+        .unwrap_or(crate::pages::menu::DEFAULT_LOCATION);
+    let texts = crate::pages::Translator::new(&state.manager, &headers);
+    Json(texts.menu(crate::pages::menu::build(&state.manager, location)))
 }
 
 /// The query of `GET /api/v1/plugins/{name}/widgets/{id}`.
