@@ -6,6 +6,21 @@ fn env(pairs: &[(&str, &str)]) -> Environment {
     Environment::from_pairs(pairs.iter().copied())
 }
 
+/// Each file text is refused with a message holding its expected part, and no secret.
+fn refuses_each(dir: &Path, cases: &[(&str, &str)]) {
+    for (text, expected) in cases {
+        let path = write(dir, text);
+        let error = ServeConfig::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+        assert!(
+            !error.contains("hunter2"),
+            "no secret in the message: {error}"
+        );
+    }
+}
+
 fn write(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("goatkit.toml");
     std::fs::write(&path, text).unwrap();
@@ -123,17 +138,7 @@ fn bad_configuration_names_the_key_and_the_problem() {
             "line 2, column 1: unknown field `smtp_urll`",
         ),
     ];
-    for (text, expected) in cases {
-        let path = write(dir.path(), text);
-        let error = ServeConfig::load(Some(&path), &env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains(expected), "{text}: {error}");
-        assert!(
-            !error.contains("hunter2"),
-            "no secret in the message: {error}"
-        );
-    }
+    refuses_each(dir.path(), &cases);
     let error = ServeConfig::load(None, &env(&[("GOATKIT_EAGER_LOADING", "maybe")]))
         .unwrap_err()
         .to_string();
@@ -273,13 +278,7 @@ fn bad_host_service_settings_name_the_key() {
             "app.timezone: `Mars Time` is not a time zone name",
         ),
     ];
-    for (text, expected) in cases {
-        let path = write(dir.path(), text);
-        let error = ServeConfig::load(Some(&path), &env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains(expected), "{text}: {error}");
-    }
+    refuses_each(dir.path(), &cases);
     let error = ServeConfig::load(None, &env(&[("GOATKIT_DATABASES_CRM", "x")]))
         .unwrap_err()
         .to_string();

@@ -16,7 +16,6 @@ use axum::response::Response;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::headers::PLUGIN_CONTENT_CSP;
 
 /// The prefix of static paths, before the plugin's name.
 const PREFIX: &str = "/plugins/";
@@ -146,15 +145,7 @@ pub(super) async fn serve(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_CONTROL),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PLUGIN_CONTENT_CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(response)
+    Ok(crate::http::headers::plugin_content(response))
 }
 
 #[cfg(test)]
