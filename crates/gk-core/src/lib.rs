@@ -23,6 +23,7 @@ mod error;
 pub mod host;
 mod manager;
 pub mod packaging;
+pub mod plugin_files;
 mod scheduler;
 pub mod signing;
 mod store;

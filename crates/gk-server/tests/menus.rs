@@ -44,6 +44,15 @@ impl Plugin for Menus {
                 item("settings", "Menu settings", "/menus/settings", "admin"),
                 item("portal", "Portal", "/portal", "customer"),
                 item("old-reports", "Old reports", "/old", "agent"),
+                // A cycle: each shows once, and the page stays small.
+                MenuItemSpec {
+                    parent: "loop-b".into(),
+                    ..item("loop-a", "Loop A", "/loop/a", "agent")
+                },
+                MenuItemSpec {
+                    parent: "loop-a".into(),
+                    ..item("loop-b", "Loop B", "/loop/b", "agent")
+                },
             ],
             hide_menu_items: vec!["old-reports".into()],
             i18n: Some(I18nSpec {
@@ -108,6 +117,11 @@ async fn menus_by_location_nested_translated_and_hidden() {
     );
     assert!(!body.contains("&#x2f;old\""), "hidden by hide_menu_items");
     assert!(
+        body.matches("data-menu=\"loop-a\"").count() <= 1
+            && body.matches("data-menu=\"loop-b\"").count() <= 1,
+        "an item shows at most once: {body}"
+    );
+    assert!(
         !body.contains("&#x2f;portal"),
         "the customer menu is not the agent's"
     );
@@ -168,5 +182,18 @@ async fn menus_by_location_nested_translated_and_hidden() {
     assert_eq!(children, ["Daily report", "Weekly"], "{agent}");
     let (status, _) = common::send(server.addr, "GET", "/api/v1/plugins/menu", None, "").await;
     assert_eq!(status, 401, "the menu needs a token");
+    let agent = server
+        .tokens
+        .mint("agent", Role::Agent, Duration::from_secs(60))
+        .unwrap();
+    let (status, _) = common::send(
+        server.addr,
+        "GET",
+        "/api/v1/plugins/menu?location=admin",
+        Some(&agent),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "the admin menu is for admins");
     server.shutdown().await;
 }

@@ -24,22 +24,27 @@ const MAX_FILES: usize = 64;
 /// Reads `dir/i18n/`; empty when there is no such folder.
 pub(super) fn read(dir: &Path) -> Result<Texts, String> {
     let folder = dir.join("i18n");
-    let Ok(entries) = std::fs::read_dir(&folder) else {
+    if std::fs::symlink_metadata(&folder).is_err() {
         return Ok(Texts::new());
-    };
+    }
+    // Inside the plugin's directory and through no link.
+    crate::plugin_files::checked_path(dir, Path::new("i18n")).map_err(|e| e.to_string())?;
+    let entries = std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
     let mut texts = Texts::new();
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
+    let mut files = 0;
     for path in paths {
         let extension = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if !matches!(extension.as_str(), "json" | "yaml" | "yml") || !path.is_file() {
+        if !matches!(extension.as_str(), "json" | "yaml" | "yml") {
             continue;
         }
-        if texts.len() == MAX_FILES {
+        files += 1;
+        if files > MAX_FILES {
             return Err(format!(
                 "{}: more than {MAX_FILES} translation files",
                 folder.display()
@@ -56,13 +61,11 @@ pub(super) fn read(dir: &Path) -> Result<Texts, String> {
             })
             .ok_or_else(|| problem("the file name is not a language tag like de or pt-BR".into()))?
             .to_owned();
-        let size = std::fs::metadata(&path)
-            .map_err(|e| problem(e.to_string()))?
-            .len();
-        if size > MAX_FILE_BYTES {
-            return Err(problem(format!("larger than {MAX_FILE_BYTES} bytes")));
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| problem(e.to_string()))?;
+        let file_name = path.file_name().unwrap_or_default();
+        let bytes =
+            crate::plugin_files::read(dir, &Path::new("i18n").join(file_name), MAX_FILE_BYTES)
+                .map_err(|e| problem(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| problem("not UTF-8".into()))?;
         let value: serde_json::Value = if extension == "json" {
             serde_json::from_str(&text).map_err(|e| problem(e.to_string()))?
         } else {
@@ -209,5 +212,14 @@ mod tests {
         std::fs::remove_file(folder.join("fr.json")).unwrap();
         std::fs::write(folder.join("../i18n/x y.json"), "{}").unwrap();
         assert!(read(dir.path()).unwrap_err().contains("not a language tag"));
+        std::fs::remove_file(folder.join("x y.json")).unwrap();
+
+        // A linked file or folder reads nothing outside the plugin.
+        std::os::unix::fs::symlink("/etc/hostname", folder.join("it.json")).unwrap();
+        assert!(read(dir.path()).unwrap_err().contains("it.json"));
+        std::fs::remove_file(folder.join("it.json")).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&folder, other.path().join("i18n")).unwrap();
+        assert!(read(other.path()).is_err());
     }
 }

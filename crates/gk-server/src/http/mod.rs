@@ -308,16 +308,25 @@ pub struct MenuQuery {
 /// the host application (GoatFlow's agent and customer pages) renders.
 async fn list_menu(
     State(state): State<AppState>,
-    _user: User,
+    User(user): User,
     headers: axum::http::HeaderMap,
     Query(query): Query<MenuQuery>,
-) -> Json<Vec<crate::pages::MenuEntry>> {
+) -> Result<Json<Vec<crate::pages::MenuEntry>>, ApiError> {
     let location = query
         .location
         .as_deref()
         .unwrap_or(crate::pages::menu::DEFAULT_LOCATION);
+    if location == "admin" && user.role != crate::auth::Role::Admin {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin menu needs an admin token",
+        ));
+    }
     let texts = crate::pages::Translator::new(&state.manager, &headers);
-    Json(texts.menu(crate::pages::menu::build(&state.manager, location)))
+    Ok(Json(
+        texts.menu(crate::pages::menu::build(&state.manager, location)),
+    ))
 }
 
 /// The query of `GET /api/v1/plugins/{name}/widgets/{id}`.

@@ -1,8 +1,9 @@
 //! The navigation menus built from the enabled plugins' menu items: one per location (`admin`
 //! for the admin pages, `agent` for the dashboard and plugin pages, `customer` for the host
 //! application), nested by `parent` and `children`, ordered by `order`, without the items a
-//! plugin hides (`hide_menu_items`). Links are only paths or http(s) URLs; icons are a name, or
-//! an SVG shown as an image (an `<img>` runs no script).
+//! plugin hides (`hide_menu_items`). An item nests only under an item of its own plugin, each
+//! item shows once, and a menu holds at most 200 entries. Links are only paths or http(s)
+//! URLs; icons are a name, or an SVG shown as an image (an `<img>` runs no script).
 
 use std::collections::BTreeSet;
 
@@ -20,9 +21,11 @@ const MAX_ICON_BYTES: usize = 8 * 1024;
 /// How deep menus nest.
 const MAX_DEPTH: usize = 4;
 
+/// The most entries one menu shows (a plugin cannot make a page build a huge menu).
+const MAX_ENTRIES: usize = 200;
+
 /// The menu of `location`, as a tree.
 pub fn build(manager: &Manager, location: &str) -> Vec<MenuEntry> {
-    let hidden = manager.hidden_menu_items();
     let items: Vec<PluginItem<MenuItemSpec>> = manager
         .menu_items()
         .into_iter()
@@ -35,54 +38,91 @@ pub fn build(manager: &Manager, location: &str) -> Vec<MenuEntry> {
             at == location
         })
         .collect();
-    let ids: BTreeSet<&str> = items.iter().map(|m| m.item.id.as_str()).collect();
-    // Top level: no parent, or a parent that is not in this menu.
-    items
-        .iter()
-        .filter(|m| m.item.parent.is_empty() || !ids.contains(m.item.parent.as_str()))
-        .filter_map(|m| entry(&m.plugin, &m.item, &items, &hidden, 0))
-        .collect()
+    let mut builder = Builder {
+        items: &items,
+        hidden: manager.hidden_menu_items(),
+        taken: vec![false; items.len()],
+        entries: 0,
+    };
+    // Top level: no parent, or a parent its own plugin does not declare here.
+    let mut menu = Vec::new();
+    for index in 0..items.len() {
+        let item = &items[index];
+        let has_parent = !item.item.parent.is_empty()
+            && items
+                .iter()
+                .any(|m| m.plugin == item.plugin && m.item.id == item.item.parent);
+        if !has_parent && let Some(entry) = builder.take(index) {
+            menu.push(entry);
+        }
+    }
+    menu
 }
 
-fn entry(
-    plugin: &str,
-    item: &MenuItemSpec,
-    all: &[PluginItem<MenuItemSpec>],
-    hidden: &BTreeSet<String>,
-    depth: usize,
-) -> Option<MenuEntry> {
-    if hidden.contains(&item.id) || depth > MAX_DEPTH {
-        return None;
+/// Builds entries, each declared item at most once and at most [`MAX_ENTRIES`] in all.
+struct Builder<'a> {
+    items: &'a [PluginItem<MenuItemSpec>],
+    hidden: BTreeSet<String>,
+    taken: Vec<bool>,
+    entries: usize,
+}
+
+impl Builder<'_> {
+    /// The entry of top-level item `index`, with what nests under it.
+    fn take(&mut self, index: usize) -> Option<MenuEntry> {
+        if self.taken[index] {
+            return None;
+        }
+        self.taken[index] = true;
+        let items = self.items;
+        let item = &items[index];
+        self.entry(&item.plugin, &item.item, 0)
     }
-    if !item.path.is_empty()
-        && let Err(reason) = gk_core::check_link(&item.path)
-    {
-        tracing::warn!(%plugin, item = %item.id, %reason, "menu link not shown");
-        return None;
+
+    fn entry(&mut self, plugin: &str, item: &MenuItemSpec, depth: usize) -> Option<MenuEntry> {
+        if self.hidden.contains(&item.id) || depth > MAX_DEPTH || self.entries >= MAX_ENTRIES {
+            return None;
+        }
+        if !item.path.is_empty()
+            && let Err(reason) = gk_core::check_link(&item.path)
+        {
+            tracing::warn!(%plugin, item = %item.id, %reason, "menu link not shown");
+            return None;
+        }
+        self.entries += 1;
+        let mut children = Vec::new();
+        for child in &item.children {
+            if let Some(entry) = self.entry(plugin, child, depth + 1) {
+                children.push(entry);
+            }
+        }
+        // Items of the same plugin that name this one as their parent, each taken once.
+        if !item.id.is_empty() {
+            let items = self.items;
+            for (index, other) in items.iter().enumerate() {
+                if self.taken[index] || other.plugin != plugin || other.item.parent != item.id {
+                    continue;
+                }
+                self.taken[index] = true;
+                if let Some(entry) = self.entry(plugin, &other.item, depth + 1) {
+                    children.push(entry);
+                }
+            }
+        }
+        if item.path.is_empty() && children.is_empty() {
+            return None;
+        }
+        let (icon, icon_image) = icon(&item.icon);
+        Some(MenuEntry {
+            plugin: plugin.to_owned(),
+            id: item.id.clone(),
+            label: item.label.clone(),
+            path: item.path.clone(),
+            icon,
+            icon_image,
+            children,
+        })
     }
-    let mut children: Vec<MenuEntry> = item
-        .children
-        .iter()
-        .filter_map(|child| entry(plugin, child, all, hidden, depth + 1))
-        .collect();
-    children.extend(
-        all.iter()
-            .filter(|m| !item.id.is_empty() && m.item.parent == item.id && m.item.id != item.id)
-            .filter_map(|m| entry(&m.plugin, &m.item, all, hidden, depth + 1)),
-    );
-    if item.path.is_empty() && children.is_empty() {
-        return None;
-    }
-    let (icon, icon_image) = icon(&item.icon);
-    Some(MenuEntry {
-        plugin: plugin.to_owned(),
-        id: item.id.clone(),
-        label: item.label.clone(),
-        path: item.path.clone(),
-        icon,
-        icon_image,
-        children,
-    })
 }
 
 /// A name (letters, digits, `-`, `_`) as a CSS hook, or SVG markup as a `data:` image.

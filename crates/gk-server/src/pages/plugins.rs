@@ -58,6 +58,9 @@ struct PluginInTemplate {
     runtime: Handle,
 }
 
+/// The largest plugin template read.
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
 /// Text made safe to put into HTML.
 pub(crate) fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -279,16 +282,18 @@ impl PluginTemplates {
             let Ok(Some(source)) = manager.source(&template.plugin) else {
                 return Ok(None);
             };
-            let path = source.dir.join(&template.item.path);
-            if !path.starts_with(&source.dir) || template.item.path.contains("..") {
-                return Err(template_error(format!(
-                    "template `{wanted}` of `{}` points outside its plugin",
-                    template.plugin
-                )));
-            }
-            std::fs::read_to_string(&path).map(Some).map_err(|e| {
-                template_error(format!("template `{wanted}` ({}): {e}", path.display()))
-            })
+            // Inside the plugin's directory, through no link, and not huge.
+            let bytes = gk_core::plugin_files::read(
+                &source.dir,
+                std::path::Path::new(&template.item.path),
+                MAX_TEMPLATE_BYTES,
+            )
+            .map_err(|e| {
+                template_error(format!("template `{wanted}` of `{}`: {e}", template.plugin))
+            })?;
+            String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| template_error(format!("template `{wanted}` is not UTF-8")))
         });
         env
     }

@@ -7,7 +7,7 @@
 //! one; the path is decoded, `..` and absolute parts are refused, and the file must resolve
 //! (symlinks followed) inside the folder.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use axum::body::Body;
@@ -22,7 +22,7 @@ const PREFIX: &str = "/plugins/";
 /// How long a browser may keep a file without asking again.
 const CACHE_CONTROL: &str = "public, max-age=300";
 /// The largest file served.
-const MAX_FILE_BYTES: u64 = 32 << 20;
+const MAX_FILE_BYTES: u64 = 8 << 20;
 
 /// `(plugin, path inside static/)` when `path` is a static path.
 pub(super) fn split(path: &str) -> Option<(&str, &str)> {
@@ -62,30 +62,15 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// The file `relative` names inside `folder`, or why not.
-fn resolve(folder: &Path, relative: &str) -> Result<PathBuf, ApiError> {
+/// The path inside the plugin's directory that `relative` (as requested) names.
+fn requested_path(relative: &str) -> Result<PathBuf, ApiError> {
     let decoded = percent_encoding::percent_decode_str(relative)
         .decode_utf8()
         .map_err(|_| not_found("the path is not UTF-8"))?;
     if decoded.contains(['\0', '\\']) {
         return Err(not_found("no such file"));
     }
-    let mut path = folder.to_path_buf();
-    for component in Path::new(decoded.as_ref()).components() {
-        match component {
-            Component::Normal(part) => path.push(part),
-            Component::CurDir => {}
-            _ => return Err(not_found("no such file")),
-        }
-    }
-    let folder = folder
-        .canonicalize()
-        .map_err(|_| not_found("the plugin has no static folder"))?;
-    let file = path.canonicalize().map_err(|_| not_found("no such file"))?;
-    if !file.starts_with(&folder) || !file.is_file() {
-        return Err(not_found("no such file"));
-    }
-    Ok(file)
+    Ok(Path::new("static").join(decoded.as_ref()))
 }
 
 /// Serves `relative` from `plugin`'s `static/` folder.
@@ -105,19 +90,17 @@ pub(super) async fn serve(
     if !state.manager.is_enabled(plugin).unwrap_or(false) {
         return Err(not_found("the plugin is disabled"));
     }
-    let file = resolve(&source.dir.join("static"), relative)?;
-    let metadata = tokio::fs::metadata(&file)
-        .await
+    let requested = requested_path(relative)?;
+    // Inside the plugin's directory, through no link (a link would reach any file).
+    let (file, length) = gk_core::plugin_files::open(&source.dir, &requested, MAX_FILE_BYTES)
         .map_err(|_| not_found("no such file"))?;
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(not_found("the file is too large to serve"));
-    }
+    let metadata = file.metadata().map_err(|_| not_found("no such file"))?;
     let modified = metadata
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    let etag = format!("W/\"{:x}-{:x}\"", metadata.len(), modified);
+    let etag = format!("W/\"{length:x}-{modified:x}\"");
     let mut response = if request_headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -127,13 +110,18 @@ pub(super) async fn serve(
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        let bytes = tokio::fs::read(&file)
-            .await
-            .map_err(|_| not_found("no such file"))?;
+        let bytes = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            file.take(length).read_to_end(&mut bytes).map(|_| bytes)
+        })
+        .await
+        .map_err(|_| not_found("no such file"))?
+        .map_err(|_| not_found("no such file"))?;
         let mut response = Response::new(Body::from(bytes));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(content_type(&file)),
+            HeaderValue::from_static(content_type(&requested)),
         );
         response
     };
@@ -161,24 +149,32 @@ mod tests {
         assert_eq!(split("/plugins/stats/static/"), None);
         assert_eq!(split("/plugins/stats/page"), None);
         let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("static");
-        std::fs::create_dir_all(folder.join("css")).unwrap();
-        std::fs::write(folder.join("css/a.css"), "a{}").unwrap();
-        std::fs::write(dir.path().join("secret.txt"), "no").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret.txt"), folder.join("link.txt")).unwrap();
-        assert!(resolve(&folder, "css/a.css").is_ok());
-        assert!(resolve(&folder, "css%2Fa.css").is_ok());
+        let root = dir.path().join("plugin");
+        std::fs::create_dir_all(root.join("static/css")).unwrap();
+        std::fs::write(root.join("static/css/a.css"), "a{}").unwrap();
+        let open = |relative: &str| {
+            gk_core::plugin_files::open(&root, &requested_path(relative)?, MAX_FILE_BYTES)
+                .map_err(|_| not_found("no such file"))
+        };
+        assert!(open("css/a.css").is_ok());
+        assert!(open("css%2Fa.css").is_ok());
         for escape in [
-            "../secret.txt",
-            "%2e%2e/secret.txt",
-            "css/../../secret.txt",
+            "../plugin.yaml",
+            "%2e%2e/x",
+            "css/../../x",
             "/etc/passwd",
-            "link.txt",
             "css",
-            "missing.css",
         ] {
-            assert!(resolve(&folder, escape).is_err(), "{escape}");
+            assert!(open(escape).is_err(), "{escape}");
         }
+        // A static folder that is a link (to `/`, say) serves nothing.
+        let linked = dir.path().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink("/", linked.join("static")).unwrap();
+        assert!(
+            gk_core::plugin_files::open(&linked, &requested_path("etc/passwd").unwrap(), 1 << 20)
+                .is_err()
+        );
         assert_eq!(content_type(Path::new("a.SVG")), "image/svg+xml");
     }
 }
