@@ -37,6 +37,9 @@ pub struct Discovered {
     pub from_package: bool,
 }
 
+/// The largest module or executable loaded (512 MiB).
+pub const MAX_ENTRY_BYTES: u64 = 512 << 20;
+
 /// A plugin's module or executable as it was read once and checked against the signature
 /// policy: what the runtime loads (a WASM module from these bytes, a native executable from a
 /// private copy of them).
@@ -65,6 +68,17 @@ impl VerifiedEntry {
     /// checked package).
     pub fn read(found: &Discovered, signatures: &SignaturePolicy) -> Result<Self, DiscoveryError> {
         let path = &found.entry;
+        // A regular file of sane size: a FIFO or a device would block, a huge file fill memory.
+        let metadata = std::fs::metadata(path).map_err(|e| refused(path, e))?;
+        if !metadata.is_file() {
+            return Err(refused(path, "not a regular file"));
+        }
+        if metadata.len() > MAX_ENTRY_BYTES {
+            return Err(refused(
+                path,
+                format!("larger than {MAX_ENTRY_BYTES} bytes"),
+            ));
+        }
         let bytes = std::fs::read(path).map_err(|e| refused(path, e))?;
         if !found.from_package {
             signatures

@@ -382,6 +382,11 @@ impl Manager {
         }
         let result = self.load_slot(slot).await;
         let error = result.as_ref().err().map(|e| Arc::new(e.to_string()));
+        if error.is_some() {
+            // What it declared last time no longer stands for a plugin that does not load.
+            slot.known.store(None);
+            self.catalog_changed();
+        }
         slot.load_error.store(error);
         result
     }

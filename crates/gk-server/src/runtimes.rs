@@ -87,22 +87,41 @@ impl GrpcAdapter {
             .path
             .file_name()
             .ok_or_else(|| format!("{}: no file name", entry.path.display()))?;
-        let dir = self.verified_dir.join(format!(
-            "{name}-{}",
-            &entry.sha256[..16.min(entry.sha256.len())]
-        ));
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Named by the whole digest: a copy is only ever the bytes of that digest.
+        let dir = self.verified_dir.join(format!("{name}-{}", entry.sha256));
         let copy = dir.join(file_name);
-        if copy.is_file() {
+        let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
+        // A copy made before is used only when it is a regular file (no link) with these bytes.
+        if std::fs::symlink_metadata(&copy).is_ok_and(|m| m.file_type().is_file())
+            && std::fs::read(&copy).is_ok_and(|bytes| bytes[..] == entry.bytes[..])
+        {
             return Ok(copy);
         }
-        let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
         std::fs::create_dir_all(&dir).map_err(failed)?;
-        let partial = dir.join(".partial");
-        std::fs::write(&partial, &entry.bytes).map_err(failed)?;
-        use std::os::unix::fs::PermissionsExt;
+        for private in [&self.verified_dir, &dir] {
+            std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o711))
+                .map_err(failed)?;
+        }
+        // A fresh file of a name of its own: two loads at once, or a crash, leave nothing in
+        // the way.
+        let partial = dir.join(format!(
+            ".partial-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&partial);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&partial)
+            .map_err(failed)?;
+        file.write_all(&entry.bytes).map_err(failed)?;
+        drop(file);
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))
             .map_err(failed)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
         std::fs::rename(&partial, &copy).map_err(failed)?;
         Ok(copy)
     }
@@ -132,5 +151,54 @@ impl PluginRuntime for GrpcAdapter {
             .await
             .map_err(|error| error.to_string())?;
         Ok(Arc::new(plugin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry as the manager hands it over (the digest only names the copy here).
+    fn entry(path: &std::path::Path, bytes: &[u8]) -> VerifiedEntry {
+        VerifiedEntry {
+            path: path.to_owned(),
+            bytes: bytes.into(),
+            sha256: format!("{:016x}", bytes.len()),
+        }
+    }
+
+    #[test]
+    fn a_native_binary_runs_from_a_checked_private_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let adapter = GrpcAdapter::new(dir.path().join("run"));
+        let original = dir.path().join("plugin/bin");
+        let checked = entry(&original, b"\x7fELF checked bytes");
+        let copy = adapter.executable_for("p", &checked).unwrap();
+        assert_ne!(copy, original);
+        assert_eq!(std::fs::read(&copy).unwrap(), b"\x7fELF checked bytes");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+            0o555
+        );
+
+        // Something else planted at the copy's place (a file, then a link) is replaced.
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&copy, b"planted").unwrap();
+        assert_eq!(adapter.executable_for("p", &checked).unwrap(), copy);
+        assert_eq!(std::fs::read(&copy).unwrap(), b"\x7fELF checked bytes");
+        std::fs::remove_file(&copy).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", &copy).unwrap();
+        adapter.executable_for("p", &checked).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(&copy)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+
+        // A script runs from its own path (its interpreter opens it by name).
+        let script = entry(&original, b"#!/bin/sh\necho hi\n");
+        assert_eq!(adapter.executable_for("p", &script).unwrap(), original);
     }
 }

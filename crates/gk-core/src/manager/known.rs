@@ -25,8 +25,11 @@ fn cache_key(plugin: &str) -> String {
     format!("Plugin::{plugin}::Registration")
 }
 
-/// The sha256 of a file, read in chunks.
+/// The sha256 of a regular file (not a FIFO or a device, which could block), read in chunks.
 fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut file = std::fs::File::open(path)?;
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0u8; 64 * 1024];
@@ -161,7 +164,17 @@ impl Manager {
             .await
             .ok()?
             .ok()?;
-        (cached.sha256 == sha256 && cached.registration.name == found.name)
-            .then_some(cached.registration)
+        if cached.sha256 != sha256 || cached.registration.name != found.name {
+            return None;
+        }
+        // Checked as a registration at load is (routes against the loaded plugins', template
+        // overrides, schedules): a cached entry that no longer fits is not used.
+        match self.validate(&cached.registration) {
+            Ok(()) => Some(cached.registration),
+            Err(error) => {
+                tracing::info!(plugin = %found.name, %error, "the cached registration is not used");
+                None
+            }
+        }
     }
 }
