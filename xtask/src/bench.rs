@@ -3,8 +3,10 @@
 //! measured in one run with `wrk` (installed from Debian when missing, which is said first):
 //! `POST /api/v1/plugins/noop/call/ping` (a C guest that makes no host call), the Stats WASM
 //! plugin's overview route (one SQLite query), and hello-grpc's hello route (gRPC and three host
-//! callbacks); then the idle server's CPU share. Release builds in their own target directory;
-//! the server runs on the embedded defaults with the Stats demo data, the plugins approved.
+//! callbacks); then the idle server's CPU share, gk-grpc's benchmark (spawn to first answer,
+//! calls against a bare tonic client) and the cost as work grows (`scale`: 200 WASM plugins
+//! discovered, 50 loaded). Release builds in their own target directory; the server runs on the
+//! embedded defaults with the Stats demo data, the plugins approved.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
