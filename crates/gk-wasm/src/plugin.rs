@@ -203,7 +203,12 @@ impl WasmPlugin {
         }
         // A short call answers within a few µs: poll for that long before parking the task,
         // which would cost a wake-up of this thread when the answer comes.
-        let spin_until = Instant::now() + CALLER_SPIN;
+        let spin = if crate::pool::polling_pays() {
+            CALLER_SPIN
+        } else {
+            std::time::Duration::ZERO
+        };
+        let spin_until = Instant::now() + spin;
         loop {
             match answer.try_recv() {
                 Ok(answer) => return answer,

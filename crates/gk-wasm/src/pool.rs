@@ -22,9 +22,23 @@ pub(crate) type Job = Box<dyn FnOnce(&mut Option<GuestInstance>) + Send>;
 /// skip the futex wake-up of a sleeping thread (several µs each way).
 pub(crate) const WORKER_SPIN: Duration = Duration::from_micros(50);
 
-/// The next job: polled for [`WORKER_SPIN`], then waited for. `None` when every sender is gone.
+/// Whether polling pays here: on two cores or fewer, polling workers take the CPU the request
+/// threads need (measured on 2 cores: 17–18 % less CPU per request, +27 % Stats requests/s
+/// without it), so they sleep at once.
+pub(crate) fn polling_pays() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 2))
+}
+
+/// The next job: polled for [`WORKER_SPIN`] (where [`polling_pays`]), then waited for. `None`
+/// when every sender is gone.
 fn next_job(inbox: &mpsc::Receiver<Job>) -> Option<Job> {
-    let spin_until = Instant::now() + WORKER_SPIN;
+    let spin = if polling_pays() {
+        WORKER_SPIN
+    } else {
+        Duration::ZERO
+    };
+    let spin_until = Instant::now() + spin;
     loop {
         match inbox.try_recv() {
             Ok(job) => return Some(job),
