@@ -368,26 +368,9 @@ async fn the_loader_follows_the_plugins_directory() {
 
 #[tokio::test]
 async fn every_reload_re_verifies_the_signature() {
-    use gk_core::signing::{SignaturePolicy, TrustedKeys, generate_keypair, sign_file};
-    let f = fixture().await;
-    f.manager.add_runtime(Arc::new(FileRuntime));
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let (private, public) = generate_keypair().unwrap();
-    let module = plugins.join("signed.wasm");
-    std::fs::write(&module, "1").unwrap();
-    sign_file(&module, &private).unwrap();
-    std::fs::write(plugins.join("unsigned.wasm"), "1").unwrap();
-    let loader = gk_core::Loader::new(
-        f.manager.clone(),
-        plugins.clone(),
-        plugins.join(".managed"),
-        SignaturePolicy {
-            required: true,
-            trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
-        },
-    );
+    let signed = Signed::new("signed").await;
+    let (f, module, loader) = (&signed.fixture, &signed.module, &signed.loader);
+    std::fs::write(module.with_file_name("unsigned.wasm"), "1").unwrap();
     let refused = loader.scan().await;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0].path.ends_with("unsigned.wasm"), "{refused:?}");
@@ -395,44 +378,73 @@ async fn every_reload_re_verifies_the_signature() {
     assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("1"));
 
     // Changed without a new signature: refused, and the signed version keeps running.
-    std::fs::write(&module, "2").unwrap();
-    let error = loader.refresh(&module).await.unwrap_err().to_string();
+    std::fs::write(module, "2").unwrap();
+    let error = loader.refresh(module).await.unwrap_err().to_string();
     assert!(error.contains("signature"), "{error}");
     assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("1"));
 
     // Signed again: the reload goes through.
-    sign_file(&module, &private).unwrap();
-    loader.refresh(&module).await.unwrap();
+    signed.sign();
+    loader.refresh(module).await.unwrap();
     assert_eq!(version(&f.manager, "signed").await.as_deref(), Some("2"));
+}
+
+/// A plugins directory whose signatures are required, holding `<name>.wasm` ("1"), signed.
+struct Signed {
+    fixture: common::Fixture,
+    module: std::path::PathBuf,
+    loader: Arc<gk_core::Loader>,
+    private: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Signed {
+    async fn new(name: &str) -> Self {
+        use gk_core::signing::{SignaturePolicy, TrustedKeys, generate_keypair};
+        let fixture = fixture().await;
+        fixture.manager.add_runtime(Arc::new(FileRuntime));
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        let (private, public) = generate_keypair().unwrap();
+        let module = plugins.join(format!("{name}.wasm"));
+        std::fs::write(&module, "1").unwrap();
+        let loader = gk_core::Loader::new(
+            fixture.manager.clone(),
+            plugins.clone(),
+            plugins.join(".managed"),
+            SignaturePolicy {
+                required: true,
+                trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
+            },
+        );
+        let signed = Self {
+            fixture,
+            module,
+            loader,
+            private,
+            _dir: dir,
+        };
+        signed.sign();
+        signed
+    }
+
+    /// Signs the module as it is now.
+    fn sign(&self) {
+        gk_core::signing::sign_file(&self.module, &self.private).unwrap();
+    }
 }
 
 /// Signatures are checked on the bytes that are loaded: a file swapped after discovery, before
 /// its lazy first load, is refused there, and nothing of it runs.
 #[tokio::test]
 async fn a_file_swapped_after_discovery_is_refused_at_its_first_load() {
-    use gk_core::signing::{SignaturePolicy, TrustedKeys, generate_keypair, sign_file};
-    let f = fixture().await;
-    f.manager.add_runtime(Arc::new(FileRuntime));
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let (private, public) = generate_keypair().unwrap();
-    let module = plugins.join("lazy.wasm");
-    std::fs::write(&module, "1").unwrap();
-    sign_file(&module, &private).unwrap();
-    let loader = gk_core::Loader::new(
-        f.manager.clone(),
-        plugins.clone(),
-        plugins.join(".managed"),
-        SignaturePolicy {
-            required: true,
-            trusted: TrustedKeys::from_hex([public.as_str()]).unwrap(),
-        },
-    );
+    let signed = Signed::new("lazy").await;
+    let (f, module, loader) = (&signed.fixture, &signed.module, &signed.loader);
     assert!(loader.scan().await.is_empty());
     assert_eq!(f.manager.names(), ["lazy"], "discovered, not loaded yet");
 
-    std::fs::write(&module, "666").unwrap();
+    std::fs::write(module, "666").unwrap();
     let error = f.manager.load("lazy").await.unwrap_err().to_string();
     assert!(error.contains("signature does not match"), "{error}");
     assert_eq!(
@@ -442,7 +454,7 @@ async fn a_file_swapped_after_discovery_is_refused_at_its_first_load() {
     );
 
     // The signed content back: the next use loads it.
-    std::fs::write(&module, "1").unwrap();
+    std::fs::write(module, "1").unwrap();
     assert_eq!(version(&f.manager, "lazy").await.as_deref(), Some("1"));
 }
 

@@ -127,3 +127,35 @@ fn watch_file(
     watcher.watch(&directory, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_swaps_the_values_and_keeps_them_when_the_file_does_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("goatkit.toml");
+        std::fs::write(&file, "[app]\nname = \"One\"\n").unwrap();
+        let running = ServeConfig::load(Some(&file), &Environment::default()).unwrap();
+        let values = running.config_values();
+        let name = || values.get("app.name").unwrap();
+        assert_eq!(name(), "One");
+
+        std::fs::write(&file, "[app]\nname = \"Two\"\n").unwrap();
+        reload(&running, &values, "test");
+        assert_eq!(name(), "Two", "a good file is applied");
+
+        std::fs::write(&file, "[app\nname = ").unwrap();
+        reload(&running, &values, "test");
+        assert_eq!(name(), "Two", "a file that does not read changes nothing");
+
+        std::fs::write(&file, "").unwrap();
+        reload(&running, &values, "test");
+        assert_eq!(
+            name(),
+            "Two",
+            "an empty file (a write in progress) changes nothing"
+        );
+    }
+}

@@ -255,6 +255,14 @@ impl HttpClient {
         let port = url
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
+        // What can be refused without the network is refused before any lookup or connection.
+        let method = if request.method.is_empty() {
+            "GET"
+        } else {
+            request.method.as_str()
+        };
+        let method = hyper::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| HostError::InvalidInput(format!("`{method}` is not an HTTP method")))?;
         let connect = self.connect(&host, port, https, request.internal_allowed);
         let stream = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
@@ -271,13 +279,6 @@ impl HttpClient {
             let _ = connection.await;
         });
 
-        let method = if request.method.is_empty() {
-            "GET"
-        } else {
-            request.method.as_str()
-        };
-        let method = hyper::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| HostError::InvalidInput(format!("`{method}` is not an HTTP method")))?;
         let path = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_owned(),
