@@ -20,6 +20,14 @@ pub enum GrpcError {
         /// What went wrong, quoting what the plugin printed.
         message: String,
     },
+    /// The plugin's handshake line was refused.
+    #[error("handshake with {plugin} failed: {source}")]
+    HandshakeLine {
+        /// The plugin.
+        plugin: String,
+        /// What was wrong with the line.
+        source: crate::HandshakeError,
+    },
     /// The host side could not be set up (socket directory, host service).
     #[error("cannot prepare the host side of {plugin}: {message}")]
     Host {

@@ -26,22 +26,27 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+// Modules depend downwards in this order only (no cycle): `error`, `handshake`, `limits`,
+// `sandbox` (all OS isolation) and `host_server` are leaves; `process` (one process: start,
+// handshake, connect) uses them; `plugin` (the `Plugin` handle) uses `process`; `supervisor`
+// (restarts, health) uses `plugin`; `runtime` (start a plugin) uses all of them.
 mod error;
+mod handshake;
 mod host_server;
-mod isolation;
+mod limits;
 mod plugin;
 mod process;
 mod runtime;
-mod sandbox_child;
-mod sandbox_linux;
-mod sandbox_plan;
+mod sandbox;
 mod supervisor;
 
 pub use error::GrpcError;
-pub use isolation::{
+pub use handshake::HandshakeError;
+pub use limits::{DEFAULT_HEALTH_INTERVAL, DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits};
+pub use plugin::{GrpcPlugin, INIT_HOST_VERSION, INIT_PLUGIN_DIR, INIT_WORK_DIR};
+pub use runtime::GrpcRuntime;
+pub use sandbox::{
     ALLOW_UNISOLATED_KEY, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_PROCESSES, DEFAULT_PLUGIN_ID,
     DEFAULT_TMP_SIZE_MB, IsolationConfig,
 };
-pub use plugin::{GrpcPlugin, INIT_HOST_VERSION, INIT_PLUGIN_DIR, INIT_WORK_DIR};
-pub use runtime::{DEFAULT_HEALTH_INTERVAL, DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, GrpcRuntime};
 pub use supervisor::{CRASH_WINDOW, MAX_CRASHES};

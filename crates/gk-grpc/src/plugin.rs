@@ -7,15 +7,12 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
 use gk_sdk::proto::{host_error_from_status, pb};
 use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
-use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
+use tokio::sync::Notify;
 
-use crate::GrpcLimits;
-use crate::host_server::HostSide;
-use crate::process::{signal_group, tail};
+use crate::process::{Process, Spec, signal_group, tail};
+use crate::sandbox::TMP_INSIDE;
 
 /// The `InitRequest.config` key of the host's version (the `gk` release).
 pub const INIT_HOST_VERSION: &str = "host_version";
@@ -24,40 +21,6 @@ pub const INIT_PLUGIN_DIR: &str = "plugin_dir";
 /// The `InitRequest.config` key of the plugin's writable directory (absolute, as the plugin
 /// sees it; its `TMPDIR`, private to the process and removed when it ends).
 pub const INIT_WORK_DIR: &str = "work_dir";
-
-/// One running process of a plugin.
-pub(crate) struct Process {
-    pub(crate) client: PluginServiceClient<Channel>,
-    /// The connection, for the standard `grpc.health.v1` client.
-    pub(crate) channel: Channel,
-    /// The socket the process serves on (from its handshake).
-    pub(crate) socket: PathBuf,
-    pub(crate) pid: u32,
-    pub(crate) exit: watch::Receiver<Option<String>>,
-    pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    /// Its `TMPDIR` as the host sees it.
-    pub(crate) tmp_dir: PathBuf,
-    /// Whether `tmp_dir` is a host directory made for it, to remove when it ends.
-    pub(crate) owns_tmp: bool,
-}
-
-impl Process {
-    pub(crate) fn has_exited(&self) -> bool {
-        self.exit.borrow().is_some()
-    }
-}
-
-impl Drop for Process {
-    /// A process nobody holds any more does not outlive its handle.
-    fn drop(&mut self) {
-        if !self.has_exited() {
-            signal_group(self.pid, libc::SIGKILL);
-        }
-        if self.owns_tmp {
-            let _ = std::fs::remove_dir_all(&self.tmp_dir);
-        }
-    }
-}
 
 /// Crash accounting of a plugin.
 #[derive(Debug, Default)]
@@ -70,18 +33,8 @@ pub(crate) struct Supervision {
 
 /// Everything about one plugin, shared by its handle and its supervisor.
 pub(crate) struct Inner {
-    pub(crate) name: String,
-    pub(crate) limits: GrpcLimits,
-    pub(crate) side: Arc<HostSide>,
-    pub(crate) executable: PathBuf,
-    pub(crate) working_dir: PathBuf,
-    /// The environment of every process, without its TMPDIR.
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) host_dir: PathBuf,
-    /// The isolation of its processes; `None`: unisolated (allowed by the operator).
-    pub(crate) sandbox: Option<Arc<crate::IsolationConfig>>,
-    /// The largest gRPC message to and from the process.
-    pub(crate) max_message_bytes: usize,
+    /// How its processes start.
+    pub(crate) spec: Spec,
     pub(crate) server_stop: Arc<Notify>,
     pub(crate) registration: OnceLock<GkRegistration>,
     /// The running process; `None` while restarting or failed.
@@ -141,8 +94,8 @@ impl Inner {
     /// and as absolute paths the process sees, `plugin_dir` (its own directory, read-only when
     /// isolated) and `work_dir` (a writable directory of its own, its `TMPDIR`).
     fn init_config(&self, process: &Process) -> HashMap<String, String> {
-        let work_dir = if self.sandbox.is_some() {
-            PathBuf::from(crate::sandbox_linux::TMP_INSIDE)
+        let work_dir = if self.spec.sandbox.is_some() {
+            PathBuf::from(TMP_INSIDE)
         } else {
             process.tmp_dir.clone()
         };
@@ -153,7 +106,7 @@ impl Inner {
             ),
             (
                 INIT_PLUGIN_DIR.to_owned(),
-                self.working_dir.display().to_string(),
+                self.spec.working_dir.display().to_string(),
             ),
             (INIT_WORK_DIR.to_owned(), work_dir.display().to_string()),
         ])
@@ -169,10 +122,12 @@ impl Inner {
             context: Some(ctx.into()),
             config: self.init_config(process),
         });
-        request.set_timeout(self.limits.init_timeout);
+        request.set_timeout(self.spec.limits.init_timeout);
         match process.client.clone().init(request).await {
             Ok(_) => Ok(()),
-            Err(status) => Err(failure(process, "init", status, self.limits.init_timeout).await),
+            Err(status) => {
+                Err(failure(process, "init", status, self.spec.limits.init_timeout).await)
+            }
         }
     }
 }
@@ -180,7 +135,7 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.server_stop.notify_one();
-        let _ = std::fs::remove_dir_all(&self.host_dir);
+        let _ = std::fs::remove_dir_all(&self.spec.host_dir);
     }
 }
 
@@ -231,7 +186,7 @@ pub struct GrpcPlugin {
 impl std::fmt::Debug for GrpcPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcPlugin")
-            .field("name", &self.inner.name)
+            .field("name", &self.inner.spec.name)
             .field("pid", &self.pid())
             .finish_non_exhaustive()
     }
@@ -249,7 +204,7 @@ impl GrpcPlugin {
 
     /// The host socket this plugin's callbacks arrive on (for diagnostics).
     pub fn host_socket(&self) -> PathBuf {
-        self.inner.host_dir.join("host.sock")
+        self.inner.spec.host_dir.join("host.sock")
     }
 
     /// The socket the current process serves `PluginService` on (for diagnostics and
@@ -286,10 +241,10 @@ impl Plugin for GrpcPlugin {
     }
 
     async fn init(&self, ctx: &CallContext, host: Arc<dyn HostApi>) -> Result<(), PluginError> {
-        self.inner.side.set_host(host).await?;
+        self.inner.spec.side.set_host(host).await?;
         let process = self
             .inner
-            .process(Instant::now() + self.inner.limits.init_timeout)
+            .process(Instant::now() + self.inner.spec.limits.init_timeout)
             .await?;
         self.inner.init_process(&process, ctx).await
     }
@@ -300,7 +255,7 @@ impl Plugin for GrpcPlugin {
         function: &str,
         args: &[u8],
     ) -> Result<Vec<u8>, PluginError> {
-        let limit = self.inner.max_message_bytes;
+        let limit = self.inner.spec.max_message_bytes;
         if args.len() > limit {
             return Err(PluginError::failed(
                 "message_too_large",
@@ -310,11 +265,11 @@ impl Plugin for GrpcPlugin {
                 ),
             ));
         }
-        let budget = self.inner.limits.call_timeout;
+        let budget = self.inner.spec.limits.call_timeout;
         let deadline = Instant::now() + budget;
         let process = self.inner.process(deadline).await?;
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        self.inner.side.in_flight.insert(id, ctx.depth);
+        self.inner.spec.side.in_flight.insert(id, ctx.depth);
         let mut request = tonic::Request::new(pb::CallRequest {
             context: Some(ctx.into()),
             function: function.to_owned(),
@@ -323,7 +278,7 @@ impl Plugin for GrpcPlugin {
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let outcome =
             tokio::time::timeout_at(deadline.into(), process.client.clone().call(request)).await;
-        self.inner.side.in_flight.remove(&id);
+        self.inner.spec.side.in_flight.remove(&id);
         match outcome {
             Err(_) => Err(PluginError::Timeout {
                 operation: "call".into(),
@@ -345,7 +300,7 @@ impl Plugin for GrpcPlugin {
         inner.stopped.store(true, Ordering::SeqCst);
         inner.restarted.notify_waiters();
         if let Some(process) = inner.current() {
-            let grace = inner.limits.shutdown_timeout;
+            let grace = inner.spec.limits.shutdown_timeout;
             let mut request = tonic::Request::new(pb::ShutdownRequest {
                 context: Some(ctx.into()),
             });
@@ -368,23 +323,27 @@ impl Plugin for GrpcPlugin {
             }
         }
         inner.server_stop.notify_one();
-        let _ = std::fs::remove_dir_all(&inner.host_dir);
+        let _ = std::fs::remove_dir_all(&inner.spec.host_dir);
         Ok(())
     }
 
     async fn health(&self) -> Result<(), PluginError> {
         let process = self
             .inner
-            .process(Instant::now() + self.inner.limits.call_timeout)
+            .process(Instant::now() + self.inner.spec.limits.call_timeout)
             .await?;
         let mut request = tonic::Request::new(pb::HealthRequest {});
-        request.set_timeout(self.inner.limits.call_timeout);
+        request.set_timeout(self.inner.spec.limits.call_timeout);
         match process.client.clone().health(request).await {
             Ok(response) if response.get_ref().healthy => Ok(()),
             Ok(response) => Err(PluginError::Unavailable(response.into_inner().message)),
-            Err(status) => {
-                Err(failure(&process, "health", status, self.inner.limits.call_timeout).await)
-            }
+            Err(status) => Err(failure(
+                &process,
+                "health",
+                status,
+                self.inner.spec.limits.call_timeout,
+            )
+            .await),
         }
     }
 }

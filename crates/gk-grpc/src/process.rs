@@ -1,34 +1,41 @@
-//! The plugin process: started with a minimal environment in its own process group, tied to
-//! the host's life (`PR_SET_PDEATHSIG`), its handshake read from stdout, its output forwarded
-//! line by line, its exit watched.
+//! One plugin process: [`Spec::launch`] starts it (under the OS isolation of `sandbox`) with a
+//! minimal environment in its own process group, tied to the host's life (`PR_SET_PDEATHSIG`),
+//! reads its handshake from stdout, forwards its output line by line, watches its exit and
+//! connects to its socket. The first start (`runtime`) and every restart (`supervisor`) go
+//! through it.
 
 use std::collections::VecDeque;
-use std::path::Path;
-use std::process::Stdio;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gk_sdk::LogLevel;
-use gk_sdk::handshake::parse_handshake;
+use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
+use hyper_util::rt::TokioIo;
+use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::net::UnixStream;
 use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
 
+use crate::GrpcError;
+use crate::handshake::parse_handshake;
 use crate::host_server::HostSide;
-use crate::sandbox_plan::{self, Request};
-use crate::{GrpcError, IsolationConfig, sandbox_linux};
+use crate::limits::GrpcLimits;
+use crate::sandbox::{self, Isolation, IsolationConfig, Started};
 
 /// Stderr lines kept for crash reports.
 const STDERR_TAIL: usize = 20;
 
 /// A started plugin process.
-pub(crate) struct Spawned {
-    pub(crate) pid: u32,
+struct Spawned {
+    pid: u32,
     /// The socket it serves on, as the host reaches it.
-    pub(crate) socket: std::path::PathBuf,
+    socket: PathBuf,
     /// `Some(description)` once the process has exited.
-    pub(crate) exit: watch::Receiver<Option<String>>,
-    pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    exit: watch::Receiver<Option<String>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 /// The last stderr lines, for error messages.
@@ -52,64 +59,170 @@ pub(crate) fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// How a plugin process is isolated from the host.
-#[derive(Debug, Clone)]
-pub(crate) struct Isolation {
-    /// New network namespace: no network at all (the Unix socket to the host still works).
-    pub(crate) no_network: bool,
-    /// Cap on private writable memory (`RLIMIT_DATA`), in bytes; 0 = none.
-    pub(crate) memory_bytes: u64,
-    /// Full isolation (`sandbox_linux`) with this configuration and host socket; `None` runs
-    /// the process unisolated (the operator allowed it where isolation is not available).
-    pub(crate) sandbox: Option<(Arc<IsolationConfig>, std::path::PathBuf)>,
+/// One running process of a plugin.
+pub(crate) struct Process {
+    pub(crate) client: PluginServiceClient<Channel>,
+    /// The connection, for the standard `grpc.health.v1` client.
+    pub(crate) channel: Channel,
+    /// The socket the process serves on (from its handshake).
+    pub(crate) socket: PathBuf,
+    pub(crate) pid: u32,
+    pub(crate) exit: watch::Receiver<Option<String>>,
+    pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its `TMPDIR` as the host sees it.
+    pub(crate) tmp_dir: PathBuf,
+    /// Whether `tmp_dir` is a host directory made for it, to remove when it ends.
+    pub(crate) owns_tmp: bool,
 }
 
-/// Whether new PID, mount and network namespaces can be made here (with util-linux `unshare`);
-/// checked once. Without them a warning names what is skipped.
-fn namespaces_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let probe = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--net", "--kill-child", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let available = probe.is_ok_and(|status| status.success());
-        if !available {
-            tracing::warn!(
-                "Linux namespaces are not available here (no privilege, or no `unshare`): plugin processes run \
-                 without their own PID, mount and network namespaces"
-            );
+impl Process {
+    pub(crate) fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+impl Drop for Process {
+    /// A process nobody holds any more does not outlive its handle.
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            signal_group(self.pid, libc::SIGKILL);
         }
-        available
-    })
+        if self.owns_tmp {
+            let _ = std::fs::remove_dir_all(&self.tmp_dir);
+        }
+    }
 }
 
-/// Puts `pid` into a cgroup v2 of its own with `memory.max` = `bytes`, where the host may
-/// (a writable unified hierarchy with the memory controller). Returns the cgroup to remove when
-/// the process has ended; `None` where cgroups v2 are not available, which leaves the
-/// `RLIMIT_DATA` cap as the only one.
-fn memory_cgroup(plugin: &str, pid: u32, bytes: u64) -> Option<std::path::PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
-    if !controllers.split_whitespace().any(|c| c == "memory") {
-        return None;
+/// `bytes` random bytes, as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buffer = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buffer)
+        .map_err(|_| "no randomness available".to_owned())?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Creates a directory readable by its owner only.
+pub(crate) fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Everything fixed about how a plugin's processes start: each restart launches from it.
+pub(crate) struct Spec {
+    /// The plugin's name, its identity.
+    pub(crate) name: String,
+    pub(crate) limits: GrpcLimits,
+    pub(crate) side: Arc<HostSide>,
+    pub(crate) executable: PathBuf,
+    pub(crate) working_dir: PathBuf,
+    /// The environment of every process, without its TMPDIR.
+    pub(crate) env: Vec<(String, String)>,
+    /// The plugin's private host directory (its host socket; the isolated root's stage).
+    pub(crate) host_dir: PathBuf,
+    /// The isolation of its processes; `None`: unisolated (allowed by the operator).
+    pub(crate) sandbox: Option<Arc<IsolationConfig>>,
+    /// The largest gRPC message to and from the process.
+    pub(crate) max_message_bytes: usize,
+}
+
+impl Spec {
+    /// Starts one process of the plugin and connects to it.
+    pub(crate) async fn launch(&self) -> Result<Arc<Process>, GrpcError> {
+        let name = self.name.clone();
+        let host_error = |message: String| GrpcError::Host {
+            plugin: name.clone(),
+            message,
+        };
+        let mut env = self.env.clone();
+        // An isolated process has a private /tmp tmpfs of its own. Otherwise one TMPDIR per process
+        // (not per plugin name): during a blue-green replace the old and the new process of a
+        // plugin run side by side, and removing one's directory must not pull it from under the
+        // other.
+        let owned_tmp = if self.sandbox.is_some() {
+            None
+        } else {
+            let tmp_dir = std::env::temp_dir().join(format!(
+                "goatflow-plugin-{}-{}",
+                self.name,
+                random_hex(4).map_err(host_error)?
+            ));
+            private_dir(&tmp_dir).map_err(|e| host_error(format!("{}: {e}", tmp_dir.display())))?;
+            env.push(("TMPDIR".into(), tmp_dir.display().to_string()));
+            Some(tmp_dir)
+        };
+        let remove_tmp = || {
+            if let Some(dir) = &owned_tmp {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        };
+        let isolation = Isolation {
+            no_network: !self.limits.network,
+            memory_bytes: u64::from(self.limits.memory_mb) << 20,
+            sandbox: self
+                .sandbox
+                .clone()
+                .map(|config| (config, self.host_dir.join("host.sock"))),
+        };
+        let limits = self.limits;
+        let spawned = match spawn(
+            &self.side,
+            &self.executable,
+            &self.working_dir,
+            &env,
+            isolation,
+            limits.init_timeout,
+        )
+        .await
+        {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                remove_tmp();
+                return Err(error);
+            }
+        };
+        let socket = spawned.socket.clone();
+        let fail = |message: String| {
+            signal_group(spawned.pid, libc::SIGKILL);
+            remove_tmp();
+            GrpcError::Handshake {
+                plugin: self.name.clone(),
+                message,
+            }
+        };
+        let endpoint = Endpoint::try_from("http://plugin.invalid")
+            .map_err(|e| fail(e.to_string()))?
+            .timeout(limits.call_timeout);
+        let connect = endpoint.connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+        }));
+        let channel = match tokio::time::timeout(limits.init_timeout, connect).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return Err(fail(format!("cannot connect to its socket: {e}"))),
+            Err(_) => return Err(fail("connecting to its socket timed out".into())),
+        };
+        let tmp_dir = match &owned_tmp {
+            Some(dir) => dir.clone(),
+            None => PathBuf::from(format!("/proc/{}/root/tmp", spawned.pid)),
+        };
+        Ok(Arc::new(Process {
+            client: PluginServiceClient::new(channel.clone())
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+            channel,
+            socket: spawned.socket,
+            pid: spawned.pid,
+            exit: spawned.exit,
+            stderr_tail: spawned.stderr_tail,
+            tmp_dir,
+            owns_tmp: owned_tmp.is_some(),
+        }))
     }
-    let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
-    let dir = root.join(format!("goatkit-{plugin}-{pid}"));
-    std::fs::create_dir(&dir).ok()?;
-    let limited = std::fs::write(dir.join("memory.max"), bytes.to_string()).is_ok()
-        && std::fs::write(dir.join("cgroup.procs"), pid.to_string()).is_ok();
-    if !limited {
-        let _ = std::fs::remove_dir(&dir);
-        return None;
-    }
-    Some(dir)
 }
 
 /// Starts `executable` and waits for its handshake line up to `timeout`.
-pub(crate) async fn spawn(
+async fn spawn(
     side: &Arc<HostSide>,
     executable: &Path,
     working_dir: &Path,
@@ -123,27 +236,12 @@ pub(crate) async fn spawn(
         message,
     };
     let metadata = std::fs::metadata(executable).map_err(|e| spawn_error(e.to_string()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
-            return Err(spawn_error("not an executable file".into()));
-        }
+    if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
+        return Err(spawn_error("not an executable file".into()));
     }
-    let memory = isolation.memory_bytes;
-    let started = match &isolation.sandbox {
-        Some((config, host_socket)) => start_isolated(
-            executable,
-            working_dir,
-            env,
-            &isolation,
-            config,
-            host_socket,
-        )
+    let started = sandbox::start(&plugin, executable, working_dir, env, &isolation)
         .await
-        .map_err(spawn_error)?,
-        None => start_unisolated(executable, working_dir, env, &isolation)
-            .map_err(|e| spawn_error(e.to_string()))?,
-    };
+        .map_err(spawn_error)?;
     let Started {
         pid,
         stdout,
@@ -160,17 +258,9 @@ pub(crate) async fn spawn(
             Some(stderr_tail.clone()),
         ));
     }
-    let cgroup = if memory > 0 {
-        memory_cgroup(&plugin, pid, memory)
-    } else {
-        None
-    };
     let (exit_tx, exit) = watch::channel(None);
     tokio::spawn(async move {
         let description = wait.await;
-        if let Some(cgroup) = cgroup {
-            let _ = std::fs::remove_dir(cgroup);
-        }
         let _ = exit_tx.send(Some(description));
     });
 
@@ -213,11 +303,20 @@ pub(crate) async fn spawn(
         }
         Ok(Ok(Some(line))) => line,
     };
-    let handshake = parse_handshake(&line).map_err(failure)?;
+    let handshake = match parse_handshake(&line) {
+        Ok(handshake) => handshake,
+        Err(source) => {
+            signal_group(pid, libc::SIGKILL);
+            return Err(GrpcError::HandshakeLine {
+                plugin: plugin.clone(),
+                source,
+            });
+        }
+    };
     let socket = if isolation.sandbox.is_some() {
-        sandbox_linux::socket_from_host(pid, &handshake.socket).map_err(failure)?
+        sandbox::socket_from_host(pid, &handshake.socket).map_err(failure)?
     } else {
-        std::path::PathBuf::from(&handshake.socket)
+        PathBuf::from(&handshake.socket)
     };
     let rest = lines.into_inner();
     tokio::spawn(forward(rest, side.clone(), LogLevel::Info, None));
@@ -248,162 +347,4 @@ async fn forward(
         }
         side.output(level, line).await;
     }
-}
-
-type Output = Box<dyn AsyncRead + Unpin + Send>;
-
-/// A process just started: its pid, output, and how it ends.
-struct Started {
-    pid: u32,
-    stdout: Option<Output>,
-    stderr: Option<Output>,
-    exit: std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>,
-}
-
-/// Starts the plugin in its namespaces (`sandbox_linux`).
-async fn start_isolated(
-    executable: &Path,
-    working_dir: &Path,
-    env: &[(String, String)],
-    isolation: &Isolation,
-    config: &IsolationConfig,
-    host_socket: &Path,
-) -> Result<Started, String> {
-    // The host socket's directory is the plugin's own and bound nowhere: its new root is
-    // mounted (in its own mount namespace) on an empty directory there.
-    let stage = host_socket.parent().unwrap_or(Path::new("/")).join("root");
-    std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
-    let plan = sandbox_plan::plan(&Request {
-        executable,
-        working_dir,
-        stage: &stage,
-        host_socket: Some(host_socket),
-        env,
-        network: !isolation.no_network,
-        memory_bytes: isolation.memory_bytes,
-        config,
-    })?;
-    if plan.outside_root {
-        // The plugin's user connects to its host socket (its directory stays the host's own).
-        std::os::unix::fs::chown(host_socket, Some(plan.outside_uid), Some(plan.outside_gid))
-            .map_err(|e| format!("{}: {e}", host_socket.display()))?;
-    }
-    let child = sandbox_linux::spawn(&plan)?;
-    let pid = child.pid;
-    let pipe = |fd: std::os::fd::OwnedFd| -> Option<Output> {
-        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-            .ok()
-            .map(|r| Box::new(r) as Output)
-    };
-    let pidfd = child.pidfd;
-    let exit = Box::pin(async move {
-        // SAFETY: the AsyncFd owns the pidfd; nothing else closes or replaces it.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-        };
-        if let Ok(fd) = registered {
-            let _ = fd.readable().await;
-        }
-        let waited = tokio::task::spawn_blocking(move || {
-            let mut status = 0;
-            let pid = libc::pid_t::try_from(pid).unwrap_or(0);
-            // SAFETY: waitpid(2) of our own child, reaped only here.
-            let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if reaped == pid {
-                use std::os::unix::process::ExitStatusExt;
-                std::process::ExitStatus::from_raw(status).to_string()
-            } else {
-                format!("unknown exit ({})", std::io::Error::last_os_error())
-            }
-        })
-        .await;
-        waited.unwrap_or_else(|e| format!("unknown exit ({e})"))
-    });
-    Ok(Started {
-        pid,
-        stdout: pipe(child.stdout),
-        stderr: pipe(child.stderr),
-        exit,
-    })
-}
-
-/// Starts the plugin as the server's user, where isolation is not available and the operator
-/// allowed it: a minimal environment, its own process group, `no_new_privs`, rlimits, and
-/// PID/mount/network namespaces where util-linux `unshare` can make them.
-fn start_unisolated(
-    executable: &Path,
-    working_dir: &Path,
-    env: &[(String, String)],
-    isolation: &Isolation,
-) -> std::io::Result<Started> {
-    let mut command = if cfg!(target_os = "linux") && namespaces_available() {
-        // The plugin runs as PID 1 of a new PID namespace with its own /proc, in a new mount
-        // namespace, and without network unless its policy grants http; `unshare` stays as
-        // its parent and kills it when it dies.
-        let mut command = Command::new("unshare");
-        command.args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"]);
-        if isolation.no_network {
-            command.arg("--net");
-        }
-        command.arg("--").arg(executable);
-        command
-    } else {
-        Command::new(executable)
-    };
-    let memory = isolation.memory_bytes;
-    command
-        .current_dir(working_dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2) and
-    // setrlimit(2): both are async-signal-safe system calls on plain values.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            let core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::setrlimit(libc::RLIMIT_CORE, &core) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if memory > 0 {
-                // RLIMIT_DATA counts private writable memory; the PROT_NONE reservations Go and
-                // Java runtimes make at start do not count, so they still start (RLIMIT_AS
-                // would stop them).
-                let limit = libc::rlimit {
-                    rlim_cur: memory,
-                    rlim_max: memory,
-                };
-                if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn()?;
-    let pid = child.id().unwrap_or(0);
-    let stdout = child.stdout.take().map(|s| Box::new(s) as Output);
-    let stderr = child.stderr.take().map(|s| Box::new(s) as Output);
-    let exit = Box::pin(async move {
-        match child.wait().await {
-            Ok(status) => status.to_string(),
-            Err(e) => format!("unknown exit ({e})"),
-        }
-    });
-    Ok(Started {
-        pid,
-        stdout,
-        stderr,
-        exit,
-    })
 }

@@ -11,9 +11,8 @@ use gk_sdk::proto::pb;
 
 use gk_sdk::handshake::HEALTH_SERVICE;
 
-use crate::plugin::{Inner, Process};
-use crate::process::signal_group;
-use crate::runtime::launch;
+use crate::plugin::Inner;
+use crate::process::{Process, signal_group};
 
 /// Crashes within [`CRASH_WINDOW`] that make a plugin failed.
 pub const MAX_CRASHES: usize = 5;
@@ -64,7 +63,7 @@ async fn supervise(weak: Weak<Inner>) {
                     "the plugin crashed {crashes} times in {} s (last: {status}) and stays down until it is reloaded",
                     CRASH_WINDOW.as_secs()
                 );
-                tracing::error!(plugin = %inner.name, "{reason}");
+                tracing::error!(plugin = %inner.spec.name, "{reason}");
                 supervision.failed = Some(reason);
                 drop(supervision);
                 inner.set_current(None);
@@ -78,7 +77,7 @@ async fn supervise(weak: Weak<Inner>) {
                 .saturating_mul(2u32.saturating_pow(exponent))
                 .min(MAX_BACKOFF)
         };
-        tracing::warn!(plugin = %inner.name, %status, backoff_ms = backoff.as_millis() as u64, "plugin process ended; restarting");
+        tracing::warn!(plugin = %inner.spec.name, %status, backoff_ms = backoff.as_millis() as u64, "plugin process ended; restarting");
         inner.set_current(None);
         drop(inner);
         tokio::time::sleep(backoff).await;
@@ -86,20 +85,20 @@ async fn supervise(weak: Weak<Inner>) {
         if inner.stopped.load(Ordering::SeqCst) {
             return;
         }
-        match launch(&inner).await {
+        match inner.spec.launch().await {
             Ok(process) => {
-                if inner.side.host.get().is_some()
+                if inner.spec.side.host.get().is_some()
                     && let Err(error) = inner
-                        .init_process(&process, &CallContext::for_plugin(inner.name.clone()))
+                        .init_process(&process, &CallContext::for_plugin(inner.spec.name.clone()))
                         .await
                 {
-                    tracing::warn!(plugin = %inner.name, %error, "the restarted plugin failed to initialise");
+                    tracing::warn!(plugin = %inner.spec.name, %error, "the restarted plugin failed to initialise");
                 }
                 inner.set_current(Some(process));
-                tracing::info!(plugin = %inner.name, "plugin process restarted");
+                tracing::info!(plugin = %inner.spec.name, "plugin process restarted");
             }
             Err(error) => {
-                tracing::warn!(plugin = %inner.name, %error, "restarting the plugin failed");
+                tracing::warn!(plugin = %inner.spec.name, %error, "restarting the plugin failed");
                 let mut supervision = inner.supervision.lock().unwrap_or_else(|p| p.into_inner());
                 supervision.failed = Some(format!("restarting the plugin failed: {error}"));
                 drop(supervision);
@@ -136,7 +135,10 @@ async fn is_healthy(process: &Process) -> bool {
 
 async fn check_health(weak: Weak<Inner>) {
     loop {
-        let Some(interval) = weak.upgrade().map(|inner| inner.limits.health_interval) else {
+        let Some(interval) = weak
+            .upgrade()
+            .map(|inner| inner.spec.limits.health_interval)
+        else {
             return;
         };
         tokio::time::sleep(interval).await;
@@ -153,12 +155,12 @@ async fn check_health(weak: Weak<Inner>) {
         let Some(process) = inner.current().filter(|p| !p.has_exited()) else {
             continue;
         };
-        let timeout = inner.limits.call_timeout.min(Duration::from_secs(5));
+        let timeout = inner.spec.limits.call_timeout.min(Duration::from_secs(5));
         let healthy = tokio::time::timeout(timeout, is_healthy(&process))
             .await
             .unwrap_or(false);
         if !healthy && !inner.stopped.load(Ordering::SeqCst) {
-            tracing::warn!(plugin = %inner.name, "plugin failed its health check; restarting it");
+            tracing::warn!(plugin = %inner.spec.name, "plugin failed its health check; restarting it");
             signal_group(process.pid, libc::SIGKILL);
         }
     }

@@ -1,5 +1,5 @@
-//! [`IsolationConfig`]: how native plugin processes are isolated from the host, and the
-//! one-time probe of whether this kernel and this user can give that isolation.
+//! [`IsolationConfig`]: how native plugin processes are isolated from the host, and the fixed
+//! places inside an isolated plugin's root.
 
 use std::path::PathBuf;
 
@@ -16,6 +16,13 @@ pub const DEFAULT_TMP_SIZE_MB: u32 = 64;
 /// error messages (`goatkit.toml` key; the environment variable is
 /// `GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS`).
 pub const ALLOW_UNISOLATED_KEY: &str = "allow_unisolated_native_plugins";
+
+/// The plugin's uid and gid inside its user namespace (`nobody`).
+pub(crate) const INSIDE_ID: u32 = 65_534;
+/// Where the host socket appears inside the plugin's root.
+pub(crate) const HOST_SOCKET_INSIDE: &str = "/run/goatkit/host.sock";
+/// The plugin's `TMPDIR` and `HOME` inside its root.
+pub(crate) const TMP_INSIDE: &str = "/tmp";
 
 /// How native plugin processes are isolated.
 ///
@@ -62,63 +69,5 @@ impl Default for IsolationConfig {
             tmp_size_mb: DEFAULT_TMP_SIZE_MB,
             assume_unavailable: false,
         }
-    }
-}
-
-/// Whether plugins can be isolated here: `Err(why not)` when not. The kernel is probed once
-/// per process, by starting `true` in the sandbox.
-pub(crate) fn available(config: &IsolationConfig) -> Result<(), String> {
-    if config.assume_unavailable {
-        return Err(
-            "the configuration says isolation is not available (assume_unavailable)".into(),
-        );
-    }
-    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    PROBE.get_or_init(|| probe(config)).clone()
-}
-
-fn probe(config: &IsolationConfig) -> Result<(), String> {
-    if !cfg!(target_os = "linux") {
-        return Err("native plugin isolation needs Linux".into());
-    }
-    let truth = ["/usr/bin/true", "/bin/true"]
-        .into_iter()
-        .map(std::path::Path::new)
-        .find(|p| p.is_file())
-        .ok_or("no `true` program to probe with")?;
-    let stage = std::env::temp_dir().join(format!("gk-isolation-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
-    let outcome = probe_in(config, truth, &stage);
-    let _ = std::fs::remove_dir(&stage);
-    outcome
-}
-
-fn probe_in(
-    config: &IsolationConfig,
-    truth: &std::path::Path,
-    stage: &std::path::Path,
-) -> Result<(), String> {
-    let plan = crate::sandbox_plan::plan(&crate::sandbox_plan::Request {
-        executable: truth,
-        working_dir: truth.parent().unwrap_or(std::path::Path::new("/usr/bin")),
-        stage,
-        host_socket: None,
-        env: &[],
-        network: false,
-        memory_bytes: 0,
-        config,
-    })?;
-    let child = crate::sandbox_linux::spawn(&plan)?;
-    let pid = libc::pid_t::try_from(child.pid).map_err(|e| e.to_string())?;
-    let mut status = 0;
-    // SAFETY: waitpid(2) of our own child.
-    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
-    let exited_well = reaped == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    if exited_well {
-        Ok(())
-    } else {
-        Err(format!(
-            "a sandboxed test process failed (wait status {status})"
-        ))
     }
 }

@@ -1,4 +1,4 @@
-//! The plugin process between `clone(2)` and `exec(2)` (see `sandbox_linux`): only system
+//! The plugin process between `clone(2)` and `exec(2)` (see `linux.rs`): only system
 //! calls on memory the host prepared before the clone, so nothing allocates or takes a lock in
 //! a copy of a multi-threaded process; the C library's id-changing wrappers (which would signal
 //! threads that do not exist here) are bypassed with raw `syscall`s.
@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
-use crate::sandbox_linux::INSIDE_ID;
+use super::config::INSIDE_ID;
 
 /// Everything the child needs, prepared before the clone.
 pub(crate) struct Prepared {

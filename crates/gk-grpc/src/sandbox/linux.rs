@@ -18,15 +18,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::sandbox_child::{ChildFds, Prepared, PreparedOp, child};
-use crate::sandbox_plan::{Op, Plan};
-
-/// The plugin's uid and gid inside its user namespace (`nobody`).
-pub(crate) const INSIDE_ID: u32 = 65_534;
-/// Where the host socket appears inside the plugin's root.
-pub(crate) const HOST_SOCKET_INSIDE: &str = "/run/goatkit/host.sock";
-/// The plugin's `TMPDIR` and `HOME` inside its root.
-pub(crate) const TMP_INSIDE: &str = "/tmp";
+use super::child::{ChildFds, Prepared, PreparedOp, child};
+use super::config::INSIDE_ID;
+use super::plan::{Op, Plan};
 
 /// A child started in its namespaces.
 pub(crate) struct Child {

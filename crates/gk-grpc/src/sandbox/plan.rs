@@ -1,13 +1,12 @@
 //! What an isolated plugin sees: the plan of its new root (binds, tmpfs, `/proc`, `/dev`), its
 //! environment, ids and rlimits. Plain data, computed in the host before the process starts;
-//! `sandbox_linux` carries it out.
+//! `linux.rs` carries it out.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::IsolationConfig;
-use crate::sandbox_linux::{HOST_SOCKET_INSIDE, INSIDE_ID, TMP_INSIDE};
+use super::config::{HOST_SOCKET_INSIDE, INSIDE_ID, IsolationConfig, TMP_INSIDE};
 
 /// System directories bound read-only (or recreated as the symlinks they are).
 const SYSTEM_DIRS: &[&str] = &[
