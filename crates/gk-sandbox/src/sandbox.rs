@@ -11,6 +11,7 @@ use gk_sdk::{
     LogLevel, MAX_CALL_DEPTH, ResourcePolicy, Row, TranslateArgs,
 };
 use serde_json::{Map, Value};
+use tracing::{Level, instrument};
 
 use crate::policy::{CheckedSql, CompiledPolicy, SqlCall};
 use crate::stats::{SandboxCounters, StatsSnapshot};
@@ -186,6 +187,7 @@ fn no_limit() -> HostResult<()> {
 
 #[async_trait]
 impl HostApi for SandboxedHostApi {
+    #[instrument(name = "gk.host.db.query", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn db_query(
         &self,
         ctx: &CallContext,
@@ -220,6 +222,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.db_queries)
     }
 
+    #[instrument(name = "gk.host.db.exec", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
         let policy = self.policy.load_full();
         let mut checked = None;
@@ -249,6 +252,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.db_execs)
     }
 
+    #[instrument(name = "gk.host.cache.get", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
         let policy = self.policy.load_full();
         self.admit(
@@ -264,6 +268,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.cache_ops)
     }
 
+    #[instrument(name = "gk.host.cache.set", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn cache_set(
         &self,
         ctx: &CallContext,
@@ -298,6 +303,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.cache_ops)
     }
 
+    #[instrument(name = "gk.host.cache.delete", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
         let policy = self.policy.load_full();
         self.admit(
@@ -313,6 +319,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.cache_ops)
     }
 
+    #[instrument(name = "gk.host.http.request", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn http_request(
         &self,
         ctx: &CallContext,
@@ -336,6 +343,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.http_requests)
     }
 
+    #[instrument(name = "gk.host.email.send", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
         let policy = self.policy.load_full();
         self.admit(
@@ -348,6 +356,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.emails)
     }
 
+    #[instrument(name = "gk.host.log", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn log(
         &self,
         ctx: &CallContext,
@@ -364,6 +373,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.logs)
     }
 
+    #[instrument(name = "gk.host.config.get", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String> {
         let policy = self.policy.load_full();
         self.admit(
@@ -376,6 +386,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.config_reads)
     }
 
+    #[instrument(name = "gk.host.i18n.translate", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn translate(
         &self,
         ctx: &CallContext,
@@ -388,6 +399,7 @@ impl HostApi for SandboxedHostApi {
         self.account(result, &self.counters.translations)
     }
 
+    #[instrument(name = "gk.host.plugin.call", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn call_plugin(
         &self,
         ctx: &CallContext,
