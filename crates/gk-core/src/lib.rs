@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
+pub mod cluster;
 pub mod discovery;
 mod error;
 pub mod host;
@@ -31,10 +32,10 @@ mod watch;
 
 pub use error::{CoreError, CoreResult};
 pub use manager::{
-    LATENCY_BUCKETS_MICROS, LOAD_TIME_SETTINGS, Manager, ManagerError, PluginItem, PluginStats,
-    PolicyApplied, RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS, ROUTE_MIDDLEWARE,
-    TranslationConflict, check_link,
+    ChangeListener, LATENCY_BUCKETS_MICROS, LOAD_TIME_SETTINGS, Manager, ManagerError, PluginItem,
+    PluginStats, PolicyApplied, RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS,
+    ROUTE_MIDDLEWARE, StateChange, StoredStateApplied, TranslationConflict, check_link,
 };
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
-pub use store::{Store, StoreError};
+pub use store::{NodeRecord, Store, StoreError, StoredPackage};
 pub use watch::{DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchHandle};

@@ -23,12 +23,14 @@ mod catalog;
 mod known;
 mod package_texts;
 mod policies;
+mod replica;
 mod stats;
 mod status;
 mod validation;
 
 pub use catalog::{PluginItem, TranslationConflict};
 pub use policies::{LOAD_TIME_SETTINGS, PolicyApplied};
+pub use replica::{ChangeListener, StateChange, StoredStateApplied};
 use stats::CallCounters;
 pub use stats::{LATENCY_BUCKETS_MICROS, PluginStats};
 pub use validation::{
@@ -138,6 +140,8 @@ struct ManagerInner {
     overridable_templates: RwLock<std::collections::BTreeSet<String>>,
     /// What a plugin's bytes are checked against each time they are loaded.
     signatures: RwLock<crate::signing::SignaturePolicy>,
+    /// Told of every change this node makes to a plugin's stored state (the cluster).
+    listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -177,6 +181,7 @@ impl Manager {
                 catalog_version: AtomicU64::new(0),
                 overridable_templates: RwLock::default(),
                 signatures: RwLock::default(),
+                listener: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -510,6 +515,7 @@ impl Manager {
             .await?;
         slot.enabled.store(enabled, Ordering::SeqCst);
         self.catalog_changed();
+        self.announce(name, StateChange::State);
         Ok(())
     }
 

@@ -2,19 +2,23 @@
 //! optional), calling the job's handler with no arguments within the job's timeout (default
 //! 300 s). A job never overlaps itself; a disabled plugin's jobs do not run and an unloaded
 //! plugin's stop; runs and failures are counted and logged.
+//!
+//! On a cluster, [`Scheduler::set_claims`] makes each occurrence run on one node only: every
+//! node claims it first ([`crate::cluster::jobs`] says how, and what happens when claims fail).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use gk_sdk::JobSpec;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::cluster::jobs::{JobClaimError, JobClaims};
 use crate::{Manager, ManagerError};
 
 /// How long a job may run when its registration gives no timeout.
@@ -35,6 +39,8 @@ struct JobCounters {
     runs: AtomicU64,
     failures: AtomicU64,
     skipped: AtomicU64,
+    claimed_elsewhere: AtomicU64,
+    claim_errors: AtomicU64,
     running: AtomicBool,
 }
 
@@ -47,6 +53,10 @@ pub struct JobStats {
     pub failures: u64,
     /// Occurrences skipped because the previous run was still going.
     pub skipped: u64,
+    /// Occurrences another node claimed and ran (with claims set).
+    pub claimed_elsewhere: u64,
+    /// Occurrences skipped because no claim could be made (with claims set).
+    pub claim_errors: u64,
 }
 
 struct ScheduledJob {
@@ -54,10 +64,23 @@ struct ScheduledJob {
     counters: Arc<JobCounters>,
 }
 
+/// How long a claim may take before the occurrence is skipped.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the occurrences are claimed (none: every node runs them), shared with the jobs' tasks
+/// so that a change applies from the next occurrence.
+#[derive(Clone, Default)]
+struct ClaimSlot {
+    claims: Arc<RwLock<Option<Arc<dyn JobClaims>>>>,
+    /// Whether the last claim failed (to log an outage once).
+    failing: Arc<AtomicBool>,
+}
+
 /// Runs the jobs of the manager's plugins.
 pub struct Scheduler {
     manager: Manager,
     jobs: Mutex<HashMap<(String, String), ScheduledJob>>,
+    claims: ClaimSlot,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -75,7 +98,19 @@ impl Scheduler {
         Self {
             manager,
             jobs: Mutex::new(HashMap::new()),
+            claims: ClaimSlot::default(),
         }
+    }
+
+    /// Makes each occurrence of every job run on one node of the cluster: before running one,
+    /// this node claims it in `claims`, and runs it only if it won. Applies from the next
+    /// occurrence of jobs already scheduled. Without claims every node runs every occurrence.
+    pub fn set_claims(&self, claims: Arc<dyn JobClaims>) {
+        *self
+            .claims
+            .claims
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(claims);
     }
 
     /// (Re)schedules the enabled jobs of `plugin`'s registration; returns how many run.
@@ -90,15 +125,16 @@ impl Scheduler {
                 problem,
             })?;
             let counters = Arc::new(JobCounters::default());
-            let task = tokio::spawn(run_job(
-                self.manager.clone(),
-                plugin.to_owned(),
-                job.id.clone(),
-                job.handler.clone(),
+            let task = tokio::spawn(run_job(JobTask {
+                manager: self.manager.clone(),
+                plugin: plugin.to_owned(),
+                id: job.id.clone(),
+                handler: job.handler.clone(),
                 cron,
-                job.timeout.unwrap_or(DEFAULT_JOB_TIMEOUT),
-                counters.clone(),
-            ));
+                timeout: job.timeout.unwrap_or(DEFAULT_JOB_TIMEOUT),
+                counters: counters.clone(),
+                claims: self.claims.clone(),
+            }));
             jobs.insert(
                 (plugin.to_owned(), job.id.clone()),
                 ScheduledJob { task, counters },
@@ -128,6 +164,8 @@ impl Scheduler {
                 runs: job.counters.runs.load(Ordering::Relaxed),
                 failures: job.counters.failures.load(Ordering::Relaxed),
                 skipped: job.counters.skipped.load(Ordering::Relaxed),
+                claimed_elsewhere: job.counters.claimed_elsewhere.load(Ordering::Relaxed),
+                claim_errors: job.counters.claim_errors.load(Ordering::Relaxed),
             })
     }
 }
@@ -142,7 +180,8 @@ impl Drop for Scheduler {
     }
 }
 
-async fn run_job(
+/// One scheduled job.
+struct JobTask {
     manager: Manager,
     plugin: String,
     id: String,
@@ -150,7 +189,66 @@ async fn run_job(
     cron: Cron,
     timeout: Duration,
     counters: Arc<JobCounters>,
-) {
+    claims: ClaimSlot,
+}
+
+impl ClaimSlot {
+    /// Whether this node runs occurrence `tick` of `plugin`'s job `job`: yes without claims;
+    /// with claims, when this node's claim won. A claim that fails skips the occurrence.
+    async fn wins(
+        &self,
+        plugin: &str,
+        job: &str,
+        tick: DateTime<Utc>,
+        counters: &JobCounters,
+    ) -> bool {
+        let claims = self
+            .claims
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(claims) = claims else {
+            return true;
+        };
+        let outcome = tokio::time::timeout(CLAIM_TIMEOUT, claims.claim(plugin, job, tick))
+            .await
+            .unwrap_or_else(|_| {
+                Err(JobClaimError::Timeout {
+                    after: CLAIM_TIMEOUT,
+                })
+            });
+        match outcome {
+            Ok(won) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(node = claims.node(), "job claims work again");
+                }
+                if !won {
+                    counters.claimed_elsewhere.fetch_add(1, Ordering::Relaxed);
+                }
+                won
+            }
+            Err(error) => {
+                counters.claim_errors.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(node = claims.node(), plugin, job, %error, "job occurrences cannot be claimed: this node skips them until claims work again");
+                }
+                false
+            }
+        }
+    }
+}
+
+async fn run_job(task: JobTask) {
+    let JobTask {
+        manager,
+        plugin,
+        id,
+        handler,
+        cron,
+        timeout,
+        counters,
+        claims,
+    } = task;
     loop {
         let now = Utc::now();
         let Ok(next) = cron.find_next_occurrence(&now, false) else {
@@ -167,6 +265,10 @@ async fn run_job(
         if counters.running.swap(true, Ordering::SeqCst) {
             counters.skipped.fetch_add(1, Ordering::Relaxed);
             tracing::info!(plugin, job = %id, "the previous run is still going; this occurrence is skipped");
+            continue;
+        }
+        if !claims.wins(&plugin, &id, next, &counters).await {
+            counters.running.store(false, Ordering::SeqCst);
             continue;
         }
         let (manager, plugin, id, handler, counters) = (

@@ -17,6 +17,7 @@ use notify::{RecursiveMode, Watcher};
 mod install;
 mod inventory;
 pub use install::InstallError;
+pub(crate) use install::sha256_hex;
 pub use inventory::{Lifecycle, PluginOverview};
 
 use crate::discovery::{DiscoveryError, discover, inspect};

@@ -1,6 +1,9 @@
 //! Settings of the sandbox itself (not of a plugin's policy).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::shared_limits::{SharedLimitStats, SharedLimiter, SharedLimits};
 
 /// The SQL dialect of a database, used to parse its queries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -46,6 +49,9 @@ pub struct SandboxConfig {
     /// Tables of the platform itself (lower-cased names) that no scope reaches, `*` and exact
     /// entries included, in any database.
     pub reserved_tables: Vec<String>,
+    /// The cluster's rate limiter, when the limits hold for the cluster (see
+    /// [`with_shared_limiter`](Self::with_shared_limiter)).
+    shared_limits: Option<Arc<SharedLimits>>,
 }
 
 impl Default for SandboxConfig {
@@ -57,6 +63,7 @@ impl Default for SandboxConfig {
             max_cache_key_bytes: DEFAULT_MAX_CACHE_KEY_BYTES,
             max_cache_ttl: DEFAULT_MAX_CACHE_TTL,
             reserved_tables: Vec::new(),
+            shared_limits: None,
         }
     }
 }
@@ -79,6 +86,25 @@ impl SandboxConfig {
         self.reserved_tables
             .extend(tables.into_iter().map(|t| t.as_ref().to_lowercase()));
         self
+    }
+
+    /// Judges the rate limits of every host call in `limiter` (one round trip per call, for
+    /// every node sharing it), with this node's own limits deciding whenever it does not answer
+    /// (see [`SharedLimiter`] for what is logged and counted). Without it the limits are this
+    /// node's alone.
+    #[must_use]
+    pub fn with_shared_limiter(mut self, limiter: Arc<dyn SharedLimiter>) -> Self {
+        self.shared_limits = Some(Arc::new(SharedLimits::new(limiter)));
+        self
+    }
+
+    /// How the shared rate limiter fared (checks, fallbacks, outages), if one is set.
+    pub fn shared_limit_stats(&self) -> Option<SharedLimitStats> {
+        self.shared_limits.as_deref().map(SharedLimits::stats)
+    }
+
+    pub(crate) fn shared_limits(&self) -> Option<&SharedLimits> {
+        self.shared_limits.as_deref()
     }
 
     pub(crate) fn is_reserved(&self, table: &str) -> bool {

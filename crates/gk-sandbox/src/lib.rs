@@ -22,7 +22,8 @@
 //! - **config**: sensitive keys need an explicit config scope entry.
 //! - **plugin calls**: target in scope, depth at most [`gk_sdk::MAX_CALL_DEPTH`], the caller
 //!   stamped by the sandbox.
-//! - **rate limits** (governor), **accounting** (lock-free counters) and **live policy updates**
+//! - **rate limits** (governor; for a whole cluster through a [`SharedLimiter`], with the
+//!   local limits as the fallback), **accounting** (lock-free counters) and **live policy updates**
 //!   (one atomic pointer swap).
 //!
 //! It depends on `gk-sdk` only: it does not load (gk-core) or run (gk-wasm, gk-grpc) plugins.
@@ -38,6 +39,7 @@ mod limits;
 mod policy;
 mod sandbox;
 mod scope;
+mod shared_limits;
 mod sql_functions;
 mod sql_guard;
 mod stats;
@@ -50,4 +52,7 @@ pub use config::{
 pub use config_guard::{SENSITIVE_PREFIXES, SENSITIVE_WORDS};
 pub use error::PolicyError;
 pub use sandbox::SandboxedHostApi;
+pub use shared_limits::{
+    Admission, LimitSpec, SHARED_RETRY_INTERVAL, SharedLimitError, SharedLimitStats, SharedLimiter,
+};
 pub use stats::{SandboxCounters, StatsSnapshot};

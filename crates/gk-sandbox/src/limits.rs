@@ -10,6 +10,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use crate::shared_limits::LimitSpec;
+
 /// The period a limit is counted over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Period {
@@ -42,6 +44,17 @@ impl Limit {
             period,
             amount,
             limiter: RateLimiter::direct(quota),
+        }
+    }
+
+    fn spec(&self) -> LimitSpec {
+        LimitSpec {
+            name: self.name,
+            amount: self.amount.get(),
+            period: match self.period {
+                Period::Second => Duration::from_secs(1),
+                Period::Minute => Duration::from_secs(60),
+            },
         }
     }
 
@@ -108,23 +121,49 @@ impl LimitSet {
         }
     }
 
-    /// Counts one host call against the per-second limit.
-    pub(crate) fn check_call(&self) -> Result<(), HostError> {
-        self.calls.as_deref().map_or(Ok(()), Limit::check)
+    /// The limit a kind of call counts against besides the per-call one.
+    fn own(&self, own: OwnLimit) -> Option<&Limit> {
+        match own {
+            OwnLimit::None => None,
+            OwnLimit::Db => self.db.as_deref(),
+            OwnLimit::Http => self.http.as_deref(),
+            OwnLimit::Email => self.email.as_deref(),
+        }
     }
 
-    /// Counts one database call.
-    pub(crate) fn check_db(&self) -> Result<(), HostError> {
-        self.db.as_deref().map_or(Ok(()), Limit::check)
+    /// Counts one host call against the per-second limit, then against its own limit, in this
+    /// node's limiters.
+    pub(crate) fn check_local(&self, own: OwnLimit) -> Result<(), HostError> {
+        self.calls.as_deref().map_or(Ok(()), Limit::check)?;
+        self.own(own).map_or(Ok(()), Limit::check)
     }
 
-    /// Counts one HTTP request.
-    pub(crate) fn check_http(&self) -> Result<(), HostError> {
-        self.http.as_deref().map_or(Ok(()), Limit::check)
+    /// The same limits as [`LimitSpec`]s for a shared limiter: the per-second one, then the
+    /// call's own; only the first `len` entries of the array are limits.
+    pub(crate) fn specs(&self, own: OwnLimit) -> ([LimitSpec; 2], usize) {
+        let mut specs = [LimitSpec {
+            name: "",
+            amount: 0,
+            period: Duration::ZERO,
+        }; 2];
+        let mut len = 0;
+        for limit in [self.calls.as_deref(), self.own(own)].into_iter().flatten() {
+            specs[len] = limit.spec();
+            len += 1;
+        }
+        (specs, len)
     }
+}
 
-    /// Counts one email.
-    pub(crate) fn check_email(&self) -> Result<(), HostError> {
-        self.email.as_deref().map_or(Ok(()), Limit::check)
-    }
+/// The limit a host call counts against besides `max_calls_per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnLimit {
+    /// None (cache, log, config, translate, plugin calls).
+    None,
+    /// `max_db_queries_per_min`.
+    Db,
+    /// `max_http_req_per_min`.
+    Http,
+    /// `max_emails_per_min`.
+    Email,
 }

@@ -13,6 +13,7 @@ use gk_sdk::{
 use serde_json::{Map, Value};
 use tracing::{Level, instrument};
 
+use crate::limits::OwnLimit;
 use crate::policy::{CheckedSql, CompiledPolicy, SqlCall};
 use crate::stats::{SandboxCounters, StatsSnapshot};
 use crate::{PolicyError, SandboxConfig};
@@ -117,14 +118,15 @@ impl SandboxedHostApi {
         }
     }
 
-    /// Judges a call: blocked status, then `check`, then the per-second limit and `limit`.
-    /// Refusals are counted and logged once here.
-    fn admit(
+    /// Judges a call: blocked status, then `check`, then the per-second limit and the call's
+    /// `own` limit (in the shared limiter when one is set, in one round trip; else, or when it
+    /// does not answer, in this node's limiters). Refusals are counted and logged once here.
+    async fn admit(
         &self,
         policy: &CompiledPolicy,
         function: HostCallName,
         check: impl FnOnce() -> HostResult<()>,
-        limit: impl FnOnce() -> HostResult<()>,
+        own: OwnLimit,
     ) -> HostResult<()> {
         self.counters.touch();
         let verdict = if policy.is_blocked() && function != HostCallName::Log {
@@ -133,9 +135,18 @@ impl SandboxedHostApi {
                 "the plugin is blocked by an admin",
             ))
         } else {
-            check()
-                .and_then(|()| policy.limits.check_call())
-                .and_then(|()| limit())
+            match (check(), self.config.shared_limits()) {
+                (Err(error), _) => Err(error),
+                (Ok(()), None) => policy.limits.check_local(own),
+                (Ok(()), Some(shared)) => {
+                    let (specs, len) = policy.limits.specs(own);
+                    shared
+                        .admit(&self.plugin, &specs[..len], &self.counters, || {
+                            policy.limits.check_local(own)
+                        })
+                        .await
+                }
+            }
         };
         if let Err(error) = &verdict {
             let counter = match error {
@@ -181,10 +192,6 @@ fn check_statement(
     Ok(checked)
 }
 
-fn no_limit() -> HostResult<()> {
-    Ok(())
-}
-
 #[async_trait]
 impl HostApi for SandboxedHostApi {
     #[instrument(name = "gk.host.db.query", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
@@ -209,8 +216,9 @@ impl HostApi for SandboxedHostApi {
                 )?);
                 Ok(())
             },
-            || policy.limits.check_db(),
-        )?;
+            OwnLimit::Db,
+        )
+        .await?;
         let Some(checked) = checked else {
             return Err(HostError::Backend("the SQL guard gave no decision".into()));
         };
@@ -239,8 +247,9 @@ impl HostApi for SandboxedHostApi {
                 )?);
                 Ok(())
             },
-            || policy.limits.check_db(),
-        )?;
+            OwnLimit::Db,
+        )
+        .await?;
         let Some(checked) = checked else {
             return Err(HostError::Backend("the SQL guard gave no decision".into()));
         };
@@ -259,8 +268,9 @@ impl HostApi for SandboxedHostApi {
             &policy,
             HostCallName::CacheGet,
             || policy.check_cache(&self.config, key, false),
-            no_limit,
-        )?;
+            OwnLimit::None,
+        )
+        .await?;
         let result = self
             .inner
             .cache_get(&self.stamp(ctx), &namespaced(&self.plugin, key))
@@ -295,7 +305,8 @@ impl HostApi for SandboxedHostApi {
             }
             Ok(())
         };
-        self.admit(&policy, HostCallName::CacheSet, check, no_limit)?;
+        self.admit(&policy, HostCallName::CacheSet, check, OwnLimit::None)
+            .await?;
         let result = self
             .inner
             .cache_set(&self.stamp(ctx), &namespaced(&self.plugin, key), value, ttl)
@@ -310,8 +321,9 @@ impl HostApi for SandboxedHostApi {
             &policy,
             HostCallName::CacheDelete,
             || policy.check_cache(&self.config, key, true),
-            no_limit,
-        )?;
+            OwnLimit::None,
+        )
+        .await?;
         let result = self
             .inner
             .cache_delete(&self.stamp(ctx), &namespaced(&self.plugin, key))
@@ -335,8 +347,9 @@ impl HostApi for SandboxedHostApi {
                 named_exactly = policy.check_http(&request.url)?;
                 Ok(())
             },
-            || policy.limits.check_http(),
-        )?;
+            OwnLimit::Http,
+        )
+        .await?;
         // Whatever the plugin said: only a host its scope names exactly reaches inside.
         request.internal_allowed = named_exactly;
         let result = self.inner.http_request(&self.stamp(ctx), request).await;
@@ -350,8 +363,9 @@ impl HostApi for SandboxedHostApi {
             &policy,
             HostCallName::SendEmail,
             || policy.check_email(&email.to),
-            || policy.limits.check_email(),
-        )?;
+            OwnLimit::Email,
+        )
+        .await?;
         let result = self.inner.send_email(&self.stamp(ctx), email).await;
         self.account(result, &self.counters.emails)
     }
@@ -365,7 +379,8 @@ impl HostApi for SandboxedHostApi {
         fields: &Map<String, Value>,
     ) -> HostResult<()> {
         let policy = self.policy.load_full();
-        self.admit(&policy, HostCallName::Log, || Ok(()), no_limit)?;
+        self.admit(&policy, HostCallName::Log, || Ok(()), OwnLimit::None)
+            .await?;
         let result = self
             .inner
             .log(&self.stamp(ctx), level, message, fields)
@@ -380,8 +395,9 @@ impl HostApi for SandboxedHostApi {
             &policy,
             HostCallName::ConfigGet,
             || policy.check_config(&self.plugin, key),
-            no_limit,
-        )?;
+            OwnLimit::None,
+        )
+        .await?;
         let result = self.inner.config_get(&self.stamp(ctx), key).await;
         self.account(result, &self.counters.config_reads)
     }
@@ -394,7 +410,8 @@ impl HostApi for SandboxedHostApi {
         args: &TranslateArgs,
     ) -> HostResult<String> {
         let policy = self.policy.load_full();
-        self.admit(&policy, HostCallName::Translate, || Ok(()), no_limit)?;
+        self.admit(&policy, HostCallName::Translate, || Ok(()), OwnLimit::None)
+            .await?;
         let result = self.inner.translate(&self.stamp(ctx), key, args).await;
         self.account(result, &self.counters.translations)
     }
@@ -419,7 +436,8 @@ impl HostApi for SandboxedHostApi {
             )?);
             Ok(())
         };
-        self.admit(&policy, HostCallName::PluginCall, check, no_limit)?;
+        self.admit(&policy, HostCallName::PluginCall, check, OwnLimit::None)
+            .await?;
         let Some(target_ctx) = target_ctx else {
             return Err(HostError::CallDepthExceeded {
                 max: MAX_CALL_DEPTH,

@@ -21,6 +21,7 @@ pub struct SandboxCounters {
     pub(crate) denied: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) limit_fallbacks: AtomicU64,
     pub(crate) last_call_at_ms: AtomicU64,
 }
 
@@ -51,6 +52,10 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
     /// Calls the backend failed.
     pub errors: u64,
+    /// Rate-limit checks this node's own limits decided because the shared rate limiter did
+    /// not answer (0 without one).
+    #[serde(default)]
+    pub limit_fallbacks: u64,
     /// When the plugin last made a host call (milliseconds since the Unix epoch; 0 = never).
     pub last_call_at_ms: u64,
 }
@@ -83,6 +88,7 @@ impl SandboxCounters {
             denied: get(&self.denied),
             rate_limited: get(&self.rate_limited),
             errors: get(&self.errors),
+            limit_fallbacks: get(&self.limit_fallbacks),
             last_call_at_ms: get(&self.last_call_at_ms),
         }
     }

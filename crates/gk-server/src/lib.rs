@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+mod cluster;
 pub mod config;
 pub mod http;
 pub mod pages;

@@ -147,6 +147,9 @@ struct ServeArgs {
     /// Load every enabled plugin at start (default: on first use).
     #[arg(long)]
     eager: bool,
+    /// This node's id in its cluster (`[cluster]`) [default: host name and port].
+    #[arg(long)]
+    node_id: Option<String>,
 }
 
 /// The configuration: `file` or ./goatkit.toml when it exists, then the environment.
@@ -222,6 +225,9 @@ impl ServeArgs {
                 .with_context(|| format!("--request-timeout `{timeout}`"))?;
         }
         config.eager_loading |= self.eager;
+        if let Some(id) = self.node_id {
+            config.cluster.set_node_id(&id)?;
+        }
         Ok(config)
     }
 }

@@ -83,6 +83,12 @@ pub enum ServerError {
         /// What failed.
         message: String,
     },
+    /// The cluster settings cannot be used.
+    #[error("{0}")]
+    ClusterConfig(String),
+    /// The node could not join its cluster.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] gk_core::cluster::ClusterError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -107,6 +113,8 @@ pub struct RunningServer {
     pub first_admin_token: Option<String>,
     /// The plugins' jobs.
     pub scheduler: Arc<gk_core::Scheduler>,
+    /// This node's membership of its cluster (`[cluster] enabled`).
+    pub cluster: Option<Arc<gk_core::cluster::Cluster>>,
     stop: oneshot::Sender<()>,
     jobs: tokio::task::JoinHandle<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -124,6 +132,9 @@ impl RunningServer {
             Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
             Err(error) => tracing::warn!(%error, "the HTTP server task failed"),
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
         self.manager.shutdown_all().await;
         tracing::info!("stopped");
     }
@@ -138,10 +149,16 @@ fn make_dir(path: &std::path::Path) -> Result<(), ServerError> {
 
 /// The sandbox settings: each database's statements parsed in its own dialect, and the
 /// platform's tables out of every scope.
-fn sandbox_config(databases: &Databases) -> Arc<SandboxConfig> {
+fn sandbox_config(
+    databases: &Databases,
+    shared_limiter: Option<Arc<dyn gk_sandbox::SharedLimiter>>,
+) -> Arc<SandboxConfig> {
     let mut config = SandboxConfig::default().with_reserved_tables(Store::TABLES);
     for (name, dialect) in databases.dialects() {
         config = config.with_dialect(name, dialect);
+    }
+    if let Some(limiter) = shared_limiter {
+        config = config.with_shared_limiter(limiter);
     }
     Arc::new(config)
 }
@@ -258,6 +275,7 @@ async fn run_init_sql(
 /// listens.
 pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     let config = &with_absolute_paths(config)?;
+    crate::cluster::check(config)?;
     make_dir(&config.data_dir)?;
     make_dir(&config.plugins_dir)?;
     // Every configured service is checked before anything is opened or written.
@@ -272,7 +290,8 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     if config.store_url() != config.database_url() {
         store.adopt_tables_from(&connection).await?;
     }
-    let sandbox_config = sandbox_config(&databases);
+    let sandbox_config = sandbox_config(&databases, crate::cluster::shared_limiter(config).await?);
+    let claims = crate::cluster::job_claims(config, &store).await?;
     let logs = Arc::new(PluginLogs::with_limits(LogLimits {
         entries: LOG_RING,
         line_bytes: config.log_line_bytes,
@@ -355,6 +374,9 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     }
     let watch = loader.watch()?;
     let scheduler = Arc::new(gk_core::Scheduler::new(manager.clone()));
+    if let Some(claims) = claims {
+        scheduler.set_claims(claims);
+    }
     let jobs = scheduler.follow_manager();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -369,6 +391,8 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
             addr: config.listen,
             source,
         })?;
+    // Before the first request: a node joining a cluster installs the cluster's plugins first.
+    let cluster = crate::cluster::join(config, &manager, &loader, addr).await?;
     let (secret, generated) =
         load_or_generate_secret(config.token_secret.as_deref(), &config.data_dir)?;
     let tokens = TokenKeys::from_secret(&secret)?;
@@ -390,6 +414,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         pages: pages.clone(),
         templates: crate::pages::PluginTemplates::new(pages, manager.clone()),
         routes: Arc::default(),
+        cluster: cluster.clone(),
     });
     let serving = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -413,6 +438,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         tokens,
         first_admin_token,
         scheduler,
+        cluster,
         stop,
         jobs,
         serving,

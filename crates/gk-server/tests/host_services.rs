@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::proxy::proxy_module;
+use common::service_url;
 use gk_sdk::{Access, Permission, PermissionType, PolicyStatus, ResourcePolicy};
 use gk_server::auth::Role;
 use gk_server::config::Environment;
@@ -388,20 +389,6 @@ async fn email_goes_out_over_the_configured_smtp_server() {
     let error = gk_server::start(&config).await.unwrap_err().to_string();
     assert!(error.starts_with("email.smtp_url: "), "{error}");
     assert!(error.contains("cannot be reached"), "{error}");
-}
-
-/// A database service URL from the environment: `None` (skip) when not set, a failure under CI.
-fn service_url(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{variable} is not set: .ci/run exports it for CI")
-        }
-        _ => {
-            eprintln!("{variable} is not set: this part is skipped");
-            None
-        }
-    }
 }
 
 /// Runs `query` through the proxy; rows, or the error message.

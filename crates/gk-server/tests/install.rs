@@ -5,50 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{config_for, list_plugins, repository, send, send_text, stats_module};
+use common::{config_for, list_plugins, repository, send, send_text, stats_module, upload};
 use gk_core::signing::{generate_keypair, sign_file};
 use gk_server::ServeConfig;
 use serde_json::Value;
-
-const BOUNDARY: &str = "gk-test-boundary-7MA4YWxk";
-
-/// A multipart body with the given `(field, file name, content)` parts.
-fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (field, file_name, content) in parts {
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(content);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-async fn upload(
-    addr: std::net::SocketAddr,
-    token: Option<&str>,
-    parts: &[(&str, &str, &[u8])],
-) -> (u16, Value) {
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    let reply = send_text(
-        addr,
-        "POST",
-        "/api/v1/plugins/upload",
-        token,
-        &[("content-type", &content_type)],
-        multipart(parts),
-    )
-    .await;
-    (
-        reply.status,
-        serde_json::from_str(&reply.body).unwrap_or(Value::Null),
-    )
-}
 
 /// The Stats plugin packaged as `<out>/stats.zip` and signed with `private_key`.
 async fn signed_stats_package(out: &Path, private_key: &str) -> (Vec<u8>, Vec<u8>) {

@@ -85,20 +85,33 @@ impl Manager {
             loaded.sandbox.update_policy(policy.clone())?;
         }
         self.inner.store.set_plugin_policy(&policy, by).await?;
+        self.announce(&name, super::StateChange::State);
         let old = previous.unwrap_or_else(|| ResourcePolicy::default_for(&name));
+        Ok(self.finish_policy_change(&old, &policy, loaded).await)
+    }
+
+    /// Applies what a policy change from `old` to `policy` needs beyond the live sandbox (which
+    /// has it already): the loaded plugin's live limits, else a blue-green reload.
+    pub(super) async fn finish_policy_change(
+        &self,
+        old: &ResourcePolicy,
+        policy: &ResourcePolicy,
+        loaded: Option<std::sync::Arc<super::Loaded>>,
+    ) -> PolicyApplied {
+        let name = policy.plugin_name.clone();
         let mut applied = PolicyApplied {
-            load_time_changes: load_time_changes(&old, &policy),
+            load_time_changes: load_time_changes(old, policy),
             ..PolicyApplied::default()
         };
         if let Some(loaded) = &loaded
-            && loaded.plugin.apply_limits(&policy)
+            && loaded.plugin.apply_limits(policy)
         {
             applied
                 .load_time_changes
                 .retain(|setting| !LIVE_LIMITS.contains(&setting.as_str()));
         }
         if applied.load_time_changes.is_empty() {
-            return Ok(applied);
+            return applied;
         }
         let source = self.source(&name).ok().flatten();
         match (loaded, source) {
@@ -115,7 +128,7 @@ impl Manager {
             },
             _ => applied.at_next_load = true,
         }
-        Ok(applied)
+        applied
     }
 
     /// A plugin's policy (stored, or the default).

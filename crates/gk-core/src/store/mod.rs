@@ -6,7 +6,9 @@
 //! means enabled) and `Plugin::<name>::Policy` (the policy as JSON). A modified value wins over
 //! a default one.
 
+mod cluster;
 mod entities;
+mod job_claims;
 
 use chrono::Utc;
 use gk_sdk::ResourcePolicy;
@@ -17,6 +19,8 @@ use sea_orm::{
 };
 
 use entities::{email_outbox, sysconfig_default, sysconfig_modified};
+
+pub use cluster::{NodeRecord, StoredPackage};
 
 use crate::host::OutboxMessage;
 
@@ -53,7 +57,14 @@ fn policy_key(plugin: &str) -> String {
 
 impl Store {
     /// The platform's tables. No plugin scope reaches them, `*` included.
-    pub const TABLES: [&str; 3] = ["sysconfig_default", "sysconfig_modified", "gk_email_outbox"];
+    pub const TABLES: [&str; 6] = [
+        "sysconfig_default",
+        "sysconfig_modified",
+        "gk_email_outbox",
+        cluster::TABLES[0],
+        cluster::TABLES[1],
+        job_claims::TABLE,
+    ];
 
     /// Connects to the store's own database at `url` (a SQLite file is created with its
     /// directory) and opens the store there.
@@ -114,6 +125,8 @@ impl Store {
         ] {
             db.execute(&statement).await?;
         }
+        cluster::create_tables(&db).await?;
+        job_claims::create_table(&db).await?;
         Ok(Self { db })
     }
 

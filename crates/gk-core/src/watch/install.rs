@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use gk_sdk::GkRegistration;
 
 use super::Loader;
+use crate::StoredPackage;
 use crate::discovery::inspect;
+use crate::manager::StateChange;
 use crate::signing::signature_path;
 use crate::{ManagerError, packaging};
 
@@ -44,6 +46,17 @@ pub enum InstallError {
     /// Loading the plugin failed (the previous version, if any, was put back).
     #[error(transparent)]
     Load(#[from] ManagerError),
+    /// The change was made on this node but could not be stored for the other nodes.
+    #[error(
+        "plugin `{plugin}` changed on this node, but the store could not record it for the cluster: {source}"
+    )]
+    Store {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        #[source]
+        source: crate::StoreError,
+    },
     /// A file could not be written, moved or removed.
     #[error("{path}: {source}")]
     Io {
@@ -92,8 +105,44 @@ impl Loader {
     /// Installs an uploaded plugin file (`<name>.wasm` or `<name>.zip`, with its signature when
     /// there is one), checked as the loader checks, loaded, and returns its registration. A
     /// plugin of the same name installed from the same file name is upgraded (blue-green); one
-    /// installed from another file is a conflict.
+    /// installed from another file is a conflict. On a node of a cluster, the file is then
+    /// stored, and the other nodes install it from the store.
     pub async fn install(
+        &self,
+        file_name: &str,
+        content: &[u8],
+        signature: Option<&[u8]>,
+        by: &str,
+    ) -> Result<GkRegistration, InstallError> {
+        let registration = self.install_file(file_name, content, signature).await?;
+        if self.manager.announces() {
+            let package = StoredPackage {
+                name: registration.name.clone(),
+                file_name: file_name.to_owned(),
+                sha256: sha256_hex(content),
+                content: content.to_vec(),
+                signature: signature.map(<[u8]>::to_vec),
+                installed: true,
+                changed: chrono::Utc::now(),
+                changed_by: by.to_owned(),
+            };
+            self.manager
+                .store()
+                .put_package(&package)
+                .await
+                .map_err(|source| InstallError::Store {
+                    plugin: registration.name.clone(),
+                    source,
+                })?;
+            self.manager
+                .announce(&registration.name, StateChange::Package);
+        }
+        Ok(registration)
+    }
+
+    /// Installs a plugin file on this node only (what [`Loader::install`] does before it
+    /// stores the file for the cluster).
+    pub(crate) async fn install_file(
         &self,
         file_name: &str,
         content: &[u8],
@@ -194,8 +243,13 @@ impl Loader {
         Ok(self.manager.load(name).await?)
     }
 
+    /// The plugins directory.
+    pub(crate) fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
     /// The top-level entry a plugin was found in.
-    fn entry_of(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn entry_of(&self, name: &str) -> Option<PathBuf> {
         self.sources
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -214,8 +268,29 @@ impl Loader {
 
     /// Uninstalls a plugin: unloads it and removes its file or directory (and signature) from
     /// the plugins directory, and its unpacked package. Its policy and enabled state stay in the
-    /// store, so installing it again restores them.
-    pub async fn uninstall(&self, name: &str) -> Result<(), InstallError> {
+    /// store, so installing it again restores them. On a node of a cluster, every node removes
+    /// it.
+    pub async fn uninstall(&self, name: &str, by: &str) -> Result<(), InstallError> {
+        self.uninstall_file(name).await?;
+        if self.manager.announces() {
+            let store = self.manager.store();
+            let stored = store.package(name).await;
+            let result = match stored {
+                Ok(Some(_)) => store.remove_package(name, by).await,
+                Ok(None) => Ok(()),
+                Err(error) => Err(error),
+            };
+            result.map_err(|source| InstallError::Store {
+                plugin: name.to_owned(),
+                source,
+            })?;
+            self.manager.announce(name, StateChange::Package);
+        }
+        Ok(())
+    }
+
+    /// Uninstalls a plugin from this node only.
+    pub(crate) async fn uninstall_file(&self, name: &str) -> Result<(), InstallError> {
         let entry = self
             .entry_of(name)
             .ok_or_else(|| InstallError::NotInstalled(name.to_owned()))?;
@@ -228,4 +303,9 @@ impl Loader {
         tracing::info!(plugin = %name, path = %entry.display(), "plugin uninstalled");
         Ok(())
     }
+}
+
+/// The SHA-256 of `bytes`, in lower-case hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }

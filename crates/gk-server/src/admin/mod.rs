@@ -298,6 +298,7 @@ async fn upload(
             &upload.file_name,
             &upload.content,
             upload.signature.as_deref(),
+            &session.claims.sub,
         )
         .await
     {

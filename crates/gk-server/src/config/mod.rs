@@ -59,6 +59,13 @@
 //!
 //! [plugins.stats]                # one plugin's settings: plugins.stats.page_size
 //! page_size = 20
+//!
+//! [cluster]                      # several nodes as one platform (docs/CLUSTER.md)
+//! enabled = true                 # needs a PostgreSQL or MariaDB store; Redis via redis_url
+//! node_id = "helpdesk-1"         # default: host name and listen port
+//! prefix = "goatkit"             # Redis keys and channel
+//! reconcile_every = "10s"        # every plugin compared with the store, messages or not
+//! heartbeat_every = "2s"
 //! ```
 //!
 //! What plugins read (`app`, `config`, `plugins`) is read again on SIGHUP or when the file
@@ -72,12 +79,14 @@ use std::time::Duration;
 use gk_core::host::ConfigValues;
 use serde::Deserialize;
 
+mod cluster;
 mod env;
 mod parse;
 mod services;
 
 use parse::{list, parse_bool, parse_bytes, parse_count, parse_listen, parse_timeout, value_error};
 
+pub use cluster::ClusterSettings;
 pub use env::Environment;
 pub use services::{AppSettings, DEFAULT_SMTP_TIMEOUT, EmailSettings, HttpSettings};
 
@@ -162,6 +171,8 @@ pub struct ServeConfig {
     pub http: HttpSettings,
     /// Email delivery (`[email]`, `GOATKIT_EMAIL_*`).
     pub email: EmailSettings,
+    /// Several nodes as one platform (`[cluster]`, `GOATKIT_CLUSTER_*`).
+    pub cluster: ClusterSettings,
     /// The `app.*` keys plugins read (`[app]`, `GOATKIT_APP_*`).
     pub app: AppSettings,
     /// More keys plugins read: `[config]` flattened to dotted keys (`GOATKIT_CONFIG_<KEY>`,
@@ -200,6 +211,7 @@ impl Default for ServeConfig {
             databases: BTreeMap::new(),
             http: HttpSettings::default(),
             email: EmailSettings::default(),
+            cluster: ClusterSettings::default(),
             app: AppSettings::default(),
             plugin_config: BTreeMap::new(),
             plugin_variables: Environment::default(),
@@ -264,6 +276,7 @@ struct FileConfig {
     databases: Option<BTreeMap<String, services::FileNamedDatabase>>,
     http: Option<services::FileHttp>,
     email: Option<services::FileEmail>,
+    cluster: Option<cluster::FileCluster>,
     app: Option<services::FileApp>,
     config: Option<toml::Table>,
     plugins: Option<BTreeMap<String, toml::Table>>,
@@ -431,6 +444,9 @@ impl ServeConfig {
         if let Some(http) = file.http {
             self.http.apply_file(http)?;
         }
+        if let Some(cluster) = file.cluster {
+            self.cluster.apply_file(cluster)?;
+        }
         if let Some(email) = file.email {
             self.email.apply_file(email)?;
         }
@@ -552,6 +568,7 @@ impl ServeConfig {
         services::apply_named_databases_env(&mut self.databases, variables)?;
         self.http.apply_env(variables)?;
         self.email.apply_env(variables)?;
+        self.cluster.apply_env(variables)?;
         self.app.apply_env(variables)?;
         services::apply_config_env(&mut self.plugin_config, variables);
         self.plugin_variables = Environment::from_pairs(

@@ -47,7 +47,7 @@ pub(super) async fn uninstall(
     }
     state
         .loader
-        .uninstall(&name)
+        .uninstall(&name, &admin.sub)
         .await
         .map_err(|e| install_error(&state, e))?;
     tracing::info!(plugin = %name, by = %admin.sub, "plugin uninstalled");
@@ -161,7 +161,7 @@ pub(super) async fn upload(
     let signature = upload.signature;
     let registration = state
         .loader
-        .install(&file_name, &content, signature.as_deref())
+        .install(&file_name, &content, signature.as_deref(), &admin.sub)
         .await
         .map_err(|e| install_error(&state, e))?;
     tracing::info!(plugin = %registration.name, file = %file_name, by = %admin.sub, "plugin uploaded");

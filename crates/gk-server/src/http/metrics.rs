@@ -173,6 +173,39 @@ fn may_read(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), Api
     Ok(())
 }
 
+/// The counters of the rate limiter the cluster's nodes share.
+fn render_shared_limits(out: &mut String, shared: &gk_sandbox::SharedLimitStats) {
+    for (name, kind, help, value) in [
+        (
+            "goatkit_shared_limit_checks_total",
+            "counter",
+            "Host calls whose rate limits the cluster's shared limiter (Redis) judged.",
+            shared.shared_checks,
+        ),
+        (
+            "goatkit_shared_limit_fallback_checks_total",
+            "counter",
+            "Host calls judged by this node's own limits because the shared limiter did not answer.",
+            shared.fallback_checks,
+        ),
+        (
+            "goatkit_shared_limit_outages_total",
+            "counter",
+            "Times the shared limiter stopped answering.",
+            shared.outages,
+        ),
+        (
+            "goatkit_shared_limit_degraded",
+            "gauge",
+            "1 while the shared limiter does not answer and this node applies the limits alone.",
+            u64::from(shared.degraded),
+        ),
+    ] {
+        describe(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// `GET /metrics`: for the configured `metrics_token` or an admin token.
 pub(super) async fn metrics(
     State(state): State<AppState>,
@@ -189,11 +222,15 @@ pub(super) async fn metrics(
             Some((name, enabled, stats))
         })
         .collect();
+    let mut out = render(&plugins);
+    if let Some(shared) = manager.shared_limit_stats() {
+        render_shared_limits(&mut out, &shared);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&plugins),
+        out,
     ))
 }

@@ -4,6 +4,7 @@
 
 mod admin_api;
 mod auth;
+mod cluster_api;
 pub mod error;
 pub mod headers;
 pub mod metrics;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub templates: crate::pages::PluginTemplates,
     /// The plugins' routes.
     pub routes: Arc<plugin_routes::Routes>,
+    /// This node's cluster, when it is part of one.
+    pub cluster: Option<Arc<gk_core::cluster::Cluster>>,
 }
 
 /// The router of the server.
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/cluster", get(cluster_api::cluster))
         .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/api/v1/plugins/{name}/disable", post(disable_plugin))

@@ -215,3 +215,59 @@ pub async fn list_plugins(server: &gk_server::RunningServer) -> Value {
     assert_eq!(status, 200, "{listed}");
     listed
 }
+
+/// The boundary of [`multipart`] bodies.
+const BOUNDARY: &str = "gk-test-boundary-7MA4YWxk";
+
+/// A multipart body with the given `(field, file name, content)` parts.
+pub fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, file_name, content) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// `POST /api/v1/plugins/upload` with the given `(field, file name, content)` parts.
+pub async fn upload(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    parts: &[(&str, &str, &[u8])],
+) -> (u16, Value) {
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let reply = send_text(
+        addr,
+        "POST",
+        "/api/v1/plugins/upload",
+        token,
+        &[("content-type", &content_type)],
+        multipart(parts),
+    )
+    .await;
+    (
+        reply.status,
+        serde_json::from_str(&reply.body).unwrap_or(Value::Null),
+    )
+}
+
+/// A database service URL from the environment: `None` (skip) when not set, a failure under CI.
+pub fn service_url(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{variable} is not set: .ci/run exports it for CI")
+        }
+        _ => {
+            eprintln!("{variable} is not set: this part is skipped");
+            None
+        }
+    }
+}

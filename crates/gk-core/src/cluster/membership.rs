@@ -1,0 +1,285 @@
+//! This node's membership of a cluster of `gk serve` nodes sharing one store database
+//! (PostgreSQL or MariaDB) and, optionally, Redis.
+//!
+//! - **One source of truth.** The store holds everything a node needs: enabled states,
+//!   policies and approvals (as before), and the packages installed through the platform, with
+//!   their signatures ([`crate::StoredPackage`]). A node that starts with an empty plugins
+//!   directory installs what the store holds before it serves.
+//! - **Changes reach every node.** Every change a node makes to a plugin's stored state is
+//!   published on the control bus (Redis pub/sub, else PostgreSQL `LISTEN`/`NOTIFY`); every
+//!   other node then reads that plugin from the store and applies it: live policy, enabled
+//!   state, blue-green install or removal. A node that missed messages (restart, blip)
+//!   reconciles everything when its subscription comes back, and every
+//!   [`ClusterConfig::reconcile_every`] anyway, so the nodes converge without messages.
+//! - **One view.** Each node writes a heartbeat with its report to `gk_nodes`
+//!   ([`Cluster::nodes`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::bus::{self, BusKind, ControlMessage, Signal};
+use super::reconcile::Reconciler;
+use crate::manager::{ChangeListener, StateChange};
+use crate::{CoreError, Loader, Manager, NodeRecord, StoreError};
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// The prefix of the cluster's channel (`<prefix>:control`) and Redis keys; nodes with the
+    /// same store and prefix form one cluster.
+    pub prefix: String,
+    /// Redis for the control messages; `None` uses PostgreSQL `LISTEN`/`NOTIFY` when the store
+    /// is on PostgreSQL, else no messages.
+    pub redis_url: Option<String>,
+    /// The store's URL (for its `LISTEN` connection).
+    pub store_url: String,
+    /// How often every plugin is reconciled with the store, messages or not.
+    pub reconcile_every: Duration,
+    /// How often the node writes its heartbeat.
+    pub heartbeat_every: Duration,
+    /// The GoatKit version this node runs.
+    pub version: String,
+    /// Where this node serves HTTP.
+    pub address: String,
+}
+
+impl ClusterConfig {
+    /// The default reconciliation period.
+    pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+    /// The default heartbeat period.
+    pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+}
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The store is SQLite: a file no other node shares.
+    #[error(
+        "a cluster needs a store every node shares (PostgreSQL or MariaDB); this store is SQLite"
+    )]
+    LocalStore,
+    /// The control bus could not connect.
+    #[error(transparent)]
+    Bus(#[from] CoreError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Sends this node's changes to the publisher task.
+#[derive(Debug)]
+struct Announcer {
+    node: String,
+    outgoing: mpsc::UnboundedSender<ControlMessage>,
+}
+
+impl ChangeListener for Announcer {
+    fn changed(&self, plugin: &str, change: StateChange) {
+        let message = ControlMessage {
+            node: self.node.clone(),
+            plugin: plugin.to_owned(),
+            change,
+        };
+        if self.outgoing.send(message).is_err() {
+            tracing::warn!(%plugin, "cluster: the publisher has stopped; the change reaches the other nodes when they reconcile");
+        }
+    }
+}
+
+/// This node's membership of a cluster: its background tasks run until [`Cluster::leave`] or
+/// drop.
+#[derive(Debug)]
+pub struct Cluster {
+    config: ClusterConfig,
+    manager: Manager,
+    bus: BusKind,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Joins the cluster: connects the control bus, installs and applies what the store holds
+    /// (so the node serves the cluster's plugins from its first request), announces this
+    /// node's changes from now on, and starts the subscriber, the periodic reconciliation and
+    /// the heartbeat.
+    pub async fn join(
+        config: ClusterConfig,
+        manager: Manager,
+        loader: Arc<Loader>,
+    ) -> Result<Self, ClusterError> {
+        let store = manager.store().clone();
+        if store.backend() == sea_orm::DatabaseBackend::Sqlite {
+            return Err(ClusterError::LocalStore);
+        }
+        let channel = format!("{}:control", config.prefix);
+        let (signals_tx, mut signals) = mpsc::unbounded_channel();
+        let (bus, subscriber) = bus::connect(
+            config.redis_url.as_deref(),
+            &store,
+            &config.store_url,
+            channel.clone(),
+            config.node_id.clone(),
+            signals_tx,
+        )
+        .await?;
+        let bus_kind = bus.kind();
+        let reconciler = Arc::new(Reconciler::new(manager.clone(), loader));
+        reconciler.all().await;
+
+        let (outgoing_tx, mut outgoing) = mpsc::unbounded_channel::<ControlMessage>();
+        manager.set_change_listener(Arc::new(Announcer {
+            node: config.node_id.clone(),
+            outgoing: outgoing_tx,
+        }));
+        let publisher = tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                bus.publish(&channel, &message).await;
+            }
+        });
+
+        let worker = {
+            let reconciler = Arc::clone(&reconciler);
+            let every = config.reconcile_every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await; // the first tick is now: just reconciled
+                loop {
+                    tokio::select! {
+                        signal = signals.recv() => match signal {
+                            Some(Signal::Changed(message)) => {
+                                tracing::debug!(plugin = %message.plugin, from = %message.node, change = ?message.change, "cluster: change announced");
+                                reconciler.plugin(&message.plugin).await;
+                            }
+                            Some(Signal::Resync) => reconciler.all().await,
+                            None => return,
+                        },
+                        _ = tick.tick() => reconciler.all().await,
+                    }
+                }
+            })
+        };
+
+        let started = Utc::now();
+        let heartbeat = {
+            let manager = manager.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(config.heartbeat_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let record = node_record(&config, &manager, started);
+                    if let Err(error) = manager.store().heartbeat(&record).await {
+                        tracing::warn!(%error, "cluster: cannot write this node's heartbeat");
+                    }
+                }
+            })
+        };
+        tracing::info!(node = %config.node_id, bus = ?bus_kind, "joined the cluster");
+        Ok(Self {
+            config,
+            manager,
+            bus: bus_kind,
+            tasks: vec![subscriber, publisher, worker, heartbeat],
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The transport of the control messages.
+    pub fn bus(&self) -> BusKind {
+        self.bus
+    }
+
+    /// Every node that wrote a heartbeat, this one first, and whether each is alive (seen within
+    /// three heartbeat periods).
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, StoreError> {
+        let alive_after = Utc::now()
+            - chrono::Duration::from_std(self.config.heartbeat_every * 3)
+                .unwrap_or(chrono::Duration::seconds(6));
+        let mut nodes: Vec<NodeView> = self
+            .manager
+            .store()
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|record| NodeView {
+                alive: record.last_seen >= alive_after,
+                this_node: record.id == self.config.node_id,
+                record,
+            })
+            .collect();
+        nodes.sort_by(|a, b| {
+            b.this_node
+                .cmp(&a.this_node)
+                .then_with(|| a.record.id.cmp(&b.record.id))
+        });
+        Ok(nodes)
+    }
+
+    /// Leaves the cluster: stops the background tasks and removes this node's heartbeat.
+    pub async fn leave(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(error) = self.manager.store().forget_node(&self.config.node_id).await {
+            tracing::warn!(%error, "cluster: cannot remove this node's heartbeat");
+        }
+        tracing::info!(node = %self.config.node_id, "left the cluster");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A node as the admin sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeView {
+    /// What it last wrote.
+    #[serde(flatten)]
+    pub record: NodeRecord,
+    /// Seen within three heartbeat periods.
+    pub alive: bool,
+    /// The node answering.
+    pub this_node: bool,
+}
+
+/// This node's heartbeat: its counts and each plugin's call counts on this node.
+fn node_record(config: &ClusterConfig, manager: &Manager, started: DateTime<Utc>) -> NodeRecord {
+    let mut report = serde_json::Map::new();
+    let mut loaded = 0_u32;
+    for name in manager.names() {
+        if manager.is_loaded(&name).unwrap_or(false) {
+            loaded += 1;
+        }
+        if let Ok(stats) = manager.stats(&name) {
+            report.insert(
+                name,
+                serde_json::json!({ "calls": stats.calls, "errors": stats.errors }),
+            );
+        }
+    }
+    NodeRecord {
+        id: config.node_id.clone(),
+        version: config.version.clone(),
+        address: config.address.clone(),
+        started,
+        last_seen: Utc::now(),
+        plugins_loaded: loaded,
+        report: serde_json::Value::Object(report).to_string(),
+    }
+}

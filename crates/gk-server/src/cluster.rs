@@ -1,0 +1,101 @@
+//! Joining a cluster at start (`[cluster] enabled`): the configuration checks, then
+//! [`gk_core::cluster::Cluster::join`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gk_core::cluster::{Cluster, ClusterConfig};
+use gk_core::{Loader, Manager};
+
+use crate::ServeConfig;
+use crate::server::ServerError;
+
+/// Checks what a cluster needs before anything is opened: a store every node shares, and a
+/// token secret every node signs with.
+pub(crate) fn check(config: &ServeConfig) -> Result<(), ServerError> {
+    if !config.cluster.enabled {
+        return Ok(());
+    }
+    if config.store_url().starts_with("sqlite:") {
+        return Err(ServerError::ClusterConfig(
+            "cluster.enabled needs a store every node shares: set database.url (or \
+             GOATKIT_DATABASE_URL) to PostgreSQL or MariaDB"
+                .to_owned(),
+        ));
+    }
+    if config.token_secret.is_none() {
+        return Err(ServerError::ClusterConfig(
+            "cluster.enabled needs token_secret (GOATKIT_TOKEN_SECRET), the same on every node, \
+             so that a token one node signs is good on all"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Joins the cluster when `[cluster] enabled`; `None` otherwise.
+pub(crate) async fn join(
+    config: &ServeConfig,
+    manager: &Manager,
+    loader: &Arc<Loader>,
+    addr: SocketAddr,
+) -> Result<Option<Arc<Cluster>>, ServerError> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    let settings = &config.cluster;
+    let cluster = Cluster::join(
+        ClusterConfig {
+            node_id: settings.node_id_or_default(addr.port()),
+            prefix: settings.prefix.clone(),
+            redis_url: config.redis_url.clone(),
+            store_url: config.store_url(),
+            reconcile_every: settings.reconcile_every,
+            heartbeat_every: settings.heartbeat_every,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            address: addr.to_string(),
+        },
+        manager.clone(),
+        Arc::clone(loader),
+    )
+    .await?;
+    Ok(Some(Arc::new(cluster)))
+}
+
+/// The rate limiter every node shares: Redis, when this node is part of a cluster and Redis is
+/// configured; `None` keeps each sandbox's own limits.
+pub(crate) async fn shared_limiter(
+    config: &ServeConfig,
+) -> Result<Option<Arc<dyn gk_sandbox::SharedLimiter>>, ServerError> {
+    let (true, Some(url)) = (config.cluster.enabled, &config.redis_url) else {
+        return Ok(None);
+    };
+    let limiter = gk_core::cluster::RedisLimiter::connect(url, &config.cluster.prefix)
+        .await
+        .map_err(|source| ServerError::Service {
+            key: "redis_url".to_owned(),
+            source,
+        })?;
+    Ok(Some(limiter))
+}
+
+/// Who may run each job occurrence: claimed in Redis when configured, else in the store; `None`
+/// (every occurrence runs here) when this node is not part of a cluster.
+pub(crate) async fn job_claims(
+    config: &ServeConfig,
+    store: &gk_core::Store,
+) -> Result<Option<Arc<dyn gk_core::cluster::JobClaims>>, ServerError> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    let node = config.cluster.node_id_or_default(config.listen.port());
+    Ok(Some(match &config.redis_url {
+        Some(url) => gk_core::cluster::RedisJobClaims::connect(url, &config.cluster.prefix, &node)
+            .await
+            .map_err(|source| ServerError::Service {
+                key: "redis_url".to_owned(),
+                source,
+            })?,
+        None => gk_core::cluster::StoreJobClaims::new(store.clone(), &node),
+    }))
+}
