@@ -5,4 +5,5 @@ mod identity;
 mod limits;
 mod policy_swap;
 mod services;
+mod shared_limits;
 mod support;
