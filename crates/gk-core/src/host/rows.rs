@@ -28,11 +28,6 @@ pub(crate) fn to_json(row: &QueryResult) -> Result<Row, String> {
     Err("a row of an unknown database driver".to_owned())
 }
 
-/// Converts one row read from SQLite directly through sqlx.
-pub(crate) fn sqlite_to_json(row: &sqlx::sqlite::SqliteRow) -> Result<Row, String> {
-    convert(row, sqlite_value)
-}
-
 fn convert<R: sqlx::Row>(
     row: &R,
     value: fn(&R, usize, &str) -> Result<Value, sqlx::Error>,
@@ -50,7 +45,8 @@ where
     Ok(out)
 }
 
-fn bytes(data: Vec<u8>) -> Value {
+/// Bytes as a UTF-8 string when valid, base64 otherwise.
+pub(crate) fn bytes(data: Vec<u8>) -> Value {
     match String::from_utf8(data) {
         Ok(text) => Value::String(text),
         Err(e) => Value::String(STANDARD.encode(e.into_bytes())),
@@ -83,7 +79,7 @@ fn time(t: NaiveTime) -> Value {
 }
 
 /// SQLite keeps dates as text: text in a column declared as a date or time is normalised.
-fn sqlite_text(text: String, declared: &str) -> Value {
+pub(crate) fn sqlite_text(text: String, declared: &str) -> Value {
     let is_temporal = ["DATE", "TIME"].iter().any(|k| declared.contains(k));
     if is_temporal {
         for format in [

@@ -19,6 +19,7 @@ mod pools;
 mod results;
 mod roles;
 mod sqlite_authorizer;
+mod sqlite_pool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -270,7 +271,8 @@ impl Databases {
                     .enumerate()
                     .map(|(i, v)| bind(i, v))
                     .collect::<HostResult<Vec<_>>>()?;
-                pools::run_sqlite(pool, &name, scope, sql, values, self.limits, collect).await
+                pool.run(plugin, &name, scope, sql, values, self.limits, collect)
+                    .await
             }
             PluginPool::Server { pool, roles } => {
                 if !roles.has_login() {

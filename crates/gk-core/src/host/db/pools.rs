@@ -5,22 +5,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use gk_sdk::{HostError, HostResult, TableScope};
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sea_orm::sqlx::{self, Arguments, AssertSqlSafe, Executor, SqlSafeStr};
+use sea_orm::sqlx::{self, AssertSqlSafe, Executor, SqlSafeStr};
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
-use super::results::Collected;
+use super::CONNECT_TIMEOUT;
 use super::roles::{EngineRoles, MARIADB_LOGIN_HOSTS, Server, execute_all};
-use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
-use super::{CONNECT_TIMEOUT, Limits, timed_out};
-use crate::host::rows;
+use super::sqlite_pool::SqlitePluginPool;
 
 /// The most connections of a plugin pool (a plugin's own share is smaller) on PostgreSQL and
 /// MariaDB.
@@ -50,15 +45,11 @@ fn sqlite_file_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
 /// The most connections of the platform's pool.
 const PLATFORM_POOL_CONNECTIONS: u32 = 8;
 
-/// How often (in SQLite virtual machine steps) a plugin statement checks its deadline.
-const SQLITE_DEADLINE_STEPS: i32 = 1000;
-
 /// The pool plugin statements run on.
 #[derive(Debug, Clone)]
 pub(super) enum PluginPool {
-    /// SQLite: every connection has the authorizer; statements run through sqlx directly, on
-    /// the connection whose rules were set.
-    Sqlite(SqlitePool),
+    /// SQLite: connections of the plugins' own (see `sqlite_pool`), each with the authorizer.
+    Sqlite(Arc<SqlitePluginPool>),
     /// PostgreSQL or MariaDB: a pool whose sessions stop statements at the query timeout;
     /// each statement runs as its plugin's role.
     Server {
@@ -115,22 +106,22 @@ pub(super) async fn open(
             .connect_with(options.clone())
             .await
             .map_err(error)?;
-        // No statement cache: SQLite asks the authorizer when it compiles a statement, so every
-        // plugin statement is compiled under its own plugin's rules.
-        let plugins = pool(sqlite_plugin_connections())
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    let mut handle = connection.lock_handle().await?;
-                    install(handle.as_raw_handle(), max_value_bytes)
-                        .map_err(|e| sqlx::Error::Configuration(e.into()))
-                })
-            })
-            .connect_with(options.statement_cache_capacity(0))
-            .await
-            .map_err(error)?;
+        // Plugin statements run on connections of their own, on the caller's thread, with the
+        // authorizer and a statement cache keyed by plugin, policy and SQL (`sqlite_pool`). An
+        // in-memory database is the platform pool's (same shared-cache name), one connection.
+        let filename = options
+            .get_filename()
+            .to_str()
+            .ok_or("the SQLite file name is not UTF-8")?;
+        let size = if memory {
+            1
+        } else {
+            sqlite_plugin_connections() as usize
+        };
+        let plugins = SqlitePluginPool::new(filename, memory, size, max_value_bytes)?;
         return Ok((
             SqlxSqliteConnector::from_sqlx_sqlite_pool(platform),
-            PluginPool::Sqlite(plugins),
+            PluginPool::Sqlite(Arc::new(plugins)),
         ));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -330,109 +321,6 @@ mod login_tests {
     }
 }
 
-/// Runs one plugin statement on SQLite: on a plugin connection, under `scope` (the authorizer)
-/// and a deadline the engine checks every few steps, so that the statement ends at the deadline
-/// even when its caller has stopped waiting, and the connection goes back healthy.
-pub(super) async fn run_sqlite(
-    pool: &SqlitePool,
-    database: &str,
-    scope: &Arc<dyn TableScope>,
-    sql: &str,
-    values: Vec<sea_orm::Value>,
-    limits: Limits,
-    collect: Collected,
-) -> HostResult<Collected> {
-    let started = std::time::Instant::now();
-    let deadline = started + limits.query_timeout;
-    let mut connection = tokio::time::timeout(limits.query_timeout, pool.acquire())
-        .await
-        .map_err(|_| timed_out(limits.query_timeout))?
-        .map_err(|e| sqlite_error(database, &e))?;
-    let rules = Arc::new(StatementRules::new(database, scope.clone()));
-    let active = {
-        let mut handle = connection
-            .lock_handle()
-            .await
-            .map_err(|e| sqlite_error(database, &e))?;
-        handle.set_progress_handler(SQLITE_DEADLINE_STEPS, move || {
-            std::time::Instant::now() < deadline
-        });
-        ActiveStatement::begin(handle.as_raw_handle(), rules.clone())
-    };
-    let mut arguments = SqliteArguments::default();
-    for (index, value) in values.into_iter().enumerate() {
-        let added = match value {
-            sea_orm::Value::Bool(b) => arguments.add(b),
-            sea_orm::Value::BigInt(i) => arguments.add(i),
-            sea_orm::Value::Double(f) => arguments.add(f),
-            sea_orm::Value::String(s) => arguments.add(s),
-            other => {
-                return Err(HostError::InvalidInput(format!(
-                    "argument {} ({other:?}) cannot be bound",
-                    index + 1
-                )));
-            }
-        };
-        added.map_err(|e| HostError::InvalidInput(format!("argument {}: {e}", index + 1)))?;
-    }
-    let query = sqlx::query_with(AssertSqlSafe(sql.to_owned()), arguments);
-    let run = async {
-        let mut collect = collect;
-        if collect.wants_rows() {
-            let mut stream = query.fetch(&mut *connection);
-            while let Some(row) = stream.next().await {
-                let row = row.map_err(|e| sqlite_error(database, &e))?;
-                let row = rows::sqlite_to_json(&row).map_err(|problem| {
-                    HostError::Backend(format!("database `{database}`: {problem}"))
-                })?;
-                collect.push(row, &limits)?;
-            }
-        } else {
-            let done = query
-                .execute(&mut *connection)
-                .await
-                .map_err(|e| sqlite_error(database, &e))?;
-            collect.set_affected(done.rows_affected());
-        }
-        Ok(collect)
-    };
-    // The engine stops the statement at the deadline; this bound is for the waiting only.
-    let result = tokio::time::timeout(limits.query_timeout + Duration::from_millis(500), run)
-        .await
-        .unwrap_or_else(|_| Err(timed_out(limits.query_timeout)));
-    drop(active);
-    let refused = rules.refused();
-    if !refused.is_empty() {
-        tracing::error!(
-            database,
-            sql,
-            refused = ?refused,
-            "the database engine refused what the SQL guard allowed (a guard defect)"
-        );
-    }
-    match result {
-        Err(HostError::Backend(message)) if message.contains("interrupted") => {
-            Err(timed_out(limits.query_timeout))
-        }
-        Err(HostError::Backend(message))
-            if message.contains("(code: 23)") || message.contains("not authorized") =>
-        {
-            Err(HostError::denied(
-                "db",
-                format!(
-                    "the database engine refused the statement ({})",
-                    refused.join(", ")
-                ),
-            ))
-        }
-        other => other,
-    }
-}
-
-fn sqlite_error(database: &str, error: &sqlx::Error) -> HostError {
-    HostError::Backend(format!("database `{database}`: {error}"))
-}
-
 #[cfg(test)]
 mod tests {
     use sea_orm::ConnectionTrait;
@@ -466,10 +354,7 @@ mod tests {
         let PluginPool::Sqlite(pool) = plugins else {
             panic!("a SQLite plugin pool")
         };
-        assert_eq!(
-            pool.options().get_max_connections(),
-            sqlite_plugin_connections()
-        );
+        assert_eq!(pool.size(), sqlite_plugin_connections() as usize);
     }
 
     #[tokio::test]

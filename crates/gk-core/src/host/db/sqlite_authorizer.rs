@@ -50,6 +50,12 @@ impl StatementRules {
             .clone()
     }
 
+    /// Whether the statement was allowed to change the schema (such statements are not kept
+    /// compiled).
+    pub(crate) fn changes_schema(&self) -> bool {
+        self.schema_change.load(Ordering::Relaxed)
+    }
+
     fn refuse(&self, what: String) {
         self.refused
             .lock()
