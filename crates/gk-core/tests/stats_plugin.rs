@@ -3,74 +3,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
-use gk_core::host::{DatabaseConfig, Databases};
-use gk_sandbox::SandboxedHostApi;
-use gk_sdk::{
-    CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
-    Plugin, PluginError, PluginManifest, PolicyStatus, ResourcePolicy, Row, TranslateArgs,
+use gk_core::Store;
+use gk_core::host::{
+    ConfigValues, DatabaseConfig, Databases, HostServices, HttpClient, HttpConfig, MemoryCache,
+    Outbox, PluginLogs, ProductionHost, Translations,
 };
+use gk_sandbox::SandboxedHostApi;
+use gk_sdk::{CallContext, Plugin, PluginError, PluginManifest, PolicyStatus, ResourcePolicy};
 use gk_wasm::{WasmConfig, WasmLimits, WasmPlugin, WasmRuntime};
 use sea_orm::ConnectionTrait;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 fn stats_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/stats")
-}
-
-/// Only the database is real here; the Stats plugin uses nothing else.
-#[derive(Debug)]
-struct DatabaseOnlyHost(Databases);
-
-#[async_trait]
-impl HostApi for DatabaseOnlyHost {
-    async fn db_query(&self, _: &CallContext, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
-        self.0.query(query, args).await
-    }
-    async fn db_exec(&self, _: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
-        self.0.exec(query, args).await
-    }
-    async fn cache_get(&self, _: &CallContext, _: &str) -> HostResult<Option<Vec<u8>>> {
-        Err(HostError::Unavailable("not used by this test".into()))
-    }
-    async fn cache_set(&self, _: &CallContext, _: &str, _: &[u8], _: Duration) -> HostResult<()> {
-        Err(HostError::Unavailable("not used by this test".into()))
-    }
-    async fn cache_delete(&self, _: &CallContext, _: &str) -> HostResult<()> {
-        Err(HostError::Unavailable("not used by this test".into()))
-    }
-    async fn http_request(&self, _: &CallContext, _: HttpRequest) -> HostResult<HttpResponse> {
-        Err(HostError::Unavailable("not used by this test".into()))
-    }
-    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
-        Err(HostError::Unavailable("not used by this test".into()))
-    }
-    async fn log(
-        &self,
-        _: &CallContext,
-        _: LogLevel,
-        _: &str,
-        _: &Map<String, Value>,
-    ) -> HostResult<()> {
-        Ok(())
-    }
-    async fn config_get(&self, _: &CallContext, key: &str) -> HostResult<String> {
-        Err(HostError::NotFound(key.to_owned()))
-    }
-    async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
-        Ok(key.to_owned())
-    }
-    async fn call_plugin(
-        &self,
-        _: &CallContext,
-        _: &str,
-        _: &str,
-        _: &[u8],
-    ) -> HostResult<Vec<u8>> {
-        Err(HostError::Unavailable("not used by this test".into()))
-    }
 }
 
 /// A seeded SQLite database in a temporary directory.
@@ -115,8 +61,21 @@ async fn stats_plugin(policy: ResourcePolicy) -> (tempfile::TempDir, WasmPlugin)
         .await
         .unwrap();
     let (dir, databases) = seeded_database().await;
-    let sandbox =
-        SandboxedHostApi::new("stats", Arc::new(DatabaseOnlyHost(databases)), policy).unwrap();
+    // The production host over the seeded database (the store beside the tickets, for the
+    // outbox): the Stats plugin uses only the database.
+    let store = Store::open(databases.connection("default").unwrap().clone())
+        .await
+        .unwrap();
+    let host = ProductionHost::new(HostServices {
+        databases,
+        cache: Arc::new(MemoryCache::default()),
+        logs: Arc::new(PluginLogs::default()),
+        config: ConfigValues::default(),
+        translations: Arc::new(Translations::default()),
+        mailer: Arc::new(Outbox::new(store)),
+        http: HttpClient::new(HttpConfig::default()),
+    });
+    let sandbox = SandboxedHostApi::new("stats", Arc::new(host), policy).unwrap();
     plugin
         .init(&CallContext::for_plugin("stats"), Arc::new(sandbox))
         .await

@@ -363,73 +363,7 @@ impl HostService for HostServer {
 mod tests {
     use super::*;
     use gk_sdk::proto::pb::host_service_client::HostServiceClient;
-    use gk_sdk::{HostResult, HttpResponse, NoopHost, Row};
-
-    /// Records log lines; everything else as [`NoopHost`].
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(LogLevel, String)>>);
-
-    #[async_trait::async_trait]
-    impl HostApi for Recorder {
-        async fn db_query(&self, c: &CallContext, q: &str, a: &[Value]) -> HostResult<Vec<Row>> {
-            NoopHost.db_query(c, q, a).await
-        }
-        async fn db_exec(&self, c: &CallContext, q: &str, a: &[Value]) -> HostResult<u64> {
-            NoopHost.db_exec(c, q, a).await
-        }
-        async fn cache_get(&self, c: &CallContext, k: &str) -> HostResult<Option<Vec<u8>>> {
-            NoopHost.cache_get(c, k).await
-        }
-        async fn cache_set(
-            &self,
-            c: &CallContext,
-            k: &str,
-            v: &[u8],
-            t: Duration,
-        ) -> HostResult<()> {
-            NoopHost.cache_set(c, k, v, t).await
-        }
-        async fn cache_delete(&self, c: &CallContext, k: &str) -> HostResult<()> {
-            NoopHost.cache_delete(c, k).await
-        }
-        async fn http_request(&self, c: &CallContext, r: HttpRequest) -> HostResult<HttpResponse> {
-            NoopHost.http_request(c, r).await
-        }
-        async fn send_email(&self, c: &CallContext, e: Email) -> HostResult<()> {
-            NoopHost.send_email(c, e).await
-        }
-        async fn log(
-            &self,
-            ctx: &CallContext,
-            level: LogLevel,
-            message: &str,
-            _: &Map<String, Value>,
-        ) -> HostResult<()> {
-            assert_eq!(ctx.plugin, "p", "a line is logged as the plugin's");
-            self.0.lock().unwrap().push((level, message.to_owned()));
-            Ok(())
-        }
-        async fn config_get(&self, c: &CallContext, k: &str) -> HostResult<String> {
-            NoopHost.config_get(c, k).await
-        }
-        async fn translate(
-            &self,
-            c: &CallContext,
-            k: &str,
-            a: &TranslateArgs,
-        ) -> HostResult<String> {
-            NoopHost.translate(c, k, a).await
-        }
-        async fn call_plugin(
-            &self,
-            c: &CallContext,
-            p: &str,
-            f: &str,
-            a: &[u8],
-        ) -> HostResult<Vec<u8>> {
-            NoopHost.call_plugin(c, p, f, a).await
-        }
-    }
+    use gk_sdk::testing::MemoryHost;
 
     #[tokio::test]
     async fn output_before_init_reaches_the_plugin_log_in_order_and_bounded() {
@@ -438,11 +372,19 @@ mod tests {
         for n in 0..EARLY_LINES {
             side.output(LogLevel::Info, format!("early {n}")).await;
         }
-        let host = Arc::new(Recorder::default());
+        let host = Arc::new(MemoryHost::default());
         side.set_host(host.clone()).await.unwrap();
         side.output(LogLevel::Warn, "after init".into()).await;
 
-        let logged = host.0.lock().unwrap().clone();
+        let lines = host.log_lines();
+        assert!(
+            lines.iter().all(|(plugin, _, _)| plugin == "p"),
+            "a line is logged as the plugin's"
+        );
+        let logged: Vec<(LogLevel, String)> = lines
+            .into_iter()
+            .map(|(_, level, message)| (level, message))
+            .collect();
         assert_eq!(logged.len(), EARLY_LINES + 2);
         assert_eq!(logged[0].0, LogLevel::Warn);
         assert!(

@@ -10,8 +10,7 @@ use gk_grpc::{GrpcLimits, GrpcRuntime, IsolationConfig};
 use gk_sdk::{CallContext, HostError, LogLevel, Plugin, PluginError};
 use serde_json::{Value, json};
 
-mod common;
-use common::MemoryHost;
+use gk_sdk::testing::MemoryHost;
 
 /// Copies the example into `dir` and generates its gRPC code there from `proto/`.
 fn prepare(dir: &Path) {
@@ -164,8 +163,8 @@ async fn a_python_plugin_registers_answers_calls_back_and_decodes_rich_errors() 
         json!({"remembered": "green", "found": true, "language": "python"})
     );
     assert_eq!(
-        host.cache.lock().unwrap()["python-hello:memory"],
-        b"green",
+        host.cache_entry("memory").as_deref(),
+        Some(&b"green"[..]),
         "the cache was reached through the host"
     );
     assert_eq!(

@@ -14,8 +14,11 @@
 //!   the host, shared by both runtimes.
 //! - `guest` (feature `guest`): the Rust SDK for WASM plugins: a trait, an export macro, typed
 //!   host functions and log macros.
-//! - `proto` (feature `proto`, on by default): code generated from `proto/goatkit/plugin/v1` and
-//!   conversions between the wire types and the types above.
+//! - `proto` (feature `proto`): code generated from `proto/goatkit/plugin/v1` and conversions
+//!   between the wire types and the types above; `grpc` adds `serve()`, the plugin side of a
+//!   gRPC plugin process. No feature is on by default: an author of a WASM plugin compiles
+//!   neither tonic nor prost nor protox.
+//! - `testing` (feature `testing`): hosts for tests, `MemoryHost` and `RecordingHost`.
 //!
 //! This crate depends on no other GoatKit crate. It does not enforce policies (gk-sandbox), run
 //! plugins (gk-wasm, gk-grpc) or manage them (gk-core).
@@ -42,6 +45,8 @@ mod registration;
 #[cfg(feature = "grpc")]
 mod serve;
 mod string_enum;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};
 pub use database::{DEFAULT_DATABASE, TableAccess, TableScope, split_database};

@@ -1,10 +1,12 @@
 //! Registrations, policies and contexts survive JSON, YAML and protobuf unchanged, and the
-//! registration of GoatFlow's Stats plugin parses.
+//! registration of GoatFlow's Stats plugin parses. (The protobuf round trips need the `proto`
+//! feature, which the workspace's test run turns on.)
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
+#[cfg(feature = "proto")]
 use gk_sdk::proto::pb;
 use gk_sdk::{
     Access, CallContext, ErrorCodeSpec, GkRegistration, I18nSpec, JobSpec, MenuItemSpec,
@@ -202,6 +204,7 @@ fn policies_and_contexts_round_trip_through_json_and_yaml() {
     round_trip(&CallContext::for_plugin("a"));
 }
 
+#[cfg(feature = "proto")]
 #[test]
 fn registration_round_trips_through_protobuf() {
     use prost::Message;
@@ -217,6 +220,7 @@ fn registration_round_trips_through_protobuf() {
     }
 }
 
+#[cfg(feature = "proto")]
 #[test]
 fn register_response_carries_the_registration() {
     use prost::Message;

@@ -89,9 +89,7 @@ async fn every_call_sees_one_whole_policy_version() {
     );
     assert!(sb.policy_version() >= 100);
     let reached_db = host
-        .reached
-        .lock()
-        .unwrap()
+        .reached()
         .iter()
         .filter(|r| r.function == "db_query")
         .count();

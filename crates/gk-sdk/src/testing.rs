@@ -1,0 +1,329 @@
+//! Hosts for tests (feature `testing`), grown from [`NoopHost`]:
+//!
+//! - [`MemoryHost`] keeps what a plugin stores and logs, and answers the database with an echo;
+//! - [`RecordingHost`] records every call that reaches it, then answers as the host it wraps
+//!   ([`NoopHost`] unless told otherwise).
+//!
+//! A test suite that needs a host uses one of these (or wraps its own answers in a
+//! [`RecordingHost`]) instead of writing the eleven [`HostApi`] methods again.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use gk_sdk::testing::{MemoryHost, RecordingHost};
+//! use gk_sdk::{CallContext, HostApi};
+//!
+//! # tokio_test_block_on(async {
+//! let memory = Arc::new(MemoryHost::default());
+//! let host = RecordingHost::wrapping(memory.clone());
+//! let ctx = CallContext::for_plugin("stats");
+//! host.cache_set(&ctx, "k", b"v", std::time::Duration::ZERO).await.unwrap();
+//! assert_eq!(memory.cache_entry("k"), Some(b"v".to_vec()));
+//! assert_eq!(host.last().unwrap().subject, "k");
+//! # });
+//! # fn tokio_test_block_on(f: impl std::future::Future<Output = ()>) {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
+    NoopHost, Row, TranslateArgs,
+};
+
+/// Locks a test host's record, whether or not another test thread panicked holding it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A host that keeps what a plugin stores and logs:
+///
+/// - the cache is a map of the keys as the caller gave them (entries never expire);
+/// - every log line is kept as `(plugin, level, message)`;
+/// - the context of every database and cache call is kept, in order;
+/// - `db_query` answers one row echoing the statement (`{"query": …, "args": […]}`), `db_exec`
+///   answers 0 rows affected;
+/// - `http_request` is denied (`host `…` is not in the http scope`), `config_get` finds nothing,
+///   `translate` returns the key, `send_email` and `call_plugin` succeed with nothing.
+#[derive(Debug, Default)]
+pub struct MemoryHost {
+    /// The cache entries, by key.
+    pub cache: Mutex<HashMap<String, Vec<u8>>>,
+    /// The log lines: plugin, level, message.
+    pub logs: Mutex<Vec<(String, LogLevel, String)>>,
+    /// The contexts of the database and cache calls, in order.
+    pub contexts: Mutex<Vec<CallContext>>,
+}
+
+impl MemoryHost {
+    /// The cache entry under `key`.
+    pub fn cache_entry(&self, key: &str) -> Option<Vec<u8>> {
+        lock(&self.cache).get(key).cloned()
+    }
+
+    /// The log lines so far.
+    pub fn log_lines(&self) -> Vec<(String, LogLevel, String)> {
+        lock(&self.logs).clone()
+    }
+
+    fn seen(&self, ctx: &CallContext) {
+        lock(&self.contexts).push(ctx.clone());
+    }
+}
+
+/// The host part of a URL (`https://user@host:port/path` gives `host`), for messages.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port.split(':').next().unwrap_or_default()
+}
+
+#[async_trait]
+impl HostApi for MemoryHost {
+    async fn db_query(
+        &self,
+        ctx: &CallContext,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        self.seen(ctx);
+        let mut row = Map::new();
+        row.insert("query".into(), json!(query));
+        row.insert("args".into(), json!(args));
+        Ok(vec![row])
+    }
+    async fn db_exec(&self, ctx: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
+        self.seen(ctx);
+        Ok(0)
+    }
+    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
+        self.seen(ctx);
+        Ok(self.cache_entry(key))
+    }
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        _: Duration,
+    ) -> HostResult<()> {
+        self.seen(ctx);
+        lock(&self.cache).insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
+        self.seen(ctx);
+        lock(&self.cache).remove(key);
+        Ok(())
+    }
+    async fn http_request(
+        &self,
+        _: &CallContext,
+        request: HttpRequest,
+    ) -> HostResult<HttpResponse> {
+        Err(HostError::denied(
+            "http",
+            format!("host `{}` is not in the http scope", url_host(&request.url)),
+        ))
+    }
+    async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
+        Ok(())
+    }
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        _: &Map<String, Value>,
+    ) -> HostResult<()> {
+        lock(&self.logs).push((ctx.plugin.clone(), level, message.to_owned()));
+        Ok(())
+    }
+    async fn config_get(&self, _: &CallContext, key: &str) -> HostResult<String> {
+        Err(HostError::NotFound(format!("config key `{key}`")))
+    }
+    async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
+        Ok(key.to_owned())
+    }
+    async fn call_plugin(
+        &self,
+        _: &CallContext,
+        _: &str,
+        _: &str,
+        _: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+}
+
+/// One call that reached a [`RecordingHost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reached {
+    /// The [`HostApi`] method (`db_query`, `cache_set`, `call_plugin`…).
+    pub function: &'static str,
+    /// The context it came with.
+    pub ctx: CallContext,
+    /// What it was about, as the host saw it: the statement, cache key, URL, recipient, log
+    /// message, config key, translation key, or `plugin.function`.
+    pub subject: String,
+}
+
+/// A host that records every call reaching it, then answers as the host it wraps.
+pub struct RecordingHost {
+    inner: Arc<dyn HostApi>,
+    reached: Mutex<Vec<Reached>>,
+}
+
+impl std::fmt::Debug for RecordingHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingHost")
+            .field("reached", &self.reached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RecordingHost {
+    /// Records, and answers as [`NoopHost`].
+    fn default() -> Self {
+        Self::wrapping(Arc::new(NoopHost))
+    }
+}
+
+impl RecordingHost {
+    /// Records, and answers as `inner`.
+    pub fn wrapping(inner: Arc<dyn HostApi>) -> Self {
+        Self {
+            inner,
+            reached: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every call so far, in order.
+    pub fn reached(&self) -> Vec<Reached> {
+        lock(&self.reached).clone()
+    }
+
+    /// How many calls reached it.
+    pub fn count(&self) -> usize {
+        lock(&self.reached).len()
+    }
+
+    /// The last call.
+    pub fn last(&self) -> Option<Reached> {
+        lock(&self.reached).last().cloned()
+    }
+
+    fn record(&self, function: &'static str, ctx: &CallContext, subject: impl Into<String>) {
+        lock(&self.reached).push(Reached {
+            function,
+            ctx: ctx.clone(),
+            subject: subject.into(),
+        });
+    }
+}
+
+#[async_trait]
+impl HostApi for RecordingHost {
+    async fn db_query(
+        &self,
+        ctx: &CallContext,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<Vec<Row>> {
+        self.record("db_query", ctx, query);
+        self.inner.db_query(ctx, query, args).await
+    }
+    async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
+        self.record("db_exec", ctx, query);
+        self.inner.db_exec(ctx, query, args).await
+    }
+    async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
+        self.record("cache_get", ctx, key);
+        self.inner.cache_get(ctx, key).await
+    }
+    async fn cache_set(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> HostResult<()> {
+        self.record("cache_set", ctx, key);
+        self.inner.cache_set(ctx, key, value, ttl).await
+    }
+    async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
+        self.record("cache_delete", ctx, key);
+        self.inner.cache_delete(ctx, key).await
+    }
+    async fn http_request(
+        &self,
+        ctx: &CallContext,
+        request: HttpRequest,
+    ) -> HostResult<HttpResponse> {
+        self.record("http_request", ctx, request.url.clone());
+        self.inner.http_request(ctx, request).await
+    }
+    async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
+        self.record("send_email", ctx, email.to.clone());
+        self.inner.send_email(ctx, email).await
+    }
+    async fn log(
+        &self,
+        ctx: &CallContext,
+        level: LogLevel,
+        message: &str,
+        fields: &Map<String, Value>,
+    ) -> HostResult<()> {
+        self.record("log", ctx, message);
+        self.inner.log(ctx, level, message, fields).await
+    }
+    async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String> {
+        self.record("config_get", ctx, key);
+        self.inner.config_get(ctx, key).await
+    }
+    async fn translate(
+        &self,
+        ctx: &CallContext,
+        key: &str,
+        args: &TranslateArgs,
+    ) -> HostResult<String> {
+        self.record("translate", ctx, key);
+        self.inner.translate(ctx, key, args).await
+    }
+    async fn call_plugin(
+        &self,
+        ctx: &CallContext,
+        plugin: &str,
+        function: &str,
+        args: &[u8],
+    ) -> HostResult<Vec<u8>> {
+        self.record("call_plugin", ctx, format!("{plugin}.{function}"));
+        self.inner.call_plugin(ctx, plugin, function, args).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_of_a_url() {
+        for (url, host) in [
+            ("https://example.com/a", "example.com"),
+            ("http://u:p@example.com:8080?q", "example.com"),
+            ("example.com", "example.com"),
+            ("", ""),
+        ] {
+            assert_eq!(url_host(url), host, "{url}");
+        }
+    }
+}
