@@ -21,13 +21,13 @@ use crate::databases::{Kind, service_url};
 
 /// A scope of plain table names, for calling the engine layer directly.
 #[derive(Debug)]
-pub struct TablesScope {
+pub(crate) struct TablesScope {
     read: Vec<String>,
     write: Vec<String>,
 }
 
 impl TablesScope {
-    pub fn new(read: &[&str], write: &[&str]) -> Self {
+    pub(crate) fn new(read: &[&str], write: &[&str]) -> Self {
         Self {
             read: read.iter().map(|t| t.to_string()).collect(),
             write: write.iter().map(|t| t.to_string()).collect(),
@@ -62,7 +62,7 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
-pub async fn sqlite(dir: &tempfile::TempDir, timeout: Duration) -> Databases {
+pub(crate) async fn sqlite(dir: &tempfile::TempDir, timeout: Duration) -> Databases {
     let url = format!("sqlite://{}", dir.path().join("wall.db").display());
     Databases::connect(&DatabaseConfig {
         query_timeout: timeout,
@@ -290,7 +290,7 @@ async fn server_long_queries_are_stopped_in_the_engine() {
 }
 
 /// A host over `db` with every service but the database at its default.
-pub fn host(db: Databases) -> Arc<ProductionHost> {
+pub(crate) fn host(db: Databases) -> Arc<ProductionHost> {
     Arc::new(ProductionHost::new(HostServices {
         databases: db,
         cache: Arc::new(MemoryCache::new(10)),
@@ -312,7 +312,7 @@ impl gk_core::host::Mailer for NoMail {
     }
 }
 
-pub fn policy(permissions: Vec<Permission>) -> ResourcePolicy {
+pub(crate) fn policy(permissions: Vec<Permission>) -> ResourcePolicy {
     let mut policy = ResourcePolicy::default_for("p");
     policy.status = PolicyStatus::Approved;
     policy.permissions = permissions;
@@ -584,4 +584,58 @@ async fn server_engine_alone(kind: Kind, url: String) {
     for table in [tickets, notes, secret] {
         db.exec(&format!("DROP TABLE {table}"), &[]).await.unwrap();
     }
+}
+
+/// SQLite keeps plugin statements compiled, and asks the authorizer only when it compiles: a
+/// statement compiled for one plugin never runs for another, nor for the same plugin under a
+/// newer policy (a new scope object), on the same connection (an in-memory database has one).
+#[tokio::test]
+async fn sqlite_compiled_statements_keep_to_their_plugin_and_policy() {
+    let db = Databases::connect(&DatabaseConfig::single("sqlite::memory:"))
+        .await
+        .unwrap();
+    for setup in [
+        "CREATE TABLE tickets (id INTEGER PRIMARY KEY, title TEXT)",
+        "INSERT INTO tickets (title) VALUES ('a'), ('b')",
+    ] {
+        db.exec(setup, &[]).await.unwrap();
+    }
+    // A column is read (a bare `count(*)` reads none, which the engine alone allows).
+    let sql = "SELECT count(title) AS n FROM tickets";
+    let reader = scope(&["tickets"], &[]);
+    for _ in 0..3 {
+        let rows = db.query_scoped("a", &reader, sql, &[]).await.unwrap();
+        assert_eq!(rows[0]["n"], 2);
+    }
+    // Another plugin, without the table, with the very same SQL.
+    let nothing = scope(&[], &[]);
+    let err = db.query_scoped("b", &nothing, sql, &[]).await.unwrap_err();
+    assert!(
+        matches!(&err, HostError::PermissionDenied { .. }) && err.to_string().contains("tickets"),
+        "{err}"
+    );
+    // The same plugin under a newer policy without the table (the old scope dropped).
+    drop(reader);
+    let err = db.query_scoped("a", &nothing, sql, &[]).await.unwrap_err();
+    assert!(matches!(&err, HostError::PermissionDenied { .. }), "{err}");
+    // And back: a new scope with the table works again; arguments rebind on a kept statement.
+    let reader = scope(&["tickets"], &[]);
+    for title in ["a", "b", "c"] {
+        let rows = db
+            .query_scoped(
+                "a",
+                &reader,
+                "SELECT count(title) AS n FROM tickets WHERE title = ?",
+                &[json!(title)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0]["n"], i64::from(title != "c"), "{title}");
+    }
+    // One statement per call: a second one is refused, not run.
+    let err = db
+        .query_scoped("a", &reader, "SELECT 1 AS x; DELETE FROM tickets", &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("one statement"), "{err}");
 }

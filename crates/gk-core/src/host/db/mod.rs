@@ -20,6 +20,7 @@ mod results;
 mod roles;
 mod sqlite_authorizer;
 mod sqlite_pool;
+mod sqlite_values;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
