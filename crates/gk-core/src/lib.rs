@@ -15,8 +15,6 @@
 //! directory and watches it for hot reload.
 //!
 //! It depends on `gk-sdk` and `gk-sandbox` only, and knows runtimes through its own trait.
-#![deny(missing_docs)]
-#![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod cluster;
 pub mod discovery;

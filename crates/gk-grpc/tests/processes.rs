@@ -252,7 +252,7 @@ fn tower_service(
 }
 
 mod tower_service_trait {
-    pub use tower::{Service, service_fn};
+    pub(super) use tower::{Service, service_fn};
 }
 
 #[tokio::test]

@@ -27,8 +27,6 @@
 //!   (one atomic pointer swap).
 //!
 //! It depends on `gk-sdk` only: it does not load (gk-core) or run (gk-wasm, gk-grpc) plugins.
-#![deny(missing_docs)]
-#![warn(missing_debug_implementations, unreachable_pub)]
 
 mod config;
 mod config_guard;

@@ -29,7 +29,7 @@ fn write_new(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
 }
 
 /// `gk keygen`: writes `<name>.key` (private, mode 0600) and `<name>.pub` into `dir`.
-pub fn keygen(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub(crate) fn keygen(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (private, public) = generate_keypair()?;
     let (key, pubkey) = (
@@ -50,13 +50,13 @@ pub fn keygen(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// `gk sign`: signs `file` with the private key in `key_file`; returns the signature's path.
-pub fn sign(file: &Path, key_file: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn sign(file: &Path, key_file: &Path) -> anyhow::Result<PathBuf> {
     let private = read_text(key_file, "private key")?;
     sign_file(file, private.trim()).with_context(|| format!("cannot sign {}", file.display()))
 }
 
 /// `gk verify`: checks `file`'s signature against public keys given as files or as hex.
-pub fn verify(file: &Path, pubkeys: &[String]) -> anyhow::Result<()> {
+pub(crate) fn verify(file: &Path, pubkeys: &[String]) -> anyhow::Result<()> {
     let mut hex_keys = Vec::new();
     for key in pubkeys {
         let path = Path::new(key);
@@ -72,7 +72,7 @@ pub fn verify(file: &Path, pubkeys: &[String]) -> anyhow::Result<()> {
 }
 
 /// `gk package`: builds a package of the plugin directory `dir` at `output`.
-pub async fn package(dir: &Path, output: &Path) -> anyhow::Result<String> {
+pub(crate) async fn package(dir: &Path, output: &Path) -> anyhow::Result<String> {
     let manifest = gk_core::packaging::build(dir, output)
         .await
         .with_context(|| format!("cannot package {}", dir.display()))?;

@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// Runs a command, saying what it runs; fails when the command fails.
-pub fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     eprintln!("running {command:?}");
     let status = command
         .status()
@@ -88,7 +88,7 @@ fn toolchain() -> Result<Toolchain> {
 }
 
 /// The `[package] name` of a crate.
-pub fn package_name(dir: &Path) -> Result<String> {
+pub(crate) fn package_name(dir: &Path) -> Result<String> {
     let text = std::fs::read_to_string(dir.join("Cargo.toml"))?;
     text.lines()
         .find_map(|line| {
@@ -103,7 +103,7 @@ pub fn package_name(dir: &Path) -> Result<String> {
 }
 
 /// Builds one guest crate and returns the path of its `.wasm`.
-pub fn build_guest(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn build_guest(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
     let toolchain = toolchain()?;
     let mut cargo = Command::new("cargo");
     cargo
@@ -141,7 +141,7 @@ pub fn build_guest(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
 
 /// What a plugin crate builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginKind {
+pub(crate) enum PluginKind {
     /// A `cdylib`: a WASM guest.
     Wasm,
     /// A binary: a gRPC plugin process.
@@ -149,7 +149,7 @@ pub enum PluginKind {
 }
 
 /// Whether the crate in `dir` is a WASM guest (`crate-type = ["cdylib"]`) or a gRPC plugin.
-pub fn plugin_kind(dir: &Path) -> Result<PluginKind> {
+pub(crate) fn plugin_kind(dir: &Path) -> Result<PluginKind> {
     let manifest = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).with_context(|| {
         format!(
@@ -167,7 +167,7 @@ pub fn plugin_kind(dir: &Path) -> Result<PluginKind> {
 /// Builds the plugin crate in `dir` (release) into `target_dir` and copies the result beside
 /// its Cargo.toml: `<package>.wasm` for a guest, the executable `<package>` for a gRPC plugin.
 /// Returns the copied file.
-pub fn build_plugin(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn build_plugin(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
     let name = package_name(dir)?;
     let (built, destination) = match plugin_kind(dir)? {
         PluginKind::Wasm => (

@@ -18,7 +18,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// What keeps the reloading alive; dropping it stops it.
 #[derive(Debug)]
-pub struct ConfigReload {
+pub(crate) struct ConfigReload {
     _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,7 +30,7 @@ impl Drop for ConfigReload {
 }
 
 /// Starts reloading `values` from `running`'s file and the process environment.
-pub fn follow(running: &ServeConfig, values: ConfigValues) -> Result<ConfigReload, notify::Error> {
+pub(crate) fn follow(running: &ServeConfig, values: ConfigValues) -> Result<ConfigReload, notify::Error> {
     let (wake, mut woken) = mpsc::channel::<&'static str>(4);
     let watcher = match &running.config_file {
         Some(file) => Some(watch_file(file.clone(), wake.clone())?),

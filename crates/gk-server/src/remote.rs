@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// A running server and the token to talk to it with.
 #[derive(Debug)]
-pub struct Remote {
+pub(crate) struct Remote {
     /// Base URL, e.g. `http://127.0.0.1:8080`.
     pub server: String,
     /// Bearer token.
@@ -18,7 +18,7 @@ pub struct Remote {
 
 impl Remote {
     /// Sends a request to the API and returns its JSON reply, or the server's error as an error.
-    pub async fn send(&self, method: &str, path: &str, body: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn send(&self, method: &str, path: &str, body: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let mut request = hyper::Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
@@ -59,7 +59,7 @@ impl Remote {
 }
 
 /// Renders the plugin list as aligned lines.
-pub fn plugin_table(list: &Value) -> String {
+pub(crate) fn plugin_table(list: &Value) -> String {
     let mut out = format!(
         "{:<24} {:<8} {:<7} {}\n",
         "NAME", "ENABLED", "LOADED", "VERSION"

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 
 /// The runtime a new plugin is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PluginType {
+pub(crate) enum PluginType {
     /// A WASM module run in-process (the default runtime).
     Wasm,
     /// A native executable spoken to over gRPC.
@@ -39,7 +39,7 @@ fn bundled_sdk() -> Option<PathBuf> {
 
 /// Writes a new plugin project `name` under `parent` (as `parent/name`) and returns its
 /// directory. `sdk` is the path of gk-sdk (default: the one `gk` was built from).
-pub fn init(
+pub(crate) fn init(
     name: &str,
     kind: PluginType,
     parent: &Path,

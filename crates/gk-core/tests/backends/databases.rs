@@ -14,13 +14,13 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Sqlite,
     Postgres,
     MySql,
 }
 
-pub fn service_url(variable: &str) -> Option<String> {
+pub(crate) fn service_url(variable: &str) -> Option<String> {
     match std::env::var(variable) {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {

@@ -18,7 +18,7 @@ use gk_core::host::{
 use gk_core::{Manager, Store};
 use gk_sandbox::SandboxConfig;
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub manager: Manager,
     pub store: Store,
     pub translations: Arc<Translations>,
@@ -26,7 +26,7 @@ pub struct Fixture {
     pub url: String,
 }
 
-pub async fn fixture_at(dir: tempfile::TempDir) -> Fixture {
+pub(crate) async fn fixture_at(dir: tempfile::TempDir) -> Fixture {
     let url = format!("sqlite://{}", dir.path().join("gk.db").display());
     let databases = Databases::connect(&DatabaseConfig::single(url.clone()))
         .await
@@ -66,12 +66,12 @@ pub async fn fixture_at(dir: tempfile::TempDir) -> Fixture {
     }
 }
 
-pub async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     fixture_at(tempfile::tempdir().unwrap()).await
 }
 
 /// A plugin for the tests: its behaviour per function name.
-pub struct TestPlugin {
+pub(crate) struct TestPlugin {
     pub name: String,
     pub version: String,
     pub route: Option<String>,
@@ -83,7 +83,7 @@ pub struct TestPlugin {
 }
 
 impl TestPlugin {
-    pub fn new(name: &str, version: &str) -> Self {
+    pub(crate) fn new(name: &str, version: &str) -> Self {
         Self {
             name: name.into(),
             version: version.into(),
@@ -185,12 +185,12 @@ impl Plugin for TestPlugin {
 }
 
 /// The `who` reply of a plugin: its name, caller, depth and version.
-pub async fn who(manager: &Manager, name: &str) -> Value {
+pub(crate) async fn who(manager: &Manager, name: &str) -> Value {
     serde_json::from_slice(&manager.call(name, "who", b"").await.unwrap()).unwrap()
 }
 
 /// The version a plugin reports, or `None` when it does not answer.
-pub async fn version(manager: &Manager, name: &str) -> Option<String> {
+pub(crate) async fn version(manager: &Manager, name: &str) -> Option<String> {
     let reply = manager.call(name, "who", b"").await.ok()?;
     let value: Value = serde_json::from_slice(&reply).ok()?;
     value["version"].as_str().map(str::to_owned)

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use gk_sandbox::SandboxedHostApi;
-pub use gk_sdk::testing::RecordingHost;
+pub(crate) use gk_sdk::testing::RecordingHost;
 use gk_sdk::{Access, CallContext, Permission, PermissionType, PolicyStatus, ResourcePolicy};
 
 /// An approved policy for `me` with exactly these permissions and no rate limits.
-pub fn approved(permissions: Vec<Permission>) -> ResourcePolicy {
+pub(crate) fn approved(permissions: Vec<Permission>) -> ResourcePolicy {
     let mut policy = ResourcePolicy::default_for("me");
     policy.status = PolicyStatus::Approved;
     policy.permissions = permissions;
@@ -18,23 +18,23 @@ pub fn approved(permissions: Vec<Permission>) -> ResourcePolicy {
     policy
 }
 
-pub fn perm(kind: PermissionType, access: Access, scope: &[&str]) -> Permission {
+pub(crate) fn perm(kind: PermissionType, access: Access, scope: &[&str]) -> Permission {
     Permission::new(kind, access).with_scope(scope.iter().copied())
 }
 
-pub fn sandbox(policy: ResourcePolicy) -> (Arc<SandboxedHostApi>, Arc<RecordingHost>) {
+pub(crate) fn sandbox(policy: ResourcePolicy) -> (Arc<SandboxedHostApi>, Arc<RecordingHost>) {
     let host = Arc::new(RecordingHost::default());
     let sandbox = SandboxedHostApi::new("me", host.clone(), policy).expect("policy compiles");
     (Arc::new(sandbox), host)
 }
 
-pub fn ctx() -> CallContext {
+pub(crate) fn ctx() -> CallContext {
     CallContext::for_plugin("me")
 }
 
 /// Runs `(input, expected)` cases through `call`; `None` means allowed, `Some(text)` means
 /// refused with an error containing `text`.
-pub async fn judge<F, Fut>(
+pub(crate) async fn judge<F, Fut>(
     what: &str,
     cases: &[(&str, Option<&str>)],
     host_count: impl Fn() -> usize,

@@ -13,7 +13,7 @@ use gk_sdk::{
 use serde_json::{Map, Value, json};
 
 /// What the page's and the widget's script try; each result lands in `body[data-result]`.
-pub const ATTACK_SCRIPT: &str = r#"<script>
+pub(crate) const ATTACK_SCRIPT: &str = r#"<script>
 (async () => {
   const result = {};
   try {
@@ -52,7 +52,7 @@ pub const ATTACK_SCRIPT: &str = r#"<script>
 
 /// The intruder plugin, optionally with an extra (bad) menu link or template override.
 #[derive(Default)]
-pub struct Intruder {
+pub(crate) struct Intruder {
     /// A menu link to declare besides `/intruder/page`.
     pub menu_link: Option<String>,
     /// A template to override.
@@ -64,7 +64,7 @@ pub struct Intruder {
 
 impl Intruder {
     /// The plugin with a menu item linking to `link`.
-    pub fn with_menu_link(link: &str) -> Self {
+    pub(crate) fn with_menu_link(link: &str) -> Self {
         Self {
             menu_link: Some(link.into()),
             ..Self::default()
@@ -72,7 +72,7 @@ impl Intruder {
     }
 
     /// The plugin with `link` as its landing page.
-    pub fn with_landing_page(link: &str) -> Self {
+    pub(crate) fn with_landing_page(link: &str) -> Self {
         Self {
             landing_page: link.into(),
             ..Self::default()
@@ -80,7 +80,7 @@ impl Intruder {
     }
 
     /// The plugin overriding template `name`.
-    pub fn overriding(name: &str) -> Self {
+    pub(crate) fn overriding(name: &str) -> Self {
         Self {
             overrides: Some(name.into()),
             ..Self::default()

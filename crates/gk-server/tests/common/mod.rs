@@ -1,8 +1,8 @@
 //! What the server tests share: the example plugins, a server over them, and HTTP helpers.
 #![allow(dead_code)] // each test file uses its own part
 
-pub mod intruder;
-pub mod proxy;
+pub(crate) mod intruder;
+pub(crate) mod proxy;
 
 use std::path::{Path, PathBuf};
 
@@ -13,11 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-pub fn repository() -> PathBuf {
+pub(crate) fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn stats_module() -> PathBuf {
+pub(crate) fn stats_module() -> PathBuf {
     let wasm = repository().join("plugins/stats/stats.wasm");
     assert!(
         wasm.is_file(),
@@ -27,7 +27,7 @@ pub fn stats_module() -> PathBuf {
     wasm
 }
 
-pub fn hello_binary() -> PathBuf {
+pub(crate) fn hello_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe
         .parent()
@@ -42,7 +42,7 @@ pub fn hello_binary() -> PathBuf {
     binary
 }
 
-pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+pub(crate) async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let response = client
         .get(format!("http://{addr}{path}").parse().unwrap())
@@ -54,7 +54,7 @@ pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
 }
 
 /// Sends a request with an optional bearer token; the status and the JSON reply.
-pub async fn send(
+pub(crate) async fn send(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
@@ -82,7 +82,7 @@ pub async fn send(
 }
 
 /// A server on a free port with its plugins and data under `dir`.
-pub fn config_for(dir: &Path) -> ServeConfig {
+pub(crate) fn config_for(dir: &Path) -> ServeConfig {
     ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         plugins_dir: dir.join("plugins"),
@@ -92,7 +92,7 @@ pub fn config_for(dir: &Path) -> ServeConfig {
 }
 
 /// A server on a free port over a plugins directory holding Stats and hello-grpc.
-pub async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
+pub(crate) async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
     std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
@@ -107,7 +107,7 @@ pub async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
 }
 
 /// A response as text: status, content type and body.
-pub struct TextResponse {
+pub(crate) struct TextResponse {
     pub status: u16,
     pub content_type: String,
     pub headers: hyper::HeaderMap,
@@ -116,7 +116,7 @@ pub struct TextResponse {
 
 impl TextResponse {
     /// A header's value, empty when absent.
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -125,7 +125,7 @@ impl TextResponse {
 }
 
 /// Sends a request with optional bearer token and headers; the reply as text.
-pub async fn send_text(
+pub(crate) async fn send_text(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
@@ -164,7 +164,7 @@ pub async fn send_text(
 }
 
 /// The example plugins, approved, over the Stats demo tables: what `cargo xtask serve` runs.
-pub async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
+pub(crate) async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
     let stats = repository().join("plugins/stats");
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
@@ -193,7 +193,7 @@ pub async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
 }
 
 /// A finished command's stdout and stderr together, for assertions and failure messages.
-pub fn output_text(output: &std::process::Output) -> String {
+pub(crate) fn output_text(output: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -202,7 +202,7 @@ pub fn output_text(output: &std::process::Output) -> String {
 }
 
 /// `GET /api/v1/plugins` with an agent token (listing needs a valid token).
-pub async fn list_plugins(server: &gk_server::RunningServer) -> Value {
+pub(crate) async fn list_plugins(server: &gk_server::RunningServer) -> Value {
     let agent = server
         .tokens
         .mint(
@@ -220,7 +220,7 @@ pub async fn list_plugins(server: &gk_server::RunningServer) -> Value {
 const BOUNDARY: &str = "gk-test-boundary-7MA4YWxk";
 
 /// A multipart body with the given `(field, file name, content)` parts.
-pub fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+pub(crate) fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (field, file_name, content) in parts {
         body.extend_from_slice(
@@ -237,7 +237,7 @@ pub fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
 }
 
 /// `POST /api/v1/plugins/upload` with the given `(field, file name, content)` parts.
-pub async fn upload(
+pub(crate) async fn upload(
     addr: std::net::SocketAddr,
     token: Option<&str>,
     parts: &[(&str, &str, &[u8])],
@@ -259,7 +259,7 @@ pub async fn upload(
 }
 
 /// A database service URL from the environment: `None` (skip) when not set, a failure under CI.
-pub fn service_url(variable: &str) -> Option<String> {
+pub(crate) fn service_url(variable: &str) -> Option<String> {
     match std::env::var(variable) {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {

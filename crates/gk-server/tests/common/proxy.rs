@@ -4,16 +4,16 @@
 
 /// What `proxy` asks for: the Go host's plugin.yaml example, `db` readwrite without scope
 /// and `http` on one domain.
-pub const PROXY_REGISTRATION: &str = r#"{"name":"proxy","version":"1.0.0","description":"host calls, forwarded","resources":{"permissions":[{"type":"db","access":"readwrite"},{"type":"http","scope":["*.tenor.com"]}]}}"#;
+pub(crate) const PROXY_REGISTRATION: &str = r#"{"name":"proxy","version":"1.0.0","description":"host calls, forwarded","resources":{"permissions":[{"type":"db","access":"readwrite"},{"type":"http","scope":["*.tenor.com"]}]}}"#;
 
 /// The proxy guest: `gk_call(f, args)` is `host_call(f, args)`, and a failed host call answers
 /// the host's error (`host_error`).
-pub fn proxy_module() -> Vec<u8> {
+pub(crate) fn proxy_module() -> Vec<u8> {
     proxy_module_registering(PROXY_REGISTRATION)
 }
 
 /// The proxy guest registering `registration` (JSON) instead.
-pub fn proxy_module_registering(registration_json: &str) -> Vec<u8> {
+pub(crate) fn proxy_module_registering(registration_json: &str) -> Vec<u8> {
     let registration = registration_json.replace('\\', "\\\\").replace('"', "\\\"");
     let wat = format!(
         r#"(module

@@ -1,7 +1,7 @@
 //! Guests for the benchmark, in WAT.
 
 /// Echoes its arguments (into a buffer of its own); the allocator wraps around at 1 MiB.
-pub const ECHO: &str = r#"
+pub(crate) const ECHO: &str = r#"
 (module
   (import "gk" "host_call" (func $host_call (param i32 i32 i32 i32) (result i64)))
   (memory (export "memory") 20)
@@ -37,7 +37,7 @@ pub const ECHO: &str = r#"
 
 /// CPU-bound work, to measure what the deadline checks cost guest code and how close to the
 /// deadline a guest that never calls the host stops.
-pub const COMPUTE: &str = r#"
+pub(crate) const COMPUTE: &str = r#"
 (module
   (memory (export "memory") 1)
   (data (i32.const 16) "{\"name\":\"compute\",\"version\":\"1\"}")

@@ -22,7 +22,7 @@ const KINDS: [(&str, &str); 4] = [
 ];
 
 /// What the interrupt checks add to an ordinary call (guest code and host side).
-pub fn check_cost() {
+pub(crate) fn check_cost() {
     match gk_wasm::interrupt_overhead(20_000) {
         Ok(cost) => {
             report(
@@ -72,7 +72,7 @@ impl Drop for Load {
 /// For each mix and deadline, idle and loaded: when the guest stopped (when the plugin's only
 /// worker answered the next call) as a multiple of the deadline, and the limits that stopped
 /// the calls.
-pub async fn stop_accuracy(points_per_second: u64) {
+pub(crate) async fn stop_accuracy(points_per_second: u64) {
     let runtime = WasmRuntime::new(WasmConfig {
         pool_size: 1,
         points_per_second: Some(points_per_second),

@@ -5,11 +5,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gk_sdk::CallContext;
-pub use gk_sdk::testing::MemoryHost;
+pub(crate) use gk_sdk::testing::MemoryHost;
 use gk_wasm::{WasmConfig, WasmError, WasmLimits, WasmPlugin, WasmRuntime};
 
 /// One runtime for the whole test binary (the fuel rate is measured once).
-pub fn runtime() -> &'static WasmRuntime {
+pub(crate) fn runtime() -> &'static WasmRuntime {
     static RUNTIME: OnceLock<WasmRuntime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         WasmRuntime::new(WasmConfig {
@@ -20,14 +20,14 @@ pub fn runtime() -> &'static WasmRuntime {
     })
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("{name}.wat"));
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub fn limits(timeout_ms: u64, memory_mb: u64) -> WasmLimits {
+pub(crate) fn limits(timeout_ms: u64, memory_mb: u64) -> WasmLimits {
     WasmLimits {
         memory_bytes: memory_mb << 20,
         call_timeout: Duration::from_millis(timeout_ms),
@@ -35,12 +35,12 @@ pub fn limits(timeout_ms: u64, memory_mb: u64) -> WasmLimits {
     }
 }
 
-pub async fn try_load(name: &str, limits: WasmLimits) -> Result<WasmPlugin, WasmError> {
+pub(crate) async fn try_load(name: &str, limits: WasmLimits) -> Result<WasmPlugin, WasmError> {
     runtime().load(fixture(name), limits).await
 }
 
 /// Loads a fixture and initialises it with a fresh [`MemoryHost`].
-pub async fn load(name: &str, limits: WasmLimits) -> (WasmPlugin, Arc<MemoryHost>) {
+pub(crate) async fn load(name: &str, limits: WasmLimits) -> (WasmPlugin, Arc<MemoryHost>) {
     use gk_sdk::Plugin;
     let plugin = try_load(name, limits)
         .await
@@ -53,6 +53,6 @@ pub async fn load(name: &str, limits: WasmLimits) -> (WasmPlugin, Arc<MemoryHost
     (plugin, host)
 }
 
-pub fn ctx() -> CallContext {
+pub(crate) fn ctx() -> CallContext {
     CallContext::for_plugin("tester")
 }
