@@ -55,6 +55,10 @@ pub(crate) enum Stop {
     /// The guest called WASI `proc_exit`.
     #[error("the guest called proc_exit({0})")]
     ProcExit(i32),
+    /// The guest called an import while running on its caller's thread (see `inline`): nothing
+    /// reached the host, and the call starts again on a worker thread.
+    #[error("the call moves to a worker thread (the guest called `{0}`)")]
+    Migrate(String),
 }
 
 /// The limit that stopped a call, as its error and the plugin's statistics name it.
@@ -239,6 +243,8 @@ pub(crate) fn enter(
     let data = env.data();
     let stop = match (&data.stopped, &data.active) {
         (Some(stop), _) => Some(stop.clone()),
+        // On the caller's thread no import runs: the call moves before anything reaches the host.
+        (None, Some(_)) if data.inline => Some(Stop::Migrate(import.to_owned())),
         (None, None) => Some(Stop::OutsideCall(import.to_owned())),
         (None, Some(active)) => active.budget.stop(),
     };

@@ -59,6 +59,8 @@ pub(crate) struct CallEnv {
     /// The guest export the host is running to manage guest memory (`gk_malloc`, `gk_free`),
     /// and what for.
     pub(crate) managing: Option<(&'static str, &'static str)>,
+    /// The call runs on its caller's thread: every import stops it with `Stop::Migrate`.
+    pub(crate) inline: bool,
 }
 
 impl CallEnv {
@@ -74,6 +76,7 @@ impl CallEnv {
             stopped: None,
             in_host_call: false,
             managing: None,
+            inline: false,
         }
     }
 

@@ -158,6 +158,23 @@ impl GuestInstance {
         outcome
     }
 
+    /// Runs `gk_call` on the caller's thread (see `inline`): `None` when the guest called an
+    /// import or used up `budget`'s fuel (the call must run again on a worker; this instance is
+    /// spent).
+    pub(crate) fn call_inline(
+        &mut self,
+        ctx: CallContext,
+        function: &str,
+        args: &[u8],
+        budget: &Budget,
+    ) -> Option<Outcome> {
+        self.env.as_mut(&mut self.store).inline = true;
+        let outcome = self.call(ctx, function, args, budget.clone());
+        self.env.as_mut(&mut self.store).inline = false;
+        let moved = matches!(self.env.as_ref(&self.store).stopped, Some(Stop::Migrate(_)));
+        (!moved && outcome.stopped_by != Some(Limit::Fuel)).then_some(outcome)
+    }
+
     fn call_inner(&mut self, function: &str, args: &[u8], budget: &Budget) -> Outcome {
         let name = match self.write(function.as_bytes(), budget) {
             Ok(name) => name,
@@ -375,7 +392,7 @@ impl GuestInstance {
         let limit = match stop {
             Some(Stop::Deadline | Stop::Abandoned) => Limit::Deadline,
             Some(Stop::Fuel) => Limit::Fuel,
-            Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_))) => {
+            Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_) | Stop::Migrate(_))) => {
                 return PluginError::Protocol(stop.to_string());
             }
             Some(Stop::ProcExit(code)) => {

@@ -18,7 +18,9 @@
 //!   ([`WasmPlugin::set_limits`]).
 //! - **Performance**: a module is compiled once per content hash and kept in memory and on disk;
 //!   each plugin has a pool of instances so calls run in parallel; guest code runs on blocking
-//!   threads and reaches the async host API from there.
+//!   threads and reaches the async host API from there. A short call that makes no host call
+//!   runs on its caller's thread instead (no handoff): the first import, or a slice of fuel
+//!   used up, moves it to a worker before anything reaches the host (`inline.rs`).
 //!
 //! Between calls a plugin must not rely on what it keeps in linear memory: calls are spread over
 //! several instances, and an instance is thrown away after a trap. Use the cache host functions
@@ -31,6 +33,7 @@ mod abi;
 mod error;
 mod guard;
 mod imports;
+mod inline;
 mod instance;
 mod interrupt;
 mod limits;

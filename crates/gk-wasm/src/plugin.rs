@@ -15,6 +15,7 @@ use crate::WasmLimits;
 use crate::abi::GuestExports;
 use crate::guard::{Budget, Limit, StopCounters};
 use crate::imports::Shared;
+use crate::inline::{self, InlineState};
 use crate::instance::{GuestInstance, Outcome};
 use crate::limits::FuelRate;
 use crate::pool::{Job, Pool, Worker};
@@ -36,6 +37,8 @@ pub(crate) struct PluginInner {
     pub(crate) stops: StopCounters,
     /// Set once `gk_register` has answered.
     pub(crate) registration: OnceLock<GkRegistration>,
+    /// Calls run on their caller's thread (see `inline`).
+    pub(crate) inline: InlineState,
 }
 
 impl fmt::Debug for WasmPlugin {
@@ -253,6 +256,13 @@ impl Plugin for WasmPlugin {
     ) -> Result<Vec<u8>, PluginError> {
         let timeout = self.inner.shared.limits.call_timeout();
         let budget = Budget::new(self.inner.fuel.points_for(timeout), timeout);
+        // Short calls without host calls answer on this thread; the others go to a worker.
+        if let Some((result, stopped_by)) = inline::run(&self.inner, ctx, function, args, &budget) {
+            if let Some(limit) = stopped_by {
+                self.inner.stops.count(limit);
+            }
+            return result;
+        }
         let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
         let guest_budget = budget.clone();
         let work: Work =

@@ -259,6 +259,7 @@ impl WasmRuntime {
             pool,
             stops: StopCounters::default(),
             registration: OnceLock::new(),
+            inline: crate::inline::InlineState::default(),
         });
         // Register on the worker that will keep the instance for the first calls.
         let worker = Worker::spawn("register").map_err(WasmError::Instantiate)?;

@@ -1,0 +1,187 @@
+//! Calls run on their caller's thread while they stay short and make no host call.
+//!
+//! Handing a call to a worker thread costs two thread wake-ups and context switches, about as
+//! much CPU as the rest of an HTTP request; most calls of a route are far shorter than that. So a
+//! call first runs on the thread that asks for it, on an instance that thread keeps for the
+//! plugin, with two extra limits:
+//! - **no import**: the first import the guest calls (any of them: `host_call`, `log`, WASI)
+//!   stops it before anything reaches the host ([`Stop::Migrate`]);
+//! - **a slice of fuel**: [`INLINE_SLICE`] at the calibrated rate (the same backstop factor as
+//!   a call's fuel), so a guest holds its caller's thread (an async runtime's worker) for about a
+//!   millisecond at most.
+//!
+//! A call stopped by either starts again from the beginning on a worker, with its whole fuel and
+//! its original deadline: the guest did nothing the host or anyone else could see (its
+//! instance is discarded; plugins may not rely on memory between calls anyway). A function
+//! that moved is sent to the workers directly from then on (per thread, up to
+//! [`REMEMBERED`] functions). Nested calls (a plugin called by a plugin) always use workers.
+//!
+//! Every limit of a worker's call holds inline too: the memory cap (same instances), the
+//! plugin's concurrency (the same permits), fuel (smaller), the deadline (the slice ends far
+//! earlier). At most one instance per thread per plugin, and at most as many threads per plugin
+//! as the machine has cores.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use gk_sdk::CallContext;
+
+use crate::guard::Budget;
+use crate::instance::GuestInstance;
+use crate::plugin::{Answer, PluginInner};
+
+/// How long a call may compute on its caller's thread, as fuel at the calibrated rate.
+pub(crate) const INLINE_SLICE: Duration = Duration::from_micros(100);
+
+/// Functions remembered per plugin and thread as moving to a worker.
+pub(crate) const REMEMBERED: usize = 256;
+
+/// What inline calls of one plugin share: an identity for the threads' slots and how many
+/// threads hold one.
+#[derive(Debug)]
+pub(crate) struct InlineState {
+    id: u64,
+    slots: AtomicUsize,
+}
+
+impl Default for InlineState {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            slots: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The most threads that keep an instance of one plugin.
+fn max_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+/// One thread's instance of one plugin.
+struct Slot {
+    plugin: Weak<PluginInner>,
+    instance: Option<GuestInstance>,
+    to_worker: HashSet<Box<str>>,
+}
+
+impl Slot {
+    fn alive(&self) -> bool {
+        self.plugin
+            .upgrade()
+            .is_some_and(|plugin| !plugin.pool.is_closed())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(plugin) = self.plugin.upgrade() {
+            plugin.inline.slots.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+thread_local! {
+    static SLOTS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+}
+
+/// Whether this thread may run `function` of the plugin inline, and its instance if it has
+/// one: `None` for no, `Some(None)` for yes without an instance yet.
+fn take(inner: &Arc<PluginInner>, function: &str) -> Option<Option<GuestInstance>> {
+    SLOTS
+        .try_with(|slots| {
+            let mut slots = slots.try_borrow_mut().ok()?;
+            if let Some(slot) = slots.get_mut(&inner.inline.id) {
+                if slot.to_worker.contains(function) {
+                    return None;
+                }
+                return Some(slot.instance.take());
+            }
+            // A new slot: first drop those of plugins shut down since.
+            slots.retain(|_, slot| slot.alive());
+            let claimed = inner.inline.slots.fetch_add(1, Ordering::Relaxed);
+            if claimed >= max_threads() {
+                inner.inline.slots.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            slots.insert(
+                inner.inline.id,
+                Slot {
+                    plugin: Arc::downgrade(inner),
+                    instance: None,
+                    to_worker: HashSet::new(),
+                },
+            );
+            Some(None)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Gives the instance back (if it may take more calls), remembering a function that moved.
+fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, moved: Option<&str>) {
+    let _ = SLOTS.try_with(|slots| {
+        let Ok(mut slots) = slots.try_borrow_mut() else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(&inner.inline.id) else {
+            return;
+        };
+        slot.instance = instance;
+        if let Some(function) = moved {
+            if slot.to_worker.len() >= REMEMBERED {
+                slot.to_worker.clear();
+            }
+            slot.to_worker.insert(function.into());
+        }
+    });
+}
+
+/// Runs the call on this thread if it can: its answer, or `None` when it must run on a worker
+/// (nothing the guest did is visible).
+pub(crate) fn run(
+    inner: &Arc<PluginInner>,
+    ctx: &CallContext,
+    function: &str,
+    args: &[u8],
+    budget: &Budget,
+) -> Option<Answer> {
+    if ctx.depth > 0 || inner.pool.is_closed() {
+        return None;
+    }
+    let _permit = inner.pool.permits.try_acquire().ok()?;
+    let kept = take(inner, function)?;
+    // An instance made under another memory cap makes way for one under the new cap.
+    let kept = kept.filter(|i| i.generation == inner.shared.limits.generation());
+    let mut instance = match kept {
+        Some(instance) => instance,
+        None => match GuestInstance::new(
+            &inner.engine,
+            &inner.module,
+            inner.exports,
+            inner.shared.clone(),
+        ) {
+            Ok(instance) => instance,
+            // The worker makes its own, and reports the error if it fails there too.
+            Err(_) => return None,
+        },
+    };
+    let slice = Budget {
+        fuel: inner.fuel.points_for(INLINE_SLICE).min(budget.fuel),
+        ..budget.clone()
+    };
+    match instance.call_inline(ctx.clone(), function, args, &slice) {
+        Some(outcome) => {
+            give_back(inner, outcome.reusable.then_some(instance), None);
+            Some((outcome.result, outcome.stopped_by))
+        }
+        None => {
+            give_back(inner, None, Some(function));
+            None
+        }
+    }
+}
