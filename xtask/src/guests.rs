@@ -1,16 +1,15 @@
 //! `cargo xtask build-plugins`: builds every Rust guest under `plugins/` and `examples/` for
 //! `wasm32-unknown-unknown` and copies the modules beside their `plugin.yaml`. The build itself
-//! is gk-server's `guest_build` module, shared with `gk build`.
+//! is the gk-build crate, shared with `gk build`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-#[path = "../../crates/gk-server/src/guest_build.rs"]
-#[allow(dead_code)] // `gk build` uses the rest
-mod guest_build;
-
-pub(crate) use guest_build::run;
+/// Runs a command, saying what it runs ([`gk_build::run`]), as an `anyhow` result for xtask.
+pub(crate) fn run(command: &mut std::process::Command) -> Result<()> {
+    Ok(gk_build::run(command)?)
+}
 
 /// The guest crates: directories under `plugins/` and `examples/` whose Cargo.toml builds a cdylib.
 pub(crate) fn guest_crates(root: &Path) -> Result<Vec<PathBuf>> {
@@ -36,7 +35,7 @@ pub(crate) fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
     let target_dir = guest_target_dir(root);
     let mut built = Vec::new();
     for dir in guest_crates(root)? {
-        let destination = guest_build::build_plugin(&dir, &target_dir)?;
+        let destination = gk_build::build_plugin(&dir, &target_dir)?;
         eprintln!(
             "xtask: built {} ({} bytes)",
             destination.display(),

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod cli;
-mod guest_build;
 mod remote;
 mod scaffold;
 
@@ -409,7 +408,7 @@ async fn run() -> anyhow::Result<()> {
             let target_dir = target_dir
                 .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| dir.join("target"));
-            let built = guest_build::build_plugin(&dir, &target_dir)?;
+            let built = gk_build::build_plugin(&dir, &target_dir)?;
             println!(
                 "built {}: copy {} into the server's plugins directory",
                 built.display(),
