@@ -1,6 +1,7 @@
 //! The `HostService` a plugin process calls back into: one server per plugin, on its own socket,
-//! answering only requests that carry the plugin's token, each passed to the plugin's sandboxed
-//! host with the plugin's own identity.
+//! answering only requests that carry the plugin's token (checked once, by [`TokenCheck`], an
+//! interceptor in front of every method), each passed to the plugin's sandboxed host with the
+//! plugin's own identity.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,6 +15,9 @@ use gk_sdk::{
     CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, PluginError, TranslateArgs,
 };
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 /// Output lines a plugin prints before it is initialised that are kept for its log.
@@ -110,12 +114,14 @@ pub(crate) async fn serve_host(
     max_message_bytes: usize,
     stop: Arc<tokio::sync::Notify>,
 ) {
+    let service = HostServiceServer::new(HostServer { side: side.clone() })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let served = tonic::transport::Server::builder()
-        .add_service(
-            HostServiceServer::new(HostServer { side: side.clone() })
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
-        )
+        .add_service(InterceptedService::new(
+            service,
+            TokenCheck { side: side.clone() },
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             async move { stop.notified().await },
@@ -126,6 +132,30 @@ pub(crate) async fn serve_host(
     }
 }
 
+/// Refuses every request that does not carry the plugin's token (compared in constant time),
+/// before any method sees it.
+#[derive(Clone)]
+pub(crate) struct TokenCheck {
+    side: Arc<HostSide>,
+}
+
+impl Interceptor for TokenCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let token = request
+            .metadata()
+            .get(TOKEN_METADATA)
+            .map(|value| value.as_bytes())
+            .unwrap_or_default();
+        if bool::from(token.ct_eq(self.side.token.as_bytes())) {
+            return Ok(request);
+        }
+        tracing::warn!(plugin = %self.side.plugin, "host call with a wrong token refused");
+        Err(Status::unauthenticated(
+            "this socket belongs to another plugin",
+        ))
+    }
+}
+
 /// The `HostService` of one plugin.
 #[derive(Clone)]
 pub(crate) struct HostServer {
@@ -133,25 +163,13 @@ pub(crate) struct HostServer {
 }
 
 impl HostServer {
-    /// Checks the token and builds the context: the plugin is this server's plugin whatever the
-    /// request says, and the depth is the deepest of the plugin's calls in flight, so a plugin
-    /// cannot reset its own call depth.
-    fn admit<T>(
+    /// The plugin's host and the context of a call (its token was checked by [`TokenCheck`]):
+    /// the plugin is this server's plugin whatever the request says, and the depth is the
+    /// deepest of the plugin's calls in flight, so a plugin cannot reset its own call depth.
+    fn admit(
         &self,
-        request: &Request<T>,
         sent: Option<&pb::CallContext>,
     ) -> Result<(Arc<dyn HostApi>, CallContext), Status> {
-        let token = request
-            .metadata()
-            .get(TOKEN_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !constant_time_eq(token.as_bytes(), self.side.token.as_bytes()) {
-            tracing::warn!(plugin = %self.side.plugin, "host call with a wrong token refused");
-            return Err(Status::unauthenticated(
-                "this socket belongs to another plugin",
-            ));
-        }
         let host =
             self.side.host.get().cloned().ok_or_else(|| {
                 Status::failed_precondition("the plugin has not been initialised")
@@ -176,10 +194,6 @@ impl HostServer {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn status(error: HostError) -> Status {
     host_error_to_status(&error)
 }
@@ -198,7 +212,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::DbQueryRequest>,
     ) -> Result<Response<pb::DbQueryResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let message = request.into_inner();
         let args: Vec<Value> = json(&message.args_json, "args_json")?;
         let rows = host
@@ -214,7 +228,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::DbExecRequest>,
     ) -> Result<Response<pb::DbExecResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let message = request.into_inner();
         let args: Vec<Value> = json(&message.args_json, "args_json")?;
         let affected = host
@@ -228,7 +242,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::CacheGetRequest>,
     ) -> Result<Response<pb::CacheGetResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let value = host
             .cache_get(&ctx, &request.get_ref().key)
             .await
@@ -243,7 +257,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::CacheSetRequest>,
     ) -> Result<Response<pb::CacheSetResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let m = request.into_inner();
         host.cache_set(&ctx, &m.key, &m.value, Duration::from_secs(m.ttl_seconds))
             .await
@@ -255,7 +269,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::CacheDeleteRequest>,
     ) -> Result<Response<pb::CacheDeleteResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         host.cache_delete(&ctx, &request.get_ref().key)
             .await
             .map_err(status)?;
@@ -266,7 +280,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::OutboundHttpRequest>,
     ) -> Result<Response<pb::OutboundHttpResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let m = request.into_inner();
         let outgoing = HttpRequest {
             method: m.method,
@@ -287,7 +301,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::SendEmailRequest>,
     ) -> Result<Response<pb::SendEmailResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let m = request.into_inner();
         host.send_email(
             &ctx,
@@ -307,7 +321,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::LogRequest>,
     ) -> Result<Response<pb::LogResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let m = request.into_inner();
         let fields: Map<String, Value> = json(&m.fields_json, "fields_json")?;
         let level = LogLevel::from(pb::LogLevel::try_from(m.level).unwrap_or(pb::LogLevel::Info));
@@ -321,7 +335,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::ConfigGetRequest>,
     ) -> Result<Response<pb::ConfigGetResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let value = host
             .config_get(&ctx, &request.get_ref().key)
             .await
@@ -333,7 +347,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::TranslateRequest>,
     ) -> Result<Response<pb::TranslateResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let m = request.into_inner();
         let args: Value = json(&m.args_json, "args_json")?;
         let value = host
@@ -347,7 +361,7 @@ impl HostService for HostServer {
         &self,
         request: Request<pb::CallPluginRequest>,
     ) -> Result<Response<pb::CallPluginResponse>, Status> {
-        let (host, ctx) = self.admit(&request, request.get_ref().context.as_ref())?;
+        let (host, ctx) = self.admit(request.get_ref().context.as_ref())?;
         let m = request.into_inner();
         let result = host
             .call_plugin(&ctx, &m.plugin, &m.function, &m.args_json)

@@ -99,7 +99,7 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, String> {
     SystemRandom::new()
         .fill(&mut buffer)
         .map_err(|_| "no randomness available".to_owned())?;
-    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(buffer))
 }
 
 /// Creates a directory readable by its owner only.

@@ -142,7 +142,7 @@ pub fn render(plugins: &[(String, bool, PluginStats)]) -> String {
 
 /// Compares two secrets in time that depends only on their lengths.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 /// Whether `headers` carry the configured metrics token or an admin token.
