@@ -65,7 +65,18 @@ pub enum SharedLimitError {
 }
 
 /// Rate limits kept for the whole cluster. One call to [`admit`](Self::admit) judges every
-/// limit of a host call together (one round trip): all count the call, or none does.
+/// limit of a host call together (one round trip): all count the call, or none does. Set it
+/// with [`SandboxConfig::with_shared_limiter`](crate::SandboxConfig::with_shared_limiter).
+///
+/// When it fails ([`SharedLimitError`]: its backend down, slow or answering nonsense), the call
+/// is judged by the node's own `governor` limits, the same as without a shared limiter, so a
+/// plugin is never left unlimited (during an outage N nodes let up to N times the policy
+/// through). The first failure of an outage is logged at WARN, the first answer after it at
+/// INFO; calls judged locally are counted in
+/// [`SharedLimitStats::fallback_checks`] (per host) and
+/// [`StatsSnapshot::limit_fallbacks`](crate::StatsSnapshot::limit_fallbacks) (per plugin).
+/// After a failure the limiter is not asked for [`SHARED_RETRY_INTERVAL`], so a dead backend
+/// does not add its timeout to every call.
 #[async_trait]
 pub trait SharedLimiter: Send + Sync + std::fmt::Debug {
     /// Counts one call of `plugin` against `limits` (never empty), or says which is exhausted.

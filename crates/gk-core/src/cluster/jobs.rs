@@ -99,7 +99,12 @@ impl RedisJobClaims {
     /// are made as `node`. Fails when the URL is not one or the server does not answer; once
     /// connected, connections lost are re-established in the background.
     pub async fn connect(redis_url: &str, key_prefix: &str, node: &str) -> CoreResult<Arc<Self>> {
-        let open_error = |e: RedisError| CoreError::Config(format!("job claims in Redis: {e}"));
+        let open_error = |e: RedisError| {
+            CoreError::Config(format!(
+                "job claims in Redis {}: {e}",
+                super::limits::redacted(redis_url)
+            ))
+        };
         let pool = Builder::from_config(Config::from_url(redis_url).map_err(open_error)?)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);

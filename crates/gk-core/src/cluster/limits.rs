@@ -86,7 +86,7 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 /// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

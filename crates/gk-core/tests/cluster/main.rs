@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// The URL of a test service, or `None` (printed) when its variable is not set; in CI a missing
 /// variable fails.
-pub fn service_url(variable: &str) -> Option<String> {
+pub(crate) fn service_url(variable: &str) -> Option<String> {
     match std::env::var(variable) {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {
@@ -26,7 +26,7 @@ pub fn service_url(variable: &str) -> Option<String> {
 }
 
 /// A name no other test run uses.
-pub fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -35,7 +35,7 @@ pub fn unique(what: &str) -> String {
 }
 
 /// A port nothing listens on (now).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,13 +44,14 @@ pub fn free_port() -> u16 {
 }
 
 /// A redis-server of the test's own, on its own port, so stopping it disturbs nobody.
-pub struct OwnRedis {
-    pub port: u16,
+#[derive(Debug)]
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     child: Child,
 }
 
 impl OwnRedis {
-    pub fn start(port: u16) -> Self {
+    pub(crate) fn start(port: u16) -> Self {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -76,11 +77,11 @@ impl OwnRedis {
         panic!("redis-server on port {port} did not start");
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
