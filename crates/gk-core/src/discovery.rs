@@ -106,7 +106,20 @@ pub trait PluginRuntime: Send + Sync {
         found: &Discovered,
         entry: &VerifiedEntry,
         policy: &ResourcePolicy,
-    ) -> Result<Arc<dyn Plugin>, String>;
+    ) -> Result<Arc<dyn Plugin>, LoadError>;
+}
+
+/// Why a runtime could not load a plugin: the runtime's own error, kept whole (gk-core knows
+/// runtimes only through [`PluginRuntime`], so it cannot name their error types).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct LoadError(Box<dyn std::error::Error + Send + Sync>);
+
+impl LoadError {
+    /// The error of a runtime (any error type, or a message).
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
 }
 
 /// Why something in the plugins directory was not taken.

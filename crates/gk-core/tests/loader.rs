@@ -27,7 +27,7 @@ impl gk_core::discovery::PluginRuntime for FakeRuntime {
         found: &gk_core::discovery::Discovered,
         _: &gk_core::discovery::VerifiedEntry,
         _: &gk_sdk::ResourcePolicy,
-    ) -> Result<Arc<dyn Plugin>, String> {
+    ) -> Result<Arc<dyn Plugin>, gk_core::discovery::LoadError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let name = if found.name == "renamed" {
@@ -240,12 +240,15 @@ impl gk_core::discovery::PluginRuntime for FileRuntime {
         found: &gk_core::discovery::Discovered,
         entry: &gk_core::discovery::VerifiedEntry,
         _: &gk_sdk::ResourcePolicy,
-    ) -> Result<Arc<dyn Plugin>, String> {
+    ) -> Result<Arc<dyn Plugin>, gk_core::discovery::LoadError> {
         // The bytes the manager read and checked, not the file again.
         let text = String::from_utf8_lossy(&entry.bytes);
         let version = text.trim();
         if version.is_empty() || version == "broken" {
-            return Err(format!("`{}` is not a module", found.entry.display()));
+            return Err(gk_core::discovery::LoadError::new(format!(
+                "`{}` is not a module",
+                found.entry.display()
+            )));
         }
         Ok(Arc::new(TestPlugin::new(&found.name, version)))
     }
@@ -474,7 +477,7 @@ impl gk_core::discovery::PluginRuntime for RouteRuntime {
         found: &gk_core::discovery::Discovered,
         entry: &gk_core::discovery::VerifiedEntry,
         _: &gk_sdk::ResourcePolicy,
-    ) -> Result<Arc<dyn Plugin>, String> {
+    ) -> Result<Arc<dyn Plugin>, gk_core::discovery::LoadError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let mut plugin = TestPlugin::new(&found.name, String::from_utf8_lossy(&entry.bytes).trim());
         plugin.route = Some(format!("/api/plugins/{}/v", found.name));

@@ -10,23 +10,42 @@ pub const DEFAULT_DATABASE: &str = "default";
 /// ```
 /// assert_eq!(gk_sdk::split_database("@Analytics:SELECT 1"), Ok(("analytics".to_owned(), "SELECT 1")));
 /// assert_eq!(gk_sdk::split_database("SELECT 1"), Ok(("default".to_owned(), "SELECT 1")));
-/// assert!(gk_sdk::split_database("@bad name:SELECT 1").is_err());
+/// assert_eq!(
+///     gk_sdk::split_database("@bad name:SELECT 1"),
+///     Err(gk_sdk::DatabasePrefixError::BadName { name: "bad name".into() })
+/// );
 /// ```
-pub fn split_database(query: &str) -> Result<(String, &str), String> {
+pub fn split_database(query: &str) -> Result<(String, &str), DatabasePrefixError> {
     let Some(rest) = query.trim_start().strip_prefix('@') else {
         return Ok((DEFAULT_DATABASE.to_owned(), query));
     };
     let Some((name, sql)) = rest.split_once(':') else {
-        return Err("a database prefix is written `@name:`".to_owned());
+        return Err(DatabasePrefixError::Unterminated);
     };
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(format!("`{name}` is not a database name"));
+        return Err(DatabasePrefixError::BadName {
+            name: name.to_owned(),
+        });
     }
     Ok((name.to_ascii_lowercase(), sql))
+}
+
+/// Why a query's `@name:` prefix is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabasePrefixError {
+    /// `@` without the `:` that ends the name.
+    #[error("a database prefix is written `@name:`")]
+    Unterminated,
+    /// A name that is empty or holds other than letters, digits, `_` and `-`.
+    #[error("`{name}` is not a database name")]
+    BadName {
+        /// The name as written.
+        name: String,
+    },
 }
 
 /// What a statement does to a table, as the database engine reports it.

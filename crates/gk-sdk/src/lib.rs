@@ -47,12 +47,16 @@ mod string_enum;
 pub mod testing;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};
-pub use database::{DEFAULT_DATABASE, TableAccess, TableScope, split_database};
+pub use database::{
+    DEFAULT_DATABASE, DatabasePrefixError, TableAccess, TableScope, split_database,
+};
 pub use dispatch::{HostCallName, dispatch};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{HostError, HostErrorKind, ManifestError, PluginError};
 pub use host::{Email, HostApi, HttpRequest, HttpResponse, LogLevel, Row, TranslateArgs};
-pub use manifest::{MANIFEST_FILE_NAMES, PluginManifest, Runtime, validate_plugin_name};
+pub use manifest::{
+    MANIFEST_FILE_NAMES, PluginManifest, PluginNameError, Runtime, validate_plugin_name,
+};
 pub use noop_host::NoopHost;
 pub use plugin::{LimitStops, Plugin};
 pub use policy::{

@@ -247,7 +247,8 @@ impl PluginManifest {
     }
 
     fn validate(raw: RawManifest) -> Result<Self, ManifestError> {
-        validate_plugin_name(&raw.name).map_err(|problem| ManifestError::field("name", problem))?;
+        validate_plugin_name(&raw.name)
+            .map_err(|problem| ManifestError::field("name", problem.to_string()))?;
         let runtime = match raw.runtime.as_deref() {
             None => Runtime::Wasm,
             Some(text) => text
@@ -308,23 +309,48 @@ fn entry_field(runtime: Runtime) -> &'static str {
 }
 
 /// Checks a plugin name: `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
-pub fn validate_plugin_name(name: &str) -> Result<(), String> {
+pub fn validate_plugin_name(name: &str) -> Result<(), PluginNameError> {
     if name.is_empty() {
-        return Err("missing: every plugin needs a name".to_owned());
+        return Err(PluginNameError::Missing);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("`{name}` is longer than {MAX_NAME_LEN} characters"));
+        return Err(PluginNameError::TooLong {
+            name: name.to_owned(),
+        });
     }
     let valid_first = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
     let valid_rest = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !(valid_first && valid_rest) {
-        return Err(format!(
-            "`{name}` is not a valid plugin name: use lower-case letters, digits, `_` and `-`, starting with a letter or digit"
-        ));
+        return Err(PluginNameError::Invalid {
+            name: name.to_owned(),
+        });
     }
     Ok(())
+}
+
+/// Why a string is not a plugin name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginNameError {
+    /// The name is empty.
+    #[error("missing: every plugin needs a name")]
+    Missing,
+    /// The name is longer than 64 characters.
+    #[error("`{name}` is longer than {MAX_NAME_LEN} characters")]
+    TooLong {
+        /// The name.
+        name: String,
+    },
+    /// The name holds other characters, or starts with `_` or `-`.
+    #[error(
+        "`{name}` is not a valid plugin name: use lower-case letters, digits, `_` and `-`, \
+         starting with a letter or digit"
+    )]
+    Invalid {
+        /// The name.
+        name: String,
+    },
 }
 
 fn validate_entry(path: &str) -> Result<PathBuf, String> {

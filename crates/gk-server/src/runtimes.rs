@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use gk_core::discovery::{Discovered, PluginRuntime, VerifiedEntry};
+use gk_core::discovery::{Discovered, LoadError, PluginRuntime, VerifiedEntry};
 use gk_grpc::{GrpcLimits, GrpcRuntime, IsolationConfig};
 use gk_sdk::{Plugin, ResourcePolicy, Runtime};
 use gk_wasm::{WasmLimits, WasmRuntime};
@@ -34,12 +34,12 @@ impl PluginRuntime for WasmAdapter {
         _found: &Discovered,
         entry: &VerifiedEntry,
         policy: &ResourcePolicy,
-    ) -> Result<Arc<dyn Plugin>, String> {
+    ) -> Result<Arc<dyn Plugin>, LoadError> {
         let plugin = self
             .runtime
             .load(entry.bytes.to_vec(), WasmLimits::from_policy(policy))
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(LoadError::new)?;
         Ok(Arc::new(plugin))
     }
 }
@@ -138,8 +138,10 @@ impl PluginRuntime for GrpcAdapter {
         found: &Discovered,
         entry: &VerifiedEntry,
         policy: &ResourcePolicy,
-    ) -> Result<Arc<dyn Plugin>, String> {
-        let executable = self.executable_for(&found.name, entry)?;
+    ) -> Result<Arc<dyn Plugin>, LoadError> {
+        let executable = self
+            .executable_for(&found.name, entry)
+            .map_err(LoadError::new)?;
         let plugin = self
             .runtime
             .start(
@@ -149,7 +151,7 @@ impl PluginRuntime for GrpcAdapter {
                 GrpcLimits::from_policy(policy),
             )
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(LoadError::new)?;
         Ok(Arc::new(plugin))
     }
 }

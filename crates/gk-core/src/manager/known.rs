@@ -102,7 +102,7 @@ impl Manager {
             .await
             .map_err(|problem| ManagerError::Invalid {
                 plugin: found.name.clone(),
-                problem,
+                problem: problem.to_string(),
             })?;
         let plugin: Arc<dyn Plugin> = if texts.is_empty() {
             plugin

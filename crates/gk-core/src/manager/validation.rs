@@ -115,7 +115,7 @@ impl Manager {
             plugin: registration.name.clone(),
             problem,
         };
-        gk_sdk::validate_plugin_name(&registration.name).map_err(invalid)?;
+        gk_sdk::validate_plugin_name(&registration.name).map_err(|e| invalid(e.to_string()))?;
         for job in &registration.jobs {
             crate::parse_schedule(&job.schedule)
                 .map_err(|problem| invalid(format!("job `{}`: {problem}", job.id)))?;

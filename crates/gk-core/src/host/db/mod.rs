@@ -181,7 +181,8 @@ impl Databases {
     /// Runs a trusted query of the platform with `?` placeholders and returns its rows as JSON
     /// objects. Plugin statements go through [`query_scoped`](Self::query_scoped).
     pub async fn query(&self, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
-        let (name, sql) = split_database(query).map_err(HostError::InvalidInput)?;
+        let (name, sql) =
+            split_database(query).map_err(|e| HostError::InvalidInput(e.to_string()))?;
         let connection = self.platform_connection(&name)?;
         self.run_platform(&name, connection, sql, args, Collected::rows())
             .await
@@ -190,7 +191,8 @@ impl Databases {
 
     /// Runs a trusted statement of the platform and returns the number of affected rows.
     pub async fn exec(&self, query: &str, args: &[Value]) -> HostResult<u64> {
-        let (name, sql) = split_database(query).map_err(HostError::InvalidInput)?;
+        let (name, sql) =
+            split_database(query).map_err(|e| HostError::InvalidInput(e.to_string()))?;
         let connection = self.platform_connection(&name)?;
         self.run_platform(&name, connection, sql, args, Collected::affected())
             .await
@@ -238,7 +240,8 @@ impl Databases {
         args: &[Value],
         collect: Collected,
     ) -> HostResult<Collected> {
-        let (name, sql) = split_database(query).map_err(HostError::InvalidInput)?;
+        let (name, sql) =
+            split_database(query).map_err(|e| HostError::InvalidInput(e.to_string()))?;
         let pool = self
             .plugin_pools
             .get(&name)
