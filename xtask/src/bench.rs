@@ -3,9 +3,11 @@
 //! measured in one run with `wrk` (installed from Debian when missing, which is said first):
 //! `POST /api/v1/plugins/noop/call/ping` (a C guest that makes no host call), the Stats WASM
 //! plugin's overview route (one SQLite query), and hello-grpc's hello route (gRPC and three host
-//! callbacks); then the idle server's CPU share, gk-grpc's benchmark (spawn to first answer,
-//! calls against a bare tonic client) and the cost as work grows (`scale`: 200 WASM plugins
-//! discovered, 50 loaded). Release builds in their own target directory; the server runs on the
+//! callbacks); the goals of issue #16 with what this run measured; then the idle server's CPU
+//! share, gk-grpc's benchmark (spawn to first answer, empty call, one callback and 64 calls in
+//! flight, each against a bare tonic parent and child built from the same proto; RSS and file
+//! descriptors per plugin with 20 running) and the cost as work grows (`scale`: 200 WASM
+//! plugins discovered, 50 loaded). Release builds in their own target directory; the server runs on the
 //! embedded defaults with the Stats demo data, the plugins approved.
 
 use std::io::{Read, Write};
@@ -358,6 +360,7 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
             r.cpu_per_10k.map_or("-".to_owned(), |c| format!("{c:.3}")),
         );
     }
+    goals(&results, idle);
     match idle {
         Some(share) => println!(
             "\nidle server (3 plugins loaded, 1 s after the last request): {:.1} % of one core",
@@ -373,6 +376,16 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         .env("CARGO_TARGET_DIR", &target_dir);
     run(&mut grpc)?;
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let scale_ratio = micros(scaled.call_p50) / micros(one_p50);
+    println!(
+        "\n| goal (issue #16) | measured | goal | met |\n|---|---:|---:|---|\n\
+         | call p50 with 50 of 200 plugins loaded vs one | {scale_ratio:.2}x | 0.90-1.10x | {} |",
+        if (0.9..=1.1).contains(&scale_ratio) {
+            "yes"
+        } else {
+            "no"
+        }
+    );
     println!(
         "\n{} WASM plugins discovered, {} loaded: start to /healthz {:.0} ms; RSS {:.1} MiB \
          before loading, {:.0} KiB per loaded plugin; sequential call p50 {:.0} us against \
@@ -384,8 +397,58 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         scaled.rss_per_loaded_kib,
         micros(scaled.call_p50),
         micros(one_p50),
-        micros(scaled.call_p50) / micros(one_p50),
+        scale_ratio,
         scale::CALLS,
     );
     Ok(())
+}
+
+/// The HTTP goals of issue #16, each with what this run measured and whether it is met.
+fn goals(results: &[Measured], idle: Option<f64>) {
+    let Some(plain) = results.first() else {
+        return;
+    };
+    let ratio = |i: usize| {
+        results
+            .get(i)
+            .map_or(0.0, |r| r.requests_per_second / plain.requests_per_second)
+    };
+    let p99 = results.get(1).map_or(f64::MAX, |r| r.p99_ms / plain.p99_ms);
+    let met = |ok: bool| if ok { "yes" } else { "no" };
+    println!("\n| goal (issue #16) | measured | goal | met |\n|---|---:|---:|---|");
+    for (label, measured, goal, ok) in [
+        (
+            "HTTP -> WASM, no host call: requests/s vs plain",
+            ratio(1),
+            ">= 0.50x",
+            ratio(1) >= 0.5,
+        ),
+        (
+            "HTTP -> WASM, no host call: p99 vs plain",
+            p99,
+            "<= 3.00x",
+            p99 <= 3.0,
+        ),
+        (
+            "HTTP -> Stats overview: requests/s vs plain",
+            ratio(2),
+            ">= 0.15x",
+            ratio(2) >= 0.15,
+        ),
+        (
+            "HTTP -> hello-grpc: requests/s vs plain",
+            ratio(3),
+            ">= 0.10x",
+            ratio(3) >= 0.1,
+        ),
+    ] {
+        println!("| {label} | {measured:.2}x | {goal} | {} |", met(ok));
+    }
+    if let Some(share) = idle {
+        println!(
+            "| idle server CPU, 1 s after the last request | {:.1} % | 0 % | {} |",
+            share * 100.0,
+            met(share < 0.005)
+        );
+    }
 }
