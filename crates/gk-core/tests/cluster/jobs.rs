@@ -196,6 +196,7 @@ async fn three_nodes_on_redis_run_each_occurrence_once() {
         backends.push(claims);
     }
     three_nodes("redis", "clustered", "every-second", backends).await;
+    crate::forget_keys(&url, &prefix).await;
 }
 
 async fn store_on(url: &str) -> (Store, Databases) {
@@ -310,6 +311,7 @@ async fn claims_in_each_store_and_in_redis() {
             .await
             .unwrap();
         claims_behave("redis", "claims", a, b).await;
+        crate::forget_keys(&url, &prefix).await;
     }
 }
 

@@ -74,6 +74,7 @@ async fn three_nodes_admit_one_limit_together() {
         asked += task.await.unwrap();
     }
     let admitted = admitted.lock().unwrap().clone();
+    crate::forget_keys(&url, &prefix).await;
     let in_second = |from: u64| {
         admitted
             .iter()

@@ -34,6 +34,27 @@ pub(crate) fn unique(what: &str) -> String {
     format!("{what}-{}-{nanos}", std::process::id())
 }
 
+/// Deletes the keys a test left under `prefix` in the Redis at `url`.
+pub(crate) async fn forget_keys(url: &str, prefix: &str) {
+    use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+    use fred::types::CustomCommand;
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let keys: Vec<String> = client
+        .custom(
+            CustomCommand::new_static("KEYS", None, false),
+            vec![format!("{prefix}:*")],
+        )
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = client.del(keys).await.unwrap();
+    }
+    let _ = client.quit().await;
+}
+
 /// A port nothing listens on (now).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
