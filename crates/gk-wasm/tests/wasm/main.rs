@@ -5,5 +5,6 @@ mod c_guest;
 mod deadlines;
 mod faults;
 mod guards;
+mod inline;
 mod limits;
 mod support;
