@@ -390,7 +390,7 @@ async fn titles_and_labels_are_translated_in_the_request_language_and_escaped() 
     .await;
     assert!(page.body.contains("<html lang=\"de-ch\">"), "{}", page.body);
     assert!(
-        page.body.contains("&lt;p&gt;in de-ch&lt;/p&gt;"),
+        page.body.contains("&lt;p&gt;in de-ch&lt;&#x2f;p&gt;"),
         "the widget renders in the page's language: {}",
         page.body
     );
@@ -440,7 +440,7 @@ async fn titles_and_labels_are_translated_in_the_request_language_and_escaped() 
     assert!(
         framed
             .body
-            .contains("<h3>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co</h3>"),
+            .contains("<h3>&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; co</h3>"),
         "{}",
         framed.body
     );

@@ -166,7 +166,7 @@ async fn templates_use_plugins_include_theirs_and_honour_overrides() {
     assert!(
         dashboard
             .body
-            .contains("&lt;p class=&quot;hello&quot;&gt;Hello, dashboard!&lt;/p&gt;"),
+            .contains("&lt;p class=&quot;hello&quot;&gt;Hello, dashboard!&lt;&#x2f;p&gt;"),
         "{}",
         dashboard.body
     );

@@ -16,11 +16,11 @@
 //! - any other template (`path` inside the plugin's directory) can be rendered, extended or
 //!   included by its `name`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use gk_core::Manager;
 use minijinja::value::{Object, Value};
-use minijinja::{Error, ErrorKind, State};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
 use serde_json::json;
 use tokio::runtime::Handle;
 
@@ -61,27 +61,48 @@ struct PluginInTemplate {
 /// The largest plugin template read.
 const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 
-/// Text made safe to put into HTML.
+/// Text made safe to put into HTML: minijinja's escaping, the same the pages' templates use.
 pub(crate) fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    minijinja::HtmlEscape(text).to_string()
+}
+
+/// The frame around a widget's HTML; minijinja escapes every value (`srcdoc` holds the whole
+/// document: the widget's HTML, then the host's widget stylesheet).
+const WIDGET_FRAME: &str = "<iframe class=\"gk-widget-frame\" \
+    sandbox=\"allow-scripts allow-popups\" data-plugin=\"{{ plugin }}\" \
+    data-widget=\"{{ id }}\" srcdoc=\"{{ html ~ '<style>' ~ stylesheet ~ '</style>' }}\"></iframe>";
+
+/// The environment that renders [`WIDGET_FRAME`], HTML-escaping everything.
+fn frame_environment() -> &'static Environment<'static> {
+    static FRAME: OnceLock<Environment<'static>> = OnceLock::new();
+    FRAME.get_or_init(|| {
+        let mut environment = Environment::new();
+        environment.set_auto_escape_callback(|_| AutoEscape::Html);
+        environment
+            .add_template("widget_frame", WIDGET_FRAME)
+            .expect("the widget frame template is valid");
+        environment
+    })
 }
 
 /// A widget's HTML as a sandboxed `<iframe srcdoc>`: scripts run, but in an opaque origin
 /// (no `allow-same-origin`), so they see no cookie and cannot read the host's pages. The
 /// host's widget stylesheet follows the widget's HTML inside the frame.
 pub(crate) fn framed_widget(plugin: &str, id: &str, html: &str) -> String {
-    let document = format!("{html}<style>{}</style>", super::WIDGET_STYLESHEET);
-    format!(
-        "<iframe class=\"gk-widget-frame\" sandbox=\"allow-scripts allow-popups\" \
-         data-plugin=\"{}\" data-widget=\"{}\" srcdoc=\"{}\"></iframe>",
-        escape_html(plugin),
-        escape_html(id),
-        escape_html(&document)
-    )
+    frame_environment()
+        .get_template("widget_frame")
+        .and_then(|frame| {
+            frame.render(minijinja::context! {
+                plugin,
+                id,
+                html,
+                stylesheet => super::WIDGET_STYLESHEET,
+            })
+        })
+        .unwrap_or_else(|error| {
+            tracing::error!(%plugin, widget = %id, %error, "the widget frame did not render");
+            String::new()
+        })
 }
 
 fn template_error(message: impl std::fmt::Display) -> Error {
