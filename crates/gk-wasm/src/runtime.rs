@@ -338,8 +338,11 @@ fn compile_cached(
 /// Content hash, wasmer version and compile settings: what a compiled module depends on.
 fn cache_key(wasm: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, wasm);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-wasmer{}-{COMPILE_TAG}", wasmer_types::VERSION)
+    format!(
+        "{}-wasmer{}-{COMPILE_TAG}",
+        hex::encode(digest),
+        wasmer_types::VERSION
+    )
 }
 
 /// Writes a compiled module next to its final name, then renames it, so a reader never sees a
