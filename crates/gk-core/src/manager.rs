@@ -97,6 +97,10 @@ struct Slot {
     source: ArcSwapOption<Discovered>,
     /// Held while loading, so that concurrent first calls load once.
     load_lock: tokio::sync::Mutex<()>,
+    /// Held while its stored state is written and applied, or read from the store and applied
+    /// (another node's change): the two never interleave, so a stale read never undoes a
+    /// newer local change.
+    state_lock: tokio::sync::Mutex<()>,
     loaded: ArcSwapOption<Loaded>,
     enabled: std::sync::atomic::AtomicBool,
     counters: CallCounters,
@@ -269,6 +273,7 @@ impl Manager {
             name: name.clone(),
             source: ArcSwapOption::empty(),
             load_lock: tokio::sync::Mutex::new(()),
+            state_lock: tokio::sync::Mutex::new(()),
             loaded: ArcSwapOption::from_pointee(loaded),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
@@ -307,6 +312,7 @@ impl Manager {
             name: name.clone(),
             source: ArcSwapOption::from_pointee(found),
             load_lock: tokio::sync::Mutex::new(()),
+            state_lock: tokio::sync::Mutex::new(()),
             loaded: ArcSwapOption::empty(),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             counters: CallCounters::default(),
@@ -509,6 +515,7 @@ impl Manager {
         by: &str,
     ) -> Result<(), ManagerError> {
         let slot = self.slot(name)?;
+        let _state = slot.state_lock.lock().await;
         self.inner
             .store
             .set_plugin_enabled(name, enabled, by)

@@ -37,6 +37,9 @@ pub struct Loader {
     sources: Mutex<HashMap<PathBuf, String>>,
     /// The top-level entries discovery refused, with why (until they change and are taken).
     refused: Mutex<HashMap<PathBuf, String>>,
+    /// Held by each install or removal through the platform (an upload, a removal, the
+    /// cluster's reconciliation) from its first file operation to its record in the store.
+    installs: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -81,6 +84,7 @@ impl Loader {
             signatures,
             sources: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
+            installs: tokio::sync::Mutex::new(()),
         })
     }
 

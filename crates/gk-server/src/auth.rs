@@ -73,12 +73,29 @@ pub enum AuthError {
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Signs requests between the nodes of a cluster (a key of its own, derived from the
+    /// secret): they never carry a user's token.
+    node_key: ring::hmac::Key,
 }
+
+/// How long a node's signed request stays good.
+pub const NODE_PROOF_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenKeys(..)")
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What a node proof signs.
+fn node_message(node: &str, expires: u64, request: &str) -> String {
+    format!("{node}\n{expires}\n{request}")
 }
 
 fn now() -> u64 {
@@ -93,10 +110,46 @@ impl TokenKeys {
         if secret.len() < 32 {
             return Err(AuthError::WeakSecret(secret.len()));
         }
+        let derived = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            b"goatkit cluster node requests v1",
+        );
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            node_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
         })
+    }
+
+    /// A proof that node `node` sends `request` (method, path and query), good for
+    /// [`NODE_PROOF_TTL`]: `<node>.<expiry, Unix ms>.<HMAC, hex>`.
+    pub fn node_proof(&self, node: &str, request: &str) -> String {
+        let expires = now_ms().saturating_add(NODE_PROOF_TTL.as_millis() as u64);
+        let tag = ring::hmac::sign(
+            &self.node_key,
+            node_message(node, expires, request).as_bytes(),
+        );
+        format!("{node}.{expires}.{}", hex::encode(tag.as_ref()))
+    }
+
+    /// Checks a [`TokenKeys::node_proof`] for `request`; the node's id.
+    pub fn check_node_proof(&self, proof: &str, request: &str) -> Result<String, AuthError> {
+        let invalid = |why: &str| AuthError::Invalid(format!("node proof: {why}"));
+        let (rest, tag) = proof.rsplit_once('.').ok_or_else(|| invalid("malformed"))?;
+        let (node, expires) = rest.rsplit_once('.').ok_or_else(|| invalid("malformed"))?;
+        let expires: u64 = expires.parse().map_err(|_| invalid("malformed"))?;
+        let now = now_ms();
+        if expires < now || expires > now.saturating_add(NODE_PROOF_TTL.as_millis() as u64) {
+            return Err(invalid("expired"));
+        }
+        let tag = hex::decode(tag).map_err(|_| invalid("malformed"))?;
+        ring::hmac::verify(
+            &self.node_key,
+            node_message(node, expires, request).as_bytes(),
+            &tag,
+        )
+        .map_err(|_| invalid("bad signature"))?;
+        Ok(node.to_owned())
     }
 
     /// Mints a token for `user` with `role`, valid for `ttl`.
@@ -194,6 +247,30 @@ mod tests {
             TokenKeys::from_secret(b"short"),
             Err(AuthError::WeakSecret(5))
         ));
+    }
+
+    #[test]
+    fn a_node_proof_holds_for_its_request_and_secret_only() {
+        let keys = TokenKeys::from_secret(&[7; 32]).unwrap();
+        let request = "GET /api/v1/cluster/logs?limit=10";
+        let proof = keys.node_proof("node-a", request);
+        assert_eq!(keys.check_node_proof(&proof, request).unwrap(), "node-a");
+        let refused = |proof: &str, request: &str| keys.check_node_proof(proof, request).is_err();
+        assert!(refused(&proof, "GET /api/v1/cluster/logs?limit=1000"));
+        assert!(refused(&proof.replacen("node-a", "node-b", 1), request));
+        let other = TokenKeys::from_secret(&[8; 32]).unwrap();
+        assert!(other.check_node_proof(&proof, request).is_err());
+        // A node proof is no token, and a token no node proof.
+        assert!(keys.verify(&proof).is_err());
+        let token = keys
+            .mint("ada", Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        assert!(refused(&token, request));
+        // Expired, or dated too far ahead.
+        let (node, rest) = proof.split_once('.').unwrap();
+        let (_, tag) = rest.split_once('.').unwrap();
+        assert!(refused(&format!("{node}.1.{tag}"), request));
+        assert!(refused(&format!("{node}.{}.{tag}", u64::MAX), request));
     }
 
     #[test]

@@ -47,13 +47,13 @@ pub(crate) async fn join(
     let cluster = Cluster::join(
         ClusterConfig {
             node_id: settings.node_id_or_default(addr.port()),
-            prefix: settings.prefix.clone(),
+            prefix: settings.namespace(),
             redis_url: config.redis_url.clone(),
             store_url: config.store_url(),
             reconcile_every: settings.reconcile_every,
             heartbeat_every: settings.heartbeat_every,
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            address: addr.to_string(),
+            address: advertised(settings.advertise.as_deref(), addr),
         },
         manager.clone(),
         Arc::clone(loader),
@@ -63,15 +63,15 @@ pub(crate) async fn join(
 }
 
 /// The rate limiter every node shares: Redis, when this node is part of a cluster and Redis is
-/// configured; `None` keeps each sandbox's own limits.
-pub(crate) async fn shared_limiter(
+/// configured; `None` keeps each sandbox's own limits. It connects in the background: a node
+/// starts while Redis is down, applying its own limits until Redis answers.
+pub(crate) fn shared_limiter(
     config: &ServeConfig,
 ) -> Result<Option<Arc<dyn gk_sandbox::SharedLimiter>>, ServerError> {
     let (true, Some(url)) = (config.cluster.enabled, &config.redis_url) else {
         return Ok(None);
     };
-    let limiter = gk_core::cluster::RedisLimiter::connect(url, &config.cluster.prefix)
-        .await
+    let limiter = gk_core::cluster::RedisLimiter::connect_lazy(url, &config.cluster.namespace())
         .map_err(|source| ServerError::Service {
             key: "redis_url".to_owned(),
             source,
@@ -90,12 +90,26 @@ pub(crate) async fn job_claims(
     }
     let node = config.cluster.node_id_or_default(config.listen.port());
     Ok(Some(match &config.redis_url {
-        Some(url) => gk_core::cluster::RedisJobClaims::connect(url, &config.cluster.prefix, &node)
-            .await
-            .map_err(|source| ServerError::Service {
-                key: "redis_url".to_owned(),
-                source,
-            })?,
+        Some(url) => {
+            gk_core::cluster::RedisJobClaims::connect(url, &config.cluster.namespace(), &node)
+                .await
+                .map_err(|source| ServerError::Service {
+                    key: "redis_url".to_owned(),
+                    source,
+                })?
+        }
         None => gk_core::cluster::StoreJobClaims::new(store.clone(), &node),
     }))
+}
+
+/// The address other nodes reach this one at: `advertise`, else the listen address (with a
+/// warning when that is a wildcard no other node can connect to).
+fn advertised(advertise: Option<&str>, addr: SocketAddr) -> String {
+    if let Some(address) = advertise {
+        return address.to_owned();
+    }
+    if addr.ip().is_unspecified() {
+        tracing::warn!(%addr, "the node listens on a wildcard address: set cluster.advertise to the host:port other nodes reach it at, or the merged log view leaves this node out");
+    }
+    addr.to_string()
 }

@@ -30,7 +30,10 @@ impl Drop for ConfigReload {
 }
 
 /// Starts reloading `values` from `running`'s file and the process environment.
-pub(crate) fn follow(running: &ServeConfig, values: ConfigValues) -> Result<ConfigReload, notify::Error> {
+pub(crate) fn follow(
+    running: &ServeConfig,
+    values: ConfigValues,
+) -> Result<ConfigReload, notify::Error> {
     let (wake, mut woken) = mpsc::channel::<&'static str>(4);
     let watcher = match &running.config_file {
         Some(file) => Some(watch_file(file.clone(), wake.clone())?),

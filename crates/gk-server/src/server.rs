@@ -290,7 +290,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     if config.store_url() != config.database_url() {
         store.adopt_tables_from(&connection).await?;
     }
-    let sandbox_config = sandbox_config(&databases, crate::cluster::shared_limiter(config).await?);
+    let sandbox_config = sandbox_config(&databases, crate::cluster::shared_limiter(config)?);
     let claims = crate::cluster::job_claims(config, &store).await?;
     let logs = Arc::new(PluginLogs::with_limits(LogLimits {
         entries: LOG_RING,

@@ -500,6 +500,46 @@ async fn changes_reach_every_node(cluster: &Cluster) -> Result<(), String> {
         view["plugins"]["probe"]["calls"].as_u64().unwrap_or(0) > 50,
         "{view}"
     );
+    // The logs of the load's calls, merged from the three nodes that took them.
+    let (status, logs) = send(
+        a.addr,
+        "GET",
+        "/api/v1/plugins/logs?plugin=probe&limit=1000",
+        Some(token),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{logs}");
+    let mut writers: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["node"].as_str())
+        .collect();
+    writers.sort_unstable();
+    writers.dedup();
+    assert_eq!(writers, ["a", "b", "c"], "merged logs come from every node");
+    let (status, local) = send(
+        a.addr,
+        "GET",
+        "/api/v1/plugins/logs?plugin=probe&node=local",
+        Some(token),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{local}");
+    assert!(
+        local
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("node").is_none()),
+        "{local}"
+    );
+    // Nodes read each other's logs with a proof signed for that one request, never with a
+    // user's token: an admin token alone does not open the node endpoint.
+    let (status, reply) = send(a.addr, "GET", "/api/v1/cluster/logs", Some(token), "").await;
+    assert_eq!(status, 401, "{reply}");
 
     // Removed through D: every node stops serving it.
     let (status, reply) = send(d.addr, "DELETE", "/api/v1/plugins/probe", Some(token), "").await;

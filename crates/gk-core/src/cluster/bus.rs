@@ -105,9 +105,12 @@ impl Bus {
     }
 }
 
+/// A client that connects in the background and keeps reconnecting: a node starts, and keeps
+/// serving, while Redis is down.
 fn redis_client(url: &str) -> Result<fred::clients::Client, CoreError> {
-    let config = Config::from_url(url)
+    let mut config = Config::from_url(url)
         .map_err(|e| CoreError::Config(format!("cluster redis_url {url}: {e}")))?;
+    config.fail_fast = false;
     Builder::from_config(config)
         .with_connection_config(|c| {
             c.connection_timeout = REDIS_TIMEOUT;
@@ -144,19 +147,9 @@ pub(crate) async fn connect(
 ) -> Result<(Bus, tokio::task::JoinHandle<()>), CoreError> {
     if let Some(url) = redis_url {
         let publisher = redis_client(url)?;
-        publisher
-            .init()
-            .await
-            .map_err(|e| CoreError::Config(format!("cluster redis_url {url}: {e}")))?;
+        let _connection = publisher.connect();
         let subscriber = redis_client(url)?;
-        subscriber
-            .init()
-            .await
-            .map_err(|e| CoreError::Config(format!("cluster redis_url {url}: {e}")))?;
-        subscriber
-            .subscribe(channel.clone())
-            .await
-            .map_err(|e| CoreError::Config(format!("cluster redis_url {url}: {e}")))?;
+        let _connection = subscriber.connect();
         let task = tokio::spawn(redis_subscriber(subscriber, channel, node, signals));
         return Ok((Bus::Redis(publisher), task));
     }
@@ -177,6 +170,30 @@ pub(crate) async fn connect(
     Ok((Bus::None, tokio::spawn(async {})))
 }
 
+/// Subscribes to `channel`, trying again (every second, then less often) until it works.
+async fn subscribe(subscriber: &fred::clients::Client, channel: &str) {
+    let mut pause = LISTEN_RETRY;
+    let mut warned = false;
+    loop {
+        match subscriber.subscribe(channel.to_owned()).await {
+            Ok(()) => {
+                if warned {
+                    tracing::info!(%channel, "cluster: subscribed to the control channel again");
+                }
+                return;
+            }
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(%channel, %error, "cluster: cannot subscribe to the control channel; changes arrive by reconciliation until it works");
+                    warned = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 async fn redis_subscriber(
     subscriber: fred::clients::Client,
     channel: String,
@@ -185,6 +202,10 @@ async fn redis_subscriber(
 ) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
+    subscribe(&subscriber, &channel).await;
+    if signals.send(Signal::Resync).is_err() {
+        return;
+    }
     loop {
         tokio::select! {
             message = messages.recv() => match message {
@@ -207,9 +228,7 @@ async fn redis_subscriber(
             reconnect = reconnects.recv() => match reconnect {
                 Ok(server) => {
                     tracing::info!(%server, "cluster: Redis is back; subscribing again and reconciling");
-                    if let Err(error) = subscriber.subscribe(channel.clone()).await {
-                        tracing::warn!(%error, "cluster: cannot subscribe again; retrying at the next reconnection");
-                    }
+                    subscribe(&subscriber, &channel).await;
                     if signals.send(Signal::Resync).is_err() {
                         return;
                     }
@@ -244,8 +263,17 @@ async fn postgres_subscriber(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "cluster: LISTEN failed; retrying");
-                tokio::time::sleep(LISTEN_RETRY).await;
+                // One warning and one reconciliation per outage, not one a second.
+                tracing::warn!(%error, "cluster: LISTEN failed; retrying until the store answers");
+                let mut pause = LISTEN_RETRY;
+                loop {
+                    tokio::time::sleep(pause).await;
+                    match listener.listen(&channel).await {
+                        Ok(()) => break,
+                        Err(_) => pause = (pause * 2).min(Duration::from_secs(30)),
+                    }
+                }
+                tracing::info!(%channel, "cluster: listening again; reconciling");
                 if signals.send(Signal::Resync).is_err() {
                     return;
                 }

@@ -154,7 +154,7 @@ impl Cluster {
                         signal = signals.recv() => match signal {
                             Some(Signal::Changed(message)) => {
                                 tracing::debug!(plugin = %message.plugin, from = %message.node, change = ?message.change, "cluster: change announced");
-                                reconciler.plugin(&message.plugin).await;
+                                reconciler.plugin(&message.plugin, message.change).await;
                             }
                             Some(Signal::Resync) => reconciler.all().await,
                             None => return,
@@ -169,12 +169,13 @@ impl Cluster {
         let heartbeat = {
             let manager = manager.clone();
             let config = config.clone();
+            let reconciler = Arc::clone(&reconciler);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(config.heartbeat_every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let record = node_record(&config, &manager, started);
+                    let record = node_record(&config, &manager, &reconciler, started);
                     if let Err(error) = manager.store().heartbeat(&record).await {
                         tracing::warn!(%error, "cluster: cannot write this node's heartbeat");
                     }
@@ -258,18 +259,37 @@ pub struct NodeView {
     pub this_node: bool,
 }
 
-/// This node's heartbeat: its counts and each plugin's call counts on this node.
-fn node_record(config: &ClusterConfig, manager: &Manager, started: DateTime<Utc>) -> NodeRecord {
+/// This node's heartbeat: its counts and, for each plugin, its calls on this node, the version
+/// loaded here, and why the stored package does not install here.
+fn node_record(
+    config: &ClusterConfig,
+    manager: &Manager,
+    reconciler: &Reconciler,
+    started: DateTime<Utc>,
+) -> NodeRecord {
     let mut report = serde_json::Map::new();
     let mut loaded = 0_u32;
+    let failures = reconciler.failures();
     for name in manager.names() {
-        if manager.is_loaded(&name).unwrap_or(false) {
+        let mut entry = serde_json::Map::new();
+        if let Ok(registration) = manager.registration(&name) {
             loaded += 1;
+            entry.insert("version".into(), registration.version.into());
         }
         if let Ok(stats) = manager.stats(&name) {
-            report.insert(
-                name,
-                serde_json::json!({ "calls": stats.calls, "errors": stats.errors }),
+            entry.insert("calls".into(), stats.calls.into());
+            entry.insert("errors".into(), stats.errors.into());
+        }
+        report.insert(name, entry.into());
+    }
+    for (name, (sha256, error)) in failures {
+        let entry = report
+            .entry(name)
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(entry) = entry.as_object_mut() {
+            entry.insert(
+                "install_error".into(),
+                serde_json::json!({ "sha256": sha256, "error": error }),
             );
         }
     }

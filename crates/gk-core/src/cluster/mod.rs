@@ -14,6 +14,8 @@ pub mod limits;
 mod membership;
 mod reconcile;
 
+pub(crate) use reconcile::{remove_marker, write_marker};
+
 pub use bus::BusKind;
 pub use jobs::{JobClaimError, JobClaims, RedisJobClaims, StoreJobClaims};
 pub use limits::RedisLimiter;

@@ -75,11 +75,13 @@ impl Manager {
         by: &str,
     ) -> Result<PolicyApplied, ManagerError> {
         let name = policy.plugin_name.clone();
+        let slot = self.slot(&name).ok();
+        let _state = match &slot {
+            Some(slot) => Some(slot.state_lock.lock().await),
+            None => None,
+        };
         let previous = self.inner.store.plugin_policy(&name).await?;
-        let loaded = self
-            .slot(&name)
-            .ok()
-            .and_then(|slot| slot.loaded.load_full());
+        let loaded = slot.as_ref().and_then(|slot| slot.loaded.load_full());
         if let Some(loaded) = &loaded {
             // Checked by compiling it before anything is stored.
             loaded.sandbox.update_policy(policy.clone())?;

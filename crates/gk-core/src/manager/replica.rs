@@ -82,6 +82,7 @@ impl Manager {
     /// blue-green reload for load-time settings). Writes nothing and announces nothing.
     pub async fn apply_stored_state(&self, name: &str) -> Result<StoredStateApplied, ManagerError> {
         let slot = self.slot(name)?;
+        let _state = slot.state_lock.lock().await;
         let mut applied = StoredStateApplied::default();
         let enabled = self.inner.store.plugin_enabled(name).await?;
         if slot.enabled.swap(enabled, Ordering::SeqCst) != enabled {

@@ -214,23 +214,35 @@ impl Store {
             .map(StoredPackage::from))
     }
 
+    /// One stored package without its bytes (`content` and `signature` empty).
+    pub async fn package_entry(&self, name: &str) -> Result<Option<StoredPackage>, StoreError> {
+        Ok(self.package_rows(Some(name)).await?.into_iter().next())
+    }
+
     /// Every stored package (tombstones included) without its bytes: `content` and
     /// `signature` are empty; [`Store::package`] reads them.
     pub async fn package_index(&self) -> Result<Vec<StoredPackage>, StoreError> {
-        let rows: Vec<(String, String, String, bool, DateTime<Utc>, String)> =
-            packages::Entity::find()
-                .select_only()
-                .columns([
-                    packages::Column::Name,
-                    packages::Column::FileName,
-                    packages::Column::Sha256,
-                    packages::Column::Installed,
-                    packages::Column::ChangeTime,
-                    packages::Column::ChangeBy,
-                ])
-                .into_tuple()
-                .all(&self.db)
-                .await?;
+        self.package_rows(None).await
+    }
+
+    async fn package_rows(&self, name: Option<&str>) -> Result<Vec<StoredPackage>, StoreError> {
+        let mut query = packages::Entity::find();
+        if let Some(name) = name {
+            query = query.filter(packages::Column::Name.eq(name));
+        }
+        let rows: Vec<(String, String, String, bool, DateTime<Utc>, String)> = query
+            .select_only()
+            .columns([
+                packages::Column::Name,
+                packages::Column::FileName,
+                packages::Column::Sha256,
+                packages::Column::Installed,
+                packages::Column::ChangeTime,
+                packages::Column::ChangeBy,
+            ])
+            .into_tuple()
+            .all(&self.db)
+            .await?;
         Ok(rows
             .into_iter()
             .map(

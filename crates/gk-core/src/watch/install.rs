@@ -114,12 +114,14 @@ impl Loader {
         signature: Option<&[u8]>,
         by: &str,
     ) -> Result<GkRegistration, InstallError> {
+        let _installs = self.installs.lock().await;
         let registration = self.install_file(file_name, content, signature).await?;
         if self.manager.announces() {
+            let sha256 = sha256_hex(content);
             let package = StoredPackage {
                 name: registration.name.clone(),
                 file_name: file_name.to_owned(),
-                sha256: sha256_hex(content),
+                sha256: sha256.clone(),
                 content: content.to_vec(),
                 signature: signature.map(<[u8]>::to_vec),
                 installed: true,
@@ -134,6 +136,7 @@ impl Loader {
                     plugin: registration.name.clone(),
                     source,
                 })?;
+            crate::cluster::write_marker(self, &registration.name, &sha256);
             self.manager
                 .announce(&registration.name, StateChange::Package);
         }
@@ -248,6 +251,17 @@ impl Loader {
         &self.plugins_dir
     }
 
+    /// Where packages are unpacked.
+    pub(crate) fn managed_dir(&self) -> &Path {
+        &self.managed_dir
+    }
+
+    /// Waits for the installs and removals in progress, and holds off the next until the guard
+    /// is dropped.
+    pub(crate) async fn lock_installs(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.installs.lock().await
+    }
+
     /// The top-level entry a plugin was found in.
     pub(crate) fn entry_of(&self, name: &str) -> Option<PathBuf> {
         self.sources
@@ -271,19 +285,34 @@ impl Loader {
     /// store, so installing it again restores them. On a node of a cluster, every node removes
     /// it.
     pub async fn uninstall(&self, name: &str, by: &str) -> Result<(), InstallError> {
-        self.uninstall_file(name).await?;
-        if self.manager.announces() {
-            let store = self.manager.store();
-            let stored = store.package(name).await;
-            let result = match stored {
-                Ok(Some(_)) => store.remove_package(name, by).await,
-                Ok(None) => Ok(()),
-                Err(error) => Err(error),
-            };
-            result.map_err(|source| InstallError::Store {
+        let _installs = self.installs.lock().await;
+        if !self.manager.announces() {
+            return self.uninstall_file(name).await;
+        }
+        // On a cluster node, a plugin stored for the cluster is removed everywhere even when
+        // this node does not have it (it refused it, say).
+        let store = self.manager.store();
+        let stored = store
+            .package_entry(name)
+            .await
+            .map_err(|source| InstallError::Store {
                 plugin: name.to_owned(),
                 source,
-            })?;
+            })?
+            .filter(|entry| entry.installed);
+        match self.uninstall_file(name).await {
+            Err(InstallError::NotInstalled(_)) if stored.is_some() => {}
+            result => result?,
+        }
+        crate::cluster::remove_marker(self, name);
+        if stored.is_some() {
+            store
+                .remove_package(name, by)
+                .await
+                .map_err(|source| InstallError::Store {
+                    plugin: name.to_owned(),
+                    source,
+                })?;
             self.manager.announce(name, StateChange::Package);
         }
         Ok(())

@@ -27,6 +27,9 @@ pub struct ClusterSettings {
     /// How often a node writes its heartbeat (`cluster.heartbeat_every`,
     /// `GOATKIT_CLUSTER_HEARTBEAT_EVERY`).
     pub heartbeat_every: Duration,
+    /// The `host:port` other nodes reach this node's HTTP at, to merge logs
+    /// (`cluster.advertise`, `GOATKIT_CLUSTER_ADVERTISE`); `None` is the listen address.
+    pub advertise: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -37,6 +40,7 @@ impl Default for ClusterSettings {
             prefix: "goatkit".to_owned(),
             reconcile_every: ClusterConfig::RECONCILE_EVERY,
             heartbeat_every: ClusterConfig::HEARTBEAT_EVERY,
+            advertise: None,
         }
     }
 }
@@ -49,23 +53,52 @@ pub(super) struct FileCluster {
     prefix: Option<String>,
     reconcile_every: Option<String>,
     heartbeat_every: Option<String>,
+    advertise: Option<String>,
 }
 
-/// A node id or prefix: printable, no spaces or `:` (it is part of Redis keys and channels).
-fn name(key: &str, value: &str) -> Result<String, ConfigError> {
+/// The longest prefix: the PostgreSQL channel `gk-cluster:<prefix>:control` must stay within
+/// PostgreSQL's 63-byte identifiers.
+const MAX_PREFIX_BYTES: usize = 40;
+
+/// A node id or prefix: printable, no spaces or `:` (it is part of Redis keys and channels), at
+/// most `max` bytes.
+fn name_of_at_most(key: &str, value: &str, max: usize) -> Result<String, ConfigError> {
     let value = value.trim();
     if value.is_empty()
-        || value.len() > 200
+        || value.len() > max
         || value
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == ':')
     {
         return Err(value_error(
             key,
-            format!("`{value}` is not a name: 1 to 200 characters, no spaces or `:`"),
+            format!("`{value}` is not a name: 1 to {max} bytes, no spaces or `:`"),
         ));
     }
     Ok(value.to_owned())
+}
+
+fn name(key: &str, value: &str) -> Result<String, ConfigError> {
+    name_of_at_most(key, value, 200)
+}
+
+fn prefix(key: &str, value: &str) -> Result<String, ConfigError> {
+    name_of_at_most(key, value, MAX_PREFIX_BYTES)
+}
+
+/// A `host:port` another node can connect to.
+fn host_port(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    let parsed = url::Url::parse(&format!("http://{value}/"))
+        .ok()
+        .filter(|url| url.host_str().is_some() && url.port().is_some() && url.path() == "/");
+    match parsed {
+        Some(_) if !value.contains(['/', '@', '?', '#']) => Ok(value.to_owned()),
+        _ => Err(value_error(
+            key,
+            format!("`{value}` is not a host:port other nodes can reach"),
+        )),
+    }
 }
 
 impl ClusterSettings {
@@ -77,13 +110,16 @@ impl ClusterSettings {
             self.node_id = Some(name("cluster.node_id", &id)?);
         }
         if let Some(prefix) = file.prefix {
-            self.prefix = name("cluster.prefix", &prefix)?;
+            self.prefix = self::prefix("cluster.prefix", &prefix)?;
         }
         if let Some(every) = file.reconcile_every {
             self.reconcile_every = parse_timeout("cluster.reconcile_every", &every)?;
         }
         if let Some(every) = file.heartbeat_every {
             self.heartbeat_every = parse_timeout("cluster.heartbeat_every", &every)?;
+        }
+        if let Some(address) = file.advertise {
+            self.advertise = Some(host_port("cluster.advertise", &address)?);
         }
         Ok(())
     }
@@ -96,7 +132,7 @@ impl ClusterSettings {
             self.node_id = Some(name("GOATKIT_NODE_ID", &id)?);
         }
         if let Some(prefix) = env.get("GOATKIT_CLUSTER_PREFIX") {
-            self.prefix = name("GOATKIT_CLUSTER_PREFIX", &prefix)?;
+            self.prefix = self::prefix("GOATKIT_CLUSTER_PREFIX", &prefix)?;
         }
         if let Some(every) = env.get("GOATKIT_CLUSTER_RECONCILE_EVERY") {
             self.reconcile_every = parse_timeout("GOATKIT_CLUSTER_RECONCILE_EVERY", &every)?;
@@ -104,7 +140,16 @@ impl ClusterSettings {
         if let Some(every) = env.get("GOATKIT_CLUSTER_HEARTBEAT_EVERY") {
             self.heartbeat_every = parse_timeout("GOATKIT_CLUSTER_HEARTBEAT_EVERY", &every)?;
         }
+        if let Some(address) = env.get("GOATKIT_CLUSTER_ADVERTISE") {
+            self.advertise = Some(host_port("GOATKIT_CLUSTER_ADVERTISE", &address)?);
+        }
         Ok(())
+    }
+
+    /// The namespace of the cluster's Redis keys and channel, `gk-cluster:<prefix>`: apart from
+    /// the plugin cache's keys (`plugin:…`, `gk:…`), whatever the prefix.
+    pub fn namespace(&self) -> String {
+        format!("gk-cluster:{}", self.prefix)
     }
 
     /// Sets the node id given on the command line (`gk serve --node-id`).
@@ -144,6 +189,11 @@ mod tests {
         assert_eq!(settings.node_id.as_deref(), Some("node-a"));
         assert_eq!(settings.reconcile_every, Duration::from_secs(2));
         assert_eq!(settings.node_id_or_default(8080), "node-a");
+        assert!(host_port("k", "10.0.0.11:8080").is_ok());
+        assert!(host_port("k", "node-1.internal:80").is_ok());
+        for bad in ["10.0.0.11", "http://x:1", "x:1/path", "a@x:1"] {
+            assert!(host_port("k", bad).is_err(), "{bad}");
+        }
         for bad in ["", "a b", "a:b"] {
             let error = settings.set_node_id(bad).expect_err(bad);
             assert!(error.to_string().starts_with("--node-id: "), "{error}");

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use gk_core::InstallError;
 use gk_core::host::LogEntry;
 use gk_sdk::{GkRegistration, LogLevel};
@@ -12,7 +13,7 @@ use super::error::ApiError;
 use super::{Admin, AppState, map_error};
 
 /// The default and largest number of log entries one request returns.
-const LOG_LIMIT: (usize, usize) = (100, 1000);
+pub(super) const LOG_LIMIT: (usize, usize) = (100, 1000);
 
 fn install_error(state: &AppState, error: InstallError) -> ApiError {
     use StatusCode as S;
@@ -171,9 +172,12 @@ pub(super) async fn upload(
 /// The query of `GET /api/v1/plugins/logs`.
 #[derive(Debug, Deserialize)]
 pub(super) struct LogQuery {
-    plugin: Option<String>,
-    level: Option<String>,
-    limit: Option<usize>,
+    pub(super) plugin: Option<String>,
+    pub(super) level: Option<String>,
+    pub(super) limit: Option<usize>,
+    /// `local`: this node's entries only; by default a node of a cluster merges every live
+    /// node's.
+    pub(super) node: Option<String>,
 }
 
 pub(crate) fn parse_level(level: Option<&str>) -> Result<LogLevel, ApiError> {
@@ -190,15 +194,22 @@ pub(crate) fn parse_level(level: Option<&str>) -> Result<LogLevel, ApiError> {
     }
 }
 
-/// `GET /api/v1/plugins/logs?plugin=&level=&limit=`: newest first.
+/// `GET /api/v1/plugins/logs?plugin=&level=&limit=[&node=local]`: newest first. On a node of
+/// a cluster, every live node's entries merged (each with its `node`), unless `node=local`.
 pub(super) async fn read_logs(
     State(state): State<AppState>,
     _admin: Admin,
     Query(query): Query<LogQuery>,
-) -> Result<Json<Vec<LogEntry>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let level = parse_level(query.level.as_deref())?;
     let limit = query.limit.unwrap_or(LOG_LIMIT.0).min(LOG_LIMIT.1);
-    Ok(Json(state.logs.read(query.plugin.as_deref(), level, limit)))
+    let local: Vec<LogEntry> = state.logs.read(query.plugin.as_deref(), level, limit);
+    match &state.cluster {
+        Some(cluster) if query.node.as_deref() != Some("local") => {
+            Ok(super::cluster_api::merged_logs(cluster, &state.tokens, &query, local, limit).await)
+        }
+        _ => Ok(Json(local).into_response()),
+    }
 }
 
 /// The query of `DELETE /api/v1/plugins/logs`.

@@ -10,13 +10,19 @@ use serde::Serialize;
 
 use super::{Admin, ApiError, AppState};
 
-/// One plugin's calls on the live nodes together.
+/// One plugin's calls on one node, or on the live nodes together.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub(crate) struct ClusterPluginStats {
-    /// Calls on every live node.
+    /// Calls.
     pub(crate) calls: u64,
-    /// Failed calls on every live node.
+    /// Failed calls.
     pub(crate) errors: u64,
+    /// The version loaded on the node (per node only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<String>,
+    /// Why the stored package does not install on the node (per node only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) install_error: Option<serde_json::Value>,
 }
 
 /// A node with its report read.
@@ -60,6 +66,11 @@ fn read_report(report: &str) -> BTreeMap<String, ClusterPluginStats> {
                 ClusterPluginStats {
                     calls: count("calls").unwrap_or(0),
                     errors: count("errors").unwrap_or(0),
+                    version: stats
+                        .get("version")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                    install_error: stats.get("install_error").cloned(),
                 },
             )
         })
@@ -112,6 +123,166 @@ pub(super) async fn cluster(
     }))
 }
 
+/// How long a node waits for another node's logs.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The header naming the live nodes whose logs could not be read.
+const MISSING_NODES: &str = "x-goatkit-missing-nodes";
+/// The header carrying a node's signed request ([`crate::auth::TokenKeys::node_proof`]).
+const NODE_PROOF: &str = "x-goatkit-node-proof";
+/// The path one node reads another's logs at.
+const NODE_LOGS: &str = "/api/v1/cluster/logs";
+
+/// Another live node's own log entries for `query`, asked with a proof signed for that one
+/// request (never with the admin's token, which the node's address, read from the store,
+/// must not receive).
+async fn peer_logs(
+    address: &str,
+    proof: &str,
+    path_and_query: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    use http_body_util::BodyExt;
+    let uri = format!("http://{address}{path_and_query}");
+    let request = hyper::Request::get(&uri)
+        .header(NODE_PROOF, proof)
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = tokio::time::timeout(PEER_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    let body = tokio::time::timeout(PEER_TIMEOUT, response.into_body().collect())
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// This node's `local` entries and every other live node's, each marked with its `node`,
+/// newest first, at most `limit`. A live node that cannot be read is named in the
+/// `x-goatkit-missing-nodes` header.
+pub(super) async fn merged_logs(
+    cluster: &gk_core::cluster::Cluster,
+    tokens: &crate::auth::TokenKeys,
+    query: &super::admin_api::LogQuery,
+    local: Vec<gk_core::host::LogEntry>,
+    limit: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mark = |mut entry: serde_json::Value, node: &str| {
+        if let Some(fields) = entry.as_object_mut() {
+            fields.insert("node".to_owned(), node.into());
+        }
+        entry
+    };
+    let mut entries: Vec<serde_json::Value> = local
+        .iter()
+        .filter_map(|entry| serde_json::to_value(entry).ok())
+        .map(|entry| mark(entry, cluster.node_id()))
+        .collect();
+    let mut missing = Vec::new();
+    let nodes = match cluster.nodes().await {
+        Ok(nodes) => nodes,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the cluster's nodes; showing this node's logs");
+            Vec::new()
+        }
+    };
+    let path_and_query = format!("{NODE_LOGS}?{}", peer_query(query, limit));
+    let proof = tokens.node_proof(cluster.node_id(), &format!("GET {path_and_query}"));
+    let mut peers = tokio::task::JoinSet::new();
+    for node in nodes
+        .into_iter()
+        .filter(|node| node.alive && !node.this_node)
+    {
+        let (path_and_query, proof) = (path_and_query.clone(), proof.clone());
+        peers.spawn(async move {
+            let result = peer_logs(&node.record.address, &proof, &path_and_query).await;
+            (node.record.id, result)
+        });
+    }
+    while let Some(joined) = peers.join_next().await {
+        let Ok((node, result)) = joined else { continue };
+        match result {
+            Ok(peer) => entries.extend(peer.into_iter().map(|entry| mark(entry, &node))),
+            Err(error) => {
+                tracing::warn!(%node, %error, "cannot read another node's logs");
+                missing.push(node);
+            }
+        }
+    }
+    let time = |entry: &serde_json::Value| entry["time_ms"].as_u64().unwrap_or(0);
+    entries.sort_by_key(|entry| std::cmp::Reverse(time(entry)));
+    entries.truncate(limit);
+    let mut response = Json(entries).into_response();
+    if !missing.is_empty()
+        && let Ok(value) = axum::http::HeaderValue::from_str(&missing.join(","))
+    {
+        response.headers_mut().insert(MISSING_NODES, value);
+    }
+    response
+}
+
+/// The query another node is asked: the same filters, its own entries only.
+fn peer_query(query: &super::admin_api::LogQuery, limit: usize) -> String {
+    let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(plugin) = &query.plugin {
+        pairs.append_pair("plugin", plugin);
+    }
+    if let Some(level) = &query.level {
+        pairs.append_pair("level", level);
+    }
+    pairs.append_pair("limit", &limit.to_string());
+    pairs.finish()
+}
+
+/// `GET /api/v1/cluster/logs`: this node's own log entries, for another node of the cluster
+/// (authenticated by its proof for this very request, not by a user's token).
+pub(super) async fn node_logs(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Query(query): axum::extract::Query<super::admin_api::LogQuery>,
+) -> Result<Json<Vec<gk_core::host::LogEntry>>, ApiError> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a node of this cluster's signed request is needed",
+        )
+    };
+    if state.cluster.is_none() {
+        return Err(refused());
+    }
+    let proof = headers
+        .get(NODE_PROOF)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(refused)?;
+    let request = format!(
+        "GET {}",
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    );
+    let node = state
+        .tokens
+        .check_node_proof(proof, &request)
+        .map_err(|error| {
+            tracing::warn!(%error, "a node request was refused");
+            refused()
+        })?;
+    tracing::debug!(%node, "logs read by another node");
+    let level = super::admin_api::parse_level(query.level.as_deref())?;
+    let limit = query
+        .limit
+        .unwrap_or(super::admin_api::LOG_LIMIT.0)
+        .min(super::admin_api::LOG_LIMIT.1);
+    Ok(Json(state.logs.read(query.plugin.as_deref(), level, limit)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +294,8 @@ mod tests {
             report.get("stats"),
             Some(&ClusterPluginStats {
                 calls: 5,
-                errors: 1
+                errors: 1,
+                ..ClusterPluginStats::default()
             })
         );
         assert_eq!(report.get("odd"), Some(&ClusterPluginStats::default()));

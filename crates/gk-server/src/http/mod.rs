@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/cluster", get(cluster_api::cluster))
+        .route("/api/v1/cluster/logs", get(cluster_api::node_logs))
         .route("/api/v1/plugins/{name}/call/{function}", post(call_plugin))
         .route("/api/v1/plugins/{name}/enable", post(enable_plugin))
         .route("/api/v1/plugins/{name}/disable", post(disable_plugin))
