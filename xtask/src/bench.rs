@@ -20,8 +20,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::{guests, run};
 
+mod cluster;
 mod measure;
 mod scale;
+
+pub(crate) use cluster::bench_cluster;
 
 use measure::{CONNECTIONS, DURATION, Measured, Target};
 
@@ -169,6 +172,14 @@ const UNLIMITED_POLICIES: [(&str, &str); 3] = [
     ),
 ];
 
+/// The release builds' own target directory (`GOATKIT_BENCH_TARGET_DIR`).
+fn bench_target_dir() -> PathBuf {
+    std::env::var_os("GOATKIT_BENCH_TARGET_DIR").map_or_else(
+        || PathBuf::from("/var/tmp/goatkit-bench-target"),
+        PathBuf::from,
+    )
+}
+
 fn cargo_release(target_dir: &Path, args: &[&str]) -> Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
@@ -181,10 +192,7 @@ fn cargo_release(target_dir: &Path, args: &[&str]) -> Result<()> {
 /// Builds, starts, measures and prints the table.
 pub(crate) fn bench(root: &Path) -> Result<()> {
     ensure_wrk()?;
-    let target_dir = std::env::var_os("GOATKIT_BENCH_TARGET_DIR").map_or_else(
-        || PathBuf::from("/var/tmp/goatkit-bench-target"),
-        PathBuf::from,
-    );
+    let target_dir = bench_target_dir();
     guests::build_plugins(root)?;
     cargo_release(
         &target_dir,

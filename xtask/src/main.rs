@@ -6,6 +6,8 @@
 //! - `cargo xtask serve`: builds and starts the server with the example plugins.
 //! - `cargo xtask bench`: HTTP throughput, latency and CPU cost of plugin routes against plain
 //!   axum.
+//! - `cargo xtask bench-cluster`: one `gk serve` node against three on the machine's
+//!   PostgreSQL and Redis, and how fast a policy change reaches the other nodes.
 //! - `cargo xtask fuzz [CASES]`: the differential SQL test (guard against the SQLite engine)
 //!   with many more generated statements than `test` runs, from a seed that changes each run.
 //!
@@ -44,6 +46,10 @@ enum Task {
     /// call, a Stats route, a hello-grpc route and a plain axum handler (release builds, wrk),
     /// printed as a table with ratios to plain axum; then the idle server's CPU share.
     Bench,
+    /// Requests/s of one cluster node against three (PostgreSQL store, Redis bus and shared
+    /// limits, `GK_TEST_POSTGRES_URL` and `GK_TEST_REDIS_URL`), and p50/p99 of a policy
+    /// change's propagation to the other nodes.
+    BenchCluster,
     /// The differential SQL test with many generated statements (default 200000), from a new
     /// seed each run (printed, so a failure can be replayed with GK_SQL_SEED).
     Fuzz {
@@ -63,6 +69,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Task::BuildPlugins => guests::build_plugins(&workspace_root()).map(|_| ()),
         Task::Bench => bench::bench(&workspace_root()),
+        Task::BenchCluster => bench::bench_cluster(&workspace_root()),
         Task::Fuzz { cases } => {
             let seed = std::env::var("GK_SQL_SEED").unwrap_or_else(|_| {
                 std::time::SystemTime::now()

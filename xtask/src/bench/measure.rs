@@ -132,13 +132,29 @@ fn post_script(dir: &Path, body: &str) -> Result<std::path::PathBuf> {
 /// Runs wrk against `target` for [`DURATION`]; `warm_up` runs 1 s on one connection instead
 /// and reads nothing.
 pub(super) fn wrk(work: &Path, target: &Target<'_>, warm_up: bool) -> Result<Option<Measured>> {
+    if warm_up {
+        wrk_with(work, target, &["-t1", "-c1", "-d1s"], true)
+    } else {
+        wrk_with(
+            work,
+            target,
+            &["-t2", "-c", CONNECTIONS, "-d", DURATION, "--latency"],
+            false,
+        )
+    }
+}
+
+/// Runs wrk with `load` (its threads, connections, duration and `--latency`) against `target`;
+/// `warm_up` reads nothing.
+pub(super) fn wrk_with(
+    work: &Path,
+    target: &Target<'_>,
+    load: &[&str],
+    warm_up: bool,
+) -> Result<Option<Measured>> {
     let label = &target.label;
     let mut command = Command::new("wrk");
-    if warm_up {
-        command.args(["-t1", "-c1", "-d1s"]);
-    } else {
-        command.args(["-t2", "-c", CONNECTIONS, "-d", DURATION, "--latency"]);
-    }
+    command.args(load);
     if let Some(token) = target.token {
         command.args(["-H", &format!("Authorization: Bearer {token}")]);
     }

@@ -49,6 +49,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// Reads one HTTP/1.1 response (with `Content-Length`) from a keep-alive connection; fails
 /// unless it is a 200.
 fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<()> {
+    match read_status(stream, buf)? {
+        200 => Ok(()),
+        status => bail!("the call failed: {status}"),
+    }
+}
+
+/// Reads one HTTP/1.1 response (with `Content-Length`) from a keep-alive connection; its
+/// status.
+pub(super) fn read_status(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u16> {
     buf.clear();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -61,9 +70,11 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<()> {
             continue;
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        if !head.starts_with("HTTP/1.1 200") {
-            bail!("the call failed: {head}");
-        }
+        let status = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok())
+            .with_context(|| format!("not an HTTP/1.1 response: {head}"))?;
         let length = head
             .lines()
             .find_map(|line| {
@@ -79,7 +90,7 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<()> {
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        return Ok(());
+        return Ok(status);
     }
 }
 
@@ -116,7 +127,7 @@ fn call_once(address: &str, path: &str, token: &str) -> Result<()> {
     read_response(&mut stream, &mut Vec::new())
 }
 
-fn token(gk: &Path, config: &Path, role: &str) -> Result<String> {
+pub(super) fn token(gk: &Path, config: &Path, role: &str) -> Result<String> {
     let output = Command::new(gk)
         .args(["token", "--user", "bench", "--role", role, "--config"])
         .arg(config)

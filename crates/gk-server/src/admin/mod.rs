@@ -6,6 +6,7 @@
 //! JSON API, then redirects back with a notice (post/redirect/get).
 
 mod list;
+mod nodes;
 mod session;
 
 use axum::Router;
@@ -146,11 +147,16 @@ async fn plugins_page(
             list::PluginRow::from(plugin)
         })
         .collect();
+    let cluster = match &state.cluster {
+        Some(cluster) => Some(nodes::ClusterSection::read(cluster).await),
+        None => None,
+    };
     render(
         &state,
         "admin_plugins.html",
         minijinja::context! {
             title => "Plugins", menu => menu(&state, &headers), plugins => value(plugins),
+            cluster => value(cluster),
             csrf => session.csrf, notice => flash.notice, error => flash.error,
         },
     )
@@ -332,6 +338,9 @@ fn clock(time_ms: u64) -> String {
     )
 }
 
+/// The most entries the log page shows.
+const LOG_PAGE_ENTRIES: usize = 500;
+
 async fn logs_page(
     State(state): State<AppState>,
     session: AdminSession,
@@ -344,15 +353,40 @@ async fn logs_page(
         Ok(level) => level,
         Err(error) => return (error.status, error.message).into_response(),
     };
-    let entries: Vec<serde_json::Value> = state
-        .logs
-        .read(plugin.as_deref(), level, 500)
+    let local = state.logs.read(plugin.as_deref(), level, LOG_PAGE_ENTRIES);
+    // On a node of a cluster, every live node's entries, as the API merges them.
+    let (entries, missing) = match &state.cluster {
+        Some(cluster) => {
+            let filter = crate::http::cluster_api::LogFilter {
+                plugin: plugin.as_deref(),
+                level: Some(&level_name),
+            };
+            let merged = crate::http::cluster_api::cluster_logs(
+                cluster,
+                &state.tokens,
+                filter,
+                local,
+                LOG_PAGE_ENTRIES,
+            )
+            .await;
+            (merged.entries, merged.missing)
+        }
+        None => (
+            local
+                .iter()
+                .filter_map(|entry| serde_json::to_value(entry).ok())
+                .collect(),
+            Vec::new(),
+        ),
+    };
+    let entries: Vec<serde_json::Value> = entries
         .into_iter()
-        .map(|e| {
-            serde_json::json!({
-                "time": clock(e.time_ms), "plugin": e.plugin, "level": e.level,
-                "message": e.message, "fields": e.fields,
-            })
+        .map(|mut entry| {
+            let time = entry["time_ms"].as_u64().unwrap_or(0);
+            if let Some(fields) = entry.as_object_mut() {
+                fields.insert("time".to_owned(), clock(time).into());
+            }
+            entry
         })
         .collect();
     render(
@@ -362,7 +396,7 @@ async fn logs_page(
             title => "Plugin logs", menu => menu(&state, &headers),
             plugins => state.manager.names(), plugin => plugin.unwrap_or_default(),
             level => level_name, entries => value(entries), csrf => session.csrf,
-            notice => filter.notice,
+            notice => filter.notice, cluster => state.cluster.is_some(), missing => missing,
         },
     )
 }

@@ -91,7 +91,12 @@ fn host_port(key: &str, value: &str) -> Result<String, ConfigError> {
     let value = value.trim();
     let parsed = url::Url::parse(&format!("http://{value}/"))
         .ok()
-        .filter(|url| url.host_str().is_some() && url.port().is_some() && url.path() == "/");
+        .filter(|url| url.host_str().is_some() && url.path() == "/");
+    // An explicit port (`Url::port` hides 80, the scheme's default).
+    let has_port = value
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    let parsed = parsed.filter(|_| has_port);
     match parsed {
         Some(_) if !value.contains(['/', '@', '?', '#']) => Ok(value.to_owned()),
         _ => Err(value_error(

@@ -28,10 +28,11 @@ pub(crate) struct ClusterPluginStats {
 /// A node with its report read.
 #[derive(Debug, Serialize)]
 pub(crate) struct NodeReply {
+    /// The node as the store has it.
     #[serde(flatten)]
-    node: gk_core::cluster::NodeView,
+    pub(crate) node: gk_core::cluster::NodeView,
     /// Each plugin's calls on that node.
-    plugins: BTreeMap<String, ClusterPluginStats>,
+    pub(crate) plugins: BTreeMap<String, ClusterPluginStats>,
 }
 
 /// What `GET /api/v1/cluster` answers.
@@ -46,9 +47,9 @@ pub(crate) struct ClusterReply {
     #[serde(skip_serializing_if = "Option::is_none")]
     bus: Option<gk_core::cluster::BusKind>,
     /// Every node that wrote a heartbeat, this one first.
-    nodes: Vec<NodeReply>,
+    pub(crate) nodes: Vec<NodeReply>,
     /// Each plugin's calls summed over the live nodes.
-    plugins: BTreeMap<String, ClusterPluginStats>,
+    pub(crate) plugins: BTreeMap<String, ClusterPluginStats>,
 }
 
 /// A node's report (`{"<plugin>": {"calls": n, "errors": n}}`); what cannot be read counts as
@@ -91,14 +92,22 @@ pub(super) async fn cluster(
             plugins: BTreeMap::new(),
         }));
     };
-    let nodes = cluster.nodes().await.map_err(|error| {
+    cluster_view(cluster).await.map(Json).map_err(|error| {
         tracing::error!(%error, "cannot read the cluster's nodes");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             "the store cannot be read",
         )
-    })?;
+    })
+}
+
+/// The nodes of `cluster` with their reports read, and each plugin's calls summed over the
+/// live ones (what `GET /api/v1/cluster` answers and the admin page shows).
+pub(crate) async fn cluster_view(
+    cluster: &gk_core::cluster::Cluster,
+) -> Result<ClusterReply, gk_core::StoreError> {
+    let nodes = cluster.nodes().await?;
     let mut totals: BTreeMap<String, ClusterPluginStats> = BTreeMap::new();
     let nodes = nodes
         .into_iter()
@@ -114,13 +123,13 @@ pub(super) async fn cluster(
             NodeReply { node, plugins }
         })
         .collect();
-    Ok(Json(ClusterReply {
+    Ok(ClusterReply {
         enabled: true,
         node_id: Some(cluster.node_id().to_owned()),
         bus: Some(cluster.bus()),
         nodes,
         plugins: totals,
-    }))
+    })
 }
 
 /// How long a node waits for another node's logs.
@@ -163,17 +172,23 @@ async fn peer_logs(
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
-/// This node's `local` entries and every other live node's, each marked with its `node`,
-/// newest first, at most `limit`. A live node that cannot be read is named in the
-/// `x-goatkit-missing-nodes` header.
-pub(super) async fn merged_logs(
+/// Log entries of every live node of a cluster, newest first.
+pub(crate) struct ClusterLogs {
+    /// The entries (as `GET /api/v1/plugins/logs` answers them), each with its `node`.
+    pub(crate) entries: Vec<serde_json::Value>,
+    /// The live nodes whose entries could not be read.
+    pub(crate) missing: Vec<String>,
+}
+
+/// This node's `local` entries and every other live node's entries for the same `plugin` and
+/// `level`, each marked with its `node`, newest first, at most `limit`.
+pub(crate) async fn cluster_logs(
     cluster: &gk_core::cluster::Cluster,
     tokens: &crate::auth::TokenKeys,
-    query: &super::admin_api::LogQuery,
+    filter: LogFilter<'_>,
     local: Vec<gk_core::host::LogEntry>,
     limit: usize,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+) -> ClusterLogs {
     let mark = |mut entry: serde_json::Value, node: &str| {
         if let Some(fields) = entry.as_object_mut() {
             fields.insert("node".to_owned(), node.into());
@@ -193,7 +208,7 @@ pub(super) async fn merged_logs(
             Vec::new()
         }
     };
-    let path_and_query = format!("{NODE_LOGS}?{}", peer_query(query, limit));
+    let path_and_query = format!("{NODE_LOGS}?{}", peer_query(filter, limit));
     let proof = tokens.node_proof(cluster.node_id(), &format!("GET {path_and_query}"));
     let mut peers = tokio::task::JoinSet::new();
     for node in nodes
@@ -219,6 +234,35 @@ pub(super) async fn merged_logs(
     let time = |entry: &serde_json::Value| entry["time_ms"].as_u64().unwrap_or(0);
     entries.sort_by_key(|entry| std::cmp::Reverse(time(entry)));
     entries.truncate(limit);
+    missing.sort();
+    ClusterLogs { entries, missing }
+}
+
+/// Which log entries to read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogFilter<'a> {
+    /// One plugin's, or every plugin's.
+    pub(crate) plugin: Option<&'a str>,
+    /// The lowest level, as the query names it.
+    pub(crate) level: Option<&'a str>,
+}
+
+/// [`cluster_logs`] as `GET /api/v1/plugins/logs` answers them: a live node that cannot be
+/// read is named in the `x-goatkit-missing-nodes` header.
+pub(super) async fn merged_logs(
+    cluster: &gk_core::cluster::Cluster,
+    tokens: &crate::auth::TokenKeys,
+    query: &super::admin_api::LogQuery,
+    local: Vec<gk_core::host::LogEntry>,
+    limit: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let filter = LogFilter {
+        plugin: query.plugin.as_deref(),
+        level: query.level.as_deref(),
+    };
+    let ClusterLogs { entries, missing } =
+        cluster_logs(cluster, tokens, filter, local, limit).await;
     let mut response = Json(entries).into_response();
     if !missing.is_empty()
         && let Ok(value) = axum::http::HeaderValue::from_str(&missing.join(","))
@@ -229,12 +273,12 @@ pub(super) async fn merged_logs(
 }
 
 /// The query another node is asked: the same filters, its own entries only.
-fn peer_query(query: &super::admin_api::LogQuery, limit: usize) -> String {
+fn peer_query(filter: LogFilter<'_>, limit: usize) -> String {
     let mut pairs = url::form_urlencoded::Serializer::new(String::new());
-    if let Some(plugin) = &query.plugin {
+    if let Some(plugin) = filter.plugin {
         pairs.append_pair("plugin", plugin);
     }
-    if let Some(level) = &query.level {
+    if let Some(level) = filter.level {
         pairs.append_pair("level", level);
     }
     pairs.append_pair("limit", &limit.to_string());

@@ -4,7 +4,7 @@
 
 mod admin_api;
 mod auth;
-mod cluster_api;
+pub(crate) mod cluster_api;
 pub mod error;
 pub mod headers;
 pub mod metrics;
