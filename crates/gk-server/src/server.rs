@@ -406,7 +406,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     let pages = Arc::new(crate::pages::Pages::new());
     let app = router(AppState {
         manager: manager.clone(),
-        tokens: tokens.clone(),
+        tokens: Arc::new(tokens.clone()),
         request_timeout: config.request_timeout,
         metrics_token: config.metrics_token.clone(),
         loader: loader.clone(),

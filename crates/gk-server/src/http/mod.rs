@@ -40,8 +40,9 @@ pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 pub struct AppState {
     /// The plugins.
     pub manager: Manager,
-    /// Checks bearer tokens.
-    pub tokens: TokenKeys,
+    /// Checks bearer tokens. Shared: axum clones the state for every request, and the keys
+    /// are not cheap to copy.
+    pub tokens: Arc<TokenKeys>,
     /// How long a request may take.
     pub request_timeout: std::time::Duration,
     /// A token that reads `/metrics` besides admin tokens (for scrapers).
