@@ -40,6 +40,8 @@ pub struct Loader {
     /// Held by each install or removal through the platform (an upload, a removal, the
     /// cluster's reconciliation) from its first file operation to its record in the store.
     installs: tokio::sync::Mutex<()>,
+    /// The cluster's package seal, set when the node joins a cluster.
+    package_seal: std::sync::OnceLock<crate::cluster::PackageSeal>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -85,6 +87,7 @@ impl Loader {
             sources: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             installs: tokio::sync::Mutex::new(()),
+            package_seal: std::sync::OnceLock::new(),
         })
     }
 

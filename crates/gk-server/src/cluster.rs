@@ -54,6 +54,13 @@ pub(crate) async fn join(
             heartbeat_every: settings.heartbeat_every,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             address: advertised(settings.advertise.as_deref(), addr),
+            // `check` refused a cluster without one.
+            secret: config
+                .token_secret
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec(),
         },
         manager.clone(),
         Arc::clone(loader),

@@ -482,6 +482,55 @@ async fn changes_reach_every_node(cluster: &Cluster) -> Result<(), String> {
     )
     .await;
 
+    // A row no node sealed (written into the database by something else) is code no node
+    // runs: every node reports it refused, none lists it.
+    let forged = proxy_module_registering(
+        r#"{"name":"forged","version":"6.6.6","description":"written straight into the store"}"#,
+    );
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &forged));
+    let store = sea_orm::Database::connect(&cluster.database.url)
+        .await
+        .unwrap();
+    store
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "INSERT INTO gk_packages (name, file_name, sha256, content, installed, change_time, \
+             change_by, seal) VALUES ('forged', 'forged.wasm', $1, $2, true, now(), 'intruder', $3)",
+            [sha256.into(), forged.into(), "00".repeat(32).into()],
+        ))
+        .await
+        .unwrap();
+    let refusals = until(
+        "every node to refuse the forged row",
+        Duration::from_secs(15),
+        async || {
+            let (_, view) = send(c.addr, "GET", "/api/v1/cluster", Some(token), "").await;
+            let live: Vec<&Value> = view["nodes"]
+                .as_array()?
+                .iter()
+                .filter(|node| node["alive"] == true)
+                .collect();
+            let refusals: Vec<String> = live
+                .iter()
+                .filter_map(|node| node["plugins"]["forged"]["install_error"]["error"].as_str())
+                .map(str::to_owned)
+                .collect();
+            (refusals.len() == live.len() && live.len() >= 3).then_some(refusals)
+        },
+    )
+    .await;
+    assert!(
+        refusals.iter().all(|error| error.contains("not sealed")),
+        "{refusals:?}"
+    );
+    for node in [&a, &b, &c] {
+        assert_eq!(listed_version(node, token, "forged").await, None);
+    }
+    store
+        .execute_unprepared("DELETE FROM gk_packages WHERE name = 'forged'")
+        .await
+        .unwrap();
+
     // One view: every node, alive, from any node.
     let (status, view) = send(c.addr, "GET", "/api/v1/cluster", Some(token), "").await;
     assert_eq!(status, 200, "{view}");

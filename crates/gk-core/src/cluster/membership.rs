@@ -27,7 +27,7 @@ use crate::manager::{ChangeListener, StateChange};
 use crate::{CoreError, Loader, Manager, NodeRecord, StoreError};
 
 /// How a node takes part in a cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// This node's id, unique in the cluster.
     pub node_id: String,
@@ -47,6 +47,22 @@ pub struct ClusterConfig {
     pub version: String,
     /// Where this node serves HTTP.
     pub address: String,
+    /// Keys the seals of the stored packages ([`super::PackageSeal`]): the same on every node,
+    /// never in the database (gk-server passes its `token_secret`).
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("prefix", &self.prefix)
+            .field("reconcile_every", &self.reconcile_every)
+            .field("heartbeat_every", &self.heartbeat_every)
+            .field("version", &self.version)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterConfig {
@@ -128,6 +144,7 @@ impl Cluster {
         )
         .await?;
         let bus_kind = bus.kind();
+        loader.set_package_seal(super::PackageSeal::from_secret(&config.secret));
         let reconciler = Arc::new(Reconciler::new(manager.clone(), loader));
         reconciler.all().await;
 

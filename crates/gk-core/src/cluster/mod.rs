@@ -5,6 +5,8 @@
 //!   nodes' heartbeats (see the `membership` module).
 //! - [`limits`]: rate limits held for the whole cluster in Redis ([`RedisLimiter`]), with each
 //!   node's own limits deciding while Redis does not answer.
+//! - [`PackageSeal`]: the HMAC every stored package carries, so a node installs only what a
+//!   node of its own cluster stored.
 //! - [`jobs`]: each occurrence of a plugin job claimed by one node only ([`JobClaims`], in Redis
 //!   or in the store's database).
 
@@ -13,6 +15,7 @@ pub mod jobs;
 pub mod limits;
 mod membership;
 mod reconcile;
+mod seal;
 
 pub(crate) use reconcile::{remove_marker, write_marker};
 
@@ -20,3 +23,4 @@ pub use bus::BusKind;
 pub use jobs::{JobClaimError, JobClaims, RedisJobClaims, StoreJobClaims};
 pub use limits::RedisLimiter;
 pub use membership::{Cluster, ClusterConfig, ClusterError, NodeView};
+pub use seal::PackageSeal;

@@ -196,6 +196,20 @@ impl Reconciler {
 
     /// Makes the plugins directory hold what `entry` (an index entry, without bytes) says.
     async fn package(&self, entry: &StoredPackage) {
+        // A row no node of this cluster sealed is not acted on: it would run its bytes here.
+        if !self
+            .loader
+            .package_seal()
+            .is_some_and(|seal| seal.verify(entry))
+        {
+            self.fail(
+                entry,
+                "the stored row is not sealed by a node of this cluster (written by something \
+                 else, or by nodes with another token_secret): refused"
+                    .to_owned(),
+            );
+            return;
+        }
         let _installs = self.loader.lock_installs().await;
         let target = self.loader.plugins_dir().join(&entry.file_name);
         let local = self.digest(&target).await;
@@ -244,6 +258,18 @@ impl Reconciler {
                 return;
             }
         };
+        // Read again with its bytes: the row may have changed since the index was read.
+        if !self
+            .loader
+            .package_seal()
+            .is_some_and(|seal| seal.verify(&stored))
+        {
+            self.fail(
+                &stored,
+                "the stored row is not sealed by a node of this cluster: refused".to_owned(),
+            );
+            return;
+        }
         if sha256_hex(&stored.content) != stored.sha256 {
             self.fail(
                 &stored,

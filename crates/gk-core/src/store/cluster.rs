@@ -42,6 +42,9 @@ pub(crate) mod packages {
         pub change_time: DateTimeUtc,
         #[sea_orm(column_type = "String(StringLen::N(200))")]
         pub change_by: String,
+        /// The writing node's seal (`cluster::PackageSeal`), in hex.
+        #[sea_orm(column_type = "String(StringLen::N(64))")]
+        pub seal: String,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -95,6 +98,9 @@ pub struct StoredPackage {
     pub changed: DateTime<Utc>,
     /// Who installed or removed it.
     pub changed_by: String,
+    /// The HMAC of the node that wrote it (`cluster::PackageSeal`), in hex: a node installs
+    /// or removes nothing whose seal is not its cluster's.
+    pub seal: String,
 }
 
 /// What a node last said of itself.
@@ -156,6 +162,7 @@ impl From<packages::Model> for StoredPackage {
             installed: row.installed,
             changed: row.change_time,
             changed_by: row.change_by,
+            seal: row.seal,
         }
     }
 }
@@ -186,6 +193,7 @@ impl Store {
             installed: ActiveValue::Set(package.installed),
             change_time: ActiveValue::Set(package.changed),
             change_by: ActiveValue::Set(package.changed_by.clone()),
+            seal: ActiveValue::Set(package.seal.clone()),
         };
         packages::Entity::insert(row)
             .on_conflict(
@@ -198,6 +206,7 @@ impl Store {
                         packages::Column::Installed,
                         packages::Column::ChangeTime,
                         packages::Column::ChangeBy,
+                        packages::Column::Seal,
                     ])
                     .to_owned(),
             )
@@ -230,7 +239,8 @@ impl Store {
         if let Some(name) = name {
             query = query.filter(packages::Column::Name.eq(name));
         }
-        let rows: Vec<(String, String, String, bool, DateTime<Utc>, String)> = query
+        type Row = (String, String, String, bool, DateTime<Utc>, String, String);
+        let rows: Vec<Row> = query
             .select_only()
             .columns([
                 packages::Column::Name,
@@ -239,6 +249,7 @@ impl Store {
                 packages::Column::Installed,
                 packages::Column::ChangeTime,
                 packages::Column::ChangeBy,
+                packages::Column::Seal,
             ])
             .into_tuple()
             .all(&self.db)
@@ -246,7 +257,7 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(name, file_name, sha256, installed, changed, changed_by)| StoredPackage {
+                |(name, file_name, sha256, installed, changed, changed_by, seal)| StoredPackage {
                     name,
                     file_name,
                     sha256,
@@ -255,14 +266,17 @@ impl Store {
                     installed,
                     changed,
                     changed_by,
+                    seal,
                 },
             )
             .collect())
     }
 
-    /// Marks a package removed, dropping its bytes (the row stays as a tombstone).
-    pub async fn remove_package(&self, name: &str, by: &str) -> Result<(), StoreError> {
+    /// Marks a package removed, dropping its bytes (the row stays as a tombstone, with
+    /// `seal`, the writing node's seal of the removal).
+    pub async fn remove_package(&self, name: &str, by: &str, seal: &str) -> Result<(), StoreError> {
         packages::Entity::update_many()
+            .col_expr(packages::Column::Seal, seal.to_owned().into())
             .col_expr(packages::Column::Installed, false.into())
             .col_expr(packages::Column::Content, Vec::<u8>::new().into())
             .col_expr(packages::Column::Signature, Option::<Vec<u8>>::None.into())

@@ -118,6 +118,7 @@ impl Loader {
         let registration = self.install_file(file_name, content, signature).await?;
         if self.manager.announces() {
             let sha256 = sha256_hex(content);
+            let seal = self.seal_of(&registration.name, file_name, &sha256, true);
             let package = StoredPackage {
                 name: registration.name.clone(),
                 file_name: file_name.to_owned(),
@@ -127,6 +128,7 @@ impl Loader {
                 installed: true,
                 changed: chrono::Utc::now(),
                 changed_by: by.to_owned(),
+                seal,
             };
             self.manager
                 .store()
@@ -141,6 +143,30 @@ impl Loader {
                 .announce(&registration.name, StateChange::Package);
         }
         Ok(registration)
+    }
+
+    /// Sets the cluster's package seal (once, when the node joins a cluster).
+    pub(crate) fn set_package_seal(&self, seal: crate::cluster::PackageSeal) {
+        if self.package_seal.set(seal).is_err() {
+            tracing::warn!("the loader already has a package seal; ignoring another");
+        }
+    }
+
+    /// The cluster's package seal, once the node joined a cluster.
+    pub(crate) fn package_seal(&self) -> Option<&crate::cluster::PackageSeal> {
+        self.package_seal.get()
+    }
+
+    /// The seal of a row with these fields; empty (refused by every node) when no seal is
+    /// set, which a node that announces changes always has.
+    fn seal_of(&self, name: &str, file_name: &str, sha256: &str, installed: bool) -> String {
+        match self.package_seal() {
+            Some(seal) => seal.seal(name, file_name, sha256, installed),
+            None => {
+                tracing::error!(plugin = %name, "no package seal: the other nodes will refuse this change");
+                String::new()
+            }
+        }
     }
 
     /// Installs a plugin file on this node only (what [`Loader::install`] does before it
@@ -305,9 +331,10 @@ impl Loader {
             result => result?,
         }
         crate::cluster::remove_marker(self, name);
-        if stored.is_some() {
+        if let Some(stored) = stored {
+            let seal = self.seal_of(name, &stored.file_name, &stored.sha256, false);
             store
-                .remove_package(name, by)
+                .remove_package(name, by, &seal)
                 .await
                 .map_err(|source| InstallError::Store {
                     plugin: name.to_owned(),
