@@ -23,6 +23,7 @@ pub mod host;
 mod manager;
 pub mod packaging;
 pub mod plugin_files;
+mod schedule;
 mod scheduler;
 pub mod signing;
 mod store;
@@ -34,6 +35,7 @@ pub use manager::{
     PluginStats, PolicyApplied, RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS,
     ROUTE_MIDDLEWARE, StateChange, StoredStateApplied, TranslationConflict, check_link,
 };
-pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler, parse_schedule};
+pub use schedule::{ScheduleError, parse_schedule};
+pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler};
 pub use store::{NodeRecord, Store, StoreError, StoredPackage};
 pub use watch::{DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchHandle};

@@ -13,25 +13,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use gk_sdk::JobSpec;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::cluster::jobs::{JobClaimError, JobClaims};
+use crate::schedule::parse_schedule;
 use crate::{Manager, ManagerError};
 
 /// How long a job may run when its registration gives no timeout.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Parses a cron schedule (5 or 6 fields; the seconds field is optional).
-pub fn parse_schedule(schedule: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(schedule)
-        .map_err(|e| format!("schedule `{schedule}` is not a cron expression: {e}"))
-}
 
 /// Counters of one job.
 #[derive(Debug, Default)]
@@ -120,9 +111,9 @@ impl Scheduler {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let mut count = 0;
         for job in registration.jobs.iter().filter(|job| job.enabled) {
-            let cron = parse_schedule(&job.schedule).map_err(|problem| ManagerError::Invalid {
+            let cron = parse_schedule(&job.schedule).map_err(|e| ManagerError::Invalid {
                 plugin: plugin.to_owned(),
-                problem,
+                problem: e.to_string(),
             })?;
             let counters = Arc::new(JobCounters::default());
             let task = tokio::spawn(run_job(JobTask {

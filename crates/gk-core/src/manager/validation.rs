@@ -117,7 +117,7 @@ impl Manager {
         };
         gk_sdk::validate_plugin_name(&registration.name).map_err(|e| invalid(e.to_string()))?;
         for job in &registration.jobs {
-            crate::parse_schedule(&job.schedule)
+            crate::schedule::parse_schedule(&job.schedule)
                 .map_err(|problem| invalid(format!("job `{}`: {problem}", job.id)))?;
         }
         check_menu(&registration.menu_items).map_err(invalid)?;
