@@ -98,8 +98,7 @@ pub(crate) async fn job_claims(
     let node = config.cluster.node_id_or_default(config.listen.port());
     Ok(Some(match &config.redis_url {
         Some(url) => {
-            gk_core::cluster::RedisJobClaims::connect(url, &config.cluster.namespace(), &node)
-                .await
+            gk_core::cluster::RedisJobClaims::connect_lazy(url, &config.cluster.namespace(), &node)
                 .map_err(|source| ServerError::Service {
                     key: "redis_url".to_owned(),
                     source,

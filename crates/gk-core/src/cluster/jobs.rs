@@ -78,6 +78,14 @@ pub trait JobClaims: Send + Sync + std::fmt::Debug {
     fn node(&self) -> &str;
 }
 
+/// The error of a Redis for job claims that cannot be opened (its password left out).
+fn open_error(redis_url: &str, error: &RedisError) -> CoreError {
+    CoreError::Config(format!(
+        "job claims in Redis {}: {error}",
+        super::limits::redacted(redis_url)
+    ))
+}
+
 /// Claims in Redis: one key per occurrence, set only if absent.
 pub struct RedisJobClaims {
     pool: Pool,
@@ -99,13 +107,30 @@ impl RedisJobClaims {
     /// are made as `node`. Fails when the URL is not one or the server does not answer; once
     /// connected, connections lost are re-established in the background.
     pub async fn connect(redis_url: &str, key_prefix: &str, node: &str) -> CoreResult<Arc<Self>> {
-        let open_error = |e: RedisError| {
-            CoreError::Config(format!(
-                "job claims in Redis {}: {e}",
-                super::limits::redacted(redis_url)
-            ))
-        };
-        let pool = Builder::from_config(Config::from_url(redis_url).map_err(open_error)?)
+        let claims = Self::build(redis_url, key_prefix, node)?;
+        if let Err(error) = claims.pool.init().await {
+            let _ = claims.pool.quit().await;
+            return Err(open_error(redis_url, &error));
+        }
+        Ok(Arc::new(claims))
+    }
+
+    /// Like [`RedisJobClaims::connect`], but connects in the background: a node starts while
+    /// Redis is down, and its claims fail (so occurrences are skipped, never run everywhere)
+    /// until Redis answers. Fails only when `redis_url` is not a Redis URL.
+    pub fn connect_lazy(redis_url: &str, key_prefix: &str, node: &str) -> CoreResult<Arc<Self>> {
+        let claims = Self::build(redis_url, key_prefix, node)?;
+        super::limits::connect_until_up(
+            &claims.pool,
+            "job claims",
+            super::limits::redacted(redis_url),
+        );
+        Ok(Arc::new(claims))
+    }
+
+    fn build(redis_url: &str, key_prefix: &str, node: &str) -> CoreResult<Self> {
+        let config = Config::from_url(redis_url).map_err(|e| open_error(redis_url, &e))?;
+        let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
@@ -114,16 +139,12 @@ impl RedisJobClaims {
             .with_performance_config(|p| p.default_command_timeout = REDIS_CLAIM_TIMEOUT)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build_pool(1)
-            .map_err(open_error)?;
-        if let Err(error) = pool.init().await {
-            let _ = pool.quit().await;
-            return Err(open_error(error));
-        }
-        Ok(Arc::new(Self {
+            .map_err(|e| open_error(redis_url, &e))?;
+        Ok(Self {
             pool,
             prefix: key_prefix.to_owned(),
             node: node.to_owned(),
-        }))
+        })
     }
 
     /// The key of one occurrence.

@@ -33,6 +33,39 @@ use gk_sandbox::{Admission, LimitSpec, SharedLimitError, SharedLimiter};
 
 use crate::{CoreError, CoreResult};
 
+/// Connects each client of `pool` in the background, trying again (every 100 ms at first,
+/// then at most every 2 s) until it answers; from then on fred's reconnect policy keeps it
+/// connected. (fred's own connect gives up after a failed first connection when commands
+/// are to fail fast while disconnected, as here.) Within a Tokio runtime.
+pub(super) fn connect_until_up(pool: &Pool, what: &'static str, url: String) {
+    for client in pool.clients() {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            let mut said = false;
+            loop {
+                match client.init().await {
+                    Ok(_) => {
+                        if said {
+                            tracing::info!(%url, "{what}: Redis answers");
+                        }
+                        return;
+                    }
+                    Err(error) if !said => {
+                        tracing::warn!(%url, %error, "{what}: Redis does not answer; trying again in the background");
+                        said = true;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%url, %error, "{what}: Redis does not answer yet")
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+}
+
 /// How long one limit check may take before the node's own limits decide.
 pub const LIMIT_COMMAND_TIMEOUT: Duration = Duration::from_millis(80);
 /// How long [`RedisLimiter::connect`] waits for the first connection.
@@ -152,7 +185,7 @@ impl RedisLimiter {
     /// when the URL is not one.
     pub fn connect_lazy(redis_url: &str, key_prefix: &str) -> CoreResult<Arc<Self>> {
         let limiter = Self::build(redis_url, key_prefix)?;
-        let _handles = limiter.pool.connect_pool();
+        connect_until_up(&limiter.pool, "rate limiter", redacted(redis_url));
         Ok(Arc::new(limiter))
     }
 

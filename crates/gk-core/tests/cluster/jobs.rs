@@ -355,5 +355,32 @@ async fn when_no_claim_can_be_made_the_occurrence_is_skipped_and_counted() {
             .await
             .expect_err("Redis is stopped");
         assert!(matches!(error, JobClaimError::Redis(_)), "{error:?}");
+
+        // A node that starts while Redis is down starts; its claims fail until Redis is up,
+        // then succeed without a restart.
+        let port = crate::free_port();
+        let lazy =
+            RedisJobClaims::connect_lazy(&format!("redis://127.0.0.1:{port}"), "gk-test", "node-b")
+                .expect("a Redis URL");
+        let error = lazy
+            .claim("p", "j", Utc::now())
+            .await
+            .expect_err("no Redis yet");
+        assert!(matches!(error, JobClaimError::Redis(_)), "{error:?}");
+        let _redis = crate::OwnRedis::start(port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match lazy.claim("p", "j", Utc::now()).await {
+                Ok(won) => {
+                    assert!(won, "the first claim of an occurrence wins");
+                    break;
+                }
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "Redis not answering yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("claims never worked after Redis started: {error}"),
+            }
+        }
     }
 }

@@ -251,6 +251,21 @@ async fn a_stopped_redis_leaves_the_local_limits_deciding_and_it_is_said() {
     );
     assert_eq!(sandbox.stats().limit_fallbacks, 10);
     assert_eq!(sandbox.stats().rate_limited as usize, 10 - passed);
+
+    // Redis starts after the node: the limiter connects to it without a restart.
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let _redis = OwnRedis::start(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while config.shared_limit_stats().unwrap().shared_checks == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limiter never reached Redis: {:?}",
+            config.shared_limit_stats()
+        );
+        calls(&sandbox, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!config.shared_limit_stats().unwrap().degraded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
