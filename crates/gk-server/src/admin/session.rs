@@ -60,13 +60,12 @@ impl FromRequestParts<AppState> for AdminSession {
 impl AdminSession {
     /// Refuses a form whose CSRF value is not this session's.
     pub(super) fn check_csrf(&self, sent: &str) -> Result<(), StaleForm> {
-        // Compared without an early exit, so timing tells nothing about the expected value.
-        let (sent, expected) = (sent.as_bytes(), self.csrf.as_bytes());
-        let differences = sent
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if sent.len() == expected.len() && differences == 0 {
+        // In constant time (for a given length), so timing tells nothing about the expected
+        // value; the length is no secret (always 32 hex digits).
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            sent.as_bytes(),
+            self.csrf.as_bytes(),
+        )) {
             Ok(())
         } else {
             Err(StaleForm)
@@ -127,4 +126,40 @@ pub(super) fn sign_out_cookie() -> (axum::http::HeaderName, HeaderValue) {
         SET_COOKIE,
         HeaderValue::from_static("gk_admin=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_must_match_exactly() {
+        let token = "header.payload.signature";
+        let session = AdminSession {
+            claims: Claims {
+                sub: "admin".into(),
+                role: Role::Admin,
+                exp: 0,
+                iat: 0,
+                uid: None,
+                email: None,
+            },
+            csrf: csrf_of(token),
+        };
+        assert_eq!(session.csrf.len(), 32);
+        assert!(session.check_csrf(&csrf_of(token)).is_ok());
+        let expected = csrf_of(token);
+        let mut flipped = expected.clone().into_bytes();
+        flipped[31] = if flipped[31] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for sent in [
+            "",
+            &expected[..31],
+            &format!("{expected}0"),
+            &flipped,
+            &csrf_of("another.token.value"),
+        ] {
+            assert!(session.check_csrf(sent).is_err(), "{sent:?}");
+        }
+    }
 }
