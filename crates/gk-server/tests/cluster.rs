@@ -80,9 +80,12 @@ impl Database {
 struct Cluster {
     dir: PathBuf,
     database: Database,
-    redis_url: String,
+    /// `None`: control messages by PostgreSQL `LISTEN`/`NOTIFY`, no shared limits.
+    redis_url: Option<String>,
     prefix: String,
     token: String,
+    /// `GOATKIT_CLUSTER_RECONCILE_EVERY` of the nodes.
+    reconcile_every: &'static str,
 }
 
 fn free_port() -> u16 {
@@ -105,15 +108,17 @@ impl Cluster {
                 command.env_remove(name);
             }
         }
+        if let Some(url) = &self.redis_url {
+            command.env("GOATKIT_REDIS_URL", url);
+        }
         let log = std::fs::File::create(home.join("serve.log")).unwrap();
         let process = command
             .current_dir(&home)
             .args(["serve", "--listen", &addr.to_string(), "--node-id", id])
             .env("GOATKIT_DATABASE_URL", &self.database.url)
-            .env("GOATKIT_REDIS_URL", &self.redis_url)
             .env("GOATKIT_CLUSTER_ENABLED", "true")
             .env("GOATKIT_CLUSTER_PREFIX", &self.prefix)
-            .env("GOATKIT_CLUSTER_RECONCILE_EVERY", "3s")
+            .env("GOATKIT_CLUSTER_RECONCILE_EVERY", self.reconcile_every)
             .env("GOATKIT_CLUSTER_HEARTBEAT_EVERY", "500ms")
             .env("GOATKIT_TOKEN_SECRET", SECRET)
             .env("RUST_LOG", "info")
@@ -243,7 +248,8 @@ impl Cluster {
             dir: dir.to_owned(),
             prefix: format!("gk-test-{}", database.name),
             database,
-            redis_url,
+            redis_url: Some(redis_url),
+            reconcile_every: "3s",
             token: TokenKeys::from_secret(SECRET.as_bytes())
                 .unwrap()
                 .mint("ada", Role::Admin, Duration::from_secs(3600))
@@ -1080,4 +1086,92 @@ async fn listed_enabled(node: &Node, token: &str) -> bool {
         .as_array()
         .and_then(|plugins| plugins.iter().find(|p| p["name"] == "probe"))
         .is_some_and(|p| p["enabled"] == true)
+}
+
+/// Without Redis, changes travel by PostgreSQL `LISTEN`/`NOTIFY`: with reconciliation too slow
+/// to matter (60 s), an upload through one node is served by the other, and a disable through
+/// it refused there, within the issue's times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_changes_travel_by_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cluster) = Cluster::new(dir.path(), None).await else {
+        return;
+    };
+    cluster.redis_url = None;
+    cluster.reconcile_every = "60s";
+    let result = changes_travel_by_postgres(&cluster).await;
+    cluster.finish(result).await;
+}
+
+async fn changes_travel_by_postgres(cluster: &Cluster) -> Result<(), String> {
+    let token = cluster.token.as_str();
+    let a = cluster.start("a").await;
+    let b = cluster.start("b").await;
+    let failing = |node: &Node, what: &str| {
+        format!("{what}\n--- log of {}:\n{}", node.id, cluster.log_of(node))
+    };
+    // Both nodes listening is not both subscribed: wait for b's heartbeat (written after it
+    // joined, so after its LISTEN).
+    until("b to join", Duration::from_secs(10), async || {
+        let (_, view) = send(a.addr, "GET", "/api/v1/cluster", Some(token), "").await;
+        (view["nodes"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let (_, view) = send(a.addr, "GET", "/api/v1/cluster", Some(token), "").await;
+    assert_eq!(view["bus"], "postgres", "{view}");
+
+    let (status, reply) = upload(
+        a.addr,
+        Some(token),
+        &[("plugin", "probe.wasm", &probe("1.0.0"))],
+    )
+    .await;
+    if status != 201 {
+        return Err(failing(&a, &format!("upload through a: {status} {reply}")));
+    }
+    let start = Instant::now();
+    until(
+        "the upload to reach b by NOTIFY",
+        Duration::from_secs(2),
+        async || {
+            (listed_version(&b, token, "probe").await.as_deref() == Some("1.0.0")).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "install through a seen by b after {} ms (postgres bus)",
+        ms(start)
+    );
+
+    let (status, reply) = send(
+        a.addr,
+        "POST",
+        "/api/v1/plugins/probe/disable",
+        Some(token),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let start = Instant::now();
+    until(
+        "the disable to reach b by NOTIFY",
+        Duration::from_secs(1),
+        async || {
+            let (status, reply) = send(
+                b.addr,
+                "POST",
+                "/api/v1/plugins/probe/call/log",
+                Some(token),
+                r#"{"message":"x"}"#,
+            )
+            .await;
+            (reply["error"]["code"] == "plugin_disabled").then_some(status)
+        },
+    )
+    .await;
+    println!(
+        "disable through a refused by b after {} ms (postgres bus)",
+        ms(start)
+    );
+    Ok(())
 }
