@@ -23,6 +23,7 @@ const SECRET: &str = "cluster-test-secret-0123456789-abcdefghij";
 
 /// A `gk serve` process; killed when dropped.
 struct Node {
+    /// Its directory under the cluster's (its node id, unless started by `start_as`).
     id: String,
     addr: SocketAddr,
     process: Child,
@@ -99,7 +100,13 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts node `id` with its own (empty) plugins and data directories.
     async fn start(&self, id: &str) -> Node {
-        let home = self.dir.join(id);
+        self.start_as(id, id).await
+    }
+
+    /// Starts a node in the directory `dir_name` (its [`Node::id`] here) that says it is
+    /// `id`.
+    async fn start_as(&self, dir_name: &str, id: &str) -> Node {
+        let home = self.dir.join(dir_name);
         std::fs::create_dir_all(&home).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_gk"));
@@ -122,12 +129,12 @@ impl Cluster {
             .env("GOATKIT_CLUSTER_HEARTBEAT_EVERY", "500ms")
             .env("GOATKIT_TOKEN_SECRET", SECRET)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         let node = Node {
-            id: id.to_owned(),
+            id: dir_name.to_owned(),
             addr,
             process,
         };
@@ -1173,5 +1180,24 @@ async fn changes_travel_by_postgres(cluster: &Cluster) -> Result<(), String> {
         "disable through a refused by b after {} ms (postgres bus)",
         ms(start)
     );
+
+    // A second process started with a's id: the two see each other's heartbeats and say so.
+    let twin = cluster.start_as("a-twin", "a").await;
+    let said = |node: &Node| {
+        cluster
+            .log_of(node)
+            .contains("another node uses this node's id")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(said(&a) || said(&twin)) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no duplicate node id reported\n--- a:\n{}\n--- twin:\n{}",
+                cluster.log_of(&a),
+                cluster.log_of(&twin)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

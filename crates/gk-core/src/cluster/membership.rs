@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -25,6 +25,13 @@ use super::bus::{self, BusKind, ControlMessage, Signal};
 use super::reconcile::Reconciler;
 use crate::manager::{ChangeListener, StateChange};
 use crate::{CoreError, Loader, Manager, NodeRecord, StoreError};
+
+/// How long a node that stopped writing heartbeats stays in the view.
+const NODE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Old nodes are pruned on the first heartbeat and every this many after.
+const PRUNE_EVERY_BEATS: u64 = 300;
+/// How often a duplicate node id is said again while it lasts.
+const DUPLICATE_REPEAT: Duration = Duration::from_secs(60);
 
 /// How a node takes part in a cluster.
 #[derive(Clone, PartialEq, Eq)]
@@ -182,7 +189,8 @@ impl Cluster {
             })
         };
 
-        let started = Utc::now();
+        // Whole seconds: what every store keeps of a time, so the row can be recognised.
+        let started = Utc::now().trunc_subsecs(0);
         let heartbeat = {
             let manager = manager.clone();
             let config = config.clone();
@@ -190,12 +198,37 @@ impl Cluster {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(config.heartbeat_every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut beats: u64 = 0;
+                let mut duplicate_said: Option<std::time::Instant> = None;
                 loop {
                     tick.tick().await;
+                    let store = manager.store();
+                    // After this node's first beat, a row of its id with another start time
+                    // was written by another process using the same id.
+                    if beats > 0
+                        && let Ok(Some(row)) = store.node(&config.node_id).await
+                        && row.started != started
+                        && duplicate_said.is_none_or(|at| at.elapsed() >= DUPLICATE_REPEAT)
+                    {
+                        tracing::error!(node = %config.node_id, other_address = %row.address, other_started = %row.started, "cluster: another node uses this node's id; give each node its own --node-id");
+                        duplicate_said = Some(std::time::Instant::now());
+                    }
                     let record = node_record(&config, &manager, &reconciler, started);
-                    if let Err(error) = manager.store().heartbeat(&record).await {
+                    if let Err(error) = store.heartbeat(&record).await {
                         tracing::warn!(%error, "cluster: cannot write this node's heartbeat");
                     }
+                    if beats % PRUNE_EVERY_BEATS == 0 {
+                        let before = Utc::now()
+                            - chrono::Duration::from_std(NODE_RETENTION).unwrap_or_default();
+                        match store.prune_nodes(before).await {
+                            Ok(0) => {}
+                            Ok(rows) => {
+                                tracing::info!(rows, "cluster: nodes gone for a day forgotten")
+                            }
+                            Err(error) => tracing::warn!(%error, "cluster: cannot prune old nodes"),
+                        }
+                    }
+                    beats += 1;
                 }
             })
         };

@@ -329,6 +329,23 @@ impl Store {
             .collect())
     }
 
+    /// One node's last heartbeat.
+    pub async fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        Ok(nodes::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(NodeRecord::from))
+    }
+
+    /// Forgets the nodes last seen before `before` (gone for good); how many.
+    pub async fn prune_nodes(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(nodes::Entity::delete_many()
+            .filter(nodes::Column::LastSeen.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
     /// Forgets a node (one that stopped cleanly).
     pub async fn forget_node(&self, id: &str) -> Result<(), StoreError> {
         nodes::Entity::delete_by_id(id.to_owned())
