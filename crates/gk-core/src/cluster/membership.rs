@@ -217,7 +217,7 @@ impl Cluster {
                     if let Err(error) = store.heartbeat(&record).await {
                         tracing::warn!(%error, "cluster: cannot write this node's heartbeat");
                     }
-                    if beats % PRUNE_EVERY_BEATS == 0 {
+                    if beats.is_multiple_of(PRUNE_EVERY_BEATS) {
                         let before = Utc::now()
                             - chrono::Duration::from_std(NODE_RETENTION).unwrap_or_default();
                         match store.prune_nodes(before).await {
