@@ -55,6 +55,9 @@ fn policy_key(plugin: &str) -> String {
     format!("Plugin::{plugin}::Policy")
 }
 
+/// How many times [`Store::open`] tries to create the tables.
+const CREATE_ATTEMPTS: u64 = 6;
+
 impl Store {
     /// The platform's tables. No plugin scope reaches them, `*` included.
     pub const TABLES: [&str; 6] = [
@@ -106,8 +109,26 @@ impl Store {
         Self::open(sea_orm::Database::connect(options).await?).await
     }
 
-    /// Opens the store on `db`, creating its tables when they do not exist.
+    /// Opens the store on `db`, creating its tables when they do not exist. Nodes of a cluster
+    /// starting together on a new database race to create them: PostgreSQL can refuse one of
+    /// two simultaneous `CREATE TABLE IF NOT EXISTS` (a duplicate type), so a failed creation
+    /// is tried again, up to [`CREATE_ATTEMPTS`] times, and then finds the tables made.
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match Self::create_tables(&db).await {
+                Ok(()) => return Ok(Self { db }),
+                Err(error) if attempt < CREATE_ATTEMPTS => {
+                    tracing::debug!(%error, attempt, "store tables not created; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn create_tables(db: &DatabaseConnection) -> Result<(), StoreError> {
         let schema = Schema::new(db.get_database_backend());
         for statement in [
             schema
@@ -125,9 +146,9 @@ impl Store {
         ] {
             db.execute(&statement).await?;
         }
-        cluster::create_tables(&db).await?;
-        job_claims::create_table(&db).await?;
-        Ok(Self { db })
+        cluster::create_tables(db).await?;
+        job_claims::create_table(db).await?;
+        Ok(())
     }
 
     /// A setting: the modified value if there is a valid one, else the default.

@@ -1,11 +1,12 @@
 //! The cluster pieces against real backends: rate limits shared in Redis, and job occurrences
-//! claimed in Redis or the store's database. Each test uses keys, plugin names and job ids of
-//! its own run, so runs in parallel do not meet.
+//! claimed in Redis or the store's database, the store opened by nodes starting together. Each
+//! test uses keys, plugin names and job ids of its own run, so runs in parallel do not meet.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod jobs;
 mod limits;
+mod store;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
