@@ -141,6 +141,19 @@ pub(super) async fn create_tables(db: &DatabaseConnection) -> Result<(), StoreEr
     ] {
         db.execute(&statement).await?;
     }
+    // Tables made before packages were sealed lack the column: added, empty, so that their
+    // rows are refused until uploaded again.
+    if db
+        .execute_unprepared("SELECT seal FROM gk_packages WHERE 1 = 0")
+        .await
+        .is_err()
+    {
+        db.execute_unprepared(
+            "ALTER TABLE gk_packages ADD COLUMN seal VARCHAR(64) NOT NULL DEFAULT ''",
+        )
+        .await?;
+        tracing::warn!("gk_packages had no seal column: added; packages stored before are refused by every node until uploaded again");
+    }
     if backend == DatabaseBackend::MySql {
         // A MariaDB BLOB holds 64 KiB; a plugin package is larger.
         db.execute_unprepared(

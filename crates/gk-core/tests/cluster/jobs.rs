@@ -199,7 +199,7 @@ async fn three_nodes_on_redis_run_each_occurrence_once() {
     crate::forget_keys(&url, &prefix).await;
 }
 
-async fn store_on(url: &str) -> (Store, Databases) {
+pub(crate) async fn store_on(url: &str) -> (Store, Databases) {
     let databases = Databases::connect(&DatabaseConfig::single(url))
         .await
         .unwrap_or_else(|e| panic!("{url}: {e}"));
