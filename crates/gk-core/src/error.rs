@@ -2,7 +2,6 @@
 
 /// What went wrong in the platform.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CoreError {
     /// A database could not be opened.
     #[error("database `{name}` ({url}) cannot be opened: {message}")]

@@ -39,7 +39,6 @@ pub use validation::{
 
 /// Why the manager refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ManagerError {
     /// No plugin of that name is known.
     #[error("plugin `{0}` is not known")]

@@ -29,7 +29,6 @@ pub const MAX_ENTRIES: usize = 1000;
 
 /// Why a package was refused.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum PackageError {
     /// The archive breaks a rule.
     #[error("package {package}: {problem}")]

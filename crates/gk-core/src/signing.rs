@@ -10,7 +10,6 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 /// Why a signature check or a signing operation failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum SignatureError {
     /// The file has no `.sig` beside it.
     #[error("{file} is not signed: {sig} is missing")]

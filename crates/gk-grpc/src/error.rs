@@ -2,7 +2,6 @@
 
 /// Why a plugin process could not be started.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum GrpcError {
     /// The executable could not be started.
     #[error("cannot start {path}: {message}")]

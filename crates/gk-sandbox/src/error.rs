@@ -4,7 +4,6 @@ use gk_sdk::PermissionType;
 
 /// Why a policy cannot be enforced as written. The live policy stays in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum PolicyError {
     /// A scope entry of a permission cannot be understood.
     #[error("policy of `{plugin}`: {permission} scope {problem}")]

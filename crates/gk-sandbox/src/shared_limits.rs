@@ -54,7 +54,6 @@ pub enum Admission {
 
 /// Why the shared limiter gave no answer. The call is then judged by the local limits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum SharedLimitError {
     /// The backend cannot be reached or did not answer in time.
     #[error("shared rate limiter unavailable: {0}")]

@@ -41,7 +41,6 @@ pub struct Claims {
 
 /// Why a token or secret was refused.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AuthError {
     /// No `Authorization: Bearer` header.
     #[error(

@@ -28,7 +28,6 @@ const CACHE_ENTRIES: usize = 100_000;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ServerError {
     /// A directory could not be made.
     #[error("cannot create {path}: {source}")]

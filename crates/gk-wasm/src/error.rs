@@ -2,7 +2,6 @@
 
 /// Why a module could not be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum WasmError {
     /// The bytes are not a valid WebAssembly module.
     #[error("not a valid WebAssembly module: {0}")]

@@ -26,7 +26,6 @@ use crate::host::OutboxMessage;
 
 /// Why the store could not read or write.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
