@@ -1,7 +1,14 @@
 //! API errors: JSON `{"error": {"code", "message"}}` with the status that says what happened
 //! (and `Retry-After` when the plugin was rate limited).
+//!
+//! The mappings of the platform's errors are exhaustive matches: a new variant does not compile
+//! until it is given a status here. A server-side failure (store, database, I/O) answers a
+//! generic message with a request id (also sent as `x-request-id`) and is logged once, at error
+//! level, with that id and the real cause; its text never reaches the client.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,6 +30,27 @@ pub struct ApiError {
     pub message: String,
     /// When a retry may succeed: sent as `Retry-After` (whole seconds, at least 1).
     pub retry_after: Option<Duration>,
+    /// The real cause of a server-side failure: logged with the request id, never answered.
+    cause: Option<String>,
+}
+
+/// The header that carries the request id of a server-side failure.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A request id unique in this process and unlikely to repeat across restarts or nodes:
+/// the process start (seconds, hex) and a counter.
+fn next_request_id() -> String {
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let start = *START.get_or_init(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // Seconds and the sub-second part, so that nodes started in the same second differ.
+        (now.as_secs() << 20) ^ u64::from(now.subsec_micros())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{start:x}-{n:x}")
 }
 
 impl ApiError {
@@ -33,6 +61,20 @@ impl ApiError {
             code: code.into(),
             message: message.to_string(),
             retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// A server-side failure: answered as 500 `internal` with a generic message and a request
+    /// id; `cause` is only logged.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self {
+            cause: Some(cause.to_string()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
         }
     }
 
@@ -53,8 +95,28 @@ fn retry_after_seconds(after: Duration) -> u64 {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let Some(cause) = self.cause else {
+            let body = json!({"error": {"code": self.code, "message": self.message}});
+            let mut response = (self.status, Json(body)).into_response();
+            if let Some(after) = self.retry_after {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds(after)),
+                );
+            }
+            return response;
+        };
+        let request_id = next_request_id();
+        tracing::error!(%request_id, status = self.status.as_u16(), code = %self.code, %cause, "request failed");
+        let body = json!({"error": {
+            "code": self.code,
+            "message": format!("{}; request id {request_id}", self.message),
+            "request_id": request_id,
+        }});
         let mut response = (self.status, Json(body)).into_response();
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
         if let Some(after) = self.retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -92,6 +154,7 @@ pub fn manager_error(
     declared_status: impl Fn(&str) -> Option<u16>,
 ) -> ApiError {
     use StatusCode as S;
+    // No catch-all: a new variant must be given a status here.
     match &error {
         ManagerError::NotFound(_) | ManagerError::Undeclared { .. } => {
             ApiError::new(S::NOT_FOUND, "not_found", error)
@@ -129,18 +192,199 @@ pub fn manager_error(
             PluginError::Crashed(_) | PluginError::Unavailable(_) => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, "plugin_unavailable", error)
             }
-            _ => ApiError::new(S::BAD_REQUEST, "plugin_error", error),
+            // The plugin is broken, not the request.
+            PluginError::Trap(_) => ApiError::new(S::BAD_GATEWAY, "plugin_trapped", error),
+            PluginError::Protocol(_) => ApiError::new(S::BAD_GATEWAY, "plugin_protocol", error),
+            PluginError::Failed { code: None, .. } | PluginError::Host(_) => {
+                ApiError::new(S::BAD_REQUEST, "plugin_error", error)
+            }
+            // gk-sdk's public `PluginError` is `#[non_exhaustive]`: a variant added there is
+            // a plugin failure until it is given its own status.
+            _ => ApiError::new(S::BAD_GATEWAY, "plugin_error", error),
         },
-        _ => {
-            tracing::error!(%error, "internal error");
-            ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", error)
-        }
+        ManagerError::Store(_) | ManagerError::HostInUse => ApiError::internal(error),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
     use super::*;
+
+    /// A router whose one route fails with `error`, mapped as the API maps it.
+    fn failing(error: fn() -> ManagerError) -> Router {
+        Router::new().route(
+            "/",
+            get(move || async move { Err::<(), _>(manager_error(error(), |_| None)) }),
+        )
+    }
+
+    async fn answer(router: Router) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = router
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&body).unwrap(),
+        )
+    }
+
+    const SQL_FAILURE: &str = "error returned from database: relation \"gk_plugin_state\" does not exist at SELECT \"value\" FROM";
+
+    #[tokio::test]
+    async fn a_store_failure_is_500_with_a_request_id_and_no_database_text() {
+        let (status, headers, body) = answer(failing(|| {
+            ManagerError::Store(gk_core::StoreError::Database(sea_orm::DbErr::Custom(
+                SQL_FAILURE.into(),
+            )))
+        }))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+        let id = body["error"]["request_id"].as_str().unwrap().to_owned();
+        assert!(!id.is_empty());
+        assert_eq!(headers[REQUEST_ID_HEADER], id.as_str());
+        let message = body["error"]["message"].as_str().unwrap();
+        assert_eq!(message, format!("internal error; request id {id}"));
+        let text = body.to_string();
+        for leak in ["SELECT", "gk_plugin_state", "database", "store"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+
+        // Each failure has its own id.
+        let (_, _, again) = answer(failing(|| ManagerError::HostInUse)).await;
+        assert_eq!(again["error"]["code"], "internal");
+        assert_ne!(again["error"]["request_id"], id.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_call_through_a_router_is_429() {
+        let (status, headers, body) = answer(failing(|| ManagerError::Plugin {
+            plugin: "hello".into(),
+            source: PluginError::Host(HostError::RateLimited {
+                limit: "max_calls_per_second".into(),
+                retry_after: Duration::from_millis(200),
+            }),
+        }))
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert!(headers.get(REQUEST_ID_HEADER).is_none());
+    }
+
+    #[test]
+    fn every_variant_has_its_status() {
+        let plugin = |source| ManagerError::Plugin {
+            plugin: "p".into(),
+            source,
+        };
+        let cases = [
+            (ManagerError::NotFound("p".into()), 404, "not_found"),
+            (
+                ManagerError::Undeclared {
+                    plugin: "p".into(),
+                    item: "widget `w`".into(),
+                },
+                404,
+                "not_found",
+            ),
+            (ManagerError::Disabled("p".into()), 403, "plugin_disabled"),
+            (
+                ManagerError::Invalid {
+                    plugin: "p".into(),
+                    problem: "bad".into(),
+                },
+                422,
+                "invalid",
+            ),
+            (
+                ManagerError::Policy(gk_sandbox::PolicyError::WrongPlugin {
+                    plugin: "p".into(),
+                    policy_plugin: "q".into(),
+                }),
+                422,
+                "invalid",
+            ),
+            (ManagerError::HostInUse, 500, "internal"),
+            (
+                ManagerError::Store(gk_core::StoreError::Corrupt {
+                    key: "k".into(),
+                    problem: "bad".into(),
+                }),
+                500,
+                "internal",
+            ),
+            (
+                plugin(PluginError::UnknownFunction("f".into())),
+                404,
+                "unknown_function",
+            ),
+            (plugin(PluginError::failed("boom", "no")), 400, "p:boom"),
+            (
+                plugin(PluginError::Failed {
+                    code: None,
+                    message: "no".into(),
+                }),
+                400,
+                "plugin_error",
+            ),
+            (
+                plugin(PluginError::Timeout {
+                    operation: "call".into(),
+                    after: Duration::from_secs(1),
+                }),
+                504,
+                "timeout",
+            ),
+            (
+                plugin(PluginError::Crashed("x".into())),
+                503,
+                "plugin_unavailable",
+            ),
+            (
+                plugin(PluginError::Unavailable("x".into())),
+                503,
+                "plugin_unavailable",
+            ),
+            (
+                plugin(PluginError::Trap("unreachable".into())),
+                502,
+                "plugin_trapped",
+            ),
+            (
+                plugin(PluginError::Protocol("bad frame".into())),
+                502,
+                "plugin_protocol",
+            ),
+            (
+                plugin(PluginError::Host(HostError::NotFound("k".into()))),
+                400,
+                "plugin_error",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let text = error.to_string();
+            let api = manager_error(error, |_| None);
+            assert_eq!(
+                (api.status.as_u16(), api.code.as_str()),
+                (status, code),
+                "{text}"
+            );
+            if status == 500 {
+                assert_eq!(api.message, "internal error", "{text}");
+            }
+        }
+    }
 
     fn rate_limited(retry_after: Duration) -> ManagerError {
         ManagerError::Plugin {

@@ -262,8 +262,7 @@ pub async fn serve(
     query_fields(&mut args, &uri);
     args.extend(params);
     caller_fields(&mut args, &method, &path, user.as_ref());
-    let arguments = serde_json::to_vec(&Value::Object(args))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    let arguments = serde_json::to_vec(&Value::Object(args)).map_err(ApiError::internal)?;
 
     let language = language(&headers);
     let mut ctx = CallContext::for_plugin(route.plugin.clone());
