@@ -68,13 +68,15 @@ impl ApiError {
     /// A server-side failure: answered as 500 `internal` with a generic message and a request
     /// id; `cause` is only logged.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::internal_as("internal", cause)
+    }
+
+    /// A server-side failure answered as 500 with `code` (`render`…), a generic message and a
+    /// request id; `cause` is only logged.
+    pub fn internal_as(code: &str, cause: impl std::fmt::Display) -> Self {
         Self {
             cause: Some(cause.to_string()),
-            ..Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, "internal error")
         }
     }
 
@@ -264,6 +266,17 @@ mod tests {
         let (_, _, again) = answer(failing(|| ManagerError::HostInUse)).await;
         assert_eq!(again["error"]["code"], "internal");
         assert_ne!(again["error"]["request_id"], id.as_str());
+
+        // A template that fails to render keeps its code, not its text.
+        let render = ApiError::internal_as("render", "syntax error in dashboard.html line 3");
+        assert_eq!(
+            (render.status, render.code.as_str(), render.message.as_str()),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "render",
+                "internal error"
+            )
+        );
     }
 
     #[tokio::test]

@@ -161,7 +161,7 @@ async fn dashboard(
             }),
         )
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e))?;
+        .map_err(|e| ApiError::internal_as("render", e))?;
     let response = axum::response::Html(page).into_response();
     // A plugin's override is plugin content: served in an opaque origin like its pages.
     Ok(match state.templates.overridden_by("dashboard.html") {

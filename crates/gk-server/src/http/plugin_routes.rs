@@ -321,7 +321,7 @@ async fn reply_response(
             }),
         )
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e))?;
+        .map_err(|e| ApiError::internal_as("render", e))?;
     Ok(Html(page).into_response())
 }
 
