@@ -45,7 +45,6 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Why a claim could not be made; the occurrence is skipped on this node.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum JobClaimError {
     /// Redis failed or did not answer.
     #[error("job claims in Redis: {0}")]

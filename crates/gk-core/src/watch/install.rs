@@ -22,7 +22,6 @@ use crate::{ManagerError, packaging};
 
 /// Why an upload or removal was refused.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum InstallError {
     /// The file name is not `<plugin>.wasm` or `<name>.zip`.
     #[error(

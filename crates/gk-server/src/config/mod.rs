@@ -222,7 +222,6 @@ impl Default for ServeConfig {
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]

@@ -31,9 +31,6 @@ fn install_error(state: &AppState, error: InstallError) -> ApiError {
             api
         }
         InstallError::Store { .. } | InstallError::Io { .. } => ApiError::internal(error),
-        // `InstallError` keeps `#[non_exhaustive]` for now (gk-core's watch/install.rs); a
-        // variant added there is a server-side failure until it is given a status.
-        _ => ApiError::internal(error),
     }
 }
 
