@@ -152,7 +152,9 @@ pub(super) async fn create_tables(db: &DatabaseConnection) -> Result<(), StoreEr
             "ALTER TABLE gk_packages ADD COLUMN seal VARCHAR(64) NOT NULL DEFAULT ''",
         )
         .await?;
-        tracing::warn!("gk_packages had no seal column: added; packages stored before are refused by every node until uploaded again");
+        tracing::warn!(
+            "gk_packages had no seal column: added; packages stored before are refused by every node until uploaded again"
+        );
     }
     if backend == DatabaseBackend::MySql {
         // A MariaDB BLOB holds 64 KiB; a plugin package is larger.
