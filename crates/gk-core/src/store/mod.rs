@@ -111,7 +111,7 @@ impl Store {
     /// Opens the store on `db`, creating its tables when they do not exist. Nodes of a cluster
     /// starting together on a new database race to create them: PostgreSQL can refuse one of
     /// two simultaneous `CREATE TABLE IF NOT EXISTS` (a duplicate type), so a failed creation
-    /// is tried again, up to [`CREATE_ATTEMPTS`] times, and then finds the tables made.
+    /// is tried again, up to six times, and then finds the tables made.
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
         let mut attempt = 1;
         loop {
