@@ -17,7 +17,8 @@ use gk_sdk::{
 };
 use serde_json::json;
 
-use crate::databases::{Kind, service_url};
+use super::databases::Kind;
+use crate::common::service_url;
 
 /// A scope of plain table names, for calling the engine layer directly.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gk_sandbox::{SandboxConfig, SandboxedHostApi, SqlDialect};
 use gk_sdk::{Access, CallContext, HostApi, HostError, Permission, PermissionType};
 
-use crate::database_wall::{host, policy, sqlite};
+use super::database_wall::{host, policy, sqlite};
 
 /// A small deterministic generator of SQL (xorshift), so a failing case can be replayed from
 /// its seed.

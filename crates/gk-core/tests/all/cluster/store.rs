@@ -5,7 +5,8 @@ use chrono::SubsecRound;
 use gk_core::{NodeRecord, Store, StoredPackage};
 use sea_orm::ConnectionTrait;
 
-use crate::{service_url, unique};
+use super::unique;
+use crate::common::service_url;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_starting_together_on_a_new_database_all_open_the_store() {
@@ -57,7 +58,7 @@ async fn packages_and_nodes_round_trip_in_each_store() {
         }
     }
     for (what, url) in places {
-        let (store, databases) = crate::jobs::store_on(&url).await;
+        let (store, databases) = super::jobs::store_on(&url).await;
         let name = unique("pkg").replace('-', "_");
         let content: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let changed = chrono::Utc::now().trunc_subsecs(0);

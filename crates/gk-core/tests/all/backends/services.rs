@@ -203,7 +203,7 @@ async fn config_translate_and_cache_through_the_host_api() {
         "{err}"
     );
     let scope: Arc<dyn gk_sdk::TableScope> =
-        Arc::new(crate::database_wall::TablesScope::new(&[], &[]));
+        Arc::new(super::database_wall::TablesScope::new(&[], &[]));
     let rows = host
         .db_query_scoped(&ctx, &scope, "SELECT ? AS echo", &[json!("x")])
         .await

@@ -12,7 +12,8 @@ use gk_sdk::{
     CallContext, HostApi, HostError, NoopHost, PolicyStatus, ResourcePolicy, TranslateArgs,
 };
 
-use crate::{OwnRedis, free_port, service_url, unique};
+use super::unique;
+use crate::common::{OwnRedis, free_port, service_url};
 
 fn per_second(amount: u32) -> LimitSpec {
     LimitSpec {
@@ -74,7 +75,7 @@ async fn three_nodes_admit_one_limit_together() {
         asked += task.await.unwrap();
     }
     let admitted = admitted.lock().unwrap().clone();
-    crate::forget_keys(&url, &prefix).await;
+    super::forget_keys(&url, &prefix).await;
     let in_second = |from: u64| {
         admitted
             .iter()

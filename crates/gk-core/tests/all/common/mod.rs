@@ -1,8 +1,10 @@
-//! The fixture the manager tests share: a manager on the real production host (SQLite file,
-//! memory cache) in a temporary directory.
+//! What the tests share: the manager fixture (a manager on the real production host, SQLite file
+//! and memory cache, in a temporary directory), the test services' URLs, and a redis-server of a
+//! test's own.
 
 #![allow(dead_code)]
 
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -194,4 +196,78 @@ pub(crate) async fn version(manager: &Manager, name: &str) -> Option<String> {
     let reply = manager.call(name, "who", b"").await.ok()?;
     let value: Value = serde_json::from_slice(&reply).ok()?;
     value["version"].as_str().map(str::to_owned)
+}
+
+/// The URL of a test service, or `None` (printed) when its variable is not set; in CI a missing
+/// variable fails.
+pub(crate) fn service_url(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{variable} is not set: .ci/run exports it for CI")
+        }
+        _ => {
+            eprintln!("skipping: {variable} is not set");
+            None
+        }
+    }
+}
+
+/// A port nothing listens on (now).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own, on its own port, so stopping it disturbs nobody.
+#[derive(Debug)]
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
+    child: Child,
+}
+
+impl OwnRedis {
+    pub(crate) fn start(port: u16) -> Self {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for this test (Debian package redis-server)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server on port {port} did not start");
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -4,7 +4,8 @@ use gk_core::Store;
 use gk_core::host::{DatabaseConfig, Databases};
 use gk_sdk::{Access, Permission, PermissionType, PolicyStatus, ResourcePolicy};
 
-use crate::databases::{Kind, service_url};
+use super::databases::Kind;
+use crate::common::service_url;
 
 async fn open(url: &str) -> Store {
     let databases = Databases::connect(&DatabaseConfig::single(url))

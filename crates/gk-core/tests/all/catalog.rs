@@ -10,8 +10,7 @@ use gk_sdk::{
     PluginError, RouteSpec, TranslateArgs, WidgetSpec,
 };
 
-mod common;
-use common::fixture;
+use crate::common::fixture;
 
 /// A plugin that only declares things.
 struct Declaring(GkRegistration);

@@ -13,8 +13,8 @@ use gk_core::cluster::{JobClaimError, JobClaims, RedisJobClaims, StoreJobClaims}
 use gk_core::host::{DatabaseConfig, Databases};
 use gk_core::{Manager, Store};
 
-use crate::common::{TestPlugin, fixture};
-use crate::{service_url, unique};
+use super::unique;
+use crate::common::{TestPlugin, fixture, service_url};
 
 /// One claim as a node made it.
 #[derive(Debug, Clone)]
@@ -196,7 +196,7 @@ async fn three_nodes_on_redis_run_each_occurrence_once() {
         backends.push(claims);
     }
     three_nodes("redis", "clustered", "every-second", backends).await;
-    crate::forget_keys(&url, &prefix).await;
+    super::forget_keys(&url, &prefix).await;
 }
 
 pub(crate) async fn store_on(url: &str) -> (Store, Databases) {
@@ -311,7 +311,7 @@ async fn claims_in_each_store_and_in_redis() {
             .await
             .unwrap();
         claims_behave("redis", "claims", a, b).await;
-        crate::forget_keys(&url, &prefix).await;
+        super::forget_keys(&url, &prefix).await;
     }
 }
 
@@ -345,7 +345,7 @@ async fn when_no_claim_can_be_made_the_occurrence_is_skipped_and_counted() {
     );
 
     if service_url("GK_TEST_REDIS_URL").is_some() {
-        let mut redis = crate::OwnRedis::start(crate::free_port());
+        let mut redis = crate::common::OwnRedis::start(crate::common::free_port());
         let claims = RedisJobClaims::connect(&redis.url(), "gk-test", "node-a")
             .await
             .unwrap();
@@ -358,7 +358,7 @@ async fn when_no_claim_can_be_made_the_occurrence_is_skipped_and_counted() {
 
         // A node that starts while Redis is down starts; its claims fail until Redis is up,
         // then succeed without a restart.
-        let port = crate::free_port();
+        let port = crate::common::free_port();
         let lazy =
             RedisJobClaims::connect_lazy(&format!("redis://127.0.0.1:{port}"), "gk-test", "node-b")
                 .expect("a Redis URL");
@@ -367,7 +367,7 @@ async fn when_no_claim_can_be_made_the_occurrence_is_skipped_and_counted() {
             .await
             .expect_err("no Redis yet");
         assert!(matches!(error, JobClaimError::Redis(_)), "{error:?}");
-        let _redis = crate::OwnRedis::start(port);
+        let _redis = crate::common::OwnRedis::start(port);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             match lazy.claim("p", "j", Utc::now()).await {

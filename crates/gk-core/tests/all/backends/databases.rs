@@ -13,24 +13,13 @@ use gk_sdk::HostError;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
+use crate::common::service_url;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Sqlite,
     Postgres,
     MySql,
-}
-
-pub(crate) fn service_url(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{variable} is not set: .ci/run exports it for CI")
-        }
-        _ => {
-            eprintln!("skipping: {variable} is not set");
-            None
-        }
-    }
 }
 
 fn unique_table() -> String {

@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-mod common;
-use common::{TestPlugin, fixture};
+use crate::common::{TestPlugin, fixture};
 
 fn job(id: &str, handler: &str, timeout_ms: Option<u64>) -> gk_sdk::JobSpec {
     gk_sdk::JobSpec {

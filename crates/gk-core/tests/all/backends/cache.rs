@@ -1,12 +1,11 @@
 //! The same cache behaviour on the in-memory cache and on Redis, and Redis surviving a restart.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gk_core::host::cache::{Cache, MemoryCache, RedisCache};
 use gk_sdk::HostError;
 
-use crate::databases::service_url;
+use crate::common::{OwnRedis, free_port, service_url};
 
 async fn behaviour(cache: &dyn Cache, name: &str) {
     let prefix = format!("gk-test:{}:{name}:", std::process::id());
@@ -82,59 +81,12 @@ async fn redis_that_is_not_there_is_a_clear_error() {
     );
 }
 
-/// A redis-server of this test's own, on a free port, so restarting it disturbs nobody.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for this test (Debian package redis-server)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, child }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn redis_reconnects_after_a_restart() {
     if service_url("GK_TEST_REDIS_URL").is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut server = OwnRedis::start(port);
     let cache = RedisCache::connect(&format!("redis://127.0.0.1:{}", server.port))
         .await

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use gk_core::ManagerError;
 use gk_sdk::Plugin;
 
-mod common;
-use common::{TestPlugin, fixture, version};
+use crate::common::{TestPlugin, fixture, version};
 
 /// A runtime that makes test plugins, counting its loads.
 struct FakeRuntime {
@@ -43,9 +42,10 @@ fn discovered(name: &str, runtime: gk_sdk::Runtime) -> gk_core::discovery::Disco
     gk_core::discovery::Discovered {
         name: name.into(),
         runtime,
-        // Any readable file: the fake runtime makes its plugin without looking at the bytes.
+        // Any small readable file: the fake runtime makes its plugin without looking at the
+        // bytes (not the test binary, which is larger than an entry may be).
         dir: std::env::temp_dir(),
-        entry: std::env::current_exe().unwrap(),
+        entry: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
         manifest: None,
         from_package: false,
     }
@@ -394,7 +394,7 @@ async fn every_reload_re_verifies_the_signature() {
 
 /// A plugins directory whose signatures are required, holding `<name>.wasm` ("1"), signed.
 struct Signed {
-    fixture: common::Fixture,
+    fixture: crate::common::Fixture,
     module: std::path::PathBuf,
     loader: Arc<gk_core::Loader>,
     private: String,

@@ -8,8 +8,7 @@ use gk_core::ManagerError;
 use gk_sdk::{Access, HostError, Permission, PermissionType, PolicyStatus};
 use serde_json::{Value, json};
 
-mod common;
-use common::{TestPlugin, fixture, fixture_at, who};
+use crate::common::{TestPlugin, fixture, fixture_at, who};
 
 fn approved(name: &str, permissions: Vec<Permission>) -> gk_sdk::ResourcePolicy {
     let mut policy = gk_sdk::ResourcePolicy::default_for(name);
