@@ -236,6 +236,40 @@ fn steady_load(
     })
 }
 
+/// Disables the probe through `node`; when it answered.
+async fn disable_probe(node: &Node, token: &str) -> Instant {
+    let (status, reply) = send(
+        node.addr,
+        "POST",
+        "/api/v1/plugins/probe/disable",
+        Some(token),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    Instant::now()
+}
+
+/// Waits (at most 1 s) until `node` refuses the probe's calls as disabled.
+async fn refused_as_disabled(node: &Node, token: &str, what: &str) {
+    let (status, reply) = until(what, Duration::from_secs(1), async || {
+        let (status, reply) = send(
+            node.addr,
+            "POST",
+            "/api/v1/plugins/probe/call/log",
+            Some(token),
+            r#"{"message":"x"}"#,
+        )
+        .await;
+        (status != 200).then_some((status, reply))
+    })
+    .await;
+    assert_eq!(
+        reply["error"]["code"], "plugin_disabled",
+        "{status} {reply}"
+    );
+}
+
 /// Milliseconds since `start`.
 fn ms(start: Instant) -> u128 {
     start.elapsed().as_millis()
@@ -423,37 +457,9 @@ async fn changes_reach_every_node(cluster: &Cluster) -> Result<(), String> {
     );
 
     // Disabled through A: B and C refuse it within 1 s.
-    let (status, reply) = send(
-        a.addr,
-        "POST",
-        "/api/v1/plugins/probe/disable",
-        Some(token),
-        "",
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
-    let start = Instant::now();
+    let start = disable_probe(&a, token).await;
     for node in [&b, &c] {
-        let (status, reply) = until(
-            "the disable to reach every node",
-            Duration::from_secs(1),
-            async || {
-                let (status, reply) = send(
-                    node.addr,
-                    "POST",
-                    "/api/v1/plugins/probe/call/log",
-                    Some(token),
-                    r#"{"message":"x"}"#,
-                )
-                .await;
-                (status != 200).then_some((status, reply))
-            },
-        )
-        .await;
-        assert_eq!(
-            reply["error"]["code"], "plugin_disabled",
-            "{status} {reply}"
-        );
+        refused_as_disabled(node, token, "the disable to reach every node").await;
     }
     println!(
         "disable through a refused by b and c after {} ms",
@@ -1150,32 +1156,8 @@ async fn changes_travel_by_postgres(cluster: &Cluster) -> Result<(), String> {
         ms(start)
     );
 
-    let (status, reply) = send(
-        a.addr,
-        "POST",
-        "/api/v1/plugins/probe/disable",
-        Some(token),
-        "",
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
-    let start = Instant::now();
-    until(
-        "the disable to reach b by NOTIFY",
-        Duration::from_secs(1),
-        async || {
-            let (status, reply) = send(
-                b.addr,
-                "POST",
-                "/api/v1/plugins/probe/call/log",
-                Some(token),
-                r#"{"message":"x"}"#,
-            )
-            .await;
-            (reply["error"]["code"] == "plugin_disabled").then_some(status)
-        },
-    )
-    .await;
+    let start = disable_probe(&a, token).await;
+    refused_as_disabled(&b, token, "the disable to reach b by NOTIFY").await;
     println!(
         "disable through a refused by b after {} ms (postgres bus)",
         ms(start)

@@ -199,6 +199,22 @@ async fn three_nodes_on_redis_run_each_occurrence_once() {
     super::forget_keys(&url, &prefix).await;
 }
 
+/// Where a store can be opened: a SQLite file under `dir`, and the machine's PostgreSQL and
+/// MariaDB when their URLs are set.
+pub(crate) fn store_places(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.join("store.db").display());
+    let mut places = vec![("sqlite", sqlite)];
+    for (what, variable) in [
+        ("postgres", "GK_TEST_POSTGRES_URL"),
+        ("mariadb", "GK_TEST_MYSQL_URL"),
+    ] {
+        if let Some(url) = service_url(variable) {
+            places.push((what, url));
+        }
+    }
+    places
+}
+
 pub(crate) async fn store_on(url: &str) -> (Store, Databases) {
     let databases = Databases::connect(&DatabaseConfig::single(url))
         .await
@@ -266,19 +282,7 @@ async fn claims_behave(
 #[tokio::test]
 async fn claims_in_each_store_and_in_redis() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("store.db").display()
-    );
-    let mut places = vec![("sqlite", sqlite)];
-    for (what, variable) in [
-        ("postgres", "GK_TEST_POSTGRES_URL"),
-        ("mariadb", "GK_TEST_MYSQL_URL"),
-    ] {
-        if let Some(url) = service_url(variable) {
-            places.push((what, url));
-        }
-    }
+    let places = store_places(dir.path());
     for (what, url) in places {
         let (store, databases) = store_on(&url).await;
         let (other, _) = store_on(&url).await;

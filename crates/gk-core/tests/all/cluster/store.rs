@@ -44,19 +44,7 @@ async fn nodes_starting_together_on_a_new_database_all_open_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_and_nodes_round_trip_in_each_store() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("store.db").display()
-    );
-    let mut places = vec![("sqlite", sqlite)];
-    for (what, variable) in [
-        ("postgres", "GK_TEST_POSTGRES_URL"),
-        ("mariadb", "GK_TEST_MYSQL_URL"),
-    ] {
-        if let Some(url) = service_url(variable) {
-            places.push((what, url));
-        }
-    }
+    let places = super::jobs::store_places(dir.path());
     for (what, url) in places {
         let (store, databases) = super::jobs::store_on(&url).await;
         let name = unique("pkg").replace('-', "_");
