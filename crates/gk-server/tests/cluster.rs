@@ -549,6 +549,20 @@ async fn changes_reach_every_node(cluster: &Cluster) -> Result<(), String> {
         .execute_unprepared("DELETE FROM gk_packages WHERE name = 'forged'")
         .await
         .unwrap();
+    // Gone from the store, gone from the nodes' reports at their next reconciliation.
+    until(
+        "the refusals of a deleted row to be forgotten",
+        Duration::from_secs(10),
+        async || {
+            let (_, view) = send(c.addr, "GET", "/api/v1/cluster", Some(token), "").await;
+            view["nodes"]
+                .as_array()?
+                .iter()
+                .all(|node| node["plugins"]["forged"].is_null())
+                .then_some(())
+        },
+    )
+    .await;
 
     // One view: every node, alive, from any node.
     let (status, view) = send(c.addr, "GET", "/api/v1/cluster", Some(token), "").await;

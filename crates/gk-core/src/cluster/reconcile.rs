@@ -146,6 +146,11 @@ impl Reconciler {
     pub(crate) async fn all(&self) {
         match self.manager.store().package_index().await {
             Ok(index) => {
+                // A failure of a row that is gone (deleted from the store) is no longer one.
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|name, _| index.iter().any(|entry| &entry.name == name));
                 for entry in index {
                     self.package(&entry).await;
                 }
