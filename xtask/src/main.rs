@@ -83,8 +83,8 @@ fn main() -> Result<()> {
                 "--package",
                 "gk-core",
                 "--test",
-                "backends",
-                "sql_differential::differential_guard_and_engine_agree",
+                "all",
+                "backends::sql_differential::differential_guard_and_engine_agree",
                 "--",
                 "--nocapture",
             ]);

@@ -432,19 +432,11 @@ mod tests {
         let _ = side.host.set(Arc::new(gk_sdk::NoopHost));
         let stop = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(serve_host(side, listener, 1_024, stop.clone()));
-        let channel = tonic::transport::Endpoint::try_from("http://host.invalid")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
+        let channel = gk_sdk::unix_channel::UnixChannel::connect(&socket)
             .await
             .unwrap();
-        let mut client = HostServiceClient::new(channel);
+        let mut client =
+            HostServiceClient::with_origin(channel, gk_sdk::unix_channel::UnixChannel::origin());
         let request = |size: usize| {
             let mut request = Request::new(pb::CacheSetRequest {
                 context: None,

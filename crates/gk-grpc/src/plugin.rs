@@ -122,12 +122,17 @@ impl Inner {
             context: Some(ctx.into()),
             config: self.init_config(process),
         });
-        request.set_timeout(self.spec.limits.init_timeout);
-        match process.client.clone().init(request).await {
-            Ok(_) => Ok(()),
-            Err(status) => {
-                Err(failure(process, "init", status, self.spec.limits.init_timeout).await)
-            }
+        let budget = self.spec.limits.init_timeout;
+        request.set_timeout(budget);
+        // The process's transport has no timeout of its own: a process that never answers is
+        // bounded here.
+        match tokio::time::timeout(budget, process.client.clone().init(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(failure(process, "init", status, budget).await),
+            Err(_) => Err(PluginError::Timeout {
+                operation: "init".to_owned(),
+                after: budget,
+            }),
         }
     }
 }
@@ -332,18 +337,17 @@ impl Plugin for GrpcPlugin {
             .inner
             .process(Instant::now() + self.inner.spec.limits.call_timeout)
             .await?;
+        let budget = self.inner.spec.limits.call_timeout;
         let mut request = tonic::Request::new(pb::HealthRequest {});
-        request.set_timeout(self.inner.spec.limits.call_timeout);
-        match process.client.clone().health(request).await {
-            Ok(response) if response.get_ref().healthy => Ok(()),
-            Ok(response) => Err(PluginError::Unavailable(response.into_inner().message)),
-            Err(status) => Err(failure(
-                &process,
-                "health",
-                status,
-                self.inner.spec.limits.call_timeout,
-            )
-            .await),
+        request.set_timeout(budget);
+        match tokio::time::timeout(budget, process.client.clone().health(request)).await {
+            Ok(Ok(response)) if response.get_ref().healthy => Ok(()),
+            Ok(Ok(response)) => Err(PluginError::Unavailable(response.into_inner().message)),
+            Ok(Err(status)) => Err(failure(&process, "health", status, budget).await),
+            Err(_) => Err(PluginError::Timeout {
+                operation: "health".to_owned(),
+                after: budget,
+            }),
         }
     }
 }

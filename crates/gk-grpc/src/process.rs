@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use gk_sdk::LogLevel;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
-use hyper_util::rt::TokioIo;
+use gk_sdk::unix_channel::UnixChannel;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::GrpcError;
 use crate::handshake::parse_handshake;
@@ -61,9 +59,9 @@ pub(crate) fn signal_group(pid: u32, signal: libc::c_int) {
 
 /// One running process of a plugin.
 pub(crate) struct Process {
-    pub(crate) client: PluginServiceClient<Channel>,
+    pub(crate) client: PluginServiceClient<UnixChannel>,
     /// The connection, for the standard `grpc.health.v1` client.
-    pub(crate) channel: Channel,
+    pub(crate) channel: UnixChannel,
     /// The socket the process serves on (from its handshake).
     pub(crate) socket: PathBuf,
     pub(crate) pid: u32,
@@ -190,13 +188,7 @@ impl Spec {
                 message,
             }
         };
-        let endpoint = Endpoint::try_from("http://plugin.invalid")
-            .map_err(|e| fail(e.to_string()))?
-            .timeout(limits.call_timeout);
-        let connect = endpoint.connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-        }));
+        let connect = UnixChannel::connect(socket);
         let channel = match tokio::time::timeout(limits.init_timeout, connect).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(fail(format!("cannot connect to its socket: {e}"))),
@@ -207,7 +199,7 @@ impl Spec {
             None => PathBuf::from(format!("/proc/{}/root/tmp", spawned.pid)),
         };
         Ok(Arc::new(Process {
-            client: PluginServiceClient::new(channel.clone())
+            client: PluginServiceClient::with_origin(channel.clone(), UnixChannel::origin())
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes),
             channel,

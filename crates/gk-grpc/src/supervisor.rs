@@ -113,12 +113,13 @@ async fn supervise(weak: Weak<Inner>) {
 /// Asks the standard `grpc.health.v1` service for `plugin` (go-plugin's convention); a plugin
 /// that does not implement it is asked through `PluginService.Health`.
 async fn is_healthy(process: &Process) -> bool {
+    use gk_sdk::unix_channel::UnixChannel;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     let request = tonic_health::pb::HealthCheckRequest {
         service: HEALTH_SERVICE.to_owned(),
     };
-    match HealthClient::new(process.channel.clone())
+    match HealthClient::with_origin(process.channel.clone(), UnixChannel::origin())
         .check(request)
         .await
     {

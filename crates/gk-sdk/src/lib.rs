@@ -45,6 +45,8 @@ mod serve;
 mod string_enum;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "grpc")]
+pub mod unix_channel;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};
 pub use database::{

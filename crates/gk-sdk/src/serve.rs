@@ -31,11 +31,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::Notify;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use crate::handshake::{
@@ -45,6 +44,7 @@ use crate::handshake::{
 use crate::proto::pb::host_service_client::HostServiceClient;
 use crate::proto::pb::plugin_service_server::{PluginService, PluginServiceServer};
 use crate::proto::{host_error_to_status, pb, status_to_host_error};
+use crate::unix_channel::UnixChannel;
 use crate::{
     CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel,
     Plugin, PluginError, Row, TranslateArgs,
@@ -270,26 +270,20 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
 /// The host, as a gRPC client of its `HostService` (what `init` hands the plugin).
 #[derive(Clone)]
 struct GrpcHost {
-    client: HostServiceClient<Channel>,
+    client: HostServiceClient<UnixChannel>,
     token: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 impl GrpcHost {
     async fn connect(socket: &str, token: &str) -> Result<Self, String> {
-        let socket = socket.to_owned();
-        let channel = Endpoint::try_from("http://host.invalid")
-            .map_err(|e| e.to_string())?
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-            }))
+        let channel = UnixChannel::connect(socket)
             .await
             .map_err(|e| format!("cannot reach the host: {e}"))?;
         let token = token
             .parse()
             .map_err(|_| "the host token is not valid metadata".to_owned())?;
         Ok(Self {
-            client: HostServiceClient::new(channel),
+            client: HostServiceClient::with_origin(channel, UnixChannel::origin()),
             token,
         })
     }
