@@ -11,13 +11,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
 use gk_sandbox::{SandboxConfig, SandboxedHostApi};
-use gk_sdk::{CallContext, GkRegistration, HostApi, HostError, HostResult, Plugin, PluginError};
+use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
 
 use crate::Store;
 use crate::discovery::{Discovered, PluginRuntime};
-use crate::host::{PluginCaller, ProductionHost, Translations};
+use crate::host::{ProductionHost, Translations};
 
 mod call;
 mod catalog;

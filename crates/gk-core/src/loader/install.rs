@@ -310,11 +310,6 @@ impl Loader {
         &self.plugins_dir
     }
 
-    /// Where packages are unpacked.
-    pub(crate) fn managed_dir(&self) -> &Path {
-        &self.managed_dir
-    }
-
     /// Waits for the installs and removals in progress, and holds off the next until the guard
     /// is dropped.
     pub(crate) async fn lock_installs(&self) -> tokio::sync::MutexGuard<'_, ()> {

@@ -15,11 +15,10 @@ use chrono::Utc;
 use gk_sdk::ResourcePolicy;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Schema,
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Schema,
 };
 
-use entities::{sysconfig_default, sysconfig_modified};
+use entities::{email_outbox, sysconfig_default, sysconfig_modified};
 
 pub use cluster::{NodeRecord, StoredPackage};
 pub use outbox::OutboxMessage;
