@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod discovery;
 mod error;
 pub mod host;
+mod loader;
 mod manager;
 pub mod packaging;
 pub mod plugin_files;
@@ -27,9 +28,9 @@ mod schedule;
 mod scheduler;
 pub mod signing;
 mod store;
-mod watch;
 
 pub use error::{CoreError, CoreResult};
+pub use loader::{DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchHandle};
 pub use manager::{
     ChangeListener, LATENCY_BUCKETS_MICROS, LOAD_TIME_SETTINGS, Manager, ManagerError, PluginItem,
     PluginStats, PolicyApplied, RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS,
@@ -38,4 +39,3 @@ pub use manager::{
 pub use schedule::{ScheduleError, parse_schedule};
 pub use scheduler::{DEFAULT_JOB_TIMEOUT, JobStats, Scheduler};
 pub use store::{NodeRecord, Store, StoreError, StoredPackage};
-pub use watch::{DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchHandle};

@@ -11,14 +11,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
 use gk_sandbox::{SandboxConfig, SandboxedHostApi};
-use gk_sdk::{CallContext, GkRegistration, HostApi, HostError, HostResult, Plugin, PluginError};
+use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError};
 
 use crate::Store;
 use crate::discovery::{Discovered, PluginRuntime};
-use crate::host::{PluginCaller, ProductionHost, Translations};
+use crate::host::{ProductionHost, Translations};
 
+mod call;
 mod catalog;
 mod known;
 mod package_texts;
@@ -539,38 +539,6 @@ impl Manager {
             .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
     }
 
-    /// Calls `function` of plugin `name` from the host (depth 0).
-    pub async fn call(
-        &self,
-        name: &str,
-        function: &str,
-        args: &[u8],
-    ) -> Result<Vec<u8>, ManagerError> {
-        self.call_with(&CallContext::for_plugin(name), function, args)
-            .await
-    }
-
-    /// Calls `function` of the plugin `ctx.plugin` with the given context (caller and depth).
-    pub async fn call_with(
-        &self,
-        ctx: &CallContext,
-        function: &str,
-        args: &[u8],
-    ) -> Result<Vec<u8>, ManagerError> {
-        let slot = self.slot(&ctx.plugin)?;
-        if !slot.enabled.load(Ordering::SeqCst) {
-            return Err(ManagerError::Disabled(ctx.plugin.clone()));
-        }
-        let loaded = self.ensure_loaded(&slot).await?;
-        let start = Instant::now();
-        let result = loaded.plugin.call(ctx, function, args).await;
-        slot.counters.record(start.elapsed(), result.is_ok());
-        result.map_err(|source| ManagerError::Plugin {
-            plugin: ctx.plugin.clone(),
-            source,
-        })
-    }
-
     /// Shuts every plugin down.
     pub async fn shutdown_all(&self) {
         let slots: Vec<Arc<Slot>> = self
@@ -602,32 +570,5 @@ async fn retire(name: &str, old: Option<Arc<Loaded>>) {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(plugin = name, %error, "shutdown failed"),
         Err(_) => tracing::warn!(plugin = name, "shutdown timed out"),
-    }
-}
-
-#[async_trait]
-impl PluginCaller for Manager {
-    /// Plugin-to-plugin calls: the caller's sandbox has checked the scope and the depth and set
-    /// the caller; the target runs with that context.
-    async fn call_plugin(
-        &self,
-        ctx: &CallContext,
-        plugin: &str,
-        function: &str,
-        args: &[u8],
-    ) -> HostResult<Vec<u8>> {
-        let target = CallContext {
-            plugin: plugin.to_owned(),
-            ..ctx.clone()
-        };
-        self.call_with(&target, function, args)
-            .await
-            .map_err(|error| match error {
-                ManagerError::NotFound(name) => HostError::NotFound(format!("plugin `{name}`")),
-                ManagerError::Disabled(name) => {
-                    HostError::Unavailable(format!("plugin `{name}` is disabled"))
-                }
-                other => HostError::PluginFailed(other.to_string()),
-            })
     }
 }

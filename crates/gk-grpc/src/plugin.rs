@@ -273,6 +273,8 @@ impl Plugin for GrpcPlugin {
         let budget = self.inner.spec.limits.call_timeout;
         let deadline = Instant::now() + budget;
         let process = self.inner.process(deadline).await?;
+        // The manager's `gk.plugin.call` span is current: say which process answered.
+        tracing::Span::current().record("grpc.pid", process.pid);
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
         self.inner.spec.side.in_flight.insert(id, ctx.depth);
         let mut request = tonic::Request::new(pb::CallRequest {

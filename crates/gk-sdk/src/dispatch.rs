@@ -1,5 +1,8 @@
-//! The host-call table: the names and JSON shapes a guest uses to reach the host, and the one
-//! [`dispatch`] function both runtimes use to turn such a call into a [`HostApi`] call.
+//! The host-call table: the names ([`HostCallName`]) and JSON shapes ([`wire`]) a WASM guest
+//! uses to reach the host through `gk.host_call`. The guest SDK writes them; gk-wasm's host side
+//! reads them and turns each into a [`HostApi`](crate::HostApi) call (gRPC plugins use the
+//! `HostService` of `proto/` instead). Kept here because both sides, and guests in other
+//! languages, must agree on them.
 //!
 //! | name | arguments | result |
 //! |---|---|---|
@@ -19,14 +22,12 @@
 //! `ttl` is in seconds, 0 meaning no expiry.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::string_enum::string_enum;
-use crate::{CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, TranslateArgs};
 
 string_enum! {
     /// The name of a host function as a guest writes it.
@@ -56,35 +57,6 @@ string_enum! {
     }
 }
 
-/// Why a host call from a guest could not be carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DispatchError {
-    /// The name is not in the table.
-    #[error("{0}")]
-    UnknownFunction(String),
-    /// The arguments are not JSON of the function's shape.
-    #[error("malformed arguments for `{function}`: {problem}")]
-    MalformedArguments {
-        /// The host function.
-        function: HostCallName,
-        /// What the JSON parser said.
-        problem: String,
-    },
-    /// The host function ran and failed.
-    #[error(transparent)]
-    Host(#[from] HostError),
-}
-
-impl From<DispatchError> for HostError {
-    fn from(error: DispatchError) -> Self {
-        match error {
-            DispatchError::UnknownFunction(message) => HostError::NotFound(message),
-            DispatchError::MalformedArguments { .. } => HostError::InvalidInput(error.to_string()),
-            DispatchError::Host(host) => host,
-        }
-    }
-}
-
 /// Serde adapters for bytes as standard base64 (Go's `[]byte` JSON form). `null` reads as empty.
 pub mod base64_bytes {
     use base64::Engine;
@@ -107,7 +79,7 @@ pub mod base64_bytes {
     }
 }
 
-/// The JSON shapes of the table, shared by the host ([`dispatch`]) and guest SDKs.
+/// The JSON shapes of the table, shared by the host (gk-wasm) and guest SDKs.
 pub mod wire {
     use super::*;
 
@@ -279,130 +251,4 @@ pub mod wire {
                 .transpose()
         }
     }
-}
-
-use wire::*;
-
-/// Carries out the host call `name` with JSON arguments `json` on `host` and returns the JSON
-/// result. Unknown names and malformed JSON are errors, never panics.
-pub async fn dispatch(
-    host: &dyn HostApi,
-    ctx: &CallContext,
-    name: &str,
-    json: &[u8],
-) -> Result<Vec<u8>, DispatchError> {
-    let function: HostCallName = name.parse().map_err(DispatchError::UnknownFunction)?;
-    let json = if json.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        json
-    };
-    match function {
-        HostCallName::DbQuery => {
-            let a: DbArgs = parse(function, json)?;
-            let rows = host.db_query(ctx, &a.query, &a.args).await?;
-            Ok(encode(&rows))
-        }
-        HostCallName::DbExec => {
-            let a: DbArgs = parse(function, json)?;
-            let affected = host.db_exec(ctx, &a.query, &a.args).await?;
-            Ok(encode(&DbExecResult { affected }))
-        }
-        HostCallName::CacheGet => {
-            let a: KeyArgs = parse(function, json)?;
-            let value = host.cache_get(ctx, &a.key).await?;
-            Ok(encode(&CacheGetResult {
-                found: value.is_some(),
-                value,
-            }))
-        }
-        HostCallName::CacheSet => {
-            let a: CacheSetArgs = parse(function, json)?;
-            host.cache_set(ctx, &a.key, &a.value, Duration::from_secs(a.ttl))
-                .await?;
-            Ok(encode(&OkResult { ok: true }))
-        }
-        HostCallName::CacheDelete => {
-            let a: KeyArgs = parse(function, json)?;
-            host.cache_delete(ctx, &a.key).await?;
-            Ok(encode(&OkResult { ok: true }))
-        }
-        HostCallName::HttpRequest => {
-            let a: HttpRequestArgs = parse(function, json)?;
-            let response = host
-                .http_request(
-                    ctx,
-                    HttpRequest {
-                        method: a.method,
-                        url: a.url,
-                        headers: a.headers,
-                        body: a.body,
-                        internal_allowed: false,
-                    },
-                )
-                .await?;
-            Ok(encode(&HttpResponseResult {
-                status: response.status,
-                headers: response.headers,
-                body: response.body,
-            }))
-        }
-        HostCallName::SendEmail => {
-            let a: SendEmailArgs = parse(function, json)?;
-            host.send_email(
-                ctx,
-                Email {
-                    to: a.to,
-                    subject: a.subject,
-                    body: a.body,
-                    html: a.html,
-                },
-            )
-            .await?;
-            Ok(encode(&OkResult { ok: true }))
-        }
-        HostCallName::Log => {
-            let a: LogArgs = parse(function, json)?;
-            host.log(ctx, LogLevel::from_name(&a.level), &a.message, &a.fields)
-                .await?;
-            Ok(encode(&OkResult { ok: true }))
-        }
-        HostCallName::ConfigGet => {
-            let a: KeyArgs = parse(function, json)?;
-            let value = host.config_get(ctx, &a.key).await?;
-            Ok(encode(&ValueResult { value }))
-        }
-        HostCallName::Translate => {
-            let a: TranslateCallArgs = parse(function, json)?;
-            let value = host
-                .translate(ctx, &a.key, &TranslateArgs::from_json(a.args))
-                .await?;
-            Ok(encode(&ValueResult { value }))
-        }
-        HostCallName::PluginCall => {
-            let a: PluginCallArgs = parse(function, json)?;
-            let args = a
-                .args
-                .as_deref()
-                .map(|raw| raw.get().as_bytes())
-                .unwrap_or_default();
-            Ok(host.call_plugin(ctx, &a.plugin, &a.function, args).await?)
-        }
-    }
-}
-
-fn parse<'a, T: Deserialize<'a>>(
-    function: HostCallName,
-    json: &'a [u8],
-) -> Result<T, DispatchError> {
-    serde_json::from_slice(json).map_err(|e| DispatchError::MalformedArguments {
-        function,
-        problem: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // The result types hold only strings, numbers, booleans, byte strings and JSON values,
-    // which always serialise.
-    serde_json::to_vec(value).unwrap_or_default()
 }

@@ -10,8 +10,9 @@
 //!   the Go GoatFlow host.
 //! - [`ResourcePolicy`] and [`Permission`]: what an admin grants a plugin.
 //! - [`PluginManifest`]: the `plugin.yaml` beside a plugin's module or binary.
-//! - [`dispatch()`]: the one table of host-call names and JSON shapes that a guest uses to reach
-//!   the host, shared by both runtimes.
+//! - [`dispatch`]: the table of host-call names ([`HostCallName`]) and JSON shapes
+//!   ([`dispatch::wire`]) a WASM guest uses to reach the host, shared by the guest SDKs and
+//!   gk-wasm (which carries the calls out; gRPC plugins use `proto/`'s `HostService`).
 //! - `guest` (feature `guest`): the Rust SDK for WASM plugins: a trait, an export macro, typed
 //!   host functions and log macros.
 //! - `proto` (feature `proto`): code generated from `proto/goatkit/plugin/v1` and conversions
@@ -52,7 +53,7 @@ pub use context::{CallContext, MAX_CALL_DEPTH};
 pub use database::{
     DEFAULT_DATABASE, DatabasePrefixError, TableAccess, TableScope, split_database,
 };
-pub use dispatch::{HostCallName, dispatch};
+pub use dispatch::HostCallName;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{HostError, HostErrorKind, ManifestError, PluginError};
 pub use host::{Email, HostApi, HttpRequest, HttpResponse, LogLevel, Row, TranslateArgs};

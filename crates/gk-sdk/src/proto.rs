@@ -113,7 +113,13 @@ impl From<&HostError> for pb::HostErrorDetail {
                 detail.retry_after_ms = millis(Some(*retry_after));
             }
             HostError::CallDepthExceeded { max } => detail.message = max.to_string(),
-            _ => {}
+            // The kind and the message say all there is.
+            HostError::NotFound(_)
+            | HostError::InvalidInput(_)
+            | HostError::Timeout(_)
+            | HostError::Unavailable(_)
+            | HostError::PluginFailed(_)
+            | HostError::Backend(_) => {}
         }
         detail
     }

@@ -182,7 +182,14 @@ fn context(ctx: Option<pb::CallContext>) -> CallContext {
 fn plugin_status(error: PluginError) -> Status {
     match error {
         PluginError::Host(host) => host_error_to_status(&host),
-        other => Status::internal(other.to_string()),
+        // Listed one by one so that a new variant must be mapped before this compiles.
+        error @ (PluginError::UnknownFunction(_)
+        | PluginError::Failed { .. }
+        | PluginError::Timeout { .. }
+        | PluginError::Crashed(_)
+        | PluginError::Trap(_)
+        | PluginError::Protocol(_)
+        | PluginError::Unavailable(_)) => Status::internal(error.to_string()),
     }
 }
 

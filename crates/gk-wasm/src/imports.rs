@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gk_sdk::{HostApi, HostError, LogLevel, dispatch};
+use gk_sdk::{HostApi, HostError, LogLevel};
 use serde_json::json;
 use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store, TypedFunction,
@@ -12,6 +12,7 @@ use wasmer::{
 
 use crate::abi::{self, HOST_MODULE};
 use crate::guard::{self, ActiveCall, BYTES_PER_POINT, Meter, Stop};
+use crate::host_calls::dispatch;
 use crate::limits::LiveLimits;
 
 /// The longest log line a guest may write in one `log` call.

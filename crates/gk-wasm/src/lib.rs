@@ -32,6 +32,7 @@
 mod abi;
 mod error;
 mod guard;
+mod host_calls;
 mod imports;
 mod inline;
 mod instance;

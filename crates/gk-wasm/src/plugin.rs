@@ -257,16 +257,24 @@ impl Plugin for WasmPlugin {
         let timeout = self.inner.shared.limits.call_timeout();
         let budget = Budget::new(self.inner.fuel.points_for(timeout), timeout);
         // Short calls without host calls answer on this thread; the others go to a worker.
+        // The manager's `gk.plugin.call` span is current: say which path answered.
+        let span = tracing::Span::current();
         if let Some((result, stopped_by)) = inline::run(&self.inner, ctx, function, args, &budget) {
             if let Some(limit) = stopped_by {
                 self.inner.stops.count(limit);
             }
+            span.record("wasm.inline", true);
             return result;
         }
+        span.record("wasm.inline", false);
         let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
         let guest_budget = budget.clone();
-        let work: Work =
-            Box::new(move |instance| instance.call(call_ctx, &function, &args, guest_budget));
+        // Entered on the worker too, so that the host calls the guest makes (run there) are
+        // children of the call's span.
+        let work: Work = Box::new(move |instance| {
+            let _entered = span.enter();
+            instance.call(call_ctx, &function, &args, guest_budget)
+        });
         self.run(ctx, &budget, work).await
     }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::loader::sha256_hex;
 use crate::manager::StateChange;
-use crate::watch::sha256_hex;
 use crate::{Loader, Manager, StoredPackage};
 
 /// The first pause before a failed install is tried again.
@@ -54,35 +54,6 @@ pub(crate) struct Reconciler {
     digests: Mutex<HashMap<PathBuf, FileDigest>>,
     /// The packages that failed to install here, by plugin.
     failed: Mutex<HashMap<String, Failure>>,
-}
-
-/// Where the marker of a plugin installed by the platform on this node is kept.
-pub(crate) fn marker_path(loader: &Loader, plugin: &str) -> PathBuf {
-    loader.managed_dir().join(".cluster").join(plugin)
-}
-
-/// Records that this node's file of `plugin` holds the bytes with `sha256`, put there by the
-/// platform (an upload or the store).
-pub(crate) fn write_marker(loader: &Loader, plugin: &str, sha256: &str) {
-    let path = marker_path(loader, plugin);
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&path, sha256));
-    if let Err(error) = written {
-        tracing::warn!(%plugin, path = %path.display(), %error, "cluster: cannot record the installed package");
-    }
-}
-
-fn read_marker(loader: &Loader, plugin: &str) -> Option<String> {
-    std::fs::read_to_string(marker_path(loader, plugin))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-/// Forgets the marker of `plugin` (it was removed).
-pub(crate) fn remove_marker(loader: &Loader, plugin: &str) {
-    let _ = std::fs::remove_file(marker_path(loader, plugin));
 }
 
 impl Reconciler {
@@ -218,14 +189,14 @@ impl Reconciler {
         let _installs = self.loader.lock_installs().await;
         let target = self.loader.plugins_dir().join(&entry.file_name);
         let local = self.digest(&target).await;
-        let marker = read_marker(&self.loader, &entry.name);
+        let marker = self.loader.read_marker(&entry.name);
         // The file is the platform's when this node's marker says it put exactly these bytes.
         let ours = local.is_some() && local == marker;
         if !entry.installed {
             if ours {
                 match self.loader.uninstall_file(&entry.name).await {
                     Ok(()) => {
-                        remove_marker(&self.loader, &entry.name);
+                        self.loader.remove_marker(&entry.name);
                         tracing::info!(plugin = %entry.name, by = %entry.changed_by, "cluster: plugin removed as the store says");
                     }
                     Err(error) => {
@@ -237,7 +208,7 @@ impl Reconciler {
         }
         if local.as_deref() == Some(entry.sha256.as_str()) {
             if marker.as_deref() != Some(entry.sha256.as_str()) {
-                write_marker(&self.loader, &entry.name, &entry.sha256);
+                self.loader.write_marker(&entry.name, &entry.sha256);
             }
             self.forget_failure(&entry.name);
             return;
@@ -292,7 +263,7 @@ impl Reconciler {
             .await
         {
             Ok(registration) => {
-                write_marker(&self.loader, &stored.name, &stored.sha256);
+                self.loader.write_marker(&stored.name, &stored.sha256);
                 self.forget_failure(&stored.name);
                 tracing::info!(plugin = %stored.name, version = %registration.version, sha256 = %stored.sha256, by = %stored.changed_by, "cluster: plugin installed from the store");
             }

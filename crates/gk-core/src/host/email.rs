@@ -1,9 +1,10 @@
 //! `send_email`: validation, and the outbox the embedded default writes to instead of SMTP.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use gk_sdk::{Email, HostError, HostResult};
-use serde::Serialize;
+
+use crate::store::OutboxMessage;
 
 /// The longest subject accepted.
 const MAX_SUBJECT: usize = 998;
@@ -46,23 +47,6 @@ pub fn validate(email: &Email) -> HostResult<()> {
         )));
     }
     Ok(())
-}
-
-/// A message kept in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OutboxMessage {
-    /// When it was sent.
-    pub time: DateTime<Utc>,
-    /// The plugin that sent it.
-    pub plugin: String,
-    /// Recipient.
-    pub to: String,
-    /// Subject.
-    pub subject: String,
-    /// Body.
-    pub body: String,
-    /// Whether the body is HTML.
-    pub html: bool,
 }
 
 /// The embedded default: messages are kept in the store's outbox table, for the admin to read,

@@ -22,13 +22,14 @@ use gk_sdk::{
 };
 use serde_json::{Map, Value};
 
+pub use crate::store::OutboxMessage;
 pub use cache::{Cache, DEFAULT_CACHE_QUOTA_BYTES, MemoryCache, RedisCache};
 pub use config::{ConfigValues, PLUGIN_VARIABLE_PREFIX, PluginNames};
 pub use db::{
     CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_ROWS,
     DEFAULT_QUERY_TIMEOUT, DatabaseConfig, Databases, redacted as redacted_url,
 };
-pub use email::{Mailer, Outbox, OutboxMessage, validate as validate_email};
+pub use email::{Mailer, Outbox, validate as validate_email};
 pub use http::{
     DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpConfig, PrivateNetwork, PrivateNetworkError,
     is_internal,

@@ -9,20 +9,19 @@
 mod cluster;
 mod entities;
 mod job_claims;
+mod outbox;
 
 use chrono::Utc;
 use gk_sdk::ResourcePolicy;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Schema,
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Schema,
 };
 
 use entities::{email_outbox, sysconfig_default, sysconfig_modified};
 
 pub use cluster::{NodeRecord, StoredPackage};
-
-use crate::host::OutboxMessage;
+pub use outbox::OutboxMessage;
 
 /// Why the store could not read or write.
 #[derive(Debug, thiserror::Error)]
@@ -364,43 +363,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Keeps a message in the outbox table.
-    pub async fn record_outbox(&self, message: &OutboxMessage) -> Result<(), StoreError> {
-        let row = email_outbox::ActiveModel {
-            id: ActiveValue::NotSet,
-            plugin: ActiveValue::Set(message.plugin.clone()),
-            recipient: ActiveValue::Set(message.to.clone()),
-            subject: ActiveValue::Set(message.subject.clone()),
-            body: ActiveValue::Set(message.body.clone()),
-            html: ActiveValue::Set(message.html),
-            created: ActiveValue::Set(message.time),
-        };
-        email_outbox::Entity::insert(row)
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    /// The newest `limit` outbox messages, newest first.
-    pub async fn outbox(&self, limit: u64) -> Result<Vec<OutboxMessage>, StoreError> {
-        let rows = email_outbox::Entity::find()
-            .order_by_desc(email_outbox::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| OutboxMessage {
-                time: row.created,
-                plugin: row.plugin,
-                to: row.recipient,
-                subject: row.subject,
-                body: row.body,
-                html: row.html,
-            })
-            .collect())
     }
 }
 

@@ -9,4 +9,5 @@ mod loader;
 mod manager;
 mod packages;
 mod scheduler;
+mod spans;
 mod stats_plugin;

@@ -8,12 +8,16 @@
 //! Nothing outside the staging directory is written before the name conflict check: a package
 //! is unpacked for inspection inside the staging directory, and into the packages directory
 //! only once it is installed. An upload refused as a conflict leaves every file as it was.
+//!
+//! A marker under the packages directory (`.cluster/<plugin>`) records the SHA-256 of each file
+//! the platform put in place (an upload, or the cluster's store), so that reconciliation
+//! replaces or removes only those; the rows stored for the cluster carry a [`PackageSeal`].
 
 use std::path::{Path, PathBuf};
 
 use gk_sdk::GkRegistration;
 
-use super::Loader;
+use super::{Loader, PackageSeal};
 use crate::StoredPackage;
 use crate::discovery::inspect;
 use crate::manager::StateChange;
@@ -137,7 +141,7 @@ impl Loader {
                     plugin: registration.name.clone(),
                     source,
                 })?;
-            crate::cluster::write_marker(self, &registration.name, &sha256);
+            self.write_marker(&registration.name, &sha256);
             self.manager
                 .announce(&registration.name, StateChange::Package);
         }
@@ -145,15 +149,45 @@ impl Loader {
     }
 
     /// Sets the cluster's package seal (once, when the node joins a cluster).
-    pub(crate) fn set_package_seal(&self, seal: crate::cluster::PackageSeal) {
+    pub(crate) fn set_package_seal(&self, seal: PackageSeal) {
         if self.package_seal.set(seal).is_err() {
             tracing::warn!("the loader already has a package seal; ignoring another");
         }
     }
 
     /// The cluster's package seal, once the node joined a cluster.
-    pub(crate) fn package_seal(&self) -> Option<&crate::cluster::PackageSeal> {
+    pub(crate) fn package_seal(&self) -> Option<&PackageSeal> {
         self.package_seal.get()
+    }
+
+    /// Where the marker of a plugin installed by the platform on this node is kept.
+    pub(crate) fn marker_path(&self, plugin: &str) -> PathBuf {
+        self.managed_dir.join(".cluster").join(plugin)
+    }
+
+    /// Records that this node's file of `plugin` holds the bytes with `sha256`, put there by
+    /// the platform (an upload or the store).
+    pub(crate) fn write_marker(&self, plugin: &str, sha256: &str) {
+        let path = self.marker_path(plugin);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, sha256));
+        if let Err(error) = written {
+            tracing::warn!(%plugin, path = %path.display(), %error, "cluster: cannot record the installed package");
+        }
+    }
+
+    /// The SHA-256 the marker of `plugin` records, if the platform installed it here.
+    pub(crate) fn read_marker(&self, plugin: &str) -> Option<String> {
+        std::fs::read_to_string(self.marker_path(plugin))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// Forgets the marker of `plugin` (it was removed).
+    pub(crate) fn remove_marker(&self, plugin: &str) {
+        let _ = std::fs::remove_file(self.marker_path(plugin));
     }
 
     /// The seal of a row with these fields; empty (refused by every node) when no seal is
@@ -276,11 +310,6 @@ impl Loader {
         &self.plugins_dir
     }
 
-    /// Where packages are unpacked.
-    pub(crate) fn managed_dir(&self) -> &Path {
-        &self.managed_dir
-    }
-
     /// Waits for the installs and removals in progress, and holds off the next until the guard
     /// is dropped.
     pub(crate) async fn lock_installs(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -329,7 +358,7 @@ impl Loader {
             Err(InstallError::NotInstalled(_)) if stored.is_some() => {}
             result => result?,
         }
-        crate::cluster::remove_marker(self, name);
+        self.remove_marker(name);
         if let Some(stored) = stored {
             let seal = self.seal_of(name, &stored.file_name, &stored.sha256, false);
             store

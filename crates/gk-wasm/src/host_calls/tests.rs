@@ -6,12 +6,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gk_sdk::dispatch::DispatchError;
 use gk_sdk::{
     CallContext, Email, HostApi, HostCallName, HostError, HostResult, HttpRequest, HttpResponse,
-    LogLevel, Row, TranslateArgs, dispatch,
+    LogLevel, Row, TranslateArgs,
 };
 use serde_json::{Map, Value, json};
+
+use super::{DispatchError, dispatch};
 
 /// An in-memory host that records what it was asked.
 #[derive(Default)]
