@@ -31,9 +31,10 @@ impl clap::Args for ServeArgs {
             .env("GOATKIT_CONFIG")
             .value_name("FILE")
             .value_parser(clap::value_parser!(PathBuf))
-            .help("The configuration file (default: ./goatkit.toml when it exists).");
+            .help("The configuration file (default: ./goatkit.toml when it exists)");
         flags().fold(command.arg(config), |command, flag| {
-            let arg = Arg::new(flag.long).long(flag.long).help(flag.help);
+            let help = flag.help.trim_end_matches('.');
+            let arg = Arg::new(flag.long).long(flag.long).help(help);
             command.arg(match flag.value_name {
                 Some(name) => arg.value_name(name).action(ArgAction::Set),
                 None => arg.action(ArgAction::SetTrue),
