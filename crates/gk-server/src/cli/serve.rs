@@ -1,71 +1,91 @@
 //! `gk serve`: start the server, print where it listens, run until Ctrl-C or SIGTERM, then
 //! shut down gracefully.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use gk_server::ServeConfig;
+use gk_server::config::flags;
 
 use super::config::load_config;
 
-/// The options of `gk serve`; each flag overrides goatkit.toml and the environment.
-#[derive(Debug, clap::Args)]
+/// The options of `gk serve`: `--config`, and a flag for each configuration key that has one
+/// (declared with the key, in `gk_server::config`); each flag overrides goatkit.toml and the
+/// environment.
+#[derive(Debug)]
 pub(crate) struct ServeArgs {
     /// The configuration file (default: ./goatkit.toml when it exists).
-    #[arg(long, env = "GOATKIT_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// The plugins directory, scanned at start, then watched [default: plugins].
-    #[arg(long)]
-    plugins: Option<PathBuf>,
-    /// Where the database, unpacked packages and caches are kept [default: data].
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Refuse plugins without a valid signature from a trusted key.
-    #[arg(long)]
-    require_signatures: bool,
-    /// A directory of trusted public keys (hex, one per file).
-    #[arg(long)]
-    trusted_keys: Option<PathBuf>,
-    /// How long a request may take, plugin call included (`60s`, `2m`) [default: 60s].
-    #[arg(long)]
-    request_timeout: Option<String>,
-    /// Load every enabled plugin at start (default: on first use).
-    #[arg(long)]
-    eager: bool,
-    /// This node's id in its cluster (`[cluster]`) [default: host name and port].
-    #[arg(long)]
-    node_id: Option<String>,
+    /// The configuration flags given: name without `--`, and value (`true` for a switch).
+    given: Vec<(&'static str, String)>,
+}
+
+/// The id of `--config`.
+const CONFIG: &str = "config";
+
+impl clap::Args for ServeArgs {
+    fn augment_args(command: Command) -> Command {
+        let config = Arg::new(CONFIG)
+            .long(CONFIG)
+            .env("GOATKIT_CONFIG")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("The configuration file (default: ./goatkit.toml when it exists)");
+        flags().fold(command.arg(config), |command, flag| {
+            let help = flag.help.trim_end_matches('.');
+            let arg = Arg::new(flag.long).long(flag.long).help(help);
+            command.arg(match flag.value_name {
+                Some(name) => arg.value_name(name).action(ArgAction::Set),
+                None => arg.action(ArgAction::SetTrue),
+            })
+        })
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = Self {
+            config: None,
+            given: Vec::new(),
+        };
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(file) = matches.get_one::<PathBuf>(CONFIG) {
+            self.config = Some(file.clone());
+        }
+        for flag in flags() {
+            let value = match flag.value_name {
+                Some(_) => matches.get_one::<String>(flag.long).cloned(),
+                None => matches.get_flag(flag.long).then(|| "true".to_owned()),
+            };
+            if let Some(value) = value {
+                self.given.retain(|(long, _)| *long != flag.long);
+                self.given.push((flag.long, value));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ServeArgs {
     /// The configuration (file, then environment), with these flags applied on top.
     fn config(self) -> anyhow::Result<ServeConfig> {
         let mut config = load_config(self.config.as_deref())?;
-        if let Some(listen) = self.listen {
-            config.listen = listen;
-        }
-        if let Some(plugins) = self.plugins {
-            config.plugins_dir = plugins;
-        }
-        if let Some(data) = self.data {
-            config.data_dir = data;
-        }
-        config.require_signatures |= self.require_signatures;
-        if let Some(keys) = self.trusted_keys {
-            config.trusted_keys_dir = Some(keys);
-        }
-        if let Some(timeout) = self.request_timeout {
-            config.request_timeout = gk_sdk::parse_duration(&timeout)
-                .with_context(|| format!("--request-timeout `{timeout}`"))?;
-        }
-        config.eager_loading |= self.eager;
-        if let Some(id) = self.node_id {
-            config.cluster.set_node_id(&id)?;
-        }
+        config
+            .apply_flags(
+                self.given
+                    .iter()
+                    .map(|(long, value)| (*long, value.as_str())),
+            )
+            .context("the command line cannot be used")?;
         Ok(config)
     }
 }

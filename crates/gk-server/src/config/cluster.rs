@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
+use super::ConfigError;
+use super::parse::value_error;
 use gk_core::cluster::ClusterConfig;
-use serde::Deserialize;
-
-use super::parse::{parse_bool, parse_timeout, value_error};
-use super::{ConfigError, Environment};
 
 /// How this node takes part in a cluster (`[cluster]`, `GOATKIT_CLUSTER_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,17 +43,6 @@ impl Default for ClusterSettings {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileCluster {
-    enabled: Option<bool>,
-    node_id: Option<String>,
-    prefix: Option<String>,
-    reconcile_every: Option<String>,
-    heartbeat_every: Option<String>,
-    advertise: Option<String>,
-}
-
 /// The longest prefix: the PostgreSQL channel `gk-cluster:<prefix>:control` must stay within
 /// PostgreSQL's 63-byte identifiers.
 const MAX_PREFIX_BYTES: usize = 40;
@@ -78,16 +65,18 @@ fn name_of_at_most(key: &str, value: &str, max: usize) -> Result<String, ConfigE
     Ok(value.to_owned())
 }
 
-fn name(key: &str, value: &str) -> Result<String, ConfigError> {
+/// `cluster.node_id`.
+pub(super) fn name(key: &str, value: &str) -> Result<String, ConfigError> {
     name_of_at_most(key, value, 200)
 }
 
-fn prefix(key: &str, value: &str) -> Result<String, ConfigError> {
+/// `cluster.prefix`.
+pub(super) fn prefix(key: &str, value: &str) -> Result<String, ConfigError> {
     name_of_at_most(key, value, MAX_PREFIX_BYTES)
 }
 
 /// A `host:port` another node can connect to.
-fn host_port(key: &str, value: &str) -> Result<String, ConfigError> {
+pub(super) fn host_port(key: &str, value: &str) -> Result<String, ConfigError> {
     let value = value.trim();
     let parsed = url::Url::parse(&format!("http://{value}/"))
         .ok()
@@ -107,50 +96,6 @@ fn host_port(key: &str, value: &str) -> Result<String, ConfigError> {
 }
 
 impl ClusterSettings {
-    pub(super) fn apply_file(&mut self, file: FileCluster) -> Result<(), ConfigError> {
-        if let Some(enabled) = file.enabled {
-            self.enabled = enabled;
-        }
-        if let Some(id) = file.node_id {
-            self.node_id = Some(name("cluster.node_id", &id)?);
-        }
-        if let Some(prefix) = file.prefix {
-            self.prefix = self::prefix("cluster.prefix", &prefix)?;
-        }
-        if let Some(every) = file.reconcile_every {
-            self.reconcile_every = parse_timeout("cluster.reconcile_every", &every)?;
-        }
-        if let Some(every) = file.heartbeat_every {
-            self.heartbeat_every = parse_timeout("cluster.heartbeat_every", &every)?;
-        }
-        if let Some(address) = file.advertise {
-            self.advertise = Some(host_port("cluster.advertise", &address)?);
-        }
-        Ok(())
-    }
-
-    pub(super) fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
-        if let Some(enabled) = env.get("GOATKIT_CLUSTER_ENABLED") {
-            self.enabled = parse_bool("GOATKIT_CLUSTER_ENABLED", &enabled)?;
-        }
-        if let Some(id) = env.get("GOATKIT_NODE_ID") {
-            self.node_id = Some(name("GOATKIT_NODE_ID", &id)?);
-        }
-        if let Some(prefix) = env.get("GOATKIT_CLUSTER_PREFIX") {
-            self.prefix = self::prefix("GOATKIT_CLUSTER_PREFIX", &prefix)?;
-        }
-        if let Some(every) = env.get("GOATKIT_CLUSTER_RECONCILE_EVERY") {
-            self.reconcile_every = parse_timeout("GOATKIT_CLUSTER_RECONCILE_EVERY", &every)?;
-        }
-        if let Some(every) = env.get("GOATKIT_CLUSTER_HEARTBEAT_EVERY") {
-            self.heartbeat_every = parse_timeout("GOATKIT_CLUSTER_HEARTBEAT_EVERY", &every)?;
-        }
-        if let Some(address) = env.get("GOATKIT_CLUSTER_ADVERTISE") {
-            self.advertise = Some(host_port("GOATKIT_CLUSTER_ADVERTISE", &address)?);
-        }
-        Ok(())
-    }
-
     /// The namespace of the cluster's Redis keys and channel, `gk-cluster:<prefix>`: apart from
     /// the plugin cache's keys (`plugin:…`, `gk:…`), whatever the prefix.
     pub fn namespace(&self) -> String {
@@ -179,17 +124,20 @@ impl ClusterSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Environment, ServeConfig};
 
     #[test]
     fn node_ids_and_prefixes_are_names() {
-        let mut settings = ClusterSettings::default();
-        settings
-            .apply_env(&Environment::from_pairs([
+        let mut settings = ServeConfig::load(
+            None,
+            &Environment::from_pairs([
                 ("GOATKIT_CLUSTER_ENABLED", "true"),
                 ("GOATKIT_NODE_ID", "node-a"),
                 ("GOATKIT_CLUSTER_RECONCILE_EVERY", "2s"),
-            ]))
-            .expect("valid");
+            ]),
+        )
+        .expect("valid")
+        .cluster;
         assert!(settings.enabled);
         assert_eq!(settings.node_id.as_deref(), Some("node-a"));
         assert_eq!(settings.reconcile_every, Duration::from_secs(2));

@@ -4,7 +4,14 @@
 //!
 //! Values come, each overriding the one before, from the defaults, `goatkit.toml` (relative
 //! paths in it are relative to the file), `GOATKIT_*` environment variables, and command-line
-//! flags. [`ServeConfig::load`] does the first three; the CLI applies its flags on top.
+//! flags. [`ServeConfig::load`] does the first three; the CLI applies its flags on top with
+//! [`ServeConfig::apply_flags`].
+//!
+//! Each key is declared once, in `keys.rs`: its dotted path in the file, its variables, its
+//! flag (see [`flags`]), what the file holds, what it is for, and how its value is read. The
+//! defaults are [`ServeConfig::default`]. The layering is generic (`layers.rs`): a key's value,
+//! whichever layer gives it, goes through the same setter, and its errors name the key, the
+//! variable or the flag it came from.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
@@ -77,17 +84,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gk_core::host::ConfigValues;
-use serde::Deserialize;
 
 mod cluster;
 mod env;
+mod keys;
+mod layers;
 mod parse;
+mod sections;
 mod services;
 
-use parse::{list, parse_bool, parse_bytes, parse_count, parse_listen, parse_timeout, value_error};
+use parse::value_error;
 
 pub use cluster::ClusterSettings;
 pub use env::Environment;
+pub use layers::{Flag, flags};
 pub use services::{AppSettings, DEFAULT_SMTP_TIMEOUT, EmailSettings, HttpSettings};
 
 /// How long a request may take by default, plugin call included.
@@ -250,48 +260,6 @@ pub enum ConfigError {
     },
 }
 
-/// `goatkit.toml` as written: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    plugins_dir: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    require_signatures: Option<bool>,
-    trusted_keys_dir: Option<PathBuf>,
-    request_timeout: Option<String>,
-    eager_loading: Option<bool>,
-    token_secret: Option<String>,
-    redis_url: Option<String>,
-    approve: Option<Vec<String>>,
-    metrics_token: Option<String>,
-    overridable_templates: Option<Vec<String>>,
-    log_line_bytes: Option<usize>,
-    log_ring_bytes: Option<usize>,
-    cache_quota_bytes: Option<u64>,
-    allow_unisolated_native_plugins: Option<bool>,
-    native_plugin_read_only_paths: Option<Vec<PathBuf>>,
-    database: Option<FileDatabase>,
-    databases: Option<BTreeMap<String, services::FileNamedDatabase>>,
-    http: Option<services::FileHttp>,
-    email: Option<services::FileEmail>,
-    cluster: Option<cluster::FileCluster>,
-    app: Option<services::FileApp>,
-    config: Option<toml::Table>,
-    plugins: Option<BTreeMap<String, toml::Table>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDatabase {
-    url: Option<String>,
-    init_sql: Option<Vec<PathBuf>>,
-    query_timeout: Option<String>,
-    max_rows: Option<usize>,
-    max_result_bytes: Option<usize>,
-    max_concurrent_queries: Option<usize>,
-}
-
 /// The guards on every plugin statement (see docs/HOST_API.md, "The database wall").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatabaseLimits {
@@ -337,12 +305,28 @@ impl ServeConfig {
     pub fn load(file: Option<&Path>, env: &Environment) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         if let Some(path) = file {
-            config.apply_file(path)?;
+            layers::apply_file(&mut config, path)?;
             config.config_file = Some(path.to_path_buf());
         }
-        config.apply_env(env)?;
-        config.email.smtp_config()?;
-        if let Some(secret) = &config.token_secret {
+        layers::apply_env(&mut config, env)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies `gk serve`'s flags over the loaded configuration: each `(name, value)` is one
+    /// of [`flags`] without its `--`, and `"true"` for a switch. Errors name the flag.
+    pub fn apply_flags<'a>(
+        &mut self,
+        given: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ConfigError> {
+        layers::apply_flags(self, given)?;
+        self.check()
+    }
+
+    /// The checks across keys, once every layer is applied.
+    fn check(&self) -> Result<(), ConfigError> {
+        self.email.smtp_config()?;
+        if let Some(secret) = &self.token_secret {
             let length = secret.trim().len();
             if length < 32 {
                 return Err(value_error(
@@ -351,231 +335,18 @@ impl ServeConfig {
                 ));
             }
         }
-        Ok(config)
+        Ok(())
     }
 
     /// What plugins read with `config_get`: `app.*`, `[config]`, `[plugins.<name>]` and the
     /// `GOATFLOW_PLUGIN_*` variables.
     pub fn config_values(&self) -> ConfigValues {
-        services::config_values(
+        sections::config_values(
             &self.app,
             self.listen,
             &self.plugin_config,
             &self.plugin_variables,
         )
-    }
-
-    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let label = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: label.clone(),
-            source,
-        })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            // Where and what, never the line itself: it may hold a password.
-            message: match e.span() {
-                Some(span) => {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("line {line}, column {column}: {}", e.message())
-                }
-                None => e.message().to_owned(),
-            },
-            path: label,
-        })?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        if let Some(listen) = file.listen {
-            self.listen = parse_listen("listen", &listen)?;
-        }
-        if let Some(dir) = file.plugins_dir {
-            self.plugins_dir = relative(dir);
-        }
-        if let Some(dir) = file.data_dir {
-            self.data_dir = relative(dir);
-        }
-        if let Some(required) = file.require_signatures {
-            self.require_signatures = required;
-        }
-        if let Some(dir) = file.trusted_keys_dir {
-            self.trusted_keys_dir = Some(relative(dir));
-        }
-        if let Some(timeout) = file.request_timeout {
-            self.request_timeout = parse_timeout("request_timeout", &timeout)?;
-        }
-        if let Some(eager) = file.eager_loading {
-            self.eager_loading = eager;
-        }
-        if let Some(secret) = file.token_secret {
-            self.token_secret = Some(secret);
-        }
-        if let Some(url) = file.redis_url {
-            self.redis_url = Some(url);
-        }
-        if let Some(approve) = file.approve {
-            self.approve = approve;
-        }
-        if let Some(token) = file.metrics_token {
-            self.metrics_token = Some(token).filter(|t| !t.is_empty());
-        }
-        if let Some(names) = file.overridable_templates {
-            self.overridable_templates = names;
-        }
-        if let Some(bytes) = file.log_line_bytes {
-            self.log_line_bytes = bytes;
-        }
-        if let Some(bytes) = file.log_ring_bytes {
-            self.log_ring_bytes = bytes;
-        }
-        if let Some(bytes) = file.cache_quota_bytes {
-            self.cache_quota_bytes = bytes;
-        }
-        if let Some(allow) = file.allow_unisolated_native_plugins {
-            self.allow_unisolated_native_plugins = allow;
-        }
-        if let Some(paths) = file.native_plugin_read_only_paths {
-            self.native_plugin_read_only_paths = paths.into_iter().map(relative).collect();
-        }
-        if let Some(tables) = file.databases {
-            self.databases = services::named_databases_from_file(tables, base)?;
-        }
-        if let Some(http) = file.http {
-            self.http.apply_file(http)?;
-        }
-        if let Some(cluster) = file.cluster {
-            self.cluster.apply_file(cluster)?;
-        }
-        if let Some(email) = file.email {
-            self.email.apply_file(email)?;
-        }
-        if let Some(app) = file.app {
-            self.app.apply_file(app)?;
-        }
-        if let Some(table) = file.config {
-            services::flatten("", &table, &mut self.plugin_config);
-        }
-        for (plugin, table) in file.plugins.unwrap_or_default() {
-            services::flatten(
-                &format!("plugins.{plugin}"),
-                &table,
-                &mut self.plugin_config,
-            );
-        }
-        if let Some(database) = file.database {
-            if let Some(url) = database.url {
-                self.database_url = Some(url);
-            }
-            if let Some(files) = database.init_sql {
-                self.init_sql = files.into_iter().map(relative).collect();
-            }
-            let limits = &mut self.database_limits;
-            if let Some(timeout) = database.query_timeout {
-                limits.query_timeout = parse_timeout("database.query_timeout", &timeout)?;
-            }
-            if let Some(n) = database.max_rows {
-                limits.max_rows = parse_count("database.max_rows", &n.to_string())?;
-            }
-            if let Some(n) = database.max_result_bytes {
-                limits.max_result_bytes = parse_count("database.max_result_bytes", &n.to_string())?;
-            }
-            if let Some(n) = database.max_concurrent_queries {
-                limits.max_concurrent_queries =
-                    parse_count("database.max_concurrent_queries", &n.to_string())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_env(&mut self, variables: &Environment) -> Result<(), ConfigError> {
-        let env = |key: &str| variables.get(key);
-        if let Some(listen) = env("GOATKIT_LISTEN") {
-            self.listen = parse_listen("GOATKIT_LISTEN", &listen)?;
-        }
-        if let Some(dir) = env("GOATKIT_PLUGINS_DIR") {
-            self.plugins_dir = dir.into();
-        }
-        if let Some(dir) = env("GOATKIT_DATA_DIR") {
-            self.data_dir = dir.into();
-        }
-        for key in ["GOATFLOW_REQUIRE_SIGNATURES", "GOATKIT_REQUIRE_SIGNATURES"] {
-            if let Some(value) = env(key) {
-                self.require_signatures = parse_bool(key, &value)?;
-            }
-        }
-        if let Some(dir) = env("GOATKIT_TRUSTED_KEYS_DIR") {
-            self.trusted_keys_dir = Some(dir.into());
-        }
-        if let Some(timeout) = env("GOATKIT_REQUEST_TIMEOUT") {
-            self.request_timeout = parse_timeout("GOATKIT_REQUEST_TIMEOUT", &timeout)?;
-        }
-        if let Some(eager) = env("GOATKIT_EAGER_LOADING") {
-            self.eager_loading = parse_bool("GOATKIT_EAGER_LOADING", &eager)?;
-        }
-        if let Some(secret) = env("GOATKIT_TOKEN_SECRET") {
-            self.token_secret = Some(secret);
-        }
-        if let Some(url) = env("GOATKIT_REDIS_URL") {
-            self.redis_url = Some(url).filter(|u| !u.is_empty());
-        }
-        if let Some(approve) = env("GOATKIT_APPROVE") {
-            self.approve = list(&approve);
-        }
-        if let Some(token) = env("GOATKIT_METRICS_TOKEN") {
-            self.metrics_token = Some(token).filter(|t| !t.is_empty());
-        }
-        if let Some(names) = env("GOATKIT_OVERRIDABLE_TEMPLATES") {
-            self.overridable_templates = list(&names);
-        }
-        if let Some(bytes) = env("GOATKIT_LOG_LINE_BYTES") {
-            self.log_line_bytes = parse_bytes("GOATKIT_LOG_LINE_BYTES", &bytes)?;
-        }
-        if let Some(bytes) = env("GOATKIT_LOG_RING_BYTES") {
-            self.log_ring_bytes = parse_bytes("GOATKIT_LOG_RING_BYTES", &bytes)?;
-        }
-        if let Some(bytes) = env("GOATKIT_CACHE_QUOTA_BYTES") {
-            self.cache_quota_bytes = parse_bytes("GOATKIT_CACHE_QUOTA_BYTES", &bytes)?;
-        }
-        if let Some(allow) = env("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS") {
-            self.allow_unisolated_native_plugins =
-                parse_bool("GOATKIT_ALLOW_UNISOLATED_NATIVE_PLUGINS", &allow)?;
-        }
-        if let Some(paths) = env("GOATKIT_NATIVE_PLUGIN_READ_ONLY_PATHS") {
-            self.native_plugin_read_only_paths =
-                list(&paths).into_iter().map(PathBuf::from).collect();
-        }
-        if let Some(url) = env("GOATKIT_DATABASE_URL") {
-            self.database_url = Some(url).filter(|u| !u.is_empty());
-        }
-        if let Some(files) = env("GOATKIT_DATABASE_INIT_SQL") {
-            self.init_sql = list(&files).into_iter().map(PathBuf::from).collect();
-        }
-        let limits = &mut self.database_limits;
-        if let Some(timeout) = env("GOATKIT_DATABASE_QUERY_TIMEOUT") {
-            limits.query_timeout = parse_timeout("GOATKIT_DATABASE_QUERY_TIMEOUT", &timeout)?;
-        }
-        if let Some(n) = env("GOATKIT_DATABASE_MAX_ROWS") {
-            limits.max_rows = parse_count("GOATKIT_DATABASE_MAX_ROWS", &n)?;
-        }
-        if let Some(n) = env("GOATKIT_DATABASE_MAX_RESULT_BYTES") {
-            limits.max_result_bytes = parse_count("GOATKIT_DATABASE_MAX_RESULT_BYTES", &n)?;
-        }
-        if let Some(n) = env("GOATKIT_DATABASE_MAX_CONCURRENT_QUERIES") {
-            limits.max_concurrent_queries =
-                parse_count("GOATKIT_DATABASE_MAX_CONCURRENT_QUERIES", &n)?;
-        }
-        services::apply_named_databases_env(&mut self.databases, variables)?;
-        self.http.apply_env(variables)?;
-        self.email.apply_env(variables)?;
-        self.cluster.apply_env(variables)?;
-        self.app.apply_env(variables)?;
-        services::apply_config_env(&mut self.plugin_config, variables);
-        self.plugin_variables = Environment::from_pairs(
-            variables
-                .iter()
-                .filter(|(name, _)| name.starts_with(gk_core::host::PLUGIN_VARIABLE_PREFIX)),
-        );
-        Ok(())
     }
 }
 

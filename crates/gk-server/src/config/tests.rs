@@ -326,3 +326,133 @@ fn the_documented_examples_load() {
     let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../goatkit.toml");
     ServeConfig::load(Some(&repository), &env(&[])).unwrap();
 }
+
+/// `gk serve`'s flags are declared with their keys, go through the same checks, and name
+/// themselves in errors.
+#[test]
+fn flags_override_the_file_and_the_environment() {
+    let longs: Vec<_> = flags().map(|flag| flag.long).collect();
+    assert_eq!(
+        longs,
+        [
+            "listen",
+            "plugins",
+            "data",
+            "require-signatures",
+            "trusted-keys",
+            "request-timeout",
+            "eager",
+            "node-id"
+        ]
+    );
+    let switches: Vec<_> = flags()
+        .filter(|flag| flag.value_name.is_none())
+        .map(|flag| flag.key)
+        .collect();
+    assert_eq!(switches, ["require_signatures", "eager_loading"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "listen = \"0.0.0.0:9000\"\nplugins_dir = \"p\"\n",
+    );
+    let mut config =
+        ServeConfig::load(Some(&path), &env(&[("GOATKIT_LISTEN", "127.0.0.1:7000")])).unwrap();
+    config
+        .apply_flags([
+            ("listen", "127.0.0.1:6000"),
+            ("plugins", "here"),
+            ("eager", "true"),
+            ("request-timeout", "2m"),
+            ("node-id", "node-b"),
+        ])
+        .unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:6000");
+    assert_eq!(
+        config.plugins_dir,
+        PathBuf::from("here"),
+        "flags are not relative to the file"
+    );
+    assert!(config.eager_loading);
+    assert_eq!(config.request_timeout, Duration::from_secs(120));
+    assert_eq!(config.cluster.node_id.as_deref(), Some("node-b"));
+
+    for (flag, value, expected) in [
+        (
+            "listen",
+            "x",
+            "--listen: `x` is not an address like 127.0.0.1:8080",
+        ),
+        (
+            "request-timeout",
+            "0s",
+            "--request-timeout: must be longer than zero",
+        ),
+        ("node-id", "a b", "--node-id: `a b` is not a name"),
+        ("verbose", "true", "--verbose: is not a flag of gk serve"),
+    ] {
+        let error = config.apply_flags([(flag, value)]).unwrap_err().to_string();
+        assert!(error.starts_with(expected), "{flag}: {error}");
+    }
+}
+
+/// A value of the wrong type in the file names the key and where it is; a variable names
+/// itself; the Go host's alias yields to GoatKit's own variable; an empty URL unsets it in
+/// every layer.
+#[test]
+fn each_layer_names_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    refuses_each(
+        dir.path(),
+        &[
+            (
+                "[database]\nurl = 5",
+                "line 2, column 7: database.url: invalid type: integer, expected a string",
+            ),
+            (
+                "eager_loading = \"yes\"",
+                "eager_loading: invalid type: string, expected a boolean",
+            ),
+            (
+                "approve = [\"a\", 1]",
+                "approve: invalid type: array, expected an array of strings",
+            ),
+            ("http = 1", "http: invalid type: integer, expected a table"),
+            (
+                "[databases.crm]\nurl = \"sqlite://x.db\"\npassword = \"hunter2\"",
+                "line 3, column 1: unknown field `password`, expected `url`",
+            ),
+            (
+                "[cluster]\nprefix = \"a:b\"",
+                "cluster.prefix: `a:b` is not a name",
+            ),
+            (
+                "[database]\nmax_rows = -1",
+                "database.max_rows: `-1` is not a number",
+            ),
+        ],
+    );
+    let both = env(&[
+        ("GOATFLOW_REQUIRE_SIGNATURES", "1"),
+        ("GOATKIT_REQUIRE_SIGNATURES", "0"),
+    ]);
+    assert!(!ServeConfig::load(None, &both).unwrap().require_signatures);
+    let error = ServeConfig::load(None, &env(&[("GOATFLOW_REQUIRE_SIGNATURES", "si")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "GOATFLOW_REQUIRE_SIGNATURES: `si` is not true or false"
+    );
+    let error = ServeConfig::load(None, &env(&[("GOATKIT_CLUSTER_PREFIX", "a b")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("GOATKIT_CLUSTER_PREFIX: `a b`"),
+        "{error}"
+    );
+
+    let path = write(dir.path(), "redis_url = \"\"\n[database]\nurl = \"\"");
+    let config = ServeConfig::load(Some(&path), &env(&[])).unwrap();
+    assert_eq!((config.redis_url, config.database_url), (None, None));
+}
