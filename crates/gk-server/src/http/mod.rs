@@ -2,7 +2,7 @@
 //! token; enable/disable, policies, stats, install and logs for admins), and the plugins' own
 //! routes. Errors are JSON `{"error": {"code", "message"}}` ([`crate::error`]).
 //!
-//! This module knows nothing of the admin pages: [`crate::router`] mounts [`routes`], the admin
+//! This module knows nothing of the admin pages: [`crate::router`] mounts `routes()`, the admin
 //! pages and the plugin routes' fallback ([`plugin_routes::serve`]) together.
 
 mod admin_api;
