@@ -5,8 +5,6 @@
 //! starting the async runtime and the tracing subscriber.
 
 mod cli;
-mod remote;
-mod scaffold;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

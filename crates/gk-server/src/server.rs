@@ -16,8 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::ServeConfig;
 use crate::auth::{Role, TokenKeys, load_or_generate_secret};
-use crate::http::{AppState, router};
+use crate::router::router;
 use crate::runtimes::{GrpcAdapter, WasmAdapter};
+use crate::state::AppState;
 
 /// Entries in each plugin's log ring.
 const LOG_RING: usize = 1000;

@@ -4,6 +4,13 @@
 //! `/admin`; every form also carries a CSRF value derived from the token, checked on each POST.
 //! Every action goes through the same [`gk_core::Manager`] and [`gk_core::Loader`] calls as the
 //! JSON API, then redirects back with a notice (post/redirect/get).
+//!
+//! A failure the admin can act on (bad input, a refused file and its reason, a plugin's own
+//! error) is shown as it is. A server-side failure (the store, the disk, a template) is shown as
+//! a generic message with the request's id, and its cause logged once, at error level, with
+//! that id ([`crate::error::ApiError::into_message`]).
+//!
+//! This module knows nothing of the JSON API: [`crate::router`] mounts [`routes`] beside it.
 
 mod list;
 mod nodes;
@@ -17,9 +24,9 @@ use axum::routing::{get, post};
 use gk_sdk::{PolicyStatus, ResourcePolicy};
 use serde::{Deserialize, Serialize};
 
-use crate::http::AppState;
-use crate::http::plugin_routes;
-use crate::pages::Translator;
+use crate::error::{ApiError, for_manager, install_error};
+use crate::pages::{MenuEntry, Translator};
+use crate::state::AppState;
 use session::{AdminSession, CsrfForm, sign_in_cookie, sign_out_cookie};
 
 /// The admin routes.
@@ -50,12 +57,27 @@ fn back(path: &str, key: &str, message: &str) -> Redirect {
     Redirect::to(&format!("{path}?{query}"))
 }
 
+/// What a notice says about a failure: see the module docs.
+fn problem(error: ApiError) -> String {
+    error.into_message()
+}
+
+/// What a notice says about a manager failure.
+fn manager_problem(state: &AppState, error: gk_core::ManagerError) -> String {
+    problem(for_manager(&state.manager, error))
+}
+
 fn render(state: &AppState, template: &str, context: minijinja::Value) -> Response {
-    match state.pages.render(template, context) {
+    render_page(&state.pages, template, context)
+}
+
+/// A page; a template that fails is a server-side failure (see the module docs).
+fn render_page(pages: &crate::pages::Pages, template: &str, context: minijinja::Value) -> Response {
+    match pages.render(template, context) {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
-            tracing::error!(%error, "admin page");
-            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+            let message = problem(ApiError::internal_as("render", error));
+            (StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
         }
     }
 }
@@ -76,9 +98,14 @@ fn value(v: impl Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
 
+/// The navigation menu of the admin pages: the enabled plugins' `admin` menu items.
+fn admin_menu(state: &AppState) -> Vec<MenuEntry> {
+    crate::pages::menu::build(&state.manager, "admin")
+}
+
 /// The navigation menu in the request's language.
 fn menu(state: &AppState, headers: &HeaderMap) -> minijinja::Value {
-    value(Translator::new(&state.manager, headers).menu(plugin_routes::admin_menu(state)))
+    value(Translator::new(&state.manager, headers).menu(admin_menu(state)))
 }
 
 async fn login_page(
@@ -177,7 +204,8 @@ async fn plugin_page(
     let registration = match manager.load(&name).await {
         Ok(registration) => registration,
         Err(error) => {
-            return back("/admin/plugins", "error", &error.to_string()).into_response();
+            let problem = manager_problem(&state, error);
+            return back("/admin/plugins", "error", &problem).into_response();
         }
     };
     let (policy, requested) = match (
@@ -186,7 +214,8 @@ async fn plugin_page(
     ) {
         (Ok(policy), Ok(requested)) => (policy, requested),
         (Err(error), _) | (_, Err(error)) => {
-            return back("/admin/plugins", "error", &error.to_string()).into_response();
+            let problem = manager_problem(&state, error);
+            return back("/admin/plugins", "error", &problem).into_response();
         }
     };
     let policy_json = serde_json::to_string_pretty(&policy).unwrap_or_default();
@@ -205,7 +234,7 @@ async fn plugin_page(
         &state,
         "admin_plugin.html",
         minijinja::context! {
-            title => name.clone(), menu => value(texts.menu(plugin_routes::admin_menu(&state))),
+            title => name.clone(), menu => value(texts.menu(admin_menu(&state))),
             name => name.clone(),
             enabled => manager.is_enabled(&name).unwrap_or(false),
             runtime => runtime_of(&state, &name),
@@ -242,7 +271,7 @@ async fn plugin_action(
             let enabled = action == "enable";
             return match manager.set_enabled(&name, enabled, by).await {
                 Ok(()) => back("/admin/plugins", "notice", &format!("{name}: {action}d")),
-                Err(error) => back("/admin/plugins", "error", &error.to_string()),
+                Err(error) => back("/admin/plugins", "error", &manager_problem(&state, error)),
             }
             .into_response();
         }
@@ -282,7 +311,7 @@ async fn plugin_action(
             tracing::info!(plugin = %name, %action, %by, "admin page action");
             back(&detail, "notice", &notice).into_response()
         }
-        Err(error) => back(&detail, "error", &error.to_string()).into_response(),
+        Err(error) => back(&detail, "error", &manager_problem(&state, error)).into_response(),
     }
 }
 
@@ -291,7 +320,7 @@ async fn upload(
     session: AdminSession,
     multipart: Multipart,
 ) -> Response {
-    let upload = match crate::http::read_upload(multipart, true).await {
+    let upload = match crate::upload::read_upload(multipart, true).await {
         Ok(upload) => upload,
         Err(error) => return back("/admin/plugins", "error", &error.message).into_response(),
     };
@@ -313,7 +342,11 @@ async fn upload(
             "notice",
             &format!("{} {} installed", registration.name, registration.version),
         ),
-        Err(error) => back("/admin/plugins", "error", &error.to_string()),
+        Err(error) => back(
+            "/admin/plugins",
+            "error",
+            &problem(install_error(&state.manager, error)),
+        ),
     }
     .into_response()
 }
@@ -349,19 +382,21 @@ async fn logs_page(
 ) -> Response {
     let plugin = filter.plugin.filter(|p| !p.is_empty());
     let level_name = filter.level.unwrap_or_else(|| "debug".into());
-    let level = match crate::http::parse_log_level(Some(&level_name)) {
+    let level = match crate::log_level::parse_level(Some(&level_name)) {
         Ok(level) => level,
-        Err(error) => return (error.status, error.message).into_response(),
+        Err(error) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, error.to_string()).into_response();
+        }
     };
     let local = state.logs.read(plugin.as_deref(), level, LOG_PAGE_ENTRIES);
     // On a node of a cluster, every live node's entries, as the API merges them.
     let (entries, missing) = match &state.cluster {
         Some(cluster) => {
-            let filter = crate::http::cluster_api::LogFilter {
+            let filter = crate::cluster_view::LogFilter {
                 plugin: plugin.as_deref(),
                 level: Some(&level_name),
             };
-            let merged = crate::http::cluster_api::cluster_logs(
+            let merged = crate::cluster_view::cluster_logs(
                 cluster,
                 &state.tokens,
                 filter,
@@ -419,4 +454,108 @@ async fn clear_logs(
     let plugin = Some(form.plugin.as_str()).filter(|p| !p.is_empty());
     state.logs.clear(plugin);
     back("/admin/plugins/logs", "notice", "logs cleared").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use gk_core::ManagerError;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::error::manager_error;
+    use crate::request_id::REQUEST_ID_HEADER;
+
+    const SQL_FAILURE: &str =
+        "error returned from database: relation \"gk_plugin_state\" does not exist at SELECT";
+
+    /// The admin pages' failure paths, behind the router's request layers.
+    fn app() -> Router {
+        let routes = Router::new()
+            .route(
+                "/page",
+                get(|| async {
+                    render_page(
+                        &crate::pages::Pages::new(),
+                        "no_such_template.html",
+                        minijinja::context! {},
+                    )
+                }),
+            )
+            .route(
+                "/action/{kind}",
+                post(|Path(kind): Path<String>| async move {
+                    let error = match kind.as_str() {
+                        "store" => ManagerError::Store(gk_core::StoreError::Database(
+                            sea_orm::DbErr::Custom(SQL_FAILURE.into()),
+                        )),
+                        _ => ManagerError::Disabled("hello".into()),
+                    };
+                    let problem = problem(manager_error(error, |_| None));
+                    back("/admin/plugins/hello", "error", &problem).into_response()
+                }),
+            );
+        crate::router::with_request_layers(routes, Duration::from_secs(5))
+    }
+
+    async fn send(request: Request<Body>) -> (Response, String) {
+        let response = app().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        (Response::from_parts(parts, Body::empty()), text)
+    }
+
+    fn request_id(response: &Response) -> String {
+        response.headers()[REQUEST_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_page_that_fails_to_render_shows_the_request_id_not_the_cause() {
+        let (response, body) = send(Request::get("/page").body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = request_id(&response);
+        assert_eq!(body, format!("internal error; request id {id}"));
+        for leak in ["no_such_template", "template", "not found"] {
+            assert!(!body.contains(leak), "{leak} in {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notice_of_an_internal_failure_has_the_request_id_not_the_cause() {
+        let post = |kind: &str| {
+            Request::post(format!("/action/{kind}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (response, _) = send(post("store")).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let id = request_id(&response);
+        let location = response.headers()[header::LOCATION].to_str().unwrap();
+        let notice: String = url::form_urlencoded::parse(
+            location
+                .split_once('?')
+                .map_or("", |(_, query)| query)
+                .as_bytes(),
+        )
+        .filter(|(key, _)| key == "error")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+        assert_eq!(notice, format!("internal error; request id {id}"));
+        for leak in ["SELECT", "gk_plugin_state", "database"] {
+            assert!(!location.contains(leak), "{leak} in {location}");
+        }
+
+        // What the admin can act on keeps its message.
+        let (response, _) = send(post("disabled")).await;
+        let location = response.headers()[header::LOCATION].to_str().unwrap();
+        assert!(location.contains("hello"), "{location}");
+        assert!(location.contains("disabled"), "{location}");
+    }
 }

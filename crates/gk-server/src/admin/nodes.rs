@@ -1,9 +1,9 @@
 //! The cluster section of the plugin list: every node of this node's cluster
-//! ([`crate::http::cluster_api::cluster_view`]) and each plugin's calls over the live ones.
+//! ([`crate::cluster_view::cluster_view`]) and each plugin's calls over the live ones.
 
 use serde::Serialize;
 
-use crate::http::cluster_api::{ClusterReply, cluster_view};
+use crate::cluster_view::{ClusterReply, cluster_view};
 
 /// The cluster as the plugin list shows it.
 #[derive(Debug, Serialize)]

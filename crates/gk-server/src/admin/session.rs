@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::auth::{Claims, Role};
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// The cookie that holds the admin token.
 const COOKIE_NAME: &str = "gk_admin";

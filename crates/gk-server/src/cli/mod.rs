@@ -8,6 +8,8 @@ pub(crate) mod config;
 pub(crate) mod packaging;
 pub(crate) mod plugins;
 pub(crate) mod project;
+mod remote;
+mod scaffold;
 pub(crate) mod serve;
 pub(crate) mod signing;
 pub(crate) mod token;

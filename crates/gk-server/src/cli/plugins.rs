@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::remote::{self, Remote};
+use super::remote::{self, Remote};
 
 /// The arguments of `gk plugins`.
 #[derive(Debug, clap::Args)]

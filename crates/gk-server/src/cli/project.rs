@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::scaffold;
+use super::scaffold;
 
 /// The arguments of `gk init`.
 #[derive(Debug, clap::Args)]

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 use super::AppState;
-use super::error::ApiError;
 use crate::auth::{AuthError, Claims, Role};
+use crate::error::ApiError;
 
 /// A caller with a valid token.
 #[derive(Debug, Clone)]

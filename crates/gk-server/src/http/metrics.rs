@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use gk_core::{LATENCY_BUCKETS_MICROS, PluginStats};
 
 use super::AppState;
-use super::error::ApiError;
+use crate::error::ApiError;
 
 /// Reads one value of a plugin from whether it is enabled and its statistics.
 type Counter = fn(bool, &PluginStats) -> u64;

@@ -1,11 +1,13 @@
 //! The HTTP surface: health, the plugin API under `/api/v1` (calls and widgets for any valid
 //! token; enable/disable, policies, stats, install and logs for admins), and the plugins' own
-//! routes. Errors are JSON `{"error": {"code", "message"}}`.
+//! routes. Errors are JSON `{"error": {"code", "message"}}` ([`crate::error`]).
+//!
+//! This module knows nothing of the admin pages: [`crate::router`] mounts `routes()`, the admin
+//! pages and the plugin routes' fallback ([`plugin_routes::serve`]) together.
 
 mod admin_api;
 mod auth;
-pub(crate) mod cluster_api;
-pub mod error;
+mod cluster_api;
 pub mod headers;
 pub mod metrics;
 pub mod plugin_routes;
@@ -17,52 +19,22 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use gk_core::host::PluginLogs;
-use gk_core::{Loader, Manager, PluginItem, PluginStats};
+use gk_core::{Manager, PluginItem, PluginStats};
 use gk_sdk::{ResourcePolicy, WidgetSpec};
 use serde::{Deserialize, Serialize};
 
 pub use self::auth::{Admin, User};
-use self::error::{ApiError, manager_error};
-use crate::auth::TokenKeys;
-use crate::pages::Pages;
-pub(crate) use admin_api::{parse_level as parse_log_level, read_upload};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest plugin upload.
 pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The plugins.
-    pub manager: Manager,
-    /// Checks bearer tokens. Shared: axum clones the state for every request, and the keys
-    /// are not cheap to copy.
-    pub tokens: Arc<TokenKeys>,
-    /// How long a request may take.
-    pub request_timeout: std::time::Duration,
-    /// A token that reads `/metrics` besides admin tokens (for scrapers).
-    pub metrics_token: Option<String>,
-    /// Installs and removes plugin files.
-    pub loader: Arc<Loader>,
-    /// The plugins' logs.
-    pub logs: Arc<PluginLogs>,
-    /// The HTML templates.
-    pub pages: Arc<Pages>,
-    /// The templates with the plugins' overrides and `use`.
-    pub templates: crate::pages::PluginTemplates,
-    /// The plugins' routes.
-    pub routes: Arc<plugin_routes::Routes>,
-    /// This node's cluster, when it is part of one.
-    pub cluster: Option<Arc<gk_core::cluster::Cluster>>,
-}
-
-/// The router of the server.
-pub fn router(state: AppState) -> Router {
+/// The JSON API's routes, the dashboard and the stylesheet.
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(metrics::metrics))
@@ -106,38 +78,6 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/plugins/{name}/policy",
             get(get_policy).put(put_policy),
         )
-        .merge(crate::admin::routes().layer(axum::middleware::from_fn(headers::admin_pages)))
-        .fallback(plugin_routes::serve)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_deadline,
-        ))
-        .with_state(state)
-}
-
-/// Answers `504 request_timeout` (JSON) when a request runs past the configured timeout.
-async fn request_deadline(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let path = request.uri().path().to_owned();
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(%path, timeout = ?state.request_timeout, "request timed out");
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "request_timeout",
-                format!(
-                    "the request took longer than {} ms",
-                    state.request_timeout.as_millis()
-                ),
-            )
-            .into_response()
-        }
-    }
 }
 
 /// `GET /dashboard`: every enabled plugin's dashboard widget, rendered through `use` (each in
@@ -178,10 +118,7 @@ async fn stylesheet() -> impl IntoResponse {
 }
 
 fn map_error(state: &AppState, error: gk_core::ManagerError) -> ApiError {
-    let codes = state.manager.error_codes();
-    manager_error(error, |qualified| {
-        codes.get(qualified).map(|c| c.http_status)
-    })
+    crate::error::for_manager(&state.manager, error)
 }
 
 async fn call_plugin(

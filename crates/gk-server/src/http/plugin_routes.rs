@@ -9,10 +9,6 @@
 //! `_user_email`, `_user_login`, `_user_role`, `_is_admin`. A reply `{"html": …}` is wrapped in
 //! the page layout unless it says `"raw": true`; any other reply is JSON.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -22,124 +18,11 @@ use serde_json::{Map, Value};
 
 mod package_static;
 
-use super::AppState;
-use super::error::ApiError;
 use crate::auth::{Claims, Role};
+use crate::error::ApiError;
 use crate::pages::MenuEntry;
-
-/// A declared route, resolved.
-#[derive(Debug)]
-struct RouteEntry {
-    plugin: String,
-    handler: String,
-    needs_token: bool,
-    needs_admin: bool,
-}
-
-/// The plugin routes, by method, as of one catalog version.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    version: u64,
-    /// The catalog version at which the discovered plugins were last loaded for a lookup.
-    loaded_at: Option<u64>,
-    by_method: HashMap<String, matchit::Router<Arc<RouteEntry>>>,
-}
-
-/// `:name` and `*rest` segments (the Go host's forms) in matchit's `{name}` / `{*rest}` form.
-fn matchit_path(path: &str) -> String {
-    path.split('/')
-        .map(|segment| {
-            if let Some(name) = segment.strip_prefix(':') {
-                format!("{{{name}}}")
-            } else if let Some(name) = segment.strip_prefix('*') {
-                format!("{{*{name}}}")
-            } else {
-                segment.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-impl RouteTable {
-    fn build(manager: &gk_core::Manager, loaded_at: Option<u64>) -> Self {
-        let version = manager.catalog_version();
-        let mut by_method: HashMap<String, matchit::Router<Arc<RouteEntry>>> = HashMap::new();
-        for route in manager.all_routes() {
-            let entry = Arc::new(RouteEntry {
-                needs_token: route
-                    .item
-                    .middleware
-                    .iter()
-                    .any(|m| m == "auth" || m == "admin"),
-                needs_admin: route.item.middleware.iter().any(|m| m == "admin"),
-                plugin: route.plugin.clone(),
-                handler: route.item.handler.clone(),
-            });
-            let path = matchit_path(&route.item.path);
-            let router = by_method
-                .entry(route.item.method.to_ascii_uppercase())
-                .or_default();
-            if let Err(error) = router.insert(&path, entry) {
-                tracing::warn!(plugin = %route.plugin, path = %route.item.path, %error, "route not served: it overlaps another");
-            }
-        }
-        Self {
-            version,
-            loaded_at,
-            by_method,
-        }
-    }
-
-    fn lookup(&self, method: &Method, path: &str) -> Option<(Arc<RouteEntry>, Map<String, Value>)> {
-        let matched = self.by_method.get(method.as_str())?.at(path).ok()?;
-        let params = matched
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-            .collect();
-        Some((matched.value.clone(), params))
-    }
-}
-
-/// The route table, kept current with the manager's catalog.
-#[derive(Debug, Default)]
-pub struct Routes {
-    table: ArcSwap<RouteTable>,
-}
-
-impl Routes {
-    fn current(&self, manager: &gk_core::Manager) -> Arc<RouteTable> {
-        let table = self.table.load_full();
-        if table.version == manager.catalog_version() {
-            return table;
-        }
-        let fresh = Arc::new(RouteTable::build(manager, table.loaded_at));
-        self.table.store(fresh.clone());
-        fresh
-    }
-
-    /// Finds the route for a request, loading discovered plugins when the path is unknown.
-    async fn find(
-        &self,
-        manager: &gk_core::Manager,
-        method: &Method,
-        path: &str,
-    ) -> Option<(Arc<RouteEntry>, Map<String, Value>)> {
-        let table = self.current(manager);
-        if let Some(found) = table.lookup(method, path) {
-            return Some(found);
-        }
-        if table.loaded_at == Some(manager.catalog_version()) || !manager.has_unloaded() {
-            return None;
-        }
-        tracing::debug!(%path, "unknown path: loading the discovered plugins to learn their routes");
-        manager.load_all().await;
-        let table = Arc::new(RouteTable::build(manager, Some(manager.catalog_version())));
-        self.table.store(table.clone());
-        table.lookup(method, path)
-    }
-}
+pub use crate::route_table::{RouteTable, Routes};
+use crate::state::AppState;
 
 /// The bearer token's claims when there is a header; `Ok(None)` without one.
 pub(crate) fn optional_claims(
@@ -272,7 +155,7 @@ pub async fn serve(
         .manager
         .call_with(&ctx, &route.handler, &arguments)
         .await
-        .map_err(|e| super::map_error(&state, e))?;
+        .map_err(|e| crate::error::for_manager(&state.manager, e))?;
     // Every reply of a plugin is plugin content: served in an opaque origin.
     reply_response(&state, &route.plugin, reply, language.as_deref())
         .await
@@ -329,9 +212,4 @@ async fn reply_response(
 /// items (see [`crate::pages::menu`]).
 pub(crate) fn menu(state: &AppState) -> Vec<MenuEntry> {
     crate::pages::menu::build(&state.manager, crate::pages::menu::DEFAULT_LOCATION)
-}
-
-/// The navigation menu of the admin pages: the enabled plugins' `admin` menu items.
-pub(crate) fn admin_menu(state: &AppState) -> Vec<MenuEntry> {
-    crate::pages::menu::build(&state.manager, "admin")
 }

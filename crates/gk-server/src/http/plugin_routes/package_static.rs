@@ -14,8 +14,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The prefix of static paths, before the plugin's name.
 const PREFIX: &str = "/plugins/";
@@ -133,7 +133,7 @@ pub(super) async fn serve(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_CONTROL),
     );
-    Ok(crate::http::headers::plugin_content(response))
+    Ok(super::super::headers::plugin_content(response))
 }
 
 #[cfg(test)]

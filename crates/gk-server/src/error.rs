@@ -1,23 +1,26 @@
-//! API errors: JSON `{"error": {"code", "message"}}` with the status that says what happened
-//! (and `Retry-After` when the plugin was rate limited).
+//! Errors answered over HTTP: JSON `{"error": {"code", "message"}}` with the status that says
+//! what happened (and `Retry-After` when the plugin was rate limited), and the same mapping
+//! for the admin pages' notices.
 //!
 //! The mappings of the platform's errors are exhaustive matches: a new variant does not compile
 //! until it is given a status here. A server-side failure (store, database, I/O) answers a
-//! generic message with a request id (also sent as `x-request-id`) and is logged once, at error
-//! level, with that id and the real cause; its text never reaches the client.
+//! generic message with the request's id (see [`crate::request_id`]) and is logged once, at
+//! error level, with that id and the real cause; its text never reaches the client.
+//!
+//! This module is a leaf shared by `http` (the JSON API) and `admin` (the HTML pages).
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gk_core::ManagerError;
+use gk_core::{InstallError, Manager, ManagerError};
 use gk_sdk::{HostError, PluginError};
 use serde_json::json;
 
 use crate::auth::AuthError;
+pub use crate::request_id::REQUEST_ID_HEADER;
+use crate::request_id::RequestId;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -32,25 +35,6 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// The real cause of a server-side failure: logged with the request id, never answered.
     cause: Option<String>,
-}
-
-/// The header that carries the request id of a server-side failure.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// A request id unique in this process and unlikely to repeat across restarts or nodes:
-/// the process start (seconds, hex) and a counter.
-fn next_request_id() -> String {
-    static START: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(1);
-    let start = *START.get_or_init(|| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        // Seconds and the sub-second part, so that nodes started in the same second differ.
-        (now.as_secs() << 20) ^ u64::from(now.subsec_micros())
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{start:x}-{n:x}")
 }
 
 impl ApiError {
@@ -85,6 +69,31 @@ impl ApiError {
         self.retry_after = Some(after);
         self
     }
+
+    /// Whether this is a server-side failure (its cause is logged, never shown).
+    pub fn is_internal(&self) -> bool {
+        self.cause.is_some()
+    }
+
+    /// The message a person may read: for a server-side failure a generic message with the
+    /// request's id, the cause logged once at error level with that id; otherwise the message.
+    pub fn into_message(self) -> String {
+        match self.cause {
+            Some(cause) => {
+                let request_id = log_internal(self.status, &self.code, &cause);
+                format!("{}; request id {request_id}", self.message)
+            }
+            None => self.message,
+        }
+    }
+}
+
+/// Logs a server-side failure once, at error level, with the id of the request it failed;
+/// returns that id.
+pub fn log_internal(status: StatusCode, code: &str, cause: &str) -> RequestId {
+    let request_id = crate::request_id::current_or_new();
+    tracing::error!(%request_id, status = status.as_u16(), %code, %cause, "request failed");
+    request_id
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -108,17 +117,16 @@ impl IntoResponse for ApiError {
             }
             return response;
         };
-        let request_id = next_request_id();
-        tracing::error!(%request_id, status = self.status.as_u16(), code = %self.code, %cause, "request failed");
+        let request_id = log_internal(self.status, &self.code, &cause);
         let body = json!({"error": {
             "code": self.code,
             "message": format!("{}; request id {request_id}", self.message),
-            "request_id": request_id,
+            "request_id": request_id.as_str(),
         }});
         let mut response = (self.status, Json(body)).into_response();
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
-        }
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, request_id.header_value().clone());
         if let Some(after) = self.retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -132,6 +140,18 @@ impl IntoResponse for ApiError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", error)
+    }
+}
+
+impl From<crate::upload::UploadError> for ApiError {
+    fn from(error: crate::upload::UploadError) -> Self {
+        Self::new(error.status, error.code, error.message)
+    }
+}
+
+impl From<crate::log_level::UnknownLevel> for ApiError {
+    fn from(error: crate::log_level::UnknownLevel) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_level", error)
     }
 }
 
@@ -205,6 +225,35 @@ pub fn manager_error(
             _ => ApiError::new(S::BAD_GATEWAY, "plugin_error", error),
         },
         ManagerError::Store(_) | ManagerError::HostInUse => ApiError::internal(error),
+    }
+}
+
+/// Maps a manager error with the HTTP statuses the plugins declared for their error codes.
+pub fn for_manager(manager: &Manager, error: ManagerError) -> ApiError {
+    let codes = manager.error_codes();
+    manager_error(error, |qualified| {
+        codes.get(qualified).map(|c| c.http_status)
+    })
+}
+
+/// Maps an install or uninstall error: a refused file or a conflict is the caller's to fix
+/// (its reason is answered), the store or the disk failing is a server-side failure.
+pub fn install_error(manager: &Manager, error: InstallError) -> ApiError {
+    use StatusCode as S;
+    match error {
+        InstallError::FileName(_) | InstallError::Refused(_) => {
+            ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_plugin", error)
+        }
+        InstallError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", error),
+        InstallError::NotInstalled(_) => ApiError::new(S::CONFLICT, "not_installed", error),
+        InstallError::Load(error) => {
+            let mut api = for_manager(manager, error);
+            if api.status == S::NOT_FOUND || api.status == S::BAD_REQUEST {
+                api.status = S::UNPROCESSABLE_ENTITY;
+            }
+            api
+        }
+        InstallError::Store { .. } | InstallError::Io { .. } => ApiError::internal(error),
     }
 }
 

@@ -15,17 +15,26 @@ pub(crate) enum PluginType {
 
 /// The files of each template, by path in the new project.
 const WASM_FILES: [(&str, &str); 5] = [
-    ("Cargo.toml", include_str!("../scaffold/wasm/Cargo.toml")),
-    ("plugin.yaml", include_str!("../scaffold/wasm/plugin.yaml")),
-    ("src/lib.rs", include_str!("../scaffold/wasm/src_lib.rs")),
-    ("README.md", include_str!("../scaffold/wasm/README.md")),
+    ("Cargo.toml", include_str!("../../scaffold/wasm/Cargo.toml")),
+    (
+        "plugin.yaml",
+        include_str!("../../scaffold/wasm/plugin.yaml"),
+    ),
+    ("src/lib.rs", include_str!("../../scaffold/wasm/src_lib.rs")),
+    ("README.md", include_str!("../../scaffold/wasm/README.md")),
     (".gitignore", "/target\n*.wasm\n"),
 ];
 const GRPC_FILES: [(&str, &str); 5] = [
-    ("Cargo.toml", include_str!("../scaffold/grpc/Cargo.toml")),
-    ("plugin.yaml", include_str!("../scaffold/grpc/plugin.yaml")),
-    ("src/main.rs", include_str!("../scaffold/grpc/src_main.rs")),
-    ("README.md", include_str!("../scaffold/grpc/README.md")),
+    ("Cargo.toml", include_str!("../../scaffold/grpc/Cargo.toml")),
+    (
+        "plugin.yaml",
+        include_str!("../../scaffold/grpc/plugin.yaml"),
+    ),
+    (
+        "src/main.rs",
+        include_str!("../../scaffold/grpc/src_main.rs"),
+    ),
+    ("README.md", include_str!("../../scaffold/grpc/README.md")),
     (".gitignore", "/target\n"),
 ];
 
