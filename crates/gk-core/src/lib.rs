@@ -30,7 +30,9 @@ pub mod signing;
 mod store;
 
 pub use error::{CoreError, CoreResult};
-pub use loader::{DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchHandle};
+pub use loader::{
+    DEBOUNCE, InstallError, Lifecycle, Loader, PluginOverview, WatchError, WatchHandle,
+};
 pub use manager::{
     ChangeListener, LATENCY_BUCKETS_MICROS, LOAD_TIME_SETTINGS, Manager, ManagerError, PluginItem,
     PluginStats, PolicyApplied, RESERVED_PATH_PREFIXES, RESERVED_TEMPLATES, ROUTE_METHODS,

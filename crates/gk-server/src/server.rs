@@ -67,8 +67,8 @@ pub enum ServerError {
     #[error(transparent)]
     Signature(#[from] gk_core::signing::SignatureError),
     /// The plugins directory cannot be watched.
-    #[error("cannot watch the plugins directory: {0}")]
-    Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Watch(#[from] gk_core::WatchError),
     /// The manager could not be set up over the host.
     #[error(transparent)]
     Manager(#[from] gk_core::ManagerError),

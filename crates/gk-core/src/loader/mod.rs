@@ -29,7 +29,7 @@ pub use install::InstallError;
 pub(crate) use install::sha256_hex;
 pub use inventory::{Lifecycle, PluginOverview};
 pub use seal::PackageSeal;
-pub use watch::{DEBOUNCE, WatchHandle};
+pub use watch::{DEBOUNCE, WatchError, WatchHandle};
 
 use crate::Manager;
 use crate::signing::SignaturePolicy;

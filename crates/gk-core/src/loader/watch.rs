@@ -31,9 +31,24 @@ impl Drop for WatchHandle {
     }
 }
 
+/// Why the plugins directory cannot be watched.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {dir}: {source}")]
+pub struct WatchError {
+    /// The plugins directory.
+    pub dir: PathBuf,
+    /// What the file-system notification backend said.
+    #[source]
+    pub source: notify::Error,
+}
+
 impl Loader {
     /// Watches the plugins directory until the handle is dropped.
-    pub fn watch(self: &Arc<Self>) -> Result<WatchHandle, notify::Error> {
+    pub fn watch(self: &Arc<Self>) -> Result<WatchHandle, WatchError> {
+        let failed = |source| WatchError {
+            dir: self.plugins_dir.clone(),
+            source,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -52,8 +67,11 @@ impl Loader {
                         let _ = tx.send(path);
                     }
                 }
-            })?;
-        watcher.watch(&self.plugins_dir, RecursiveMode::Recursive)?;
+            })
+            .map_err(failed)?;
+        watcher
+            .watch(&self.plugins_dir, RecursiveMode::Recursive)
+            .map_err(failed)?;
         let loader = Arc::clone(self);
         let task = tokio::spawn(async move {
             let pending: Arc<Mutex<HashMap<PathBuf, u64>>> = Arc::default();
