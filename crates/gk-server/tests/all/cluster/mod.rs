@@ -4,8 +4,6 @@
 //! `outage` (Redis stopped and restarted under load), `postgres_bus` (no Redis). `harness`
 //! starts the nodes. The propagation times are printed.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod harness;
 
 mod changes;

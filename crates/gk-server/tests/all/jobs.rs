@@ -1,13 +1,11 @@
 //! `gk serve` runs the jobs of loaded, enabled plugins and stops them when a plugin is disabled.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::config_for;
 use async_trait::async_trait;
-use common::config_for;
 use gk_sdk::{CallContext, GkRegistration, HostApi, JobSpec, Plugin, PluginError};
 
 /// A plugin with a job every second that counts its runs.

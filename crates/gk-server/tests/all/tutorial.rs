@@ -1,13 +1,11 @@
 //! Runs every command of docs/WASM_TUTORIAL.md's `console` blocks, in order, against a real
 //! server, and checks that the lines under each command appear in its output.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{output_text, repository, serve_examples_with_data};
+use crate::common::{output_text, repository, serve_examples_with_data, target_dir};
 
 /// One command of the tutorial and the lines its output must contain.
 #[derive(Debug)]
@@ -61,19 +59,7 @@ async fn every_command_of_the_wasm_tutorial_works() {
         std::env::var("PATH").unwrap_or_default()
     );
     // Guests share the target directory of `cargo xtask build-plugins`.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || {
-                std::env::current_exe()
-                    .unwrap()
-                    .ancestors()
-                    .nth(3)
-                    .unwrap()
-                    .to_path_buf()
-            },
-            std::path::PathBuf::from,
-        )
-        .join("wasm-guests");
+    let target = target_dir().join("wasm-guests");
     let env = [
         ("PATH", path),
         ("GOATKIT_URL", format!("http://{}", server.addr)),

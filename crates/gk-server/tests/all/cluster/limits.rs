@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{send, upload};
-use crate::harness::*;
+use super::harness::*;
+use crate::common::{send, set_calls_per_second, upload};
 
 /// Sends `log` calls to `addr` for `window` (after `warm_up`), two at a time; counts the calls
 /// the sandbox admitted within the window.
@@ -91,25 +91,7 @@ async fn limits_and_jobs(cluster: &Cluster) -> Result<(), String> {
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    let (status, mut policy) = send(
-        a.addr,
-        "GET",
-        "/api/v1/plugins/probe/policy",
-        Some(token),
-        "",
-    )
-    .await;
-    assert_eq!(status, 200, "{policy}");
-    policy["max_calls_per_second"] = 50.into();
-    let (status, reply) = send(
-        a.addr,
-        "PUT",
-        "/api/v1/plugins/probe/policy",
-        Some(token),
-        &policy.to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    set_calls_per_second(a.addr, token, "probe", 50).await;
     for node in [&b, &c] {
         until(
             "the plugin on every node",

@@ -3,12 +3,11 @@
 //! CSP, nothing outside that folder is reachable, its `i18n/` files are the plugin's texts and
 //! its `templates/` usable by name.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 
 fn gk_package(dir: &Path, output: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gk"))
+    let out = common::gk_command()
         .arg("package")
         .arg(dir)
         .arg("-o")

@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::proxy::proxy_module_registering;
-use crate::common::{send, service_url};
+use crate::common::{KillOnDrop, gk_command, send, service_url};
+pub(crate) use crate::common::{free_port, until};
 use gk_server::auth::{Role, TokenKeys};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
@@ -21,14 +21,8 @@ pub(crate) struct Node {
     /// Its directory under the cluster's (its node id, unless started by `start_as`).
     pub(crate) id: String,
     pub(crate) addr: SocketAddr,
-    pub(crate) process: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
+    /// The process, killed when the node is dropped.
+    pub(crate) _process: KillOnDrop,
 }
 
 /// A fresh PostgreSQL database for one cluster, dropped at the end.
@@ -84,14 +78,6 @@ pub(crate) struct Cluster {
     pub(crate) reconcile_every: &'static str,
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     /// Starts node `id` with its own (empty) plugins and data directories.
     pub(crate) async fn start(&self, id: &str) -> Node {
@@ -104,12 +90,7 @@ impl Cluster {
         let home = self.dir.join(dir_name);
         std::fs::create_dir_all(&home).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gk"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("GOATKIT_") || name.starts_with("GOATFLOW_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = gk_command();
         if let Some(url) = &self.redis_url {
             command.env("GOATKIT_REDIS_URL", url);
         }
@@ -131,7 +112,7 @@ impl Cluster {
         let node = Node {
             id: dir_name.to_owned(),
             addr,
-            process,
+            _process: KillOnDrop(process),
         };
         until(
             &format!("node {id} to listen"),
@@ -144,21 +125,6 @@ impl Cluster {
 
     pub(crate) fn log_of(&self, node: &Node) -> String {
         std::fs::read_to_string(self.dir.join(&node.id).join("serve.log")).unwrap_or_default()
-    }
-}
-
-pub(crate) async fn until<T>(
-    what: &str,
-    limit: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

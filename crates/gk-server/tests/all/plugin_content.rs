@@ -3,13 +3,12 @@
 //! unframeable without script, menu links and template overrides checked at registration,
 //! tokens on the plugin list and `/metrics`, log and cache floods stopped at their limits.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::intruder::Intruder;
-use common::{config_for, send, send_text};
+use crate::common;
+use crate::common::intruder::Intruder;
+use crate::common::{config_for, send, send_text};
 use gk_sdk::{Access, Permission, PermissionType, PolicyStatus};
 use gk_server::ServeConfig;
 use gk_server::auth::Role;

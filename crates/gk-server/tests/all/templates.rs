@@ -2,13 +2,11 @@
 //! plugin's own template is included by name, and an override replaces a template the host
 //! declares overridable (never the layout).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{send_text, serve_examples_with_data};
 use async_trait::async_trait;
-use common::{send_text, serve_examples_with_data};
 use gk_sdk::{CallContext, GkRegistration, HostApi, Plugin, PluginError, TemplateSpec};
 use gk_server::auth::Role;
 use gk_server::pages::{Pages, PluginTemplates, override_handler};

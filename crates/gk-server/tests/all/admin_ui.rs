@@ -6,16 +6,15 @@
 //!
 //! Also here, without a browser: translated titles and labels, escaped.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common;
+use crate::common::intruder::Intruder;
+use crate::common::{config_for, output_text, repository, send, send_text, stats_module};
 use async_trait::async_trait;
-use common::intruder::Intruder;
-use common::{config_for, output_text, repository, send, send_text, stats_module};
 use gk_core::discovery::Discovered;
 use gk_sdk::{
     CallContext, GkRegistration, HostApi, I18nSpec, MenuItemSpec, Plugin, PluginError,
@@ -43,26 +42,9 @@ fn screenshot_dir() -> PathBuf {
 async fn serve_every_state(dir: &Path) -> gk_server::RunningServer {
     let stats = repository().join("plugins/stats");
     let plugins = dir.join("plugins");
-    for sub in ["hello-grpc", "stats/templates", "half-written"] {
-        std::fs::create_dir_all(plugins.join(sub)).unwrap();
-    }
-    std::fs::copy(stats_module(), plugins.join("stats/stats.wasm")).unwrap();
-    std::fs::copy(stats.join("plugin.yaml"), plugins.join("stats/plugin.yaml")).unwrap();
-    std::fs::copy(
-        stats.join("templates/summary.html"),
-        plugins.join("stats/templates/summary.html"),
-    )
-    .unwrap();
-    std::fs::copy(
-        common::hello_binary(),
-        plugins.join("hello-grpc/hello-grpc"),
-    )
-    .unwrap();
-    std::fs::copy(
-        repository().join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )
-    .unwrap();
+    common::install_stats_dir(&plugins);
+    common::install_hello_grpc(&plugins);
+    std::fs::create_dir_all(plugins.join("half-written")).unwrap();
     std::fs::write(plugins.join("broken.wasm"), b"\0asm, but not really").unwrap();
     std::fs::write(
         plugins.join("half-written/plugin.yaml"),
@@ -190,21 +172,9 @@ async fn an_admin_manages_plugins_in_the_browser() {
 async fn the_admin_list_follows_each_plugin_from_discovery_to_load() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve_every_state(dir.path()).await;
-    let cookie = format!("gk_admin={}", server.first_admin_token.clone().unwrap());
+    let admin = server.first_admin_token.clone().unwrap();
     let addr = server.addr;
-    let list = || async {
-        let page = send_text(
-            addr,
-            "GET",
-            "/admin/plugins",
-            None,
-            &[("cookie", &cookie)],
-            vec![],
-        )
-        .await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        page.body
-    };
+    let list = || common::admin_page(addr, &admin, "/admin/plugins");
     let row = |name: &str, lifecycle: &str| {
         format!("<tr data-plugin=\"{name}\" data-lifecycle=\"{lifecycle}\">")
     };

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
+use super::harness::*;
 use crate::common::proxy::proxy_module_registering;
 use crate::common::{send, send_text, upload};
-use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_act_as_one() {

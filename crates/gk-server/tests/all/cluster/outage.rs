@@ -1,51 +1,40 @@
 //! Redis stopped and restarted under load: nodes keep serving, fall back as documented and
 //! converge after.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{send, service_url, upload};
-use crate::harness::*;
+use super::harness::*;
+use crate::common::{KillOnDrop, send, service_url, set_calls_per_second, upload};
 
 /// A `redis-server` of the test's own, on `port`; killed when dropped.
-struct OwnRedis(Child);
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let process = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-deps.sh installs it)");
-        until(
-            "the test's Redis to listen",
-            Duration::from_secs(10),
-            async || {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-            },
-        )
-        .await;
-        Self(process)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+async fn own_redis(port: u16) -> KillOnDrop {
+    let process = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/install-deps.sh installs it)");
+    until(
+        "the test's Redis to listen",
+        Duration::from_secs(10),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    KillOnDrop(process)
 }
 
 /// A metric's value in a node's `/metrics`.
@@ -66,7 +55,7 @@ async fn nodes_keep_serving_while_redis_is_down_and_converge_after() {
         return;
     }
     let port = free_port();
-    let redis = OwnRedis::start(port).await;
+    let redis = own_redis(port).await;
     let Some(cluster) = Cluster::new(dir.path(), Some(format!("redis://127.0.0.1:{port}"))).await
     else {
         return;
@@ -75,7 +64,7 @@ async fn nodes_keep_serving_while_redis_is_down_and_converge_after() {
     cluster.finish(result).await;
 }
 
-async fn redis_outage(cluster: &Cluster, redis: OwnRedis, port: u16) -> Result<(), String> {
+async fn redis_outage(cluster: &Cluster, redis: KillOnDrop, port: u16) -> Result<(), String> {
     let token = cluster.token.as_str();
     let a = cluster.start("a").await;
     let b = cluster.start("b").await;
@@ -86,25 +75,7 @@ async fn redis_outage(cluster: &Cluster, redis: OwnRedis, port: u16) -> Result<(
     )
     .await;
     assert_eq!(status, 201, "{reply}");
-    let (status, mut policy) = send(
-        a.addr,
-        "GET",
-        "/api/v1/plugins/probe/policy",
-        Some(token),
-        "",
-    )
-    .await;
-    assert_eq!(status, 200, "{policy}");
-    policy["max_calls_per_second"] = 1000.into();
-    let (status, reply) = send(
-        a.addr,
-        "PUT",
-        "/api/v1/plugins/probe/policy",
-        Some(token),
-        &policy.to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    set_calls_per_second(a.addr, token, "probe", 1000).await;
     until("the plugin on b", Duration::from_secs(5), async || {
         listed_version(&b, token, "probe").await.map(|_| ())
     })
@@ -172,7 +143,7 @@ async fn redis_outage(cluster: &Cluster, redis: OwnRedis, port: u16) -> Result<(
     let outage_answered = answered.load(Ordering::SeqCst);
 
     // Redis is back: messages flow again and the limits are shared again.
-    let _redis = OwnRedis::start(port).await;
+    let _redis = own_redis(port).await;
     until(
         "the shared limiter to answer again",
         Duration::from_secs(10),

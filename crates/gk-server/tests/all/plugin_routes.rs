@@ -1,11 +1,9 @@
 //! Plugin routes and widgets over HTTP with the real server: the Stats WASM plugin on its demo
 //! tables, hello-grpc, a plugin-to-plugin call, enable/disable and a live policy change.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{send, send_text, serve_examples_with_data};
+use crate::common::{send, send_text, serve_examples_with_data};
 use gk_server::auth::Role;
 use serde_json::{Value, json};
 

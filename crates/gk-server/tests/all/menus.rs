@@ -2,12 +2,11 @@
 //! the dashboard and plugin pages `agent` ones), nested by `parent` and `children`, labels
 //! translated, icons as names or images, and the items a plugin hides left out.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common;
 use async_trait::async_trait;
 use gk_sdk::{CallContext, GkRegistration, HostApi, I18nSpec, MenuItemSpec, Plugin, PluginError};
 use gk_server::auth::Role;
@@ -130,28 +129,12 @@ async fn menus_by_location_nested_translated_and_hidden() {
         "the admin menu is not the agent's"
     );
 
-    let cookie = format!("gk_admin={admin}");
-    let page = common::send_text(
-        server.addr,
-        "GET",
-        "/admin/plugins",
-        None,
-        &[("cookie", &cookie)],
-        vec![],
-    )
-    .await;
-    assert_eq!(page.status, 200, "{}", page.body);
+    let page = common::admin_page(server.addr, &admin, "/admin/plugins").await;
     assert!(
-        page.body
-            .contains("data-menu=\"settings\">Menu settings</a>"),
-        "{}",
-        page.body
+        page.contains("data-menu=\"settings\">Menu settings</a>"),
+        "{page}"
     );
-    assert!(
-        !page.body.contains("&#x2f;reports&#x2f;daily"),
-        "{}",
-        page.body
-    );
+    assert!(!page.contains("&#x2f;reports&#x2f;daily"), "{page}");
 
     // The host application asks for a location's menu, as a tree.
     let (status, customer) = common::send(

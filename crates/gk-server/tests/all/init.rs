@@ -1,28 +1,15 @@
 //! `gk init` end to end: a new plugin of each type is created, built with `gk build`, dropped
 //! into the plugins directory of a running server, and answers its route.
 
-mod common;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{config_for, output_text, send};
+use crate::common::{config_for, gk_command, output_text, send, target_dir};
 use gk_server::auth::Role;
 
-/// The workspace's target directory (the test binary lives in `<target>/debug/deps`).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || {
-            let exe = std::env::current_exe().unwrap();
-            exe.ancestors().nth(3).unwrap().to_path_buf()
-        },
-        PathBuf::from,
-    )
-}
-
+/// `gk` with its guest builds in `target`; its output.
 fn gk(args: &[&str], target: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_gk"))
+    let output = gk_command()
         .args(args)
         .env("CARGO_TARGET_DIR", target)
         .output()

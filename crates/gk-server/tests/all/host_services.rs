@@ -7,14 +7,13 @@
 //! The WASM plugin is `proxy`, a WAT guest whose every function is the host function of the same
 //! name: calling `proxy`'s `http_request` with `{url}` is the guest calling `http_request`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common;
+use crate::common::proxy::proxy_module;
+use crate::common::{KillOnDrop, free_port, service_url};
 use base64::Engine;
-use common::proxy::proxy_module;
-use common::service_url;
 use gk_sdk::{Access, Permission, PermissionType, PolicyStatus, ResourcePolicy};
 use gk_server::auth::Role;
 use gk_server::config::Environment;
@@ -25,18 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A configuration over `dir` with `proxy` and hello-grpc in its plugins directory.
 fn config_with_plugins(dir: &Path) -> ServeConfig {
     let plugins = dir.join("plugins");
-    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
+    common::install_hello_grpc(&plugins);
     std::fs::write(plugins.join("proxy.wasm"), proxy_module()).unwrap();
-    std::fs::copy(
-        common::hello_binary(),
-        plugins.join("hello-grpc/hello-grpc"),
-    )
-    .unwrap();
-    std::fs::copy(
-        common::repository().join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )
-    .unwrap();
     common::config_for(dir)
 }
 
@@ -304,37 +293,24 @@ colour = "red"
 
 /// An SMTP server (Python's aiosmtpd, installed by scripts/install-deps.sh) writing to a maildir.
 struct SmtpServer {
-    child: std::process::Child,
+    _child: KillOnDrop,
     port: u16,
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_smtp_server(maildir: &Path) -> SmtpServer {
     let port = free_port();
     let server = SmtpServer {
         port,
-        child: std::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 with aiosmtpd is needed: scripts/install-deps.sh installs it"),
+        _child: KillOnDrop(
+            std::process::Command::new("python3")
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(maildir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("python3 with aiosmtpd is needed: scripts/install-deps.sh installs it"),
+        ),
     };
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -1,11 +1,9 @@
 //! Installing and removing plugins over HTTP: a signed `.zip` upload checked like the loader
 //! checks, upgrade, conflicts, and `DELETE`.
 
-mod common;
-
 use std::path::Path;
 
-use common::{config_for, list_plugins, repository, send, send_text, stats_module, upload};
+use crate::common::{config_for, list_plugins, repository, send, send_text, stats_module, upload};
 use gk_core::signing::{generate_keypair, sign_file};
 use gk_server::ServeConfig;
 use serde_json::Value;

@@ -3,57 +3,28 @@
 //! it runs are picked up by the watcher, and both runtimes answer: the gRPC plugin reaches the
 //! host over a socket path that must not depend on the plugin's working directory.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use crate::common;
 use serde_json::{Value, json};
 
-/// The `gk serve` process; killed when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// `gk` in `dir`: nothing of the calling environment configures this server.
 fn gk(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gk"));
+    let mut command = common::gk_command();
     command.current_dir(dir);
-    // Nothing of the calling environment configures this server.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("GOATKIT_") || name.starts_with("GOATFLOW_") {
-            command.env_remove(name);
-        }
-    }
     command
 }
 
-async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long the server and the watcher get for each step.
+const STEP: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_dropped_into_the_default_directory_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let _serve = Serve(
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let _serve = common::KillOnDrop(
         gk(dir.path())
             .args(["serve", "--listen", &listen])
             .stdout(Stdio::null())
@@ -62,7 +33,7 @@ async fn plugins_dropped_into_the_default_directory_are_served() {
             .unwrap(),
     );
     let addr: std::net::SocketAddr = listen.parse().unwrap();
-    until("the server to listen", async || {
+    common::until("the server to listen", STEP, async || {
         tokio::net::TcpStream::connect(addr).await.ok()
     })
     .await;
@@ -79,16 +50,9 @@ async fn plugins_dropped_into_the_default_directory_are_served() {
     // Dropped in while it runs: a WASM module and a gRPC plugin directory.
     let plugins = dir.path().join("plugins");
     std::fs::write(plugins.join("proxy.wasm"), common::proxy::proxy_module()).unwrap();
-    let grpc = plugins.join("hello-grpc");
-    std::fs::create_dir_all(&grpc).unwrap();
-    std::fs::copy(common::hello_binary(), grpc.join("hello-grpc")).unwrap();
-    std::fs::copy(
-        common::repository().join("plugins/hello-grpc/plugin.yaml"),
-        grpc.join("plugin.yaml"),
-    )
-    .unwrap();
+    common::install_hello_grpc(&plugins);
 
-    until("both plugins to be discovered", async || {
+    common::until("both plugins to be discovered", STEP, async || {
         let (_, list) = common::send(addr, "GET", "/api/v1/plugins", Some(&token), "").await;
         let names: Vec<&str> = list
             .as_array()?

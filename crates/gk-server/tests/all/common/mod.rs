@@ -1,10 +1,13 @@
-//! What the server tests share: the example plugins, a server over them, and HTTP helpers.
-#![allow(dead_code)] // each test file uses its own part
+//! What the server tests share: the example plugins, a server over them, HTTP helpers, the
+//! `gk` binary with a clean environment, processes killed when dropped, free ports and
+//! waiting for a condition.
 
 pub(crate) mod intruder;
 pub(crate) mod proxy;
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use gk_server::ServeConfig;
 use http_body_util::{BodyExt, Empty, Full};
@@ -13,8 +16,68 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+/// The workspace's root directory.
 pub(crate) fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The workspace's target directory: `CARGO_TARGET_DIR`, else three levels above this test
+/// binary (`<target>/debug/deps/all-…`).
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || {
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors().nth(3).unwrap().to_path_buf()
+        },
+        PathBuf::from,
+    )
+}
+
+/// The `gk` binary with nothing of the calling environment configuring it (no `GOATKIT_*`
+/// or `GOATFLOW_*` variable).
+pub(crate) fn gk_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gk"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("GOATKIT_") || name.starts_with("GOATFLOW_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// A child process (a `gk serve`, a Redis, an SMTP server), killed and reaped when dropped.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `probe` until it gives a value; fails naming `what` after `limit`.
+pub(crate) async fn until<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub(crate) fn stats_module() -> PathBuf {
@@ -81,6 +144,21 @@ pub(crate) async fn send(
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// Sets `plugin`'s `max_calls_per_second` through its policy over the API (0: no limit).
+pub(crate) async fn set_calls_per_second(
+    addr: std::net::SocketAddr,
+    token: &str,
+    plugin: &str,
+    calls: u64,
+) {
+    let path = format!("/api/v1/plugins/{plugin}/policy");
+    let (status, mut policy) = send(addr, "GET", &path, Some(token), "").await;
+    assert_eq!(status, 200, "{policy}");
+    policy["max_calls_per_second"] = calls.into();
+    let (status, reply) = send(addr, "PUT", &path, Some(token), &policy.to_string()).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
 /// A server on a free port with its plugins and data under `dir`.
 pub(crate) fn config_for(dir: &Path) -> ServeConfig {
     ServeConfig {
@@ -91,17 +169,37 @@ pub(crate) fn config_for(dir: &Path) -> ServeConfig {
     }
 }
 
-/// A server on a free port over a plugins directory holding Stats and hello-grpc.
-pub(crate) async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
-    let plugins = dir.join("plugins");
+/// Puts hello-grpc (its executable and plugin.yaml) into `plugins/hello-grpc`.
+pub(crate) fn install_hello_grpc(plugins: &Path) {
     std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
-    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
     std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
     std::fs::copy(
         repository().join("plugins/hello-grpc/plugin.yaml"),
         plugins.join("hello-grpc/plugin.yaml"),
     )
     .unwrap();
+}
+
+/// Puts Stats into `plugins/stats` as a directory with its plugin.yaml (what it requests is
+/// what gets approved) and its template.
+pub(crate) fn install_stats_dir(plugins: &Path) {
+    let stats = repository().join("plugins/stats");
+    std::fs::create_dir_all(plugins.join("stats/templates")).unwrap();
+    std::fs::copy(stats_module(), plugins.join("stats/stats.wasm")).unwrap();
+    std::fs::copy(stats.join("plugin.yaml"), plugins.join("stats/plugin.yaml")).unwrap();
+    std::fs::copy(
+        stats.join("templates/summary.html"),
+        plugins.join("stats/templates/summary.html"),
+    )
+    .unwrap();
+}
+
+/// A server on a free port over a plugins directory holding Stats and hello-grpc.
+pub(crate) async fn serve_examples(dir: &Path) -> gk_server::RunningServer {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(stats_module(), plugins.join("stats.wasm")).unwrap();
+    install_hello_grpc(&plugins);
     let config = config_for(dir);
     gk_server::start(&config).await.unwrap()
 }
@@ -163,27 +261,21 @@ pub(crate) async fn send_text(
     }
 }
 
+/// An admin page (`/admin/…`) as the browser of admin `token` gets it (its session cookie);
+/// the page, which must be 200.
+pub(crate) async fn admin_page(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+    let cookie = format!("gk_admin={token}");
+    let page = send_text(addr, "GET", path, None, &[("cookie", &cookie)], vec![]).await;
+    assert_eq!(page.status, 200, "{path}: {}", page.body);
+    page.body
+}
+
 /// The example plugins, approved, over the Stats demo tables: what `cargo xtask serve` runs.
 pub(crate) async fn serve_examples_with_data(dir: &Path) -> gk_server::RunningServer {
     let stats = repository().join("plugins/stats");
     let plugins = dir.join("plugins");
-    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
-    std::fs::create_dir_all(plugins.join("stats")).unwrap();
-    // Stats as a directory with its plugin.yaml: what it requests is what gets approved.
-    std::fs::copy(stats_module(), plugins.join("stats/stats.wasm")).unwrap();
-    std::fs::copy(stats.join("plugin.yaml"), plugins.join("stats/plugin.yaml")).unwrap();
-    std::fs::create_dir_all(plugins.join("stats/templates")).unwrap();
-    std::fs::copy(
-        stats.join("templates/summary.html"),
-        plugins.join("stats/templates/summary.html"),
-    )
-    .unwrap();
-    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
-    std::fs::copy(
-        repository().join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )
-    .unwrap();
+    install_stats_dir(&plugins);
+    install_hello_grpc(&plugins);
     let config = ServeConfig {
         approve: vec!["stats".into(), "hello-grpc".into()],
         init_sql: vec![stats.join("schema.sql"), stats.join("seed.sql")],

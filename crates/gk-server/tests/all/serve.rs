@@ -1,9 +1,9 @@
 //! `gk serve` composed for real: both runtimes, the loader and the HTTP listener, with the
 //! Stats WASM plugin and the hello-grpc process plugin.
 
-mod common;
-
-use common::{config_for, get_json, list_plugins, send, serve_examples, stats_module};
+use crate::common::{
+    config_for, get_json, gk_command, list_plugins, output_text, send, serve_examples, stats_module,
+};
 
 use std::time::Duration;
 
@@ -233,18 +233,8 @@ async fn serve_discovers_loads_and_lists_both_runtimes() {
 /// Runs the `gk` binary (off the runtime's threads, so the in-process server keeps serving).
 async fn gk(args: Vec<String>) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gk"))
-            .args(&args)
-            .env_remove("GOATKIT_TOKEN")
-            .env_remove("GOATKIT_URL")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let out = gk_command().args(&args).output().unwrap();
+        (out.status.success(), output_text(&out))
     })
     .await
     .unwrap()

@@ -3,25 +3,16 @@
 //! passes the error on as a gRPC status carrying the `HostErrorDetail`, gk-grpc decodes it, and
 //! the HTTP layer answers it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{config_for, hello_binary, repository, send, send_text};
+use crate::common::{config_for, install_hello_grpc, send, send_text, set_calls_per_second};
 use gk_server::ServeConfig;
 use gk_server::auth::Role;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_plugin_call_is_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(plugins.join("hello-grpc")).unwrap();
-    std::fs::copy(hello_binary(), plugins.join("hello-grpc/hello-grpc")).unwrap();
-    std::fs::copy(
-        repository().join("plugins/hello-grpc/plugin.yaml"),
-        plugins.join("hello-grpc/plugin.yaml"),
-    )
-    .unwrap();
+    install_hello_grpc(&dir.path().join("plugins"));
     let config = ServeConfig {
         approve: vec!["hello-grpc".into()],
         ..config_for(dir.path())
@@ -36,12 +27,7 @@ async fn a_rate_limited_plugin_call_is_429_with_retry_after() {
 
     // `greet` makes three host calls (cache get, cache set, log): with one host call per
     // second, the second is refused.
-    let policy_path = "/api/v1/plugins/hello-grpc/policy";
-    let (status, mut policy) = send(addr, "GET", policy_path, Some(&admin), "").await;
-    assert_eq!(status, 200, "{policy}");
-    policy["max_calls_per_second"] = 1.into();
-    let (status, reply) = send(addr, "PUT", policy_path, Some(&admin), &policy.to_string()).await;
-    assert_eq!(status, 200, "{reply}");
+    set_calls_per_second(addr, &admin, "hello-grpc", 1).await;
 
     let call = "/api/v1/plugins/hello-grpc/call/greet";
     let response = send_text(addr, "POST", call, Some(&agent), &[], b"{}".to_vec()).await;
@@ -58,9 +44,7 @@ async fn a_rate_limited_plugin_call_is_429_with_retry_after() {
     );
 
     // Without the limit the same call goes through.
-    policy["max_calls_per_second"] = 0.into();
-    let (status, reply) = send(addr, "PUT", policy_path, Some(&admin), &policy.to_string()).await;
-    assert_eq!(status, 200, "{reply}");
+    set_calls_per_second(addr, &admin, "hello-grpc", 0).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, reply) = send(addr, "POST", call, Some(&agent), "{}").await;
     assert_eq!(status, 200, "{reply}");

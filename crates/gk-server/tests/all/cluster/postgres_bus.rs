@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::harness::*;
 use crate::common::{send, upload};
-use crate::harness::*;
 
 /// Without Redis, changes travel by PostgreSQL `LISTEN`/`NOTIFY`: with reconciliation too slow
 /// to matter (60 s), an upload through one node is served by the other, and a disable through

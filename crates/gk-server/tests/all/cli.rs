@@ -1,25 +1,13 @@
 //! The `gk` binary's file commands: keygen, sign, verify, package, token.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::common::{gk_command, output_text};
+
+/// `gk` in `cwd`, without the caller's `GOATKIT_*` (token secret, data directory, config).
 fn gk(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gk"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GOATKIT_TOKEN_SECRET")
-        .env_remove("GOATKIT_DATA_DIR")
-        .env_remove("GOATKIT_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    gk_command().args(args).current_dir(cwd).output().unwrap()
 }
 
 #[test]
@@ -27,13 +15,13 @@ fn keygen_sign_verify_and_package() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
     let out = gk(&["keygen", "--out", "keys", "--name", "me"], cwd);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let again = gk(&["keygen", "--out", "keys", "--name", "me"], cwd);
     assert!(!again.status.success());
     assert!(
-        text(&again).contains("never overwritten"),
+        output_text(&again).contains("never overwritten"),
         "{}",
-        text(&again)
+        output_text(&again)
     );
 
     std::fs::create_dir_all(cwd.join("plugin")).unwrap();
@@ -44,22 +32,26 @@ fn keygen_sign_verify_and_package() {
     )
     .unwrap();
     let out = gk(&["package", "plugin", "-o", "hello.zip"], cwd);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("package of plugin `hello`"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("package of plugin `hello`"));
 
     let out = gk(&["sign", "hello.zip", "--key", "keys/me.key"], cwd);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(cwd.join("hello.zip.sig").is_file());
     let out = gk(&["verify", "hello.zip", "--pubkey", "keys/me.pub"], cwd);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let public = std::fs::read_to_string(cwd.join("keys/me.pub")).unwrap();
     let out = gk(&["verify", "hello.zip", "--pubkey", public.trim()], cwd);
-    assert!(out.status.success(), "hex key: {}", text(&out));
+    assert!(out.status.success(), "hex key: {}", output_text(&out));
 
     gk(&["keygen", "--out", "keys", "--name", "other"], cwd);
     let out = gk(&["verify", "hello.zip", "--pubkey", "keys/other.pub"], cwd);
     assert!(!out.status.success(), "a wrong key must not verify");
-    assert!(text(&out).contains("is not verified"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("is not verified"),
+        "{}",
+        output_text(&out)
+    );
     std::fs::write(cwd.join("hello.zip"), b"tampered").unwrap();
     let out = gk(&["verify", "hello.zip", "--pubkey", "keys/me.pub"], cwd);
     assert!(!out.status.success(), "a tampered file must not verify");
@@ -67,9 +59,9 @@ fn keygen_sign_verify_and_package() {
     let out = gk(&["package", "nowhere", "-o", "x.zip"], cwd);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("cannot package nowhere"),
+        output_text(&out).contains("cannot package nowhere"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -79,9 +71,9 @@ fn token_needs_a_secret_and_says_where_it_comes_from() {
     let out = gk(&["token", "--user", "ada"], dir.path());
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("start `gk serve` once"),
+        output_text(&out).contains("start `gk serve` once"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // The secret comes from ./goatkit.toml, as `gk serve` run there would use it.
     std::fs::write(
@@ -91,7 +83,11 @@ fn token_needs_a_secret_and_says_where_it_comes_from() {
     .unwrap();
     let out = gk(&["token", "--user", "ada"], dir.path());
     assert!(!out.status.success());
-    assert!(text(&out).contains("at least 32 bytes"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("at least 32 bytes"),
+        "{}",
+        output_text(&out)
+    );
     let secret = "x".repeat(40);
     std::fs::write(
         dir.path().join("goatkit.toml"),
@@ -99,7 +95,7 @@ fn token_needs_a_secret_and_says_where_it_comes_from() {
     )
     .unwrap();
     let out = gk(&["token", "--user", "ada", "--role", "admin"], dir.path());
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let token = String::from_utf8(out.stdout).unwrap();
     let keys = gk_server::auth::TokenKeys::from_secret(secret.as_bytes()).unwrap();
     let claims = keys.verify(token.trim()).unwrap();
