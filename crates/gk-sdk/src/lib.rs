@@ -46,7 +46,7 @@ mod serve;
 mod string_enum;
 #[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "grpc")]
+#[cfg(feature = "unix-channel")]
 pub mod unix_channel;
 
 pub use context::{CallContext, MAX_CALL_DEPTH};

@@ -99,7 +99,7 @@ fn unavailable(error: hyper::Error) -> Status {
     Status::unavailable(format!("the connection to the peer failed: {error}"))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "grpc"))]
 mod tests {
     use super::*;
     use tonic_health::pb::health_client::HealthClient;

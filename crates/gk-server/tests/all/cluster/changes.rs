@@ -116,7 +116,14 @@ async fn changes_reach_every_node(cluster: &Cluster) -> Result<(), String> {
         .await;
     }
     println!("upgrade through b served by a and c after {} ms", ms(start));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load runs on past the upgrade until it has answered enough requests to mean
+    // something (a count, not a time: a busy machine answers fewer per second).
+    until(
+        "the steady load to answer 50 requests",
+        Duration::from_secs(20),
+        async || (answered.load(Ordering::SeqCst) > 50).then_some(()),
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     let failures = load.await.unwrap();
     println!(
