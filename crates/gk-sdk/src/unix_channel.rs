@@ -4,7 +4,7 @@
 //! long as the connection. tonic's `Channel` is made for the other case (a remote service,
 //! reconnects, load balancing): each request travels through a `Buffer` task before it reaches
 //! the connection, one more task hand-off per call. A plugin call that makes three host
-//! callbacks pays that eight times. This transport gives the generated clients hyper's HTTP/2
+//! callbacks pays that four times. This transport gives the generated clients hyper's HTTP/2
 //! sender directly, so a request goes from the caller's task to the connection's.
 //!
 //! What it does not do: reconnect. When the connection ends, every call fails with
