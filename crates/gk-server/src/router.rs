@@ -7,19 +7,20 @@
 //! 2. a tracing span `gk.http.request` (INFO: method, matched route, path, request id), the
 //!    parent of the plugin call's and the host calls' spans (`gk.host.*`); nothing is formatted
 //!    when no subscriber wants the span;
-//! 3. tower-http's `TimeoutLayer` with the configured `request_timeout`, answered as
+//! 3. tower's `TimeoutLayer` with the configured `request_timeout`; its `Elapsed` error (and
+//!    only it: a handler's own 504 passes untouched) is answered by axum's `HandleErrorLayer` as
 //!    `504 request_timeout` (JSON) as before;
 //! 4. the body limit.
 
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tower::ServiceBuilder;
-use tower::util::MapResponseLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower::timeout::TimeoutLayer;
+use tower::{BoxError, ServiceBuilder};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
@@ -54,13 +55,10 @@ where
                     // A 5xx is logged where it is made (once, with its cause), not again here.
                     .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
             )
-            .layer(MapResponseLayer::new(move |response| {
-                timeout_answer(response, timeout)
+            .layer(HandleErrorLayer::new(move |error: BoxError| async move {
+                timeout_answer(&error, timeout)
             }))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::GATEWAY_TIMEOUT,
-                timeout,
-            )),
+            .layer(TimeoutLayer::new(timeout)),
     )
 }
 
@@ -84,21 +82,20 @@ fn request_span(request: &Request) -> Span {
     )
 }
 
-/// `TimeoutLayer`'s answer (a bare 504: no body, no content type; every handler's 504 is
-/// JSON) as the JSON `504 request_timeout` clients got before.
-fn timeout_answer(response: Response, timeout: Duration) -> Response {
-    if response.status() != StatusCode::GATEWAY_TIMEOUT
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
-        return response;
+/// The answer to a request that failed in the layers: the timeout's `Elapsed` as the JSON
+/// `504 request_timeout` clients got before. Routes never fail (axum's are infallible), so
+/// nothing else reaches here; were it to, it is a 500 without its cause.
+fn timeout_answer(error: &BoxError, timeout: Duration) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        tracing::warn!(timeout = ?timeout, "request timed out");
+        return ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {} ms", timeout.as_millis()),
+        )
+        .into_response();
     }
-    tracing::warn!(timeout = ?timeout, "request timed out");
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "request_timeout",
-        format!("the request took longer than {} ms", timeout.as_millis()),
-    )
-    .into_response()
+    ApiError::internal(error).into_response()
 }
 
 #[cfg(test)]
@@ -123,6 +120,7 @@ mod tests {
                 }),
             )
             .route("/ok", get(|| async { "ok" }))
+            .route("/bare-504", get(|| async { StatusCode::GATEWAY_TIMEOUT }))
             .route(
                 "/slow",
                 get(|| async {
@@ -208,5 +206,10 @@ mod tests {
         let (response, body) = get_with("/plugin-timeout", None).await;
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(body["error"]["code"], "timeout", "{body}");
+
+        // Only the layer's own timeout is rewritten, not a handler's bare 504.
+        let (response, body) = get_with("/bare-504", None).await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body, serde_json::Value::Null, "{body}");
     }
 }
