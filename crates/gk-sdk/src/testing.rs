@@ -44,15 +44,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A host that keeps what a plugin stores and logs:
+/// A host that keeps what a plugin stores and logs, and answers what a test gave it:
 ///
 /// - the cache is a map of the keys as the caller gave them (entries never expire);
 /// - every log line is kept as `(plugin, level, message)`;
 /// - the context of every database and cache call is kept, in order;
 /// - `db_query` answers one row echoing the statement (`{"query": …, "args": […]}`), `db_exec`
-///   answers 0 rows affected;
-/// - `http_request` is denied (`host `…` is not in the http scope`), `config_get` finds nothing,
-///   `translate` returns the key, `send_email` and `call_plugin` succeed with nothing.
+///   answers as many rows affected as it was given arguments;
+/// - `http_request` answers the response given for the URL's host
+///   ([`with_http_answer`](Self::with_http_answer)); any other host is denied
+///   (`host `…` is not in the http scope`);
+/// - `config_get` answers the values given ([`with_config`](Self::with_config)) and finds
+///   nothing else;
+/// - `call_plugin` answers the bytes given for `plugin.function`
+///   ([`with_plugin_answer`](Self::with_plugin_answer)), nothing otherwise;
+/// - `translate` returns the key, `send_email` succeeds with nothing.
 #[derive(Debug, Default)]
 pub struct MemoryHost {
     /// The cache entries, by key.
@@ -61,9 +67,30 @@ pub struct MemoryHost {
     pub logs: Mutex<Vec<(String, LogLevel, String)>>,
     /// The contexts of the database and cache calls, in order.
     pub contexts: Mutex<Vec<CallContext>>,
+    config: HashMap<String, String>,
+    http_answers: HashMap<String, HttpResponse>,
+    plugin_answers: HashMap<String, Vec<u8>>,
 }
 
 impl MemoryHost {
+    /// Answers `config_get(key)` with `value`.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Answers every `http_request` to `host` with `response` (the host is in scope).
+    pub fn with_http_answer(mut self, host: impl Into<String>, response: HttpResponse) -> Self {
+        self.http_answers.insert(host.into(), response);
+        self
+    }
+
+    /// Answers `call_plugin(plugin, function, …)` with `answer`; `target` is `plugin.function`.
+    pub fn with_plugin_answer(mut self, target: impl Into<String>, answer: &[u8]) -> Self {
+        self.plugin_answers.insert(target.into(), answer.to_vec());
+        self
+    }
+
     /// The cache entry under `key`.
     pub fn cache_entry(&self, key: &str) -> Option<Vec<u8>> {
         lock(&self.cache).get(key).cloned()
@@ -101,9 +128,9 @@ impl HostApi for MemoryHost {
         row.insert("args".into(), json!(args));
         Ok(vec![row])
     }
-    async fn db_exec(&self, ctx: &CallContext, _: &str, _: &[Value]) -> HostResult<u64> {
+    async fn db_exec(&self, ctx: &CallContext, _: &str, args: &[Value]) -> HostResult<u64> {
         self.seen(ctx);
-        Ok(0)
+        Ok(args.len() as u64)
     }
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
         self.seen(ctx);
@@ -130,10 +157,10 @@ impl HostApi for MemoryHost {
         _: &CallContext,
         request: HttpRequest,
     ) -> HostResult<HttpResponse> {
-        Err(HostError::denied(
-            "http",
-            format!("host `{}` is not in the http scope", url_host(&request.url)),
-        ))
+        let host = url_host(&request.url);
+        self.http_answers.get(host).cloned().ok_or_else(|| {
+            HostError::denied("http", format!("host `{host}` is not in the http scope"))
+        })
     }
     async fn send_email(&self, _: &CallContext, _: Email) -> HostResult<()> {
         Ok(())
@@ -149,7 +176,10 @@ impl HostApi for MemoryHost {
         Ok(())
     }
     async fn config_get(&self, _: &CallContext, key: &str) -> HostResult<String> {
-        Err(HostError::NotFound(format!("config key `{key}`")))
+        self.config
+            .get(key)
+            .cloned()
+            .ok_or_else(|| HostError::NotFound(format!("config key `{key}`")))
     }
     async fn translate(&self, _: &CallContext, key: &str, _: &TranslateArgs) -> HostResult<String> {
         Ok(key.to_owned())
@@ -157,11 +187,16 @@ impl HostApi for MemoryHost {
     async fn call_plugin(
         &self,
         _: &CallContext,
-        _: &str,
-        _: &str,
+        plugin: &str,
+        function: &str,
         _: &[u8],
     ) -> HostResult<Vec<u8>> {
-        Ok(Vec::new())
+        let target = format!("{plugin}.{function}");
+        Ok(self
+            .plugin_answers
+            .get(&target)
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -175,6 +210,15 @@ pub struct Reached {
     /// What it was about, as the host saw it: the statement, cache key, URL, recipient, log
     /// message, config key, translation key, or `plugin.function`.
     pub subject: String,
+    /// Every argument it came with (but the context), as a JSON object named as the method's
+    /// parameters; bytes (a cache value, a body, a plugin call's arguments) as lossy UTF-8 text,
+    /// a TTL as `ttl_secs`, a log level by its name.
+    pub args: Value,
+}
+
+/// Bytes as text, for a [`Reached`] record.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A host that records every call reaching it, then answers as the host it wraps.
@@ -222,11 +266,18 @@ impl RecordingHost {
         lock(&self.reached).last().cloned()
     }
 
-    fn record(&self, function: &'static str, ctx: &CallContext, subject: impl Into<String>) {
+    fn record(
+        &self,
+        function: &'static str,
+        ctx: &CallContext,
+        subject: impl Into<String>,
+        args: Value,
+    ) {
         lock(&self.reached).push(Reached {
             function,
             ctx: ctx.clone(),
             subject: subject.into(),
+            args,
         });
     }
 }
@@ -239,15 +290,20 @@ impl HostApi for RecordingHost {
         query: &str,
         args: &[Value],
     ) -> HostResult<Vec<Row>> {
-        self.record("db_query", ctx, query);
+        self.record(
+            "db_query",
+            ctx,
+            query,
+            json!({"query": query, "args": args}),
+        );
         self.inner.db_query(ctx, query, args).await
     }
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
-        self.record("db_exec", ctx, query);
+        self.record("db_exec", ctx, query, json!({"query": query, "args": args}));
         self.inner.db_exec(ctx, query, args).await
     }
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
-        self.record("cache_get", ctx, key);
+        self.record("cache_get", ctx, key, json!({"key": key}));
         self.inner.cache_get(ctx, key).await
     }
     async fn cache_set(
@@ -257,11 +313,16 @@ impl HostApi for RecordingHost {
         value: &[u8],
         ttl: Duration,
     ) -> HostResult<()> {
-        self.record("cache_set", ctx, key);
+        self.record(
+            "cache_set",
+            ctx,
+            key,
+            json!({"key": key, "value": text(value), "ttl_secs": ttl.as_secs()}),
+        );
         self.inner.cache_set(ctx, key, value, ttl).await
     }
     async fn cache_delete(&self, ctx: &CallContext, key: &str) -> HostResult<()> {
-        self.record("cache_delete", ctx, key);
+        self.record("cache_delete", ctx, key, json!({"key": key}));
         self.inner.cache_delete(ctx, key).await
     }
     async fn http_request(
@@ -269,11 +330,26 @@ impl HostApi for RecordingHost {
         ctx: &CallContext,
         request: HttpRequest,
     ) -> HostResult<HttpResponse> {
-        self.record("http_request", ctx, request.url.clone());
+        self.record(
+            "http_request",
+            ctx,
+            request.url.clone(),
+            json!({
+                "method": request.method,
+                "url": request.url,
+                "headers": request.headers,
+                "body": text(&request.body),
+            }),
+        );
         self.inner.http_request(ctx, request).await
     }
     async fn send_email(&self, ctx: &CallContext, email: Email) -> HostResult<()> {
-        self.record("send_email", ctx, email.to.clone());
+        self.record(
+            "send_email",
+            ctx,
+            email.to.clone(),
+            json!({"to": email.to, "subject": email.subject, "body": email.body, "html": email.html}),
+        );
         self.inner.send_email(ctx, email).await
     }
     async fn log(
@@ -283,11 +359,16 @@ impl HostApi for RecordingHost {
         message: &str,
         fields: &Map<String, Value>,
     ) -> HostResult<()> {
-        self.record("log", ctx, message);
+        self.record(
+            "log",
+            ctx,
+            message,
+            json!({"level": level.to_string(), "message": message, "fields": fields}),
+        );
         self.inner.log(ctx, level, message, fields).await
     }
     async fn config_get(&self, ctx: &CallContext, key: &str) -> HostResult<String> {
-        self.record("config_get", ctx, key);
+        self.record("config_get", ctx, key, json!({"key": key}));
         self.inner.config_get(ctx, key).await
     }
     async fn translate(
@@ -296,7 +377,12 @@ impl HostApi for RecordingHost {
         key: &str,
         args: &TranslateArgs,
     ) -> HostResult<String> {
-        self.record("translate", ctx, key);
+        self.record(
+            "translate",
+            ctx,
+            key,
+            json!({"key": key, "args": args.to_json()}),
+        );
         self.inner.translate(ctx, key, args).await
     }
     async fn call_plugin(
@@ -306,7 +392,12 @@ impl HostApi for RecordingHost {
         function: &str,
         args: &[u8],
     ) -> HostResult<Vec<u8>> {
-        self.record("call_plugin", ctx, format!("{plugin}.{function}"));
+        self.record(
+            "call_plugin",
+            ctx,
+            format!("{plugin}.{function}"),
+            json!({"plugin": plugin, "function": function, "args": text(args)}),
+        );
         self.inner.call_plugin(ctx, plugin, function, args).await
     }
 }

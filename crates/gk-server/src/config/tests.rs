@@ -456,3 +456,31 @@ fn each_layer_names_its_source() {
     let config = ServeConfig::load(Some(&path), &env(&[])).unwrap();
     assert_eq!((config.redis_url, config.database_url), (None, None));
 }
+
+/// A flag's help that states a default (`[default: 60s]`) states the one `ServeConfig::default`
+/// has: setting the stated value changes nothing. A default described in words (`host name and
+/// port`) is computed at start and has no value to compare.
+#[test]
+fn defaults_in_the_help_are_the_real_ones() {
+    let mut checked = 0;
+    for key in super::keys::KEYS {
+        let Some((_, rest)) = key.doc.split_once("[default: ") else {
+            continue;
+        };
+        let stated = rest.trim_end_matches(['.', ']']);
+        if stated.contains(' ') {
+            continue;
+        }
+        let mut config = ServeConfig::default();
+        (key.set)(&mut config, &super::layers::Value::text(key.path, stated))
+            .unwrap_or_else(|e| panic!("{}: the stated default does not parse: {e}", key.path));
+        assert_eq!(
+            config,
+            ServeConfig::default(),
+            "{}: the help says [default: {stated}]",
+            key.path
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} defaults found in the help");
+}
