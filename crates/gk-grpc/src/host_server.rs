@@ -371,6 +371,19 @@ impl HostService for HostServer {
             result_json: result,
         }))
     }
+
+    type CallsStream = crate::host_stream::ReplyStream;
+
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::HostCall>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        Ok(Response::new(crate::host_stream::answer_stream(
+            self.clone(),
+            self.side.plugin.clone(),
+            request.into_inner(),
+        )))
+    }
 }
 
 #[cfg(test)]

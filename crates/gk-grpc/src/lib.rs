@@ -11,7 +11,7 @@
 //! [`IsolationConfig::allow_unisolated_native_plugins`] is set. It waits for the plugin's
 //! go-plugin style handshake line within the init timeout, connects to its Unix socket and
 //! serves it a `HostService` on a socket of its own that only this plugin may use (a 0700
-//! directory and a per-plugin token checked on every call). `Register` must name the plugin as
+//! directory and a per-plugin token checked on every call or `Calls` stream). `Register` must name the plugin as
 //! it was started; every host call is passed, stamped with that name, to the `Arc<dyn HostApi>`
 //! the plugin was initialised with — its sandbox. `Init` tells the process the host's version,
 //! its directory and its writable directory ([`INIT_HOST_VERSION`], [`INIT_PLUGIN_DIR`],
@@ -25,12 +25,14 @@
 //! It depends on `gk-sdk` only: it returns a [`gk_sdk::Plugin`] and never knows the manager.
 
 // Modules depend downwards in this order only (no cycle): `error`, `handshake`, `limits`,
-// `sandbox` (all OS isolation) and `host_server` are leaves; `process` (one process: start,
-// handshake, connect) uses them; `plugin` (the `Plugin` handle) uses `process`; `supervisor`
+// `sandbox` (all OS isolation) and `host_stream` (the `Calls` stream, answered by any
+// `HostService`'s methods) are leaves; `host_server` uses `host_stream`; `process` (one
+// process: start, handshake, connect) uses them; `plugin` (the `Plugin` handle) uses `process`; `supervisor`
 // (restarts, health) uses `plugin`; `runtime` (start a plugin) uses all of them.
 mod error;
 mod handshake;
 mod host_server;
+mod host_stream;
 mod limits;
 mod plugin;
 mod process;

@@ -127,7 +127,7 @@ impl PluginService for Child {
     }
 }
 
-/// The parent's `HostService`: answers `ConfigGet`, nothing else.
+/// The parent's `HostService`: answers `ConfigGet` (unary), nothing else.
 struct Host;
 
 fn unused<T>() -> Result<Response<T>, Status> {
@@ -199,6 +199,16 @@ impl HostService for Host {
         &self,
         _: Request<pb::CallPluginRequest>,
     ) -> Result<Response<pb::CallPluginResponse>, Status> {
+        unused()
+    }
+
+    type CallsStream = tokio_stream::Empty<Result<pb::HostReply, Status>>;
+
+    /// The reference's callback is a plain unary call: no stream.
+    async fn calls(
+        &self,
+        _: Request<tonic::Streaming<pb::HostCall>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
         unused()
     }
 }

@@ -133,6 +133,29 @@ pub fn status_to_host_error(status: &tonic::Status) -> HostError {
     }
 }
 
+/// A status as the `Calls` stream carries it in a [`pb::HostReply`]: code, message and the
+/// details `grpc-status-details-bin` would hold.
+impl From<&tonic::Status> for pb::HostCallStatus {
+    fn from(status: &tonic::Status) -> Self {
+        Self {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: status.details().to_vec(),
+        }
+    }
+}
+
+/// The status a [`pb::HostCallStatus`] stands for (an unknown code is `UNKNOWN`).
+impl From<pb::HostCallStatus> for tonic::Status {
+    fn from(status: pb::HostCallStatus) -> Self {
+        tonic::Status::with_details(
+            Code::from_i32(status.code),
+            status.message,
+            status.details.into(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +185,24 @@ mod tests {
             host_error_to_status(&HostError::denied("db", "x")).code(),
             tonic::Code::PermissionDenied
         );
+    }
+
+    #[test]
+    fn a_status_on_the_calls_stream_keeps_its_code_message_and_detail() {
+        let error = HostError::denied("db:write", "read-only plugin");
+        let status = host_error_to_status(&error);
+        let carried = pb::HostCallStatus::from(&status);
+        assert_eq!(carried.code, Code::PermissionDenied as i32);
+        let back = tonic::Status::from(carried);
+        assert_eq!(back.code(), Code::PermissionDenied);
+        assert_eq!(back.message(), status.message());
+        assert_eq!(status_to_host_error(&back), error);
+        let odd = tonic::Status::from(pb::HostCallStatus {
+            code: 99,
+            message: "m".into(),
+            details: Vec::new(),
+        });
+        assert_eq!(odd.code(), Code::Unknown);
     }
 
     #[test]

@@ -1,0 +1,309 @@
+//! The `Calls` stream of the `HostService`: a plugin's host calls as messages on one
+//! bidirectional stream. Each call is answered by the same method of the service as its unary
+//! form (same admission, same sandbox; the token was checked when the stream opened), on a task of its own, so a slow call does not hold up
+//! the others; at most [`STREAM_CONCURRENCY`] run at once per stream, and the stream is not read
+//! further until one completes.
+
+use std::sync::Arc;
+
+use gk_sdk::proto::pb;
+use gk_sdk::proto::pb::host_call::Call;
+use gk_sdk::proto::pb::host_reply::Reply;
+use gk_sdk::proto::pb::host_service_server::HostService;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming};
+
+/// Calls of one stream that run at once.
+pub(crate) const STREAM_CONCURRENCY: usize = 256;
+
+/// What the host sends back on a `Calls` stream.
+pub(crate) type ReplyStream = ReceiverStream<Result<pb::HostReply, Status>>;
+
+/// Answers the calls `inbound` brings with `service`'s methods, until plugin `plugin` closes it
+/// or goes away. A message the host cannot read (over the size cap, not a `HostCall`) ends the
+/// stream with its status.
+pub(crate) fn answer_stream<S>(
+    service: S,
+    plugin: String,
+    mut inbound: Streaming<pb::HostCall>,
+) -> ReplyStream
+where
+    S: HostService + Clone,
+{
+    let (replies, outbound) = mpsc::channel(STREAM_CONCURRENCY);
+    let permits = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let received = tokio::select! {
+                received = inbound.message() => received,
+                () = replies.closed() => break,
+            };
+            let call = match received {
+                Ok(Some(call)) => call,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::warn!(plugin, %status, "host call stream ended");
+                    let _ = replies.send(Err(status)).await;
+                    break;
+                }
+            };
+            let service = service.clone();
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                let reply = answer(&service, call.call).await;
+                let _ = replies
+                    .send(Ok(pb::HostReply {
+                        id: call.id,
+                        reply: Some(reply),
+                    }))
+                    .await;
+                drop(permit);
+            });
+        }
+    });
+    ReceiverStream::new(outbound)
+}
+
+/// One call, answered by its unary method.
+async fn answer<S: HostService>(server: &S, call: Option<Call>) -> Reply {
+    let answered = match call {
+        Some(Call::DbQuery(m)) => server
+            .db_query(Request::new(m))
+            .await
+            .map(|r| Reply::DbQuery(r.into_inner())),
+        Some(Call::DbExec(m)) => server
+            .db_exec(Request::new(m))
+            .await
+            .map(|r| Reply::DbExec(r.into_inner())),
+        Some(Call::CacheGet(m)) => server
+            .cache_get(Request::new(m))
+            .await
+            .map(|r| Reply::CacheGet(r.into_inner())),
+        Some(Call::CacheSet(m)) => server
+            .cache_set(Request::new(m))
+            .await
+            .map(|r| Reply::CacheSet(r.into_inner())),
+        Some(Call::CacheDelete(m)) => server
+            .cache_delete(Request::new(m))
+            .await
+            .map(|r| Reply::CacheDelete(r.into_inner())),
+        Some(Call::HttpRequest(m)) => server
+            .http_request(Request::new(m))
+            .await
+            .map(|r| Reply::HttpRequest(r.into_inner())),
+        Some(Call::SendEmail(m)) => server
+            .send_email(Request::new(m))
+            .await
+            .map(|r| Reply::SendEmail(r.into_inner())),
+        Some(Call::Log(m)) => server
+            .log(Request::new(m))
+            .await
+            .map(|r| Reply::Log(r.into_inner())),
+        Some(Call::ConfigGet(m)) => server
+            .config_get(Request::new(m))
+            .await
+            .map(|r| Reply::ConfigGet(r.into_inner())),
+        Some(Call::Translate(m)) => server
+            .translate(Request::new(m))
+            .await
+            .map(|r| Reply::Translate(r.into_inner())),
+        Some(Call::CallPlugin(m)) => server
+            .call_plugin(Request::new(m))
+            .await
+            .map(|r| Reply::CallPlugin(r.into_inner())),
+        None => Err(Status::invalid_argument(
+            "a HostCall without a call (an unknown method, or none)",
+        )),
+    };
+    answered.unwrap_or_else(|status| Reply::Error(pb::HostCallStatus::from(&status)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use gk_sdk::handshake::TOKEN_METADATA;
+    use gk_sdk::proto::pb::host_service_client::HostServiceClient;
+    use gk_sdk::testing::{MemoryHost, RecordingHost};
+    use gk_sdk::unix_channel::UnixChannel;
+    use tonic::Code;
+
+    use super::*;
+    use crate::host_server::{HostSide, serve_host};
+
+    /// A host service for plugin `p` (token `t`) over a recorder of the kit's memory host, and a
+    /// client of it.
+    async fn served(
+        max_message_bytes: usize,
+    ) -> (
+        HostServiceClient<UnixChannel>,
+        Arc<RecordingHost>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("host.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let side = Arc::new(HostSide::new("p", "t"));
+        let host = Arc::new(RecordingHost::wrapping(Arc::new(MemoryHost::default())));
+        let _ = side.host.set(host.clone());
+        let stop = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(serve_host(side, listener, max_message_bytes, stop));
+        let channel = UnixChannel::connect(&socket).await.unwrap();
+        (
+            HostServiceClient::with_origin(channel, UnixChannel::origin()),
+            host,
+            dir,
+        )
+    }
+
+    /// Opens the `Calls` stream with `token`; calls go in through the sender.
+    async fn open(
+        client: &mut HostServiceClient<UnixChannel>,
+        token: &str,
+    ) -> Result<(mpsc::Sender<pb::HostCall>, Streaming<pb::HostReply>), Status> {
+        let (sender, outgoing) = mpsc::channel(1_024);
+        let mut request = Request::new(ReceiverStream::new(outgoing));
+        request
+            .metadata_mut()
+            .insert(TOKEN_METADATA, token.parse().unwrap());
+        let replies = client.calls(request).await?.into_inner();
+        Ok((sender, replies))
+    }
+
+    fn cache_get(key: &str) -> Call {
+        Call::CacheGet(pb::CacheGetRequest {
+            context: None,
+            key: key.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn each_call_is_answered_under_its_id_as_its_unary_method_would() {
+        let (mut client, host, _dir) = served(1 << 20).await;
+        let (calls, mut replies) = open(&mut client, "t").await.unwrap();
+        let sent = [
+            (
+                10,
+                Some(Call::CacheSet(pb::CacheSetRequest {
+                    context: None,
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                    ttl_seconds: 0,
+                })),
+            ),
+            (
+                11,
+                Some(Call::ConfigGet(pb::ConfigGetRequest {
+                    context: None,
+                    key: "missing".into(),
+                })),
+            ),
+            (12, None),
+        ];
+        for (id, call) in sent {
+            calls.send(pb::HostCall { id, call }).await.unwrap();
+        }
+        let mut answered = BTreeMap::new();
+        for _ in 0..3 {
+            let reply = replies.message().await.unwrap().unwrap();
+            answered.insert(reply.id, reply.reply.unwrap());
+        }
+        assert_eq!(answered[&10], Reply::CacheSet(pb::CacheSetResponse {}));
+        let Reply::Error(missing) = &answered[&11] else {
+            panic!("{:?}", answered[&11]);
+        };
+        let missing = Status::from(missing.clone());
+        assert_eq!(missing.code(), Code::NotFound);
+        assert_eq!(
+            gk_sdk::proto::status_to_host_error(&missing),
+            gk_sdk::HostError::NotFound("config key `missing`".into()),
+            "the host error travels with its detail"
+        );
+        let Reply::Error(empty) = &answered[&12] else {
+            panic!("{:?}", answered[&12]);
+        };
+        assert_eq!(empty.code, Code::InvalidArgument as i32);
+
+        calls
+            .send(pb::HostCall {
+                id: 13,
+                call: Some(cache_get("k")),
+            })
+            .await
+            .unwrap();
+        let reply = replies.message().await.unwrap().unwrap();
+        assert_eq!(reply.id, 13);
+        assert_eq!(
+            reply.reply,
+            Some(Reply::CacheGet(pb::CacheGetResponse {
+                found: true,
+                value: b"v".to_vec()
+            }))
+        );
+        let reached = host.reached();
+        assert!(
+            reached.iter().all(|r| r.ctx.plugin == "p"),
+            "every call is the plugin's own: {reached:?}"
+        );
+        assert_eq!(
+            reached.iter().map(|r| r.function).collect::<Vec<_>>(),
+            ["cache_set", "config_get", "cache_get"]
+        );
+
+        drop(calls);
+        assert!(
+            replies.message().await.unwrap().is_none(),
+            "the host ends the stream when the plugin does"
+        );
+    }
+
+    #[tokio::test]
+    async fn more_calls_than_run_at_once_are_all_answered() {
+        let (mut client, host, _dir) = served(1 << 20).await;
+        let (calls, mut replies) = open(&mut client, "t").await.unwrap();
+        let count = STREAM_CONCURRENCY as u64 * 2 + 7;
+        let sending = tokio::spawn(async move {
+            for id in 0..count {
+                calls
+                    .send(pb::HostCall {
+                        id,
+                        call: Some(cache_get(&format!("key{id}"))),
+                    })
+                    .await
+                    .unwrap();
+            }
+            calls
+        });
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            ids.push(replies.message().await.unwrap().unwrap().id);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (0..count).collect::<Vec<_>>());
+        assert_eq!(host.count() as u64, count);
+        drop(sending.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_opens_no_stream_and_an_oversized_message_ends_it() {
+        let (mut client, host, _dir) = served(1_024).await;
+        let refused = open(&mut client, "not-t").await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+
+        let (calls, mut replies) = open(&mut client, "t").await.unwrap();
+        calls
+            .send(pb::HostCall {
+                id: 1,
+                call: Some(cache_get(&"x".repeat(2_000))),
+            })
+            .await
+            .unwrap();
+        let ended = replies.message().await.unwrap_err();
+        assert_eq!(ended.code(), Code::OutOfRange, "{ended:?}");
+        assert_eq!(host.count(), 0, "nothing reached the host");
+    }
+}
