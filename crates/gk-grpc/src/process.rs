@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gk_sdk::LogLevel;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
@@ -34,6 +34,9 @@ struct Spawned {
     /// `Some(description)` once the process has exited.
     exit: watch::Receiver<Option<String>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// How long the isolation and `exec` took, then the wait for the handshake line.
+    started_in: Duration,
+    handshake_in: Duration,
 }
 
 /// The last stderr lines, for error messages.
@@ -188,12 +191,21 @@ impl Spec {
                 message,
             }
         };
+        let connecting = Instant::now();
         let connect = UnixChannel::connect(socket);
         let channel = match tokio::time::timeout(limits.init_timeout, connect).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(fail(format!("cannot connect to its socket: {e}"))),
             Err(_) => return Err(fail("connecting to its socket timed out".into())),
         };
+        tracing::debug!(
+            plugin = %self.name,
+            pid = spawned.pid,
+            start_us = spawned.started_in.as_micros(),
+            handshake_us = spawned.handshake_in.as_micros(),
+            connect_us = connecting.elapsed().as_micros(),
+            "plugin process started"
+        );
         let tmp_dir = match &owned_tmp {
             Some(dir) => dir.clone(),
             None => PathBuf::from(format!("/proc/{}/root/tmp", spawned.pid)),
@@ -231,9 +243,11 @@ async fn spawn(
     if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
         return Err(spawn_error("not an executable file".into()));
     }
+    let starting = Instant::now();
     let started = sandbox::start(&plugin, executable, working_dir, env, &isolation)
         .await
         .map_err(spawn_error)?;
+    let started_in = starting.elapsed();
     let Started {
         pid,
         stdout,
@@ -264,7 +278,9 @@ async fn spawn(
         });
     };
     let mut lines = BufReader::new(stdout).lines();
+    let waiting = Instant::now();
     let first = tokio::time::timeout(timeout, lines.next_line()).await;
+    let handshake_in = waiting.elapsed();
     let failure = |message: String| {
         signal_group(pid, libc::SIGKILL);
         GrpcError::Handshake {
@@ -317,6 +333,8 @@ async fn spawn(
         socket,
         exit,
         stderr_tail,
+        started_in,
+        handshake_in,
     })
 }
 

@@ -156,6 +156,7 @@ impl GrpcRuntime {
             stopped: AtomicBool::new(false),
         });
         let process = inner.spec.launch().await?;
+        let registering = std::time::Instant::now();
         let registration = register(&process, limits.init_timeout)
             .await
             .map_err(|message| {
@@ -172,6 +173,11 @@ impl GrpcRuntime {
                 claimed: registration.name,
             });
         }
+        tracing::debug!(
+            plugin = name,
+            register_us = registering.elapsed().as_micros(),
+            "plugin registered"
+        );
         let _ = inner.registration.set(registration);
         inner.set_current(Some(process));
         supervisor::watch(&inner);
