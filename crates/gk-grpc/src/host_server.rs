@@ -114,9 +114,12 @@ pub(crate) async fn serve_host(
     max_message_bytes: usize,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let service = HostServiceServer::new(HostServer { side: side.clone() })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+    let service = HostServiceServer::new(HostServer {
+        side: side.clone(),
+        max_message_bytes,
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
     let served = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             service,
@@ -160,6 +163,8 @@ impl Interceptor for TokenCheck {
 #[derive(Clone)]
 pub(crate) struct HostServer {
     pub(crate) side: Arc<HostSide>,
+    /// The message cap either way (an answer on the `Calls` stream over it fails alone).
+    pub(crate) max_message_bytes: usize,
 }
 
 impl HostServer {
@@ -380,7 +385,7 @@ impl HostService for HostServer {
     ) -> Result<Response<Self::CallsStream>, Status> {
         Ok(Response::new(crate::host_stream::answer_stream(
             self.clone(),
-            self.side.plugin.clone(),
+            self.max_message_bytes,
             request.into_inner(),
         )))
     }

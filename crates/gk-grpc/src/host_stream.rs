@@ -1,17 +1,18 @@
 //! The `Calls` stream of the `HostService`: a plugin's host calls as messages on one
-//! bidirectional stream. Each call is answered by the same method of the service as its unary
-//! form (same admission, same sandbox; the token was checked when the stream opened), on a task of its own, so a slow call does not hold up
-//! the others; at most [`STREAM_CONCURRENCY`] run at once per stream, and the stream is not read
-//! further until one completes.
+//! bidirectional stream (gk-sdk's `call_stream`). Each call is answered by the same method of
+//! the service as its unary form (same admission, same sandbox; the token was checked when the
+//! stream opened), on a task of its own, so a slow call does not hold up the others; at most
+//! [`STREAM_CONCURRENCY`] run at once per stream, and the stream is not read further until one
+//! completes.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
+use gk_sdk::call_stream::{ReceiverStream, answer_calls};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::host_call::Call;
 use gk_sdk::proto::pb::host_reply::Reply;
 use gk_sdk::proto::pb::host_service_server::HostService;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 
 /// Calls of one stream that run at once.
@@ -20,106 +21,80 @@ pub(crate) const STREAM_CONCURRENCY: usize = 256;
 /// What the host sends back on a `Calls` stream.
 pub(crate) type ReplyStream = ReceiverStream<Result<pb::HostReply, Status>>;
 
-/// Answers the calls `inbound` brings with `service`'s methods, until plugin `plugin` closes it
-/// or goes away. A message the host cannot read (over the size cap, not a `HostCall`) ends the
+/// Answers the calls `inbound` brings with `service`'s methods, until the plugin closes it or
+/// goes away (its process ending ends it). A message the host cannot read (over the size cap, not a `HostCall`) ends the
 /// stream with its status.
+/// An answer over `max_reply_bytes` fails its call alone (`OUT_OF_RANGE`).
 pub(crate) fn answer_stream<S>(
     service: S,
-    plugin: String,
-    mut inbound: Streaming<pb::HostCall>,
+    max_reply_bytes: usize,
+    inbound: Streaming<pb::HostCall>,
 ) -> ReplyStream
 where
     S: HostService + Clone,
 {
-    let (replies, outbound) = mpsc::channel(STREAM_CONCURRENCY);
-    let permits = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let received = tokio::select! {
-                received = inbound.message() => received,
-                () = replies.closed() => break,
-            };
-            let call = match received {
-                Ok(Some(call)) => call,
-                Ok(None) => break,
-                Err(status) => {
-                    tracing::warn!(plugin, %status, "host call stream ended");
-                    let _ = replies.send(Err(status)).await;
-                    break;
-                }
-            };
-            let service = service.clone();
-            let replies = replies.clone();
-            tokio::spawn(async move {
-                let reply = answer(&service, call.call).await;
-                let _ = replies
-                    .send(Ok(pb::HostReply {
-                        id: call.id,
-                        reply: Some(reply),
-                    }))
-                    .await;
-                drop(permit);
-            });
-        }
-    });
-    ReceiverStream::new(outbound)
+    let answer = move |call| {
+        let service = service.clone();
+        async move { answer(&service, call).await }
+    };
+    let cap = Arc::new(AtomicUsize::new(max_reply_bytes));
+    answer_calls(
+        inbound,
+        STREAM_CONCURRENCY,
+        cap,
+        answer,
+        std::future::pending(),
+    )
 }
 
 /// One call, answered by its unary method.
-async fn answer<S: HostService>(server: &S, call: Option<Call>) -> Reply {
-    let answered = match call {
-        Some(Call::DbQuery(m)) => server
+async fn answer<S: HostService>(server: &S, call: Call) -> Result<Reply, Status> {
+    match call {
+        Call::DbQuery(m) => server
             .db_query(Request::new(m))
             .await
             .map(|r| Reply::DbQuery(r.into_inner())),
-        Some(Call::DbExec(m)) => server
+        Call::DbExec(m) => server
             .db_exec(Request::new(m))
             .await
             .map(|r| Reply::DbExec(r.into_inner())),
-        Some(Call::CacheGet(m)) => server
+        Call::CacheGet(m) => server
             .cache_get(Request::new(m))
             .await
             .map(|r| Reply::CacheGet(r.into_inner())),
-        Some(Call::CacheSet(m)) => server
+        Call::CacheSet(m) => server
             .cache_set(Request::new(m))
             .await
             .map(|r| Reply::CacheSet(r.into_inner())),
-        Some(Call::CacheDelete(m)) => server
+        Call::CacheDelete(m) => server
             .cache_delete(Request::new(m))
             .await
             .map(|r| Reply::CacheDelete(r.into_inner())),
-        Some(Call::HttpRequest(m)) => server
+        Call::HttpRequest(m) => server
             .http_request(Request::new(m))
             .await
             .map(|r| Reply::HttpRequest(r.into_inner())),
-        Some(Call::SendEmail(m)) => server
+        Call::SendEmail(m) => server
             .send_email(Request::new(m))
             .await
             .map(|r| Reply::SendEmail(r.into_inner())),
-        Some(Call::Log(m)) => server
+        Call::Log(m) => server
             .log(Request::new(m))
             .await
             .map(|r| Reply::Log(r.into_inner())),
-        Some(Call::ConfigGet(m)) => server
+        Call::ConfigGet(m) => server
             .config_get(Request::new(m))
             .await
             .map(|r| Reply::ConfigGet(r.into_inner())),
-        Some(Call::Translate(m)) => server
+        Call::Translate(m) => server
             .translate(Request::new(m))
             .await
             .map(|r| Reply::Translate(r.into_inner())),
-        Some(Call::CallPlugin(m)) => server
+        Call::CallPlugin(m) => server
             .call_plugin(Request::new(m))
             .await
             .map(|r| Reply::CallPlugin(r.into_inner())),
-        None => Err(Status::invalid_argument(
-            "a HostCall without a call (an unknown method, or none)",
-        )),
-    };
-    answered.unwrap_or_else(|status| Reply::Error(pb::HostCallStatus::from(&status)))
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +106,8 @@ mod tests {
     use gk_sdk::testing::{MemoryHost, RecordingHost};
     use gk_sdk::unix_channel::UnixChannel;
     use tonic::Code;
+
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::host_server::{HostSide, serve_host};

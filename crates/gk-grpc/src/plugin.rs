@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::process::{Process, Spec, signal_group, tail};
 use crate::sandbox::TMP_INSIDE;
+use gk_sdk::handshake::INIT_MAX_MESSAGE_BYTES;
 
 /// The `InitRequest.config` key of the host's version (the `gk` release).
 pub const INIT_HOST_VERSION: &str = "host_version";
@@ -109,6 +110,10 @@ impl Inner {
                 self.spec.working_dir.display().to_string(),
             ),
             (INIT_WORK_DIR.to_owned(), work_dir.display().to_string()),
+            (
+                INIT_MAX_MESSAGE_BYTES.to_owned(),
+                self.spec.max_message_bytes.to_string(),
+            ),
         ])
     }
 
@@ -233,6 +238,13 @@ impl GrpcPlugin {
     pub fn failure_reason(&self) -> Option<String> {
         self.inner.failed()
     }
+
+    /// Whether calls to the current process travel on its `Calls` stream: not while the stream
+    /// opens (just after a start), for a plugin that does not serve one, nor after it ended;
+    /// those calls are unary.
+    pub fn calls_streamed(&self) -> bool {
+        self.inner.current().is_some_and(|p| p.calls_streamed())
+    }
 }
 
 #[async_trait]
@@ -277,14 +289,14 @@ impl Plugin for GrpcPlugin {
         tracing::Span::current().record("grpc.pid", process.pid);
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
         self.inner.spec.side.in_flight.insert(id, ctx.depth);
-        let mut request = tonic::Request::new(pb::CallRequest {
+        let call = pb::CallRequest {
             context: Some(ctx.into()),
             function: function.to_owned(),
             args_json: args.to_vec(),
-        });
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        };
+        let budget_left = deadline.saturating_duration_since(Instant::now());
         let outcome =
-            tokio::time::timeout_at(deadline.into(), process.client.clone().call(request)).await;
+            tokio::time::timeout_at(deadline.into(), process.call(call, budget_left)).await;
         self.inner.spec.side.in_flight.remove(&id);
         match outcome {
             Err(_) => Err(PluginError::Timeout {
@@ -292,13 +304,10 @@ impl Plugin for GrpcPlugin {
                 after: budget,
             }),
             Ok(Err(status)) => Err(failure(&process, "call", status, budget).await),
-            Ok(Ok(response)) => {
-                let response = response.into_inner();
-                match response.failure {
-                    Some(failure) => Err(PluginError::from(failure)),
-                    None => Ok(response.result_json),
-                }
-            }
+            Ok(Ok(response)) => match response.failure {
+                Some(failure) => Err(PluginError::from(failure)),
+                None => Ok(response.result_json),
+            },
         }
     }
 

@@ -7,15 +7,19 @@
 use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gk_sdk::LogLevel;
+use gk_sdk::call_stream::{CallStream, NotSent, STREAM_MESSAGE_BYTES};
+use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
 use gk_sdk::unix_channel::UnixChannel;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
+use prost::Message as _;
+use tonic::{Request, Status};
 
 use crate::GrpcError;
 use crate::handshake::parse_handshake;
@@ -74,11 +78,72 @@ pub(crate) struct Process {
     pub(crate) tmp_dir: PathBuf,
     /// Whether `tmp_dir` is a host directory made for it, to remove when it ends.
     pub(crate) owns_tmp: bool,
+    /// Its `Calls` stream, once opened (`None` inside when the plugin does not serve one).
+    calls: OnceLock<Option<PluginCallStream>>,
 }
+
+/// The host's side of a plugin's `Calls` stream.
+type PluginCallStream = CallStream<pb::StreamedCall, pb::StreamedResult>;
+
+/// Calls waiting on a `Calls` stream at once: as many as gk-sdk's `serve()` runs at once (more
+/// go unary, so no call waits on the plugin's bound).
+const CALLS_IN_FLIGHT: usize = 1_024;
 
 impl Process {
     pub(crate) fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
+    }
+
+    /// Whether calls travel on the `Calls` stream.
+    pub(crate) fn calls_streamed(&self) -> bool {
+        matches!(self.calls.get(), Some(Some(stream)) if stream.is_open())
+    }
+
+    /// Calls the plugin with `budget` left: on its `Calls` stream once that is open, else (for
+    /// plugins without one, after the stream ended, for a request over
+    /// [`STREAM_MESSAGE_BYTES`], and beyond [`CALLS_IN_FLIGHT`] calls at once) as a unary `Call`
+    /// with the budget as its deadline.
+    pub(crate) async fn call(
+        &self,
+        call: pb::CallRequest,
+        budget: Duration,
+    ) -> Result<pb::CallResponse, Status> {
+        let call = match self.calls.get() {
+            Some(Some(stream)) if call.encoded_len() <= STREAM_MESSAGE_BYTES => {
+                let timeout_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1);
+                match stream.call((call, timeout_ms)).await {
+                    Ok(answered) => return answered,
+                    Err(NotSent((call, _))) => call,
+                }
+            }
+            _ => call,
+        };
+        let mut request = Request::new(call);
+        request.set_timeout(budget);
+        Ok(self.client.clone().call(request).await?.into_inner())
+    }
+
+    /// Opens the `Calls` stream in the background; calls are unary until it is open.
+    fn open_calls(self: &Arc<Self>) {
+        let process = Arc::downgrade(self);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            let opened = PluginCallStream::open(CALLS_IN_FLIGHT, |outgoing| async move {
+                client.calls(outgoing).await
+            })
+            .await;
+            let stream = match opened {
+                Ok(stream) => stream,
+                Err(status) => {
+                    tracing::warn!(%status, "the plugin's Calls stream did not open; calls stay unary");
+                    None
+                }
+            };
+            if let Some(process) = process.upgrade() {
+                let _ = process.calls.set(stream);
+            }
+        });
     }
 }
 
@@ -210,7 +275,7 @@ impl Spec {
             Some(dir) => dir.clone(),
             None => PathBuf::from(format!("/proc/{}/root/tmp", spawned.pid)),
         };
-        Ok(Arc::new(Process {
+        let process = Arc::new(Process {
             client: PluginServiceClient::with_origin(channel.clone(), UnixChannel::origin())
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes),
@@ -221,7 +286,10 @@ impl Spec {
             stderr_tail: spawned.stderr_tail,
             tmp_dir,
             owns_tmp: owned_tmp.is_some(),
-        }))
+            calls: OnceLock::new(),
+        });
+        process.open_calls();
+        Ok(process)
     }
 }
 

@@ -96,6 +96,15 @@ async fn start_register_call_callback_shutdown() {
         ]
     );
     assert_eq!(reg.widgets[0].id, "hello_widget");
+    // The SDK serves the `Calls` stream: once the host has opened it, calls travel on it.
+    let opened = Instant::now();
+    while !plugin.calls_streamed() && opened.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        plugin.calls_streamed(),
+        "calls travel on the plugin's Calls stream"
+    );
     assert_eq!(
         call(&plugin, "greet", json!({"name": "Ann"}))
             .await

@@ -206,6 +206,10 @@ async fn a_python_plugin_registers_answers_calls_back_and_decodes_rich_errors() 
             "host `example.com` is not in the http scope"
         ))
     );
+    assert!(
+        !plugin.calls_streamed(),
+        "a plugin without the Calls stream (UNIMPLEMENTED) gets unary calls"
+    );
     let err = plugin.call(&ctx, "fly", b"").await.unwrap_err();
     assert_eq!(
         err,

@@ -22,6 +22,11 @@ pub const CORE_PROTOCOL_VERSION: u32 = 1;
 pub const APP_PROTOCOL_VERSION: u32 = 1;
 /// The service name the plugin's `grpc.health.v1` reports on (go-plugin's convention).
 pub const HEALTH_SERVICE: &str = "plugin";
+/// The `InitRequest.config` key of the host's message cap in bytes (either way): a plugin keeps
+/// what it sends under it, and takes from the host up to it.
+pub const INIT_MAX_MESSAGE_BYTES: &str = "max_message_bytes";
+/// The message cap a plugin assumes when the host does not say (tonic's and gRPC's default).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// The line a plugin prints for its socket.
 pub fn handshake_line(socket: &str) -> String {

@@ -18,12 +18,16 @@
 //! - `proto` (feature `proto`): code generated from `proto/goatkit/plugin/v1` and conversions
 //!   between the wire types and the types above; `grpc` adds `serve()`, the plugin side of a
 //!   gRPC plugin process. No feature is on by default: an author of a WASM plugin compiles
-//!   neither tonic nor prost nor protox.
+//!   neither tonic nor prost nor protox. `unix-channel` (part of `grpc`) holds what both ends
+//!   of a gRPC plugin's connection use: `unix_channel` (HTTP/2 on a Unix socket) and
+//!   `call_stream` (calls as messages on one stream).
 //! - `testing` (feature `testing`): hosts for tests, `MemoryHost` and `RecordingHost`.
 //!
 //! This crate depends on no other GoatKit crate. It does not enforce policies (gk-sandbox), run
 //! plugins (gk-wasm, gk-grpc) or manage them (gk-core).
 
+#[cfg(feature = "unix-channel")]
+pub mod call_stream;
 mod context;
 mod database;
 pub mod dispatch;

@@ -27,17 +27,19 @@
 //! }
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
+use crate::call_stream::{PluginCall, ReceiverStream, answer_calls};
 use crate::handshake::{
-    HEALTH_SERVICE, HOST_SOCKET_ENV, HOST_TOKEN_ENV, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE,
-    handshake_line,
+    DEFAULT_MAX_MESSAGE_BYTES, HEALTH_SERVICE, HOST_SOCKET_ENV, HOST_TOKEN_ENV,
+    INIT_MAX_MESSAGE_BYTES, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, handshake_line,
 };
 use crate::proto::pb::plugin_service_server::{PluginService, PluginServiceServer};
 use crate::proto::{host_error_to_status, pb};
@@ -84,11 +86,14 @@ pub async fn serve<P: Plugin + 'static>(plugin: P) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Server(format!("cannot listen on {}: {e}", socket.display())))?;
 
     let stop = Arc::new(Notify::new());
+    let stopping = Arc::new(watch::channel(false).0);
     let service = PluginServer {
         plugin: Arc::new(plugin),
         host_socket,
         token,
         stop: stop.clone(),
+        stopping: stopping.clone(),
+        max_message_bytes: Arc::new(AtomicUsize::new(DEFAULT_MAX_MESSAGE_BYTES)),
         initialised: OnceLock::new(),
     };
     let health = tonic_health::pb::health_server::HealthServer::new(StandardHealth {
@@ -104,6 +109,9 @@ pub async fn serve<P: Plugin + 'static>(plugin: P) -> Result<(), ServeError> {
             () = stop.notified() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        // The host's `Calls` streams end once their calls have answered, so that the graceful
+        // shutdown below is not held up by them.
+        stopping.send_replace(true);
     };
     let result = Server::builder()
         .add_service(health)
@@ -165,6 +173,10 @@ struct PluginServer<P> {
     host_socket: String,
     token: String,
     stop: Arc<Notify>,
+    /// Set when the server stops: the host's `Calls` streams end.
+    stopping: Arc<watch::Sender<bool>>,
+    /// The host's message cap (`Init` says it): results over it are refused one by one.
+    max_message_bytes: Arc<AtomicUsize>,
     initialised: OnceLock<()>,
 }
 
@@ -189,6 +201,34 @@ fn plugin_status(error: PluginError) -> Status {
     }
 }
 
+/// Calls of the host's `Calls` stream that run at once (the host sends no more at once: its
+/// `STREAMED_CALLS_IN_FLIGHT` is the same).
+pub(crate) const STREAMED_CALLS_AT_ONCE: usize = 1_024;
+
+/// One `Call`, unary or streamed: the function's result, a failure it reports, or, for a host
+/// error it passes on (rate limited, denied…), that error's status with its detail, so the host
+/// answers it as what it is (e.g. HTTP 429).
+async fn answer_call<P: Plugin>(
+    plugin: &P,
+    request: pb::CallRequest,
+) -> Result<pb::CallResponse, Status> {
+    let ctx = context(request.context);
+    match plugin
+        .call(&ctx, &request.function, &request.args_json)
+        .await
+    {
+        Ok(result) => Ok(pb::CallResponse {
+            result_json: result,
+            failure: None,
+        }),
+        Err(PluginError::Host(host)) => Err(host_error_to_status(&host)),
+        Err(error) => Ok(pb::CallResponse {
+            result_json: Vec::new(),
+            failure: Some(pb::Failure::from(&error)),
+        }),
+    }
+}
+
 #[tonic::async_trait]
 impl<P: Plugin + 'static> PluginService for PluginServer<P> {
     async fn register(
@@ -205,8 +245,17 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
         &self,
         request: Request<pb::InitRequest>,
     ) -> Result<Response<pb::InitResponse>, Status> {
-        let ctx = context(request.into_inner().context);
-        let host = GrpcHost::connect(&self.host_socket, &self.token)
+        let request = request.into_inner();
+        let ctx = context(request.context);
+        if let Some(cap) = request
+            .config
+            .get(INIT_MAX_MESSAGE_BYTES)
+            .and_then(|cap| cap.parse::<usize>().ok())
+        {
+            self.max_message_bytes.store(cap, Ordering::Relaxed);
+        }
+        let cap = self.max_message_bytes.load(Ordering::Relaxed);
+        let host = GrpcHost::connect(&self.host_socket, &self.token, cap)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         self.plugin
@@ -221,25 +270,43 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
         &self,
         request: Request<pb::CallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let request = request.into_inner();
-        let ctx = context(request.context);
-        match self
-            .plugin
-            .call(&ctx, &request.function, &request.args_json)
+        answer_call(&*self.plugin, request.into_inner())
             .await
-        {
-            Ok(result) => Ok(Response::new(pb::CallResponse {
-                result_json: result,
-                failure: None,
-            })),
-            // A host error the function passed on (rate limited, denied…) travels as a status
-            // with its detail, so the host answers it as what it is (e.g. HTTP 429).
-            Err(PluginError::Host(host)) => Err(host_error_to_status(&host)),
-            Err(error) => Ok(Response::new(pb::CallResponse {
-                result_json: Vec::new(),
-                failure: Some(pb::Failure::from(&error)),
-            })),
-        }
+            .map(Response::new)
+    }
+
+    type CallsStream = ReceiverStream<Result<pb::StreamedResult, Status>>;
+
+    async fn calls(
+        &self,
+        request: Request<tonic::Streaming<pb::StreamedCall>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        let plugin = self.plugin.clone();
+        let mut stopping = self.stopping.subscribe();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
+        let answering = answer_calls(
+            request.into_inner(),
+            STREAMED_CALLS_AT_ONCE,
+            self.max_message_bytes.clone(),
+            move |(call, timeout_ms): PluginCall| {
+                let plugin = plugin.clone();
+                async move {
+                    let answering = answer_call(&*plugin, call);
+                    if timeout_ms == 0 {
+                        return answering.await;
+                    }
+                    tokio::time::timeout(Duration::from_millis(timeout_ms), answering)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Status::deadline_exceeded("the call's time budget ran out"))
+                        })
+                }
+            },
+            stopped,
+        );
+        Ok(Response::new(answering))
     }
 
     async fn shutdown(
@@ -248,7 +315,8 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
         let ctx = context(request.into_inner().context);
         let outcome = self.plugin.shutdown(&ctx).await;
-        // Answer first, then stop serving.
+        // Answer first, then stop serving (the `Calls` streams end now: no call follows Shutdown).
+        self.stopping.send_replace(true);
         let stop = self.stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -269,3 +337,6 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

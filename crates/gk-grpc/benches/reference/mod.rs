@@ -116,6 +116,16 @@ impl PluginService for Child {
         Ok(Response::new(pb::ShutdownResponse::default()))
     }
 
+    type CallsStream = tokio_stream::Empty<Result<pb::StreamedResult, Status>>;
+
+    /// The reference's calls are plain unary calls: no stream.
+    async fn calls(
+        &self,
+        _: Request<tonic::Streaming<pb::StreamedCall>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        Err(Status::unimplemented("not in the reference"))
+    }
+
     async fn health(
         &self,
         _: Request<pb::HealthRequest>,

@@ -133,9 +133,9 @@ pub fn status_to_host_error(status: &tonic::Status) -> HostError {
     }
 }
 
-/// A status as the `Calls` stream carries it in a [`pb::HostReply`]: code, message and the
-/// details `grpc-status-details-bin` would hold.
-impl From<&tonic::Status> for pb::HostCallStatus {
+/// A status as a `Calls` stream carries it (in a [`pb::HostReply`] or a
+/// [`pb::StreamedResult`]): code, message and the details `grpc-status-details-bin` would hold.
+impl From<&tonic::Status> for pb::StreamStatus {
     fn from(status: &tonic::Status) -> Self {
         Self {
             code: status.code() as i32,
@@ -145,9 +145,9 @@ impl From<&tonic::Status> for pb::HostCallStatus {
     }
 }
 
-/// The status a [`pb::HostCallStatus`] stands for (an unknown code is `UNKNOWN`).
-impl From<pb::HostCallStatus> for tonic::Status {
-    fn from(status: pb::HostCallStatus) -> Self {
+/// The status a [`pb::StreamStatus`] stands for (an unknown code is `UNKNOWN`).
+impl From<pb::StreamStatus> for tonic::Status {
+    fn from(status: pb::StreamStatus) -> Self {
         tonic::Status::with_details(
             Code::from_i32(status.code),
             status.message,
@@ -191,13 +191,13 @@ mod tests {
     fn a_status_on_the_calls_stream_keeps_its_code_message_and_detail() {
         let error = HostError::denied("db:write", "read-only plugin");
         let status = host_error_to_status(&error);
-        let carried = pb::HostCallStatus::from(&status);
+        let carried = pb::StreamStatus::from(&status);
         assert_eq!(carried.code, Code::PermissionDenied as i32);
         let back = tonic::Status::from(carried);
         assert_eq!(back.code(), Code::PermissionDenied);
         assert_eq!(back.message(), status.message());
         assert_eq!(status_to_host_error(&back), error);
-        let odd = tonic::Status::from(pb::HostCallStatus {
+        let odd = tonic::Status::from(pb::StreamStatus {
             code: 99,
             message: "m".into(),
             details: Vec::new(),

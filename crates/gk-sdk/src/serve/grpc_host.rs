@@ -3,17 +3,14 @@
 //! per call), or as unary calls when the host has no such stream, when a call's message is
 //! large ([`STREAM_MESSAGE_BYTES`]), or after the stream ended.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Status, Streaming};
+use tonic::{Request, Status};
 
+use crate::call_stream::{CallStream, NotSent, STREAM_MESSAGE_BYTES};
 use crate::handshake::TOKEN_METADATA;
 use crate::proto::pb::host_call::Call;
 use crate::proto::pb::host_reply::Reply;
@@ -25,148 +22,43 @@ use crate::{
     TranslateArgs,
 };
 
-/// Calls whose message is larger than this go as unary calls: the host's size cap then refuses
-/// that call alone, where an oversized message on the stream would end the stream.
-pub(crate) const STREAM_MESSAGE_BYTES: usize = 64 * 1024;
-
-/// Calls sent on the stream and not yet sent on by its writer.
-const STREAM_QUEUE: usize = 256;
-
-/// Where a call's reply is handed over.
-type ReplySlot = oneshot::Sender<Result<Reply, Status>>;
-
-/// The replies awaited on a stream, by call id; `None` once the stream has ended.
-type Pending = Mutex<Option<HashMap<u64, ReplySlot>>>;
-
-fn lock(pending: &Pending) -> MutexGuard<'_, Option<HashMap<u64, ReplySlot>>> {
-    pending
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The `Calls` stream: calls go out through `sender`, and a reader task hands each reply to the
-/// call waiting for it.
-struct CallStream {
-    sender: mpsc::Sender<pb::HostCall>,
-    pending: Arc<Pending>,
-    next_id: AtomicU64,
-}
-
-/// Removes a call's entry when the call is given up (its future dropped) before its reply.
-struct Awaiting<'a> {
-    pending: &'a Pending,
-    id: u64,
-}
-
-impl Drop for Awaiting<'_> {
-    fn drop(&mut self) {
-        if let Some(map) = lock(self.pending).as_mut() {
-            map.remove(&self.id);
-        }
-    }
-}
-
-impl CallStream {
-    /// Opens the stream; `None` when the host does not serve it (`UNIMPLEMENTED`).
-    async fn open(
-        client: &HostServiceClient<UnixChannel>,
-        token: &tonic::metadata::AsciiMetadataValue,
-    ) -> Result<Option<Self>, Status> {
-        let (sender, outgoing) = mpsc::channel(STREAM_QUEUE);
-        let mut request = Request::new(ReceiverStream::new(outgoing));
-        request.metadata_mut().insert(TOKEN_METADATA, token.clone());
-        let replies = match client.clone().calls(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::Unimplemented => return Ok(None),
-            Err(status) => return Err(status),
-        };
-        let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
-        tokio::spawn(read_replies(replies, pending.clone()));
-        Ok(Some(Self {
-            sender,
-            pending,
-            next_id: AtomicU64::new(1),
-        }))
-    }
-
-    /// Sends `call` and waits for its reply; gives the call back when the stream has ended.
-    async fn exchange(&self, call: Call) -> Result<Result<Reply, Status>, Call> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (answer, reply) = oneshot::channel();
-        match lock(&self.pending).as_mut() {
-            Some(map) => map.insert(id, answer),
-            None => return Err(call),
-        };
-        let awaiting = Awaiting {
-            pending: &self.pending,
-            id,
-        };
-        let sent = self
-            .sender
-            .send(pb::HostCall {
-                id,
-                call: Some(call),
-            })
-            .await;
-        if let Err(mpsc::error::SendError(message)) = sent {
-            // The stream's writer is gone: the call goes unary.
-            return match message.call {
-                Some(call) => Err(call),
-                None => Ok(Err(Status::internal("a host call without its call"))),
-            };
-        }
-        let replied = reply.await;
-        drop(awaiting);
-        Ok(replied.unwrap_or_else(|_| Err(Status::unavailable("the host call stream ended"))))
-    }
-}
-
-/// Hands each reply on the stream to the call awaiting it; when the stream ends, fails the calls
-/// still waiting with the reason and marks the stream ended (later calls go unary).
-async fn read_replies(mut replies: Streaming<pb::HostReply>, pending: Arc<Pending>) {
-    let ended = loop {
-        match replies.message().await {
-            Ok(Some(reply)) => {
-                let waiting = lock(&pending)
-                    .as_mut()
-                    .and_then(|map| map.remove(&reply.id));
-                if let Some(waiting) = waiting {
-                    let _ = waiting.send(reply.reply.ok_or_else(|| {
-                        Status::internal("the host answered a call with an empty reply")
-                    }));
-                }
-            }
-            Ok(None) => break Status::unavailable("the host closed the call stream"),
-            Err(status) => break status,
-        }
-    };
-    let waiting = lock(&pending).take().unwrap_or_default();
-    for (_, call) in waiting {
-        let _ = call.send(Err(ended.clone()));
-    }
-}
+/// Calls waiting on the stream at once: as many as the host runs at once per stream (more go
+/// unary, so a plugin never waits on the host's bound).
+const STREAM_IN_FLIGHT: usize = 256;
 
 /// The host, as a gRPC client of its `HostService`.
 #[derive(Clone)]
 pub(super) struct GrpcHost {
     client: HostServiceClient<UnixChannel>,
     token: tonic::metadata::AsciiMetadataValue,
-    stream: Option<Arc<CallStream>>,
+    stream: Option<Arc<CallStream<pb::HostCall, pb::HostReply>>>,
 }
 
 impl GrpcHost {
-    /// Connects to the host's socket and opens the `Calls` stream where the host serves it.
-    pub(super) async fn connect(socket: &str, token: &str) -> Result<Self, String> {
+    /// Connects to the host's socket and opens the `Calls` stream where the host serves it;
+    /// `max_message_bytes` is the host's cap, up to which its answers are taken.
+    pub(super) async fn connect(
+        socket: &str,
+        token: &str,
+        max_message_bytes: usize,
+    ) -> Result<Self, String> {
         let channel = UnixChannel::connect(socket)
             .await
             .map_err(|e| format!("cannot reach the host: {e}"))?;
-        let token = token
+        let token: tonic::metadata::AsciiMetadataValue = token
             .parse()
             .map_err(|_| "the host token is not valid metadata".to_owned())?;
-        let client = HostServiceClient::with_origin(channel, UnixChannel::origin());
-        let stream = CallStream::open(&client, &token)
-            .await
-            .map_err(|status| format!("the host refused the call stream: {status}"))?;
+        let client = HostServiceClient::with_origin(channel, UnixChannel::origin())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let mut opener = client.clone();
+        let stream = CallStream::open(STREAM_IN_FLIGHT, |outgoing| {
+            let mut request = Request::new(outgoing);
+            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+            async move { opener.calls(request).await }
+        })
+        .await
+        .map_err(|status| format!("the host refused the call stream: {status}"))?;
         Ok(Self {
             client,
             token,
@@ -195,9 +87,9 @@ impl GrpcHost {
     async fn exchange(&self, call: Call) -> Result<Reply, HostError> {
         let call = match &self.stream {
             Some(stream) if call.encoded_len() <= STREAM_MESSAGE_BYTES => {
-                match stream.exchange(call).await {
-                    Ok(replied) => return replied.and_then(answered).map_err(host_error),
-                    Err(call) => call,
+                match stream.call(call).await {
+                    Ok(replied) => return replied.map_err(host_error),
+                    Err(NotSent(call)) => call,
                 }
             }
             _ => call,
@@ -239,14 +131,6 @@ impl GrpcHost {
                 Reply::CallPlugin(client.call_plugin(self.request(m)).await?.into_inner())
             }
         })
-    }
-}
-
-/// A reply, or the status it carries.
-fn answered(reply: Reply) -> Result<Reply, Status> {
-    match reply {
-        Reply::Error(status) => Err(Status::from(status)),
-        other => Ok(other),
     }
 }
 
@@ -453,8 +337,10 @@ impl HostApi for GrpcHost {
 mod tests {
     use std::pin::Pin;
 
+    use tokio::sync::mpsc;
     use tokio_stream::Stream;
-    use tonic::Response;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::{Response, Streaming};
 
     use super::*;
     use crate::proto::host_error_to_status;
@@ -563,13 +449,13 @@ mod tests {
                             found: true,
                             value: m.key.clone().into_bytes(),
                         }),
-                        Some(Call::Log(_)) => Reply::Error(pb::HostCallStatus::from(
+                        Some(Call::Log(_)) => Reply::Error(pb::StreamStatus::from(
                             &host_error_to_status(&HostError::RateLimited {
                                 limit: "max_log_lines_per_min".into(),
                                 retry_after: Duration::from_secs(3),
                             }),
                         )),
-                        _ => Reply::Error(pb::HostCallStatus::from(&Status::unimplemented("-"))),
+                        _ => Reply::Error(pb::StreamStatus::from(&Status::unimplemented("-"))),
                     };
                     let slow = matches!(&reply, Reply::CacheGet(r) if r.value.starts_with(b"slow"));
                     let replies = replies.clone();
@@ -599,7 +485,7 @@ mod tests {
                 .add_service(HostServiceServer::new(service))
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
         );
-        GrpcHost::connect(&socket.to_string_lossy(), "t")
+        GrpcHost::connect(&socket.to_string_lossy(), "t", 1 << 20)
             .await
             .unwrap()
     }
