@@ -15,10 +15,10 @@ use gk_sdk::call_stream::{CallStream, NotSent, STREAM_MESSAGE_BYTES};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
 use gk_sdk::unix_channel::UnixChannel;
+use prost::Message as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
-use prost::Message as _;
 use tonic::{Request, Status};
 
 use crate::GrpcError;

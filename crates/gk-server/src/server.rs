@@ -18,7 +18,7 @@ use crate::ServeConfig;
 use crate::auth::{Role, TokenKeys, load_or_generate_secret};
 use crate::router::router;
 use crate::runtimes::{GrpcAdapter, WasmAdapter};
-use crate::state::AppState;
+use crate::state::{AppState, SharedState};
 
 /// Entries in each plugin's log ring.
 const LOG_RING: usize = 1000;
@@ -404,7 +404,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
 
     let (stop, stopped) = oneshot::channel::<()>();
     let pages = Arc::new(crate::pages::Pages::new());
-    let app = router(AppState {
+    let app = router(AppState::new(SharedState {
         manager: manager.clone(),
         tokens: Arc::new(tokens.clone()),
         request_timeout: config.request_timeout,
@@ -415,7 +415,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
         templates: crate::pages::PluginTemplates::new(pages, manager.clone()),
         routes: Arc::default(),
         cluster: cluster.clone(),
-    });
+    }));
     let serving = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

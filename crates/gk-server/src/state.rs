@@ -9,13 +9,32 @@ use crate::auth::TokenKeys;
 use crate::pages::{Pages, PluginTemplates};
 use crate::route_table::Routes;
 
-/// What every handler can reach.
+/// What every handler can reach. Axum clones the state for every extractor of every request:
+/// a clone is one reference count, whatever the state holds.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    /// The state of a server.
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct SharedState {
     /// The plugins.
     pub manager: Manager,
-    /// Checks bearer tokens. Shared: axum clones the state for every request, and the keys
-    /// are not cheap to copy.
+    /// Checks bearer tokens.
     pub tokens: Arc<TokenKeys>,
     /// How long a request may take.
     pub request_timeout: std::time::Duration,
