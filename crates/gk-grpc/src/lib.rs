@@ -19,7 +19,9 @@
 //! log from the start: lines before `Init` are kept until it has its host. Host errors travel as
 //! a `google.rpc.Status` with the `HostErrorDetail` packed as `Any`, both ways (see
 //! [`gk_sdk::proto::host_error_to_status`]). Messages are capped both ways
-//! ([`DEFAULT_MAX_MESSAGE_BYTES`]). Calls carry the call timeout as a deadline; shutdown asks,
+//! ([`DEFAULT_MAX_MESSAGE_BYTES`]). Calls and host calls travel as messages on one `Calls`
+//! stream each way where the plugin serves one (gk-sdk's `call_stream`; unary otherwise, see
+//! [`GrpcPlugin::calls_streamed`]). Calls carry the call timeout as a deadline; shutdown asks,
 //! then terminates, then kills, and removes every socket and directory.
 //!
 //! It depends on `gk-sdk` only: it returns a [`gk_sdk::Plugin`] and never knows the manager.
