@@ -4,15 +4,16 @@
 //! plugin's own identity.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use gk_sdk::handshake::TOKEN_METADATA;
 use gk_sdk::proto::pb::host_service_server::{HostService, HostServiceServer};
 use gk_sdk::proto::{host_error_to_status, pb};
 use gk_sdk::{
-    CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, PluginError, TranslateArgs,
+    CallContext, Email, HostApi, HostError, HttpRequest, LogLevel, MAX_CALL_DEPTH, PluginError,
+    TranslateArgs,
 };
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
@@ -30,14 +31,48 @@ struct Early {
     dropped: usize,
 }
 
+/// How many of a plugin's calls are in flight at each depth (0 to [`MAX_CALL_DEPTH`]; a deeper
+/// one counts as the deepest): a host call is as deep as the deepest of them, found without a
+/// lock on every host call.
+#[derive(Debug, Default)]
+pub(crate) struct CallDepths([AtomicU32; MAX_CALL_DEPTH as usize + 1]);
+
+impl CallDepths {
+    /// Counts a call at `depth` in flight until the guard is dropped (however the call ends).
+    pub(crate) fn enter(&self, depth: u32) -> InFlight<'_> {
+        let slot = &self.0[(depth as usize).min(MAX_CALL_DEPTH as usize)];
+        slot.fetch_add(1, Ordering::AcqRel);
+        InFlight { slot }
+    }
+
+    /// The depth of the deepest call in flight (0 when none is).
+    pub(crate) fn deepest(&self) -> u32 {
+        self.0
+            .iter()
+            .rposition(|count| count.load(Ordering::Acquire) > 0)
+            .map_or(0, |depth| depth as u32)
+    }
+}
+
+/// A call counted in [`CallDepths`] while it lives.
+pub(crate) struct InFlight<'a> {
+    slot: &'a AtomicU32,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.slot.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What the host service knows about its plugin.
 pub(crate) struct HostSide {
     pub(crate) plugin: String,
     pub(crate) token: String,
     /// The sandboxed host, set by `init`.
     pub(crate) host: OnceLock<Arc<dyn HostApi>>,
-    /// Depth of the plugin's calls in flight, by call number.
-    pub(crate) in_flight: DashMap<u64, u32>,
+    /// How many of the plugin's calls are in flight at each depth.
+    pub(crate) depths: CallDepths,
     /// Output printed before `init` (after the handshake, during `Register`), written to the
     /// plugin's log once it has a host; `None` from then on.
     early: Mutex<Option<Early>>,
@@ -50,7 +85,7 @@ impl HostSide {
             plugin: plugin.to_owned(),
             token: token.to_owned(),
             host: OnceLock::new(),
-            in_flight: DashMap::new(),
+            depths: CallDepths::default(),
             early: Mutex::new(Some(Early::default())),
         }
     }
@@ -179,13 +214,7 @@ impl HostServer {
             self.side.host.get().cloned().ok_or_else(|| {
                 Status::failed_precondition("the plugin has not been initialised")
             })?;
-        let depth = self
-            .side
-            .in_flight
-            .iter()
-            .map(|entry| *entry.value())
-            .max()
-            .unwrap_or(0);
+        let depth = self.side.depths.deepest();
         let language = sent.map(|c| c.language.clone()).filter(|l| !l.is_empty());
         Ok((
             host,
@@ -396,6 +425,25 @@ mod tests {
     use super::*;
     use gk_sdk::proto::pb::host_service_client::HostServiceClient;
     use gk_sdk::testing::MemoryHost;
+
+    #[test]
+    fn a_host_call_is_as_deep_as_the_deepest_call_in_flight() {
+        let depths = CallDepths::default();
+        assert_eq!(depths.deepest(), 0);
+        let outer = depths.enter(1);
+        let inner = depths.enter(3);
+        let same = depths.enter(3);
+        assert_eq!(depths.deepest(), 3);
+        drop(inner);
+        assert_eq!(depths.deepest(), 3, "another call at 3 is still in flight");
+        drop(same);
+        assert_eq!(depths.deepest(), 1);
+        let beyond = depths.enter(MAX_CALL_DEPTH + 5);
+        assert_eq!(depths.deepest(), MAX_CALL_DEPTH, "deeper counts as the deepest");
+        drop(beyond);
+        drop(outer);
+        assert_eq!(depths.deepest(), 0);
+    }
 
     #[tokio::test]
     async fn output_before_init_reaches_the_plugin_log_in_order_and_bounded() {

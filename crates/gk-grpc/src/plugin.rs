@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,6 @@ pub(crate) struct Inner {
     pub(crate) supervision: Mutex<Supervision>,
     /// Signalled when a restarted process is up (or the plugin failed).
     pub(crate) restarted: Notify,
-    pub(crate) next_call: AtomicU64,
     pub(crate) stopped: AtomicBool,
 }
 
@@ -287,8 +286,8 @@ impl Plugin for GrpcPlugin {
         let process = self.inner.process(deadline).await?;
         // The manager's `gk.plugin.call` span is current: say which process answered.
         tracing::Span::current().record("grpc.pid", process.pid);
-        let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        self.inner.spec.side.in_flight.insert(id, ctx.depth);
+        // Counted until the call ends, even when its future is dropped (an outer timeout).
+        let in_flight = self.inner.spec.side.depths.enter(ctx.depth);
         let call = pb::CallRequest {
             context: Some(ctx.into()),
             function: function.to_owned(),
@@ -297,7 +296,7 @@ impl Plugin for GrpcPlugin {
         let budget_left = deadline.saturating_duration_since(Instant::now());
         let outcome =
             tokio::time::timeout_at(deadline.into(), process.call(call, budget_left)).await;
-        self.inner.spec.side.in_flight.remove(&id);
+        drop(in_flight);
         match outcome {
             Err(_) => Err(PluginError::Timeout {
                 operation: "call".into(),

@@ -2,7 +2,7 @@
 //! supervision.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -152,7 +152,6 @@ impl GrpcRuntime {
             current: RwLock::new(None),
             supervision: Mutex::new(Supervision::default()),
             restarted: Notify::new(),
-            next_call: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
         let process = inner.spec.launch().await?;
