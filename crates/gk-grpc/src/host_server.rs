@@ -439,7 +439,11 @@ mod tests {
         drop(same);
         assert_eq!(depths.deepest(), 1);
         let beyond = depths.enter(MAX_CALL_DEPTH + 5);
-        assert_eq!(depths.deepest(), MAX_CALL_DEPTH, "deeper counts as the deepest");
+        assert_eq!(
+            depths.deepest(),
+            MAX_CALL_DEPTH,
+            "deeper counts as the deepest"
+        );
         drop(beyond);
         drop(outer);
         assert_eq!(depths.deepest(), 0);

@@ -124,7 +124,8 @@ impl Process {
     }
 
     /// Opens the `Calls` stream in the background; calls are unary until it is open.
-    fn open_calls(self: &Arc<Self>) {
+    fn open_calls(self: &Arc<Self>, plugin: &str) {
+        let plugin = plugin.to_owned();
         let process = Arc::downgrade(self);
         let client = self.client.clone();
         tokio::spawn(async move {
@@ -136,7 +137,11 @@ impl Process {
             let stream = match opened {
                 Ok(stream) => stream,
                 Err(status) => {
-                    tracing::warn!(%status, "the plugin's Calls stream did not open; calls stay unary");
+                    tracing::warn!(
+                        plugin,
+                        %status,
+                        "the plugin's Calls stream did not open; calls stay unary"
+                    );
                     None
                 }
             };
@@ -288,7 +293,7 @@ impl Spec {
             owns_tmp: owned_tmp.is_some(),
             calls: OnceLock::new(),
         });
-        process.open_calls();
+        process.open_calls(&self.name);
         Ok(process)
     }
 }
