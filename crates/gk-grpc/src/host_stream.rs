@@ -2,21 +2,18 @@
 //! bidirectional stream (gk-sdk's `call_stream`). Each call is answered by the same method of
 //! the service as its unary form (same admission, same sandbox; the token was checked when the
 //! stream opened), on a task of its own, so a slow call does not hold up the others; at most
-//! [`STREAM_CONCURRENCY`] run at once per stream, and the stream is not read further until one
+//! [`HOST_CALLS_AT_ONCE`] run at once per stream, and the stream is not read further until one
 //! completes.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use gk_sdk::call_stream::{ReceiverStream, answer_calls};
+use gk_sdk::call_stream::{HOST_CALLS_AT_ONCE, ReceiverStream, answer_calls};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::host_call::Call;
 use gk_sdk::proto::pb::host_reply::Reply;
 use gk_sdk::proto::pb::host_service_server::HostService;
 use tonic::{Request, Status, Streaming};
-
-/// Calls of one stream that run at once.
-pub(crate) const STREAM_CONCURRENCY: usize = 256;
 
 /// What the host sends back on a `Calls` stream.
 pub(crate) type ReplyStream = ReceiverStream<Result<pb::HostReply, Status>>;
@@ -40,7 +37,7 @@ where
     let cap = Arc::new(AtomicUsize::new(max_reply_bytes));
     answer_calls(
         inbound,
-        STREAM_CONCURRENCY,
+        HOST_CALLS_AT_ONCE,
         cap,
         answer,
         std::future::pending(),
@@ -242,7 +239,7 @@ mod tests {
     async fn more_calls_than_run_at_once_are_all_answered() {
         let (mut client, host, _dir) = served(1 << 20).await;
         let (calls, mut replies) = open(&mut client, "t").await.unwrap();
-        let count = STREAM_CONCURRENCY as u64 * 2 + 7;
+        let count = HOST_CALLS_AT_ONCE as u64 * 2 + 7;
         let sending = tokio::spawn(async move {
             for id in 0..count {
                 calls

@@ -6,7 +6,7 @@ use gk_sdk::ResourcePolicy;
 
 /// The largest message either side of a plugin's gRPC connections accepts or sends, by default
 /// (host calls and their replies, and calls to the plugin and theirs): 4 MiB.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = gk_sdk::handshake::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// How often a running plugin's health is checked, by default.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);

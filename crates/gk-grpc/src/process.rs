@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gk_sdk::LogLevel;
-use gk_sdk::call_stream::{CallStream, NotSent, STREAM_MESSAGE_BYTES};
+use gk_sdk::call_stream::{CallStream, NotSent, PLUGIN_CALLS_AT_ONCE, STREAM_MESSAGE_BYTES};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
 use gk_sdk::unix_channel::UnixChannel;
@@ -85,10 +85,6 @@ pub(crate) struct Process {
 /// The host's side of a plugin's `Calls` stream.
 type PluginCallStream = CallStream<pb::StreamedCall, pb::StreamedResult>;
 
-/// Calls waiting on a `Calls` stream at once: as many as gk-sdk's `serve()` runs at once (more
-/// go unary, so no call waits on the plugin's bound).
-const CALLS_IN_FLIGHT: usize = 1_024;
-
 impl Process {
     pub(crate) fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
@@ -101,7 +97,7 @@ impl Process {
 
     /// Calls the plugin with `budget` left: on its `Calls` stream once that is open, else (for
     /// plugins without one, after the stream ended, for a request over
-    /// [`STREAM_MESSAGE_BYTES`], and beyond [`CALLS_IN_FLIGHT`] calls at once) as a unary `Call`
+    /// [`STREAM_MESSAGE_BYTES`], and beyond [`PLUGIN_CALLS_AT_ONCE`] calls at once) as a unary `Call`
     /// with the budget as its deadline.
     pub(crate) async fn call(
         &self,
@@ -130,7 +126,7 @@ impl Process {
         let client = self.client.clone();
         tokio::spawn(async move {
             let mut client = client;
-            let opened = PluginCallStream::open(CALLS_IN_FLIGHT, |outgoing| async move {
+            let opened = PluginCallStream::open(PLUGIN_CALLS_AT_ONCE, |outgoing| async move {
                 client.calls(outgoing).await
             })
             .await;

@@ -63,6 +63,14 @@ fn lock<P>(pending: &Pending<P>) -> MutexGuard<'_, Option<HashMap<u64, Slot<P>>>
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Host calls of one `HostService.Calls` stream that run at once: the host's bound, and how many
+/// a plugin keeps waiting on the stream (more go unary, so no call waits on the bound).
+pub const HOST_CALLS_AT_ONCE: usize = 256;
+
+/// Plugin calls of one `PluginService.Calls` stream that run at once: the SDK's bound, and how
+/// many the host keeps waiting on the stream (more go unary).
+pub const PLUGIN_CALLS_AT_ONCE: usize = 1_024;
+
 /// Calls larger than this (encoded) are not sent on a stream: a message over the other side's
 /// cap would end the stream for every call on it, where a unary call fails alone.
 pub const STREAM_MESSAGE_BYTES: usize = 64 * 1024;

@@ -36,7 +36,7 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
-use crate::call_stream::{PluginCall, ReceiverStream, answer_calls};
+use crate::call_stream::{PLUGIN_CALLS_AT_ONCE, PluginCall, ReceiverStream, answer_calls};
 use crate::handshake::{
     DEFAULT_MAX_MESSAGE_BYTES, HEALTH_SERVICE, HOST_SOCKET_ENV, HOST_TOKEN_ENV,
     INIT_MAX_MESSAGE_BYTES, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, handshake_line,
@@ -201,10 +201,6 @@ fn plugin_status(error: PluginError) -> Status {
     }
 }
 
-/// Calls of the host's `Calls` stream that run at once (the host sends no more at once: its
-/// `STREAMED_CALLS_IN_FLIGHT` is the same).
-pub(crate) const STREAMED_CALLS_AT_ONCE: usize = 1_024;
-
 /// One `Call`, unary or streamed: the function's result, a failure it reports, or, for a host
 /// error it passes on (rate limited, denied…), that error's status with its detail, so the host
 /// answers it as what it is (e.g. HTTP 429).
@@ -288,7 +284,7 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
         };
         let answering = answer_calls(
             request.into_inner(),
-            STREAMED_CALLS_AT_ONCE,
+            PLUGIN_CALLS_AT_ONCE,
             self.max_message_bytes.clone(),
             move |(call, timeout_ms): PluginCall| {
                 let plugin = plugin.clone();

@@ -2,7 +2,8 @@
 //!
 //! - [`MemoryHost`] keeps what a plugin stores and logs, and answers the database with an echo;
 //! - [`RecordingHost`] records every call that reaches it, then answers as the host it wraps
-//!   ([`NoopHost`] unless told otherwise).
+//!   ([`NoopHost`] unless told otherwise);
+//! - [`service_url`] and [`free_port`], what test suites that run real services need.
 //!
 //! A test suite that needs a host uses one of these (or wraps its own answers in a
 //! [`RecordingHost`]) instead of writing the eleven [`HostApi`] methods again.
@@ -400,6 +401,38 @@ impl HostApi for RecordingHost {
         );
         self.inner.call_plugin(ctx, plugin, function, args).await
     }
+}
+
+/// The URL of a test service (a database, a cache) from the environment variable `variable`:
+/// `None`, said on stderr, when it is not set (the test skips that part), and a failure under CI
+/// (`CI` set), which must not pass a test whose service is missing.
+///
+/// # Panics
+///
+/// When `CI` is set and `variable` is not.
+pub fn service_url(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{variable} is not set: .ci/run exports it for CI")
+        }
+        _ => {
+            eprintln!("{variable} is not set: this part is skipped");
+            None
+        }
+    }
+}
+
+/// A local TCP port nothing listens on right now.
+///
+/// # Panics
+///
+/// When the machine gives no port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|e| panic!("no free local port: {e}"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tonic::{Request, Status};
 
-use crate::call_stream::{CallStream, NotSent, STREAM_MESSAGE_BYTES};
+use crate::call_stream::{CallStream, HOST_CALLS_AT_ONCE, NotSent, STREAM_MESSAGE_BYTES};
 use crate::handshake::TOKEN_METADATA;
 use crate::proto::pb::host_call::Call;
 use crate::proto::pb::host_reply::Reply;
@@ -21,10 +21,6 @@ use crate::{
     CallContext, Email, HostApi, HostError, HostResult, HttpRequest, HttpResponse, LogLevel, Row,
     TranslateArgs,
 };
-
-/// Calls waiting on the stream at once: as many as the host runs at once per stream (more go
-/// unary, so a plugin never waits on the host's bound).
-const STREAM_IN_FLIGHT: usize = 256;
 
 /// The host, as a gRPC client of its `HostService`.
 #[derive(Clone)]
@@ -52,7 +48,7 @@ impl GrpcHost {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         let mut opener = client.clone();
-        let stream = CallStream::open(STREAM_IN_FLIGHT, |outgoing| {
+        let stream = CallStream::open(HOST_CALLS_AT_ONCE, |outgoing| {
             let mut request = Request::new(outgoing);
             request.metadata_mut().insert(TOKEN_METADATA, token.clone());
             async move { opener.calls(request).await }
@@ -349,7 +345,8 @@ mod tests {
     /// A host service whose unary methods all fail with `unary <method>` (so a call that
     /// succeeds went on the stream), and whose `Calls` stream, when it serves one, answers
     /// `cache_get(key)` with the key as the value (keys starting `slow` after 50 ms, `end` by
-    /// ending the stream) and `log` with a rate limit.
+    /// ending the stream, `liar` with an answer to a call never made) and `log` with a rate
+    /// limit.
     struct StreamOnly {
         serves_stream: bool,
     }
@@ -441,6 +438,14 @@ mod tests {
             tokio::spawn(async move {
                 while let Ok(Some(call)) = inbound.message().await {
                     let reply = match call.call {
+                        Some(Call::CacheGet(m)) if m.key == "liar" => {
+                            let forged = pb::HostReply {
+                                id: call.id + 1_000,
+                                reply: Some(Reply::CacheGet(pb::CacheGetResponse::default())),
+                            };
+                            let _ = replies.send(Ok(forged)).await;
+                            continue;
+                        }
                         Some(Call::CacheGet(m)) if m.key == "end" => {
                             let _ = replies.send(Err(Status::unavailable("ended"))).await;
                             return;
@@ -550,6 +555,25 @@ mod tests {
         assert_eq!(
             host.cache_get(&ctx(), "k").await,
             Err(HostError::Unavailable("unary cache_get".into()))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let host = connected(
+            StreamOnly {
+                serves_stream: true,
+            },
+            &dir,
+        )
+        .await;
+        let lied_to = host.cache_get(&ctx(), "liar").await.unwrap_err();
+        assert!(
+            matches!(&lied_to, HostError::Backend(m) if m.contains("never made")),
+            "an answer to a call never made ends the stream: {lied_to:?}"
+        );
+        assert_eq!(
+            host.cache_get(&ctx(), "k").await,
+            Err(HostError::Unavailable("unary cache_get".into())),
+            "and calls go unary from then on"
         );
 
         let dir = tempfile::tempdir().unwrap();

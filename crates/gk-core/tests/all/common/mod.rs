@@ -198,29 +198,7 @@ pub(crate) async fn version(manager: &Manager, name: &str) -> Option<String> {
     value["version"].as_str().map(str::to_owned)
 }
 
-/// The URL of a test service, or `None` (printed) when its variable is not set; in CI a missing
-/// variable fails.
-pub(crate) fn service_url(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{variable} is not set: .ci/run exports it for CI")
-        }
-        _ => {
-            eprintln!("skipping: {variable} is not set");
-            None
-        }
-    }
-}
-
-/// A port nothing listens on (now).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use gk_sdk::testing::{free_port, service_url};
 
 /// A redis-server of the test's own, on its own port, so stopping it disturbs nobody.
 #[derive(Debug)]

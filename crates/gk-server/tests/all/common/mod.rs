@@ -55,14 +55,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A port nothing listens on right now.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use gk_sdk::testing::free_port;
 
 /// Polls `probe` until it gives a value; fails naming `what` after `limit`.
 pub(crate) async fn until<T>(
@@ -350,16 +343,4 @@ pub(crate) async fn upload(
     )
 }
 
-/// A database service URL from the environment: `None` (skip) when not set, a failure under CI.
-pub(crate) fn service_url(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{variable} is not set: .ci/run exports it for CI")
-        }
-        _ => {
-            eprintln!("{variable} is not set: this part is skipped");
-            None
-        }
-    }
-}
+pub(crate) use gk_sdk::testing::service_url;
