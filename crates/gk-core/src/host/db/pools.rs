@@ -14,7 +14,9 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Executor, SqlSafeStr};
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
 use super::CONNECT_TIMEOUT;
-use super::roles::{EngineRoles, MARIADB_LOGIN_HOSTS, Server, execute_all};
+use super::roles::{
+    EngineRoles, MARIADB_LOGIN_HOSTS, Server, again_while_raced, execute_all, serialised_with_syncs,
+};
 use super::sqlite_pool::SqlitePluginPool;
 
 /// The most connections of a plugin pool (a plugin's own share is smaller) on PostgreSQL and
@@ -227,7 +229,13 @@ async fn postgres_login(platform: &DatabaseConnection, url: &str) -> Option<(Str
              current_database()); END $$"
         ),
     ];
-    create_login(platform, &statements, password).await
+    // Serialised with the role syncs of this database, and tried again when another database
+    // of the server (whose syncs take their own lock) created the login at the same moment.
+    let created = again_while_raced("plugin login", || {
+        serialised_with_syncs(platform, &statements)
+    })
+    .await;
+    login_or_warning(created, password)
 }
 
 /// The login plugin statements connect as on MariaDB: a user with no privileges of its own,
@@ -250,17 +258,16 @@ async fn mariadb_login(platform: &DatabaseConnection, url: &str) -> Option<(Stri
             database_of(url)
         ));
     }
-    create_login(platform, &statements, password).await
+    let created = again_while_raced("plugin login", || execute_all(platform, &statements)).await;
+    login_or_warning(created, password)
 }
 
-/// Runs the statements that create and set up the login; the login and its password, or
-/// `None` with the reason logged.
-async fn create_login(
-    platform: &DatabaseConnection,
-    statements: &[String],
+/// The login and its password once its statements ran, or `None` with the reason logged.
+fn login_or_warning(
+    created: Result<(), sea_orm::DbErr>,
     password: String,
 ) -> Option<(String, String)> {
-    if let Err(error) = execute_all(platform, statements).await {
+    if let Err(error) = created {
         tracing::warn!(
             %error,
             "cannot create the `{LOGIN}` login: plugin statements on this database are refused"

@@ -8,14 +8,21 @@
 //! The grants are derived from the scope the sandbox hands over with each statement, table by
 //! table over the database's tables, and kept in step: again whenever the plugin's scope
 //! changes (a new policy version) and whenever the set of tables may have changed (a schema
-//! statement ran). The platform's own tables are never granted.
+//! statement ran). The platform's own tables are never granted. On PostgreSQL a sync changes
+//! only the tables whose grants differ from the scope's, locks them first (so no other session
+//! drops one while its catalog row changes), and runs under an advisory lock that the login's
+//! set-up takes too; a sync or set-up that still races another session's change (a table gone
+//! since the listing, a role created at the same moment by another node) is tried again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gk_sdk::{HostError, HostResult, TableAccess, TableScope};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, RuntimeErr, Statement, TransactionTrait,
+};
 use tokio::sync::Mutex;
 
 use crate::Store;
@@ -118,17 +125,90 @@ impl EngineRoles {
         {
             return Ok(role);
         }
-        let synced_now = match self.server {
-            Server::Postgres => sync(admin, database, &role, self.login.as_deref(), scope).await,
-            Server::MariaDb => {
-                sync_mariadb(admin, database, &role, self.login.as_deref(), scope).await
+        let (server, login, role_name) = (self.server, self.login.as_deref(), role.as_str());
+        again_while_raced("role sync", || async move {
+            match server {
+                Server::Postgres => sync(admin, database, role_name, login, scope).await,
+                Server::MariaDb => sync_mariadb(admin, database, role_name, login, scope).await,
             }
-        };
-        synced_now
-            .map_err(|e| HostError::Backend(format!("database `{database}`: role {role}: {e}")))?;
+        })
+        .await
+        .map_err(|e| HostError::Backend(format!("database `{database}`: role {role}: {e}")))?;
         synced.insert(plugin.to_owned(), (scope.clone(), epoch));
         Ok(role)
     }
+}
+
+/// How many times a change of roles is tried when other sessions change the schema or the
+/// roles under it.
+const ATTEMPTS: u32 = 5;
+
+/// Runs `attempt` until it succeeds, fails otherwise than by [racing](raced) another session,
+/// or has been tried [`ATTEMPTS`] times.
+pub(super) async fn again_while_raced<F, Fut>(what: &str, mut attempt: F) -> Result<(), DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), DbErr>>,
+{
+    let mut tried = 1;
+    loop {
+        match attempt().await {
+            Err(error) if tried < ATTEMPTS && raced(&error) => {
+                tracing::debug!(what, tried, %error, "raced another session's change; again");
+                tried += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The SQLSTATE of a refusal by the database.
+fn sql_state(error: &DbErr) -> Option<(String, String)> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error))) =
+        error
+    else {
+        return None;
+    };
+    let refusal = error.as_database_error()?;
+    Some((refusal.code()?.into_owned(), refusal.message().to_owned()))
+}
+
+/// Whether `error` is a race with a change another session (another node, plugin or the
+/// platform) made at the same time: a table or schema listed a moment ago that is gone now, a
+/// role created meanwhile, catalog rows updated at once.
+fn raced(error: &DbErr) -> bool {
+    let Some((state, message)) = sql_state(error) else {
+        return false;
+    };
+    match state.as_str() {
+        // PostgreSQL: undefined_table, undefined_object, invalid_schema_name, deadlock_detected,
+        // unique_violation (a role created by two sessions at once).
+        "42P01" | "42704" | "3F000" | "40P01" | "23505" => true,
+        // PostgreSQL's `tuple concurrently updated` (or deleted) is an internal error (XX000).
+        "XX000" => message.contains("concurrently"),
+        // MariaDB: no such table (1146).
+        "42S02" => true,
+        _ => false,
+    }
+}
+
+/// Whether `error` says a table does not exist (PostgreSQL or MariaDB).
+fn no_such_table(error: &DbErr) -> bool {
+    sql_state(error).is_some_and(|(state, _)| matches!(state.as_str(), "42P01" | "42S02"))
+}
+
+/// PostgreSQL: `statements` in one transaction that holds the lock role syncs take, so that
+/// they never update the same catalog rows as a sync on another connection.
+pub(super) async fn serialised_with_syncs(
+    platform: &DatabaseConnection,
+    statements: &[String],
+) -> Result<(), DbErr> {
+    let transaction = platform.begin().await?;
+    transaction
+        .execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ROLE_SYNC_LOCK})"))
+        .await?;
+    execute_all(&transaction, statements).await?;
+    transaction.commit().await
 }
 
 /// PostgreSQL: the role and its grants, in one transaction that holds an advisory lock, so that
@@ -140,7 +220,7 @@ async fn sync(
     role: &str,
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<(), DbErr> {
     let transaction = platform.begin().await?;
     transaction
         .execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ROLE_SYNC_LOCK})"))
@@ -148,6 +228,29 @@ async fn sync(
     sync_grants(&transaction, database, role, login, scope).await?;
     transaction.commit().await
 }
+
+/// PostgreSQL: the tables (views, foreign and partitioned tables) the platform's user can see,
+/// as `information_schema.tables` lists them, each with its kind and the privileges `$1`
+/// holds on it, sorted and joined by `, ` (as [`READ_GRANTS`] and [`WRITE_GRANTS`] are written).
+const TABLES_AND_GRANTS: &str = "\
+    SELECT n.nspname AS table_schema, c.relname AS table_name, c.relkind::text AS kind, \
+        COALESCE((SELECT string_agg(DISTINCT a.privilege_type, ', ' ORDER BY a.privilege_type) \
+            FROM aclexplode(c.relacl) a \
+            WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)), '') AS granted \
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') \
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+        AND n.nspname NOT LIKE 'pg\\_%' \
+        AND (pg_has_role(c.relowner, 'USAGE') \
+            OR has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') \
+            OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))";
+
+/// What a role that reads a table holds on it.
+const READ_GRANTS: &str = "SELECT";
+/// What a role that writes a table holds on it (in `aclexplode`'s names, sorted).
+const WRITE_GRANTS: &str = "DELETE, INSERT, REFERENCES, SELECT, TRUNCATE, UPDATE";
+/// The kinds of relation `LOCK TABLE` takes: tables, partitioned tables, views, foreign tables.
+const LOCKABLE_KINDS: [&str; 4] = ["r", "p", "v", "f"];
 
 /// The advisory lock key that serialises PostgreSQL role syncs.
 const ROLE_SYNC_LOCK: i64 = 0x676b_726f_6c65;
@@ -158,7 +261,7 @@ async fn sync_grants<C: ConnectionTrait>(
     role: &str,
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<(), DbErr> {
     let backend = admin.get_database_backend();
     let role_sql = quoted(role);
     let exists = admin
@@ -180,42 +283,62 @@ async fn sync_grants<C: ConnectionTrait>(
             .execute_unprepared(&format!("GRANT {role_sql} TO {}", quoted(login)))
             .await?;
     }
+    // Each table with what the role holds on it now; only tables whose grants differ from the
+    // scope's are touched (a sync after one new table changes one table's grants, and fewer
+    // catalog rows are updated while other sessions change the schema).
     let tables = admin
-        .query_all_raw(Statement::from_string(
+        .query_all_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT table_schema, table_name FROM information_schema.tables \
-             WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
-             AND table_schema NOT LIKE 'pg\\_%'",
+            TABLES_AND_GRANTS,
+            [role.into()],
         ))
         .await?;
     let mut schemas = Vec::new();
+    let mut to_lock = Vec::new();
     let mut statements = Vec::new();
     for row in tables {
         let schema: String = row.try_get("", "table_schema")?;
         let table: String = row.try_get("", "table_name")?;
+        let kind: String = row.try_get("", "kind")?;
+        let granted: String = row.try_get("", "granted")?;
         let target = format!("{}.{}", quoted(&schema), quoted(&table));
-        statements.push(format!("REVOKE ALL ON {target} FROM {role_sql}"));
-        if Store::TABLES.contains(&table.as_str()) {
-            continue;
-        }
-        let parts: Vec<&str> = if schema == "public" {
-            vec![table.as_str()]
+        let (read, write) = if Store::TABLES.contains(&table.as_str()) {
+            (false, false)
         } else {
-            vec![schema.as_str(), table.as_str()]
+            let parts: Vec<&str> = if schema == "public" {
+                vec![table.as_str()]
+            } else {
+                vec![schema.as_str(), table.as_str()]
+            };
+            access(scope, database, &parts)
         };
-        let (read, write) = access(scope, database, &parts);
-        if read || write {
-            // A plugin that writes a table reads it in its own `WHERE`, as the guard allows.
-            statements.push(format!("GRANT SELECT ON {target} TO {role_sql}"));
-        }
-        if write {
-            statements.push(format!(
-                "GRANT INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON {target} TO {role_sql}"
-            ));
-        }
         if (read || write) && !schemas.contains(&schema) {
             schemas.push(schema);
         }
+        // A plugin that writes a table reads it in its own `WHERE`, as the guard allows.
+        let wanted = match (read, write) {
+            (_, true) => WRITE_GRANTS,
+            (true, false) => READ_GRANTS,
+            (false, false) => "",
+        };
+        if granted == wanted {
+            continue;
+        }
+        if LOCKABLE_KINDS.contains(&kind.as_str()) {
+            to_lock.push(target.clone());
+        }
+        statements.push(format!("REVOKE ALL ON {target} FROM {role_sql}"));
+        if !wanted.is_empty() {
+            statements.push(format!("GRANT {wanted} ON {target} TO {role_sql}"));
+        }
+    }
+    if !to_lock.is_empty() {
+        // Until the commit, no other session drops or alters these tables (it waits); one
+        // dropped since the listing fails the lock, and the sync is tried again.
+        statements.insert(
+            0,
+            format!("LOCK TABLE {} IN ACCESS SHARE MODE", to_lock.join(", ")),
+        );
     }
     if !schemas.contains(&"public".to_owned()) {
         schemas.push("public".to_owned());
@@ -246,7 +369,7 @@ async fn sync_mariadb(
     role: &str,
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<(), DbErr> {
     let backend = admin.get_database_backend();
     admin
         .execute_unprepared(&format!("CREATE ROLE IF NOT EXISTS `{role}`"))
@@ -300,7 +423,17 @@ async fn sync_mariadb(
     if scope.may_create_tables(database) {
         statements.push(format!("GRANT CREATE ON {database_level} TO `{role}`"));
     }
-    execute_all(admin, &statements).await?;
+    // Each statement commits on its own: a table dropped since the listing needs no grant.
+    for statement in &statements {
+        match admin.execute_unprepared(statement).await {
+            Err(error) if no_such_table(&error) => {
+                tracing::debug!(role, %error, "a table went before its grant");
+            }
+            done => {
+                done?;
+            }
+        }
+    }
     tracing::debug!(role, database, "plugin role grants synced");
     Ok(())
 }
@@ -312,7 +445,7 @@ pub(super) const MARIADB_LOGIN_HOSTS: [&str; 2] = ["%", "localhost"];
 pub(super) async fn execute_all<C: ConnectionTrait>(
     connection: &C,
     statements: &[String],
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<(), DbErr> {
     for statement in statements {
         connection.execute_unprepared(statement).await?;
     }
