@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use gk_sdk::{HostError, HostResult, TableAccess, TableScope};
 use sea_orm::{
@@ -155,6 +156,8 @@ where
         match attempt().await {
             Err(error) if tried < ATTEMPTS && raced(&error) => {
                 tracing::debug!(what, tried, %error, "raced another session's change; again");
+                // Apart in time from the session it raced (which may be trying again too).
+                tokio::time::sleep(Duration::from_millis(5 << tried)).await;
                 tried += 1;
             }
             done => return done,
@@ -182,8 +185,9 @@ fn raced(error: &DbErr) -> bool {
     };
     match state.as_str() {
         // PostgreSQL: undefined_table, undefined_object, invalid_schema_name, deadlock_detected,
-        // unique_violation (a role created by two sessions at once).
-        "42P01" | "42704" | "3F000" | "40P01" | "23505" => true,
+        // lock_not_available (lock_timeout), unique_violation and duplicate_object (a role
+        // created by two sessions at once).
+        "42P01" | "42704" | "3F000" | "40P01" | "55P03" | "23505" | "42710" => true,
         // PostgreSQL's `tuple concurrently updated` (or deleted) is an internal error (XX000).
         "XX000" => message.contains("concurrently"),
         // MariaDB: no such table (1146).
@@ -203,12 +207,24 @@ pub(super) async fn serialised_with_syncs(
     platform: &DatabaseConnection,
     statements: &[String],
 ) -> Result<(), DbErr> {
+    let transaction = locked_for_syncs(platform).await?;
+    execute_all(&transaction, statements).await?;
+    transaction.commit().await
+}
+
+/// PostgreSQL: a transaction that holds the lock role syncs take, and waits for no lock longer
+/// than [`LOCK_TIMEOUT`].
+async fn locked_for_syncs(
+    platform: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
     let transaction = platform.begin().await?;
+    transaction
+        .execute_unprepared(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await?;
     transaction
         .execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ROLE_SYNC_LOCK})"))
         .await?;
-    execute_all(&transaction, statements).await?;
-    transaction.commit().await
+    Ok(transaction)
 }
 
 /// PostgreSQL: the role and its grants, in one transaction that holds an advisory lock, so that
@@ -221,23 +237,31 @@ async fn sync(
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
 ) -> Result<(), DbErr> {
-    let transaction = platform.begin().await?;
-    transaction
-        .execute_unprepared(&format!("SELECT pg_advisory_xact_lock({ROLE_SYNC_LOCK})"))
-        .await?;
+    let transaction = locked_for_syncs(platform).await?;
     sync_grants(&transaction, database, role, login, scope).await?;
     transaction.commit().await
 }
 
 /// PostgreSQL: the tables (views, foreign and partitioned tables) the platform's user can see,
-/// as `information_schema.tables` lists them, each with its kind and the privileges `$1`
-/// holds on it, sorted and joined by `, ` (as [`READ_GRANTS`] and [`WRITE_GRANTS`] are written).
+/// as `information_schema.tables` lists them, each with what the role `$1` holds on it (its
+/// table privileges, sorted and joined by `, ` as [`READ_GRANTS`] and [`WRITE_GRANTS`] are
+/// written; an owner's implicit ones included; `*` after one held with grant option; `columns`
+/// when it holds a privilege on a column) and whether the sync may lock it first (a plain or
+/// foreign table it may read: `LOCK` on a view checks the view owner's rights on what it reads).
 const TABLES_AND_GRANTS: &str = "\
-    SELECT n.nspname AS table_schema, c.relname AS table_name, c.relkind::text AS kind, \
-        COALESCE((SELECT string_agg(DISTINCT a.privilege_type, ', ' ORDER BY a.privilege_type) \
-            FROM aclexplode(c.relacl) a \
-            WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)), '') AS granted \
+    SELECT n.nspname AS table_schema, c.relname AS table_name, \
+        concat_ws(', ', \
+            (SELECT string_agg(DISTINCT a.privilege_type \
+                    || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ', ' \
+                    ORDER BY a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END) \
+                FROM aclexplode(COALESCE(c.relacl, acldefault('r', c.relowner))) a \
+                WHERE a.grantee = r.oid), \
+            (SELECT 'columns' FROM pg_attribute t, aclexplode(t.attacl) a \
+                WHERE t.attrelid = c.oid AND t.attacl IS NOT NULL AND a.grantee = r.oid \
+                LIMIT 1)) AS granted, \
+        COALESCE(c.relkind IN ('r', 'f') AND has_table_privilege(c.oid, 'SELECT'), false) AS lockable \
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+        CROSS JOIN (SELECT oid FROM pg_roles WHERE rolname = $1) r \
     WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') \
         AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
         AND n.nspname NOT LIKE 'pg\\_%' \
@@ -249,8 +273,12 @@ const TABLES_AND_GRANTS: &str = "\
 const READ_GRANTS: &str = "SELECT";
 /// What a role that writes a table holds on it (in `aclexplode`'s names, sorted).
 const WRITE_GRANTS: &str = "DELETE, INSERT, REFERENCES, SELECT, TRUNCATE, UPDATE";
-/// The kinds of relation `LOCK TABLE` takes: tables, partitioned tables, views, foreign tables.
-const LOCKABLE_KINDS: [&str; 4] = ["r", "p", "v", "f"];
+/// The most tables a sync locks (each lock is a slot of the server's shared lock table); a
+/// sync that changes more runs without locks, and is tried again if it races a change.
+const MOST_LOCKS: usize = 64;
+/// How long a sync (or the login's set-up) waits for a lock: another node's sync, or a table
+/// another session holds.
+const LOCK_TIMEOUT: &str = "2s";
 
 /// The advisory lock key that serialises PostgreSQL role syncs.
 const ROLE_SYNC_LOCK: i64 = 0x676b_726f_6c65;
@@ -299,7 +327,7 @@ async fn sync_grants<C: ConnectionTrait>(
     for row in tables {
         let schema: String = row.try_get("", "table_schema")?;
         let table: String = row.try_get("", "table_name")?;
-        let kind: String = row.try_get("", "kind")?;
+        let lockable: bool = row.try_get("", "lockable")?;
         let granted: String = row.try_get("", "granted")?;
         let target = format!("{}.{}", quoted(&schema), quoted(&table));
         let (read, write) = if Store::TABLES.contains(&table.as_str()) {
@@ -324,15 +352,16 @@ async fn sync_grants<C: ConnectionTrait>(
         if granted == wanted {
             continue;
         }
-        if LOCKABLE_KINDS.contains(&kind.as_str()) {
+        if lockable {
             to_lock.push(target.clone());
         }
-        statements.push(format!("REVOKE ALL ON {target} FROM {role_sql}"));
+        // `CASCADE`: grants the role made with a grant option it should not hold go too.
+        statements.push(format!("REVOKE ALL ON {target} FROM {role_sql} CASCADE"));
         if !wanted.is_empty() {
             statements.push(format!("GRANT {wanted} ON {target} TO {role_sql}"));
         }
     }
-    if !to_lock.is_empty() {
+    if !to_lock.is_empty() && to_lock.len() <= MOST_LOCKS {
         // Until the commit, no other session drops or alters these tables (it waits); one
         // dropped since the listing fails the lock, and the sync is tried again.
         statements.insert(

@@ -512,6 +512,71 @@ async fn server_role_syncs_survive_tables_dropped_meanwhile() {
     }
 }
 
+/// A PostgreSQL sync clears what a plugin's role holds beyond its scope however it was given:
+/// a column privilege, a privilege with grant option, a table privilege.
+#[tokio::test]
+async fn postgres_syncs_clear_column_and_grant_option_privileges() {
+    let Some(url) = service_url("GK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let db = Databases::connect(&DatabaseConfig::single(url))
+        .await
+        .unwrap();
+    let (open, closed) = (unique("open"), unique("closed"));
+    for table in [&open, &closed] {
+        db.exec(&format!("CREATE TABLE {table} (x INT)"), &[])
+            .await
+            .unwrap();
+    }
+    let plugin = unique("cleared");
+    db.query_scoped(&plugin, &scope(&[&open], &[]), "SELECT 1 AS one", &[])
+        .await
+        .unwrap();
+    let role = db
+        .query(
+            "SELECT rolname AS r FROM pg_roles WHERE rolname LIKE ?",
+            &[json!(format!("gk_plugin_{plugin}_%"))],
+        )
+        .await
+        .unwrap();
+    let role = role[0]["r"].as_str().unwrap().to_owned();
+    for grant in [
+        format!("GRANT SELECT (x) ON {closed} TO \"{role}\""),
+        format!("GRANT SELECT ON {open} TO \"{role}\" WITH GRANT OPTION"),
+    ] {
+        db.exec(&grant, &[]).await.unwrap();
+    }
+    // A new scope object: the grants are synced again.
+    let err = db
+        .query_scoped(
+            &plugin,
+            &scope(&[&open], &[]),
+            &format!("SELECT x FROM {closed}"),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    let left = db
+        .query(
+            &format!(
+                "SELECT has_column_privilege(?, '{closed}', 'x', 'SELECT') AS column_read, \
+                 has_table_privilege(?, '{open}', 'SELECT WITH GRANT OPTION') AS grant_option, \
+                 has_table_privilege(?, '{open}', 'SELECT') AS read"
+            ),
+            &[json!(role), json!(role), json!(role)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        left[0],
+        json!({"column_read": false, "grant_option": false, "read": true})
+            .as_object()
+            .unwrap()
+            .clone()
+    );
+}
+
 /// Nodes (or test binaries) connecting to one server at the same moment each set up the
 /// plugins' login and may all run plugin statements: none is left refusing them.
 #[tokio::test]
