@@ -213,9 +213,15 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
-/// The workspace root (the parent of this crate).
+/// The workspace root (the parent of this crate): of the checkout `cargo xtask` runs in
+/// (`cargo run` sets `CARGO_MANIFEST_DIR`), not of the one this binary was built in, as clones
+/// that share a target directory share the binary.
 fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    );
+    manifest_dir
         .parent()
         .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
 }
