@@ -223,6 +223,61 @@ async fn a_plugin_cannot_reach_the_hosts_files_processes_or_network() {
     drop(listener);
 }
 
+/// A host path the operator made read-only stays read-only with what is mounted below it: a
+/// writable file system mounted inside it (here a tmpfs anyone may write) is read-only too.
+#[tokio::test]
+async fn mounts_below_a_read_only_path_are_read_only_too() {
+    let host = host();
+    let shared = host.data.join("shared");
+    let below = shared.join("below");
+    readable_dir(&below);
+    let target = std::ffi::CString::new(below.display().to_string()).unwrap();
+    // SAFETY: mount(2) of a new tmpfs on a directory this test made.
+    let mounted = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"mode=1777,size=1m".as_ptr().cast(),
+        )
+    };
+    if mounted != 0 {
+        eprintln!(
+            "cannot mount a tmpfs here ({}): this test needs root",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    std::fs::write(below.join("seen"), "from the host").unwrap();
+    let (shared_path, below_path) = (shared.display(), below.display());
+    let attempts = [
+        ("read-below", format!("cat {below_path}/seen")),
+        ("write-below", format!("echo x > {below_path}/dropped")),
+        ("write-shared", format!("echo x > {shared_path}/dropped")),
+    ];
+    let output = attack(
+        GrpcRuntime::new(&host.run).with_isolation(IsolationConfig {
+            read_only_paths: vec![shared.clone()],
+            ..IsolationConfig::default()
+        }),
+        &host.plugins.join("attacker"),
+        "/bin/bash",
+        limits(),
+        &attacks(&attempts),
+    )
+    .await;
+    let written = below.join("dropped").exists();
+    // SAFETY: umount(2) of the tmpfs mounted above.
+    unsafe {
+        libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+    }
+    assert_eq!(outcome(&output, "read-below"), "DONE", "{output}");
+    assert_eq!(outcome(&output, "write-below"), "denied", "{output}");
+    assert_eq!(outcome(&output, "write-shared"), "denied", "{output}");
+    assert!(!written, "nothing written below the read-only path");
+}
+
 /// Processes running as `uid` whose command is `comm`.
 fn processes_of(uid: u32, comm: &str) -> usize {
     std::fs::read_dir("/proc")

@@ -315,17 +315,42 @@ unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
                     )
                 );
                 if let Some(flags) = remount {
-                    check!(
-                        fds,
-                        "remount read-only",
-                        libc::mount(
-                            std::ptr::null(),
-                            target.as_ptr(),
-                            std::ptr::null(),
-                            *flags,
-                            std::ptr::null()
-                        )
+                    // Read-only with every mount under it (a writable mount below a read-only
+                    // host path would stay writable after a remount of the top one alone).
+                    // Setting flags clears none, so locked ones (noexec) stay as they are.
+                    let attr = libc::mount_attr {
+                        attr_set: libc::MOUNT_ATTR_RDONLY
+                            | libc::MOUNT_ATTR_NOSUID
+                            | libc::MOUNT_ATTR_NODEV,
+                        attr_clr: 0,
+                        propagation: 0,
+                        userns_fd: 0,
+                    };
+                    let recursive = libc::syscall(
+                        libc::SYS_mount_setattr,
+                        libc::AT_FDCWD,
+                        target.as_ptr(),
+                        libc::AT_RECURSIVE,
+                        &raw const attr,
+                        std::mem::size_of::<libc::mount_attr>(),
                     );
+                    if recursive == -1 {
+                        // Kernels before 5.12: the top mount only.
+                        if *libc::__errno_location() != libc::ENOSYS {
+                            fail(fds, b"read-only (recursive)");
+                        }
+                        check!(
+                            fds,
+                            "remount read-only",
+                            libc::mount(
+                                std::ptr::null(),
+                                target.as_ptr(),
+                                std::ptr::null(),
+                                *flags,
+                                std::ptr::null()
+                            )
+                        );
+                    }
                 }
             }
             PreparedOp::Tmpfs { target, options } => {

@@ -7,7 +7,8 @@
 //! is the configured unprivileged uid when the server is root (root inside is then root outside
 //! too, for building the root only), else the server's own uid. The child, with only system
 //! calls on memory prepared before the `clone` (nothing allocates after it), builds a new root
-//! on a tmpfs from read-only binds of host paths, a private `/tmp`, a fresh `/proc`, a minimal
+//! on a tmpfs from read-only binds of host paths (read-only with every mount below them:
+//! `mount_setattr` with `AT_RECURSIVE`; the top mount only on kernels before 5.12), a private `/tmp`, a fresh `/proc`, a minimal
 //! `/dev` and its host socket, `pivot_root`s into it, empties its capability bounding and
 //! ambient sets, takes its ids (which empties the rest), sets `no_new_privs`, its rlimits and
 //! `PR_SET_PDEATHSIG`, and execs the plugin. A failing step is reported to the host through a
