@@ -249,6 +249,17 @@ async fn mounts_below_a_read_only_path_are_read_only_too() {
         );
         return;
     }
+    /// Unmounts the tmpfs however the test ends.
+    struct Unmount(std::ffi::CString);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            // SAFETY: umount2(2) of the tmpfs this test mounted.
+            unsafe {
+                libc::umount2(self.0.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+    let unmount = Unmount(target);
     std::fs::write(below.join("seen"), "from the host").unwrap();
     let (shared_path, below_path) = (shared.display(), below.display());
     let attempts = [
@@ -268,10 +279,7 @@ async fn mounts_below_a_read_only_path_are_read_only_too() {
     )
     .await;
     let written = below.join("dropped").exists();
-    // SAFETY: umount(2) of the tmpfs mounted above.
-    unsafe {
-        libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-    }
+    drop(unmount);
     assert_eq!(outcome(&output, "read-below"), "DONE", "{output}");
     assert_eq!(outcome(&output, "write-below"), "denied", "{output}");
     assert_eq!(outcome(&output, "write-shared"), "denied", "{output}");

@@ -35,6 +35,8 @@ pub(crate) enum PreparedOp {
         source: CString,
         target: CString,
         remount: Option<libc::c_ulong>,
+        /// Whether the host has mounts below `source` (read-only only with `mount_setattr`).
+        mounts_below: bool,
     },
     Tmpfs {
         target: CString,
@@ -302,6 +304,7 @@ unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
                 source,
                 target,
                 remount,
+                mounts_below,
             } => {
                 check!(
                     fds,
@@ -335,9 +338,14 @@ unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
                         std::mem::size_of::<libc::mount_attr>(),
                     );
                     if recursive == -1 {
-                        // Kernels before 5.12: the top mount only.
+                        // Kernels before 5.12 (or a filter that hides the call): a remount
+                        // makes the top mount read-only, and nothing below it; so refused
+                        // when something is mounted below.
                         if *libc::__errno_location() != libc::ENOSYS {
                             fail(fds, b"read-only (recursive)");
+                        }
+                        if *mounts_below {
+                            fail(fds, b"read-only below (no mount_setattr)");
                         }
                         check!(
                             fds,

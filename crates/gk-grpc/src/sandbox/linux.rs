@@ -8,7 +8,8 @@
 //! too, for building the root only), else the server's own uid. The child, with only system
 //! calls on memory prepared before the `clone` (nothing allocates after it), builds a new root
 //! on a tmpfs from read-only binds of host paths (read-only with every mount below them:
-//! `mount_setattr` with `AT_RECURSIVE`; the top mount only on kernels before 5.12), a private `/tmp`, a fresh `/proc`, a minimal
+//! `mount_setattr` with `AT_RECURSIVE`; on kernels before 5.12 a remount of the top mount,
+//! and the plugin is refused when a host path it gets read-only has mounts below it), a private `/tmp`, a fresh `/proc`, a minimal
 //! `/dev` and its host socket, `pivot_root`s into it, empties its capability bounding and
 //! ambient sets, takes its ids (which empties the rest), sets `no_new_privs`, its rlimits and
 //! `PR_SET_PDEATHSIG`, and execs the plugin. A failing step is reported to the host through a
@@ -64,7 +65,46 @@ fn c_path(path: &Path) -> Result<CString, String> {
     c_string(path.as_os_str().as_bytes())
 }
 
+/// The mount points of this process's mount namespace (`/proc/self/mountinfo`, unescaped).
+fn mount_points() -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|escaped| PathBuf::from(unescape_mount_point(escaped)))
+        .collect()
+}
+
+/// A mount point as `mountinfo` writes it, with its octal escapes (`\040` for a space) undone.
+fn unescape_mount_point(escaped: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|text| u8::from_str_radix(text, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 fn prepare(plan: &Plan) -> Result<Prepared, String> {
+    let mounts = mount_points();
     let mut ops = Vec::new();
     for op in &plan.ops {
         ops.push(match op {
@@ -104,6 +144,9 @@ fn prepare(plan: &Plan) -> Result<Prepared, String> {
                     source: c_source,
                     target: c_path(target)?,
                     remount,
+                    mounts_below: mounts
+                        .iter()
+                        .any(|point| point != source && point.starts_with(source)),
                 }
             }
             Op::Tmpfs { target, options } => PreparedOp::Tmpfs {
@@ -306,4 +349,20 @@ pub(crate) fn socket_from_host(pid: u32, inside: &str) -> Result<PathBuf, String
         return Err(format!("the socket path `{inside}` is too long"));
     }
     Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes_undone() {
+        assert_eq!(
+            unescape_mount_point(r"/mnt/with\040space\011tab\134back"),
+            std::ffi::OsString::from("/mnt/with space\ttab\\back")
+        );
+        assert_eq!(unescape_mount_point(r"/odd\04"), "/odd\\04");
+        let points = mount_points();
+        assert!(points.contains(&PathBuf::from("/")), "{points:?}");
+    }
 }

@@ -280,10 +280,12 @@ pub(crate) fn plan(request: &Request<'_>) -> Result<Plan, String> {
             builder.dir(parent);
         }
         builder.ops.push(Op::Touch(target.clone()));
+        // Read-only: connecting needs no write access, and the plugin (whose user owns the
+        // socket) cannot change the host's inode through it.
         builder.ops.push(Op::Bind {
             source: socket.to_owned(),
             target,
-            read_only: false,
+            read_only: true,
         });
         for (key, value) in &mut env {
             if key == gk_sdk::handshake::HOST_SOCKET_ENV {
