@@ -127,7 +127,7 @@ impl EngineRoles {
             return Ok(role);
         }
         let (server, login, role_name) = (self.server, self.login.as_deref(), role.as_str());
-        again_while_raced("role sync", || async move {
+        let complete = again_while_raced("role sync", || async move {
             match server {
                 Server::Postgres => sync(admin, database, role_name, login, scope).await,
                 Server::MariaDb => sync_mariadb(admin, database, role_name, login, scope).await,
@@ -135,7 +135,11 @@ impl EngineRoles {
         })
         .await
         .map_err(|e| HostError::Backend(format!("database `{database}`: role {role}: {e}")))?;
-        synced.insert(plugin.to_owned(), (scope.clone(), epoch));
+        // A table skipped because it went (or was renamed) since the listing: the next
+        // statement syncs again rather than trust this sync.
+        if complete {
+            synced.insert(plugin.to_owned(), (scope.clone(), epoch));
+        }
         Ok(role)
     }
 }
@@ -146,10 +150,10 @@ const ATTEMPTS: u32 = 5;
 
 /// Runs `attempt` until it succeeds, fails otherwise than by [racing](raced) another session,
 /// or has been tried [`ATTEMPTS`] times.
-pub(super) async fn again_while_raced<F, Fut>(what: &str, mut attempt: F) -> Result<(), DbErr>
+pub(super) async fn again_while_raced<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), DbErr>>,
+    Fut: Future<Output = Result<T, DbErr>>,
 {
     let mut tried = 1;
     loop {
@@ -236,10 +240,11 @@ async fn sync(
     role: &str,
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let transaction = locked_for_syncs(platform).await?;
-    sync_grants(&transaction, database, role, login, scope).await?;
-    transaction.commit().await
+    let complete = sync_grants(&transaction, database, role, login, scope).await?;
+    transaction.commit().await?;
+    Ok(complete)
 }
 
 /// PostgreSQL: the tables (views, foreign and partitioned tables) the platform's user can see,
@@ -289,7 +294,7 @@ async fn sync_grants<C: ConnectionTrait>(
     role: &str,
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let backend = admin.get_database_backend();
     let role_sql = quoted(role);
     let exists = admin
@@ -322,8 +327,7 @@ async fn sync_grants<C: ConnectionTrait>(
         ))
         .await?;
     let mut schemas = Vec::new();
-    let mut to_lock = Vec::new();
-    let mut statements = Vec::new();
+    let mut changes = Vec::new();
     for row in tables {
         let schema: String = row.try_get("", "table_schema")?;
         let table: String = row.try_get("", "table_name")?;
@@ -352,23 +356,45 @@ async fn sync_grants<C: ConnectionTrait>(
         if granted == wanted {
             continue;
         }
-        if lockable {
-            to_lock.push(target.clone());
-        }
         // `CASCADE`: grants the role made with a grant option it should not hold go too.
-        statements.push(format!("REVOKE ALL ON {target} FROM {role_sql} CASCADE"));
+        let mut statements = vec![format!("REVOKE ALL ON {target} FROM {role_sql} CASCADE")];
         if !wanted.is_empty() {
             statements.push(format!("GRANT {wanted} ON {target} TO {role_sql}"));
         }
+        changes.push((target, lockable, statements));
     }
-    if !to_lock.is_empty() && to_lock.len() <= MOST_LOCKS {
-        // Until the commit, no other session drops or alters these tables (it waits); one
-        // dropped since the listing fails the lock, and the sync is tried again.
-        statements.insert(
-            0,
-            format!("LOCK TABLE {} IN ACCESS SHARE MODE", to_lock.join(", ")),
-        );
+    // Table by table, each in a savepoint: locked first (until the commit no other session
+    // drops or alters it, it waits), so a table dropped since the listing fails its own lock
+    // or grant and is skipped, as it needs no grant; any other failure fails the sync.
+    let locks = changes.len() <= MOST_LOCKS;
+    let mut complete = true;
+    for (target, lockable, statements) in changes {
+        admin.execute_unprepared("SAVEPOINT gk_role_table").await?;
+        let lock = (locks && lockable).then(|| format!("LOCK TABLE {target} IN ACCESS SHARE MODE"));
+        let mut changed = Ok(());
+        for statement in lock.iter().chain(&statements) {
+            changed = admin.execute_unprepared(statement).await.map(drop);
+            if changed.is_err() {
+                break;
+            }
+        }
+        match changed {
+            Ok(()) => {
+                admin
+                    .execute_unprepared("RELEASE SAVEPOINT gk_role_table")
+                    .await?;
+            }
+            Err(error) if no_such_table(&error) => {
+                tracing::debug!(role, %target, "a table went before its grant");
+                complete = false;
+                admin
+                    .execute_unprepared("ROLLBACK TO SAVEPOINT gk_role_table")
+                    .await?;
+            }
+            Err(error) => return Err(error),
+        }
     }
+    let mut statements = Vec::new();
     if !schemas.contains(&"public".to_owned()) {
         schemas.push("public".to_owned());
     }
@@ -387,8 +413,8 @@ async fn sync_grants<C: ConnectionTrait>(
         if creates { "TO" } else { "FROM" }
     ));
     execute_all(admin, &statements).await?;
-    tracing::debug!(role, database, "plugin role grants synced");
-    Ok(())
+    tracing::debug!(role, database, complete, "plugin role grants synced");
+    Ok(complete)
 }
 
 /// MariaDB: the role and its grants on the tables of the connection's database.
@@ -398,7 +424,7 @@ async fn sync_mariadb(
     role: &str,
     login: Option<&str>,
     scope: &Arc<dyn TableScope>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let backend = admin.get_database_backend();
     admin
         .execute_unprepared(&format!("CREATE ROLE IF NOT EXISTS `{role}`"))
@@ -453,18 +479,20 @@ async fn sync_mariadb(
         statements.push(format!("GRANT CREATE ON {database_level} TO `{role}`"));
     }
     // Each statement commits on its own: a table dropped since the listing needs no grant.
+    let mut complete = true;
     for statement in &statements {
         match admin.execute_unprepared(statement).await {
             Err(error) if no_such_table(&error) => {
                 tracing::debug!(role, %error, "a table went before its grant");
+                complete = false;
             }
             done => {
                 done?;
             }
         }
     }
-    tracing::debug!(role, database, "plugin role grants synced");
-    Ok(())
+    tracing::debug!(role, database, complete, "plugin role grants synced");
+    Ok(complete)
 }
 
 /// The hosts the MariaDB plugin login is created for.

@@ -3,6 +3,7 @@
 mod cache;
 mod database_wall;
 mod databases;
+mod engine_roles;
 mod http;
 mod services;
 mod smtp;
