@@ -147,11 +147,10 @@ async fn start_isolated(
         std::os::unix::fs::chown(host_socket, Some(plan.outside_uid), Some(plan.outside_gid))
             .map_err(|e| format!("{}: {e}", host_socket.display()))?;
     }
-    // `spawn` blocks until the child has built its root and exec'd (milliseconds): on a
-    // blocking thread, not on one of the runtime's workers, whose other tasks would wait.
-    let child = tokio::task::spawn_blocking(move || linux::spawn(&plan))
-        .await
-        .map_err(|e| format!("starting the isolated process: {e}"))??;
+    // On this thread, though `spawn` blocks until the child has exec'd (3-4 ms): the child's
+    // `PR_SET_PDEATHSIG` fires when the thread that made it ends, and a blocking-pool thread
+    // ends after 10 s idle, which killed every plugin started from one (seen under the bench).
+    let child = linux::spawn(&plan)?;
     let pid = child.pid;
     let pipe = |fd: std::os::fd::OwnedFd| -> Option<Output> {
         tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
