@@ -482,7 +482,11 @@ mod tests {
     }
 
     /// Serves `service` on a socket in `dir` and connects a [`GrpcHost`] to it.
-    async fn connected(service: StreamOnly, dir: &tempfile::TempDir) -> GrpcHost {
+    /// A client connected to a [`StreamOnly`] host that serves the `Calls` stream or not; the
+    /// directory of its socket lives as long as the returned guard.
+    async fn connected(serves_stream: bool) -> (GrpcHost, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let service = StreamOnly { serves_stream };
         let socket = dir.path().join("host.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         tokio::spawn(
@@ -490,9 +494,10 @@ mod tests {
                 .add_service(HostServiceServer::new(service))
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
         );
-        GrpcHost::connect(&socket.to_string_lossy(), "t", 1 << 20)
+        let host = GrpcHost::connect(&socket.to_string_lossy(), "t", 1 << 20)
             .await
-            .unwrap()
+            .unwrap();
+        (host, dir)
     }
 
     fn ctx() -> CallContext {
@@ -501,14 +506,7 @@ mod tests {
 
     #[tokio::test]
     async fn calls_travel_on_the_stream_and_each_gets_its_own_reply() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = connected(
-            StreamOnly {
-                serves_stream: true,
-            },
-            &dir,
-        )
-        .await;
+        let (host, _dir) = connected(true).await;
         let ctx = ctx();
         let (slow, fast) = tokio::join!(host.cache_get(&ctx, "slow one"), async {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -543,28 +541,14 @@ mod tests {
 
     #[tokio::test]
     async fn calls_go_unary_without_the_stream_and_after_it_ended() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = connected(
-            StreamOnly {
-                serves_stream: false,
-            },
-            &dir,
-        )
-        .await;
+        let (host, _dir) = connected(false).await;
         assert!(host.stream.is_none(), "UNIMPLEMENTED means no stream");
         assert_eq!(
             host.cache_get(&ctx(), "k").await,
             Err(HostError::Unavailable("unary cache_get".into()))
         );
 
-        let dir = tempfile::tempdir().unwrap();
-        let host = connected(
-            StreamOnly {
-                serves_stream: true,
-            },
-            &dir,
-        )
-        .await;
+        let (host, _dir) = connected(true).await;
         let lied_to = host.cache_get(&ctx(), "liar").await.unwrap_err();
         assert!(
             matches!(&lied_to, HostError::Backend(m) if m.contains("never made")),
@@ -576,14 +560,7 @@ mod tests {
             "and calls go unary from then on"
         );
 
-        let dir = tempfile::tempdir().unwrap();
-        let host = connected(
-            StreamOnly {
-                serves_stream: true,
-            },
-            &dir,
-        )
-        .await;
+        let (host, _dir) = connected(true).await;
         assert_eq!(
             host.cache_get(&ctx(), "end").await,
             Err(HostError::Unavailable("ended".into())),
