@@ -82,7 +82,7 @@ pub struct TokenKeys {
 }
 
 /// The most verified tokens kept; when full, the expired go, or else all of them.
-pub const VERIFIED_TOKENS_KEPT: usize = 4096;
+const VERIFIED_TOKENS_KEPT: usize = 4096;
 
 /// How long a node's signed request stays good.
 pub const NODE_PROOF_TTL: Duration = Duration::from_secs(30);

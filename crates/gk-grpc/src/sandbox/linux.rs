@@ -9,7 +9,8 @@
 //! calls on memory prepared before the `clone` (nothing allocates after it), builds a new root
 //! on a tmpfs from read-only binds of host paths (read-only with every mount below them:
 //! `mount_setattr` with `AT_RECURSIVE`; on kernels before 5.12 a remount of the top mount,
-//! and the plugin is refused when a host path it gets read-only has mounts below it), a private `/tmp`, a fresh `/proc`, a minimal
+//! and the plugin is refused when a host path it gets read-only has mounts below it), a
+//! private `/tmp`, a fresh `/proc`, a minimal
 //! `/dev` and its host socket, `pivot_root`s into it, empties its capability bounding and
 //! ambient sets, takes its ids (which empties the rest), sets `no_new_privs`, its rlimits and
 //! `PR_SET_PDEATHSIG`, and execs the plugin. A failing step is reported to the host through a
