@@ -544,6 +544,48 @@ async fn a_crashed_plugin_is_restarted_and_keeps_its_host() {
         .unwrap();
 }
 
+/// A child's parent-death signal fires when the *thread* that made it ends: a plugin started
+/// from a thread that has ended since (a caller's own thread; tokio's blocking pool ends idle
+/// threads after 10 s) still runs, unrestarted, and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_outlives_the_thread_that_started_it() {
+    let run = readable_tempdir();
+    let dir = run.path().to_owned();
+    let runtime = tokio::runtime::Handle::current();
+    let plugin = std::thread::spawn(move || {
+        runtime.block_on(GrpcRuntime::new(&dir).start(
+            "hello-grpc",
+            &hello_binary(),
+            &dir,
+            limits(5_000),
+        ))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    let first = plugin.pid();
+    // A signal sent as the thread ended has been delivered by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        alive(first),
+        "the plugin died with the thread that started it"
+    );
+    let host = Arc::new(MemoryHost::default());
+    plugin
+        .init(&CallContext::for_plugin("hello-grpc"), host)
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap()["greetings"],
+        1
+    );
+    assert_eq!(plugin.pid(), first, "the plugin was restarted");
+    plugin
+        .shutdown(&CallContext::for_plugin("hello-grpc"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn five_crashes_in_a_minute_mark_the_plugin_failed() {
     let (plugin, _host, _run) = hello(5_000).await;

@@ -1,7 +1,8 @@
 //! The plugin process between `clone(2)` and `exec(2)` (see `linux.rs`): only system
-//! calls on memory the host prepared before the clone, so nothing allocates or takes a lock in
-//! a copy of a multi-threaded process; the C library's id-changing wrappers (which would signal
-//! threads that do not exist here) are bypassed with raw `syscall`s.
+//! calls on memory the host prepared before the clone, so nothing allocates, takes a lock or
+//! writes the host's memory, which the child shares until its exec (`CLONE_VM`, on a stack of
+//! its own); the C library's id-changing wrappers (which would signal threads that do not exist
+//! here) are bypassed with raw `syscall`s.
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -234,10 +235,24 @@ pub(crate) unsafe fn child(
             };
             check!(fds, "setrlimit", libc::setrlimit(*resource, &limit));
         }
-        // As std's Command does: the plugin starts with SIGPIPE at its default (Rust ignores
-        // it in the host) and no signal blocked.
-        if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
-            fail(fds, b"reset SIGPIPE");
+        // Every signal is still blocked (the host blocked them around the clone): no handler
+        // of the host, whose memory this child shares, may run here once they are unblocked.
+        // So each caught signal goes back to its default (as `posix_spawn` does), and, as
+        // std's Command does, SIGPIPE too (Rust ignores it in the host).
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut action) == 0
+                && (action.sa_sigaction != libc::SIG_IGN || signal == libc::SIGPIPE)
+                && action.sa_sigaction != libc::SIG_DFL
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                check!(
+                    fds,
+                    "reset a signal handler",
+                    libc::sigaction(signal, &default, std::ptr::null_mut())
+                );
+            }
         }
         let mut no_signals: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut no_signals);

@@ -1,9 +1,11 @@
 //! The OS isolation of plugin processes, all of it: the configuration ([`IsolationConfig`]),
 //! the one-time probe of whether this kernel can give it (`probe.rs`), the plan of an isolated
 //! plugin's root (`plan.rs`), carrying it out with `clone(2)` into new namespaces (`linux.rs`,
-//! `child.rs`), and starting a process under it (`start.rs`).
+//! `child.rs`) from one long-lived thread (`spawner.rs`), and starting a process under it
+//! (`start.rs`).
 //!
-//! Submodules depend downwards only: `config` ← `plan` ← `child` ← `linux` ← `probe`, `start`.
+//! Submodules depend downwards only: `config` ← `plan` ← `child` ← `linux` ← `probe`,
+//! `spawner` ← `start`.
 //! Nothing here knows the plugin's gRPC side.
 
 mod child;
@@ -11,6 +13,7 @@ mod config;
 mod linux;
 mod plan;
 mod probe;
+mod spawner;
 mod start;
 
 pub(crate) use config::TMP_INSIDE;

@@ -12,8 +12,8 @@ use tokio::io::AsyncRead;
 use tokio::process::Command;
 
 use super::config::IsolationConfig;
-use super::linux;
 use super::plan::{Request, plan};
+use super::spawner;
 
 /// How a plugin process is isolated from the host.
 #[derive(Debug, Clone)]
@@ -147,10 +147,9 @@ async fn start_isolated(
         std::os::unix::fs::chown(host_socket, Some(plan.outside_uid), Some(plan.outside_gid))
             .map_err(|e| format!("{}: {e}", host_socket.display()))?;
     }
-    // On this thread, though `spawn` blocks until the child has exec'd (3-4 ms): the child's
-    // `PR_SET_PDEATHSIG` fires when the thread that made it ends, and a blocking-pool thread
-    // ends after 10 s idle, which killed every plugin started from one (seen under the bench).
-    let child = linux::spawn(&plan)?;
+    // From the spawner thread, which lives as long as the process: the child's
+    // `PR_SET_PDEATHSIG` fires when the thread that made it ends.
+    let child = spawner::spawn(plan).await?;
     let pid = child.pid;
     let pipe = |fd: std::os::fd::OwnedFd| -> Option<Output> {
         tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
