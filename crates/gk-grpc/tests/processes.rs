@@ -680,6 +680,12 @@ async fn calls_over_the_message_size_cap_are_refused() {
         .unwrap();
     let small = vec![b'a'; 1_000];
     assert_eq!(plugin.call(&ctx, "echo", &small).await.unwrap(), small);
+    // With a cap other than the default, the plugin's connection back to the host is made at
+    // `Init` (not the one it made at start): its host calls work.
+    assert_eq!(
+        call(&plugin, "greet", json!({})).await.unwrap()["greetings"],
+        1
+    );
     let big = vec![b'a'; 100 << 10];
     let err = plugin.call(&ctx, "echo", &big).await.unwrap_err();
     assert_eq!(

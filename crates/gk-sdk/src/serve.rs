@@ -85,12 +85,21 @@ pub async fn serve<P: Plugin + 'static>(plugin: P) -> Result<(), ServeError> {
     let listener = UnixListener::bind(&socket)
         .map_err(|e| ServeError::Server(format!("cannot listen on {}: {e}", socket.display())))?;
 
+    // The connection back to the host is made while the host connects to this process and
+    // registers it (an `Init` with the default message cap takes it; another cap connects anew).
+    let early_host = {
+        let (socket, token) = (host_socket.clone(), token.clone());
+        tokio::spawn(
+            async move { GrpcHost::connect(&socket, &token, DEFAULT_MAX_MESSAGE_BYTES).await },
+        )
+    };
     let stop = Arc::new(Notify::new());
     let stopping = Arc::new(watch::channel(false).0);
     let service = PluginServer {
         plugin: Arc::new(plugin),
         host_socket,
         token,
+        early_host: std::sync::Mutex::new(Some(early_host)),
         stop: stop.clone(),
         stopping: stopping.clone(),
         max_message_bytes: Arc::new(AtomicUsize::new(DEFAULT_MAX_MESSAGE_BYTES)),
@@ -177,6 +186,9 @@ struct PluginServer<P> {
     stopping: Arc<watch::Sender<bool>>,
     /// The host's message cap (`Init` says it): results over it are refused one by one.
     max_message_bytes: Arc<AtomicUsize>,
+    /// The connection to the host made at start, with the default message cap; the first
+    /// `Init` takes it.
+    early_host: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<GrpcHost, String>>>>,
     initialised: OnceLock<()>,
 }
 
@@ -251,9 +263,26 @@ impl<P: Plugin + 'static> PluginService for PluginServer<P> {
             self.max_message_bytes.store(cap, Ordering::Relaxed);
         }
         let cap = self.max_message_bytes.load(Ordering::Relaxed);
-        let host = GrpcHost::connect(&self.host_socket, &self.token, cap)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let early = self
+            .early_host
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let early = match early {
+            Some(connecting) if cap == DEFAULT_MAX_MESSAGE_BYTES => connecting.await.ok(),
+            Some(connecting) => {
+                connecting.abort();
+                None
+            }
+            None => None,
+        };
+        // A connection made early that failed is made again now (with the error of this one).
+        let host = match early {
+            Some(Ok(host)) => host,
+            _ => GrpcHost::connect(&self.host_socket, &self.token, cap)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?,
+        };
         self.plugin
             .init(&ctx, Arc::new(host))
             .await

@@ -96,6 +96,7 @@ async fn calls_on_the_stream_answer_by_id_keep_their_budget_and_stop_when_given_
         stop: Arc::new(Notify::new()),
         stopping: stopping.clone(),
         max_message_bytes: Arc::new(AtomicUsize::new(1_000)),
+        early_host: std::sync::Mutex::new(None),
         initialised: OnceLock::new(),
     };
     tokio::spawn(
