@@ -24,12 +24,21 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::child::{ChildFds, Prepared, PreparedOp, child};
+use std::time::{Duration, Instant};
+
+use super::child::{ChildFds, Prepared, PreparedOp};
 use super::config::INSIDE_ID;
 use super::plan::{Op, Plan};
+use super::shared_clone::{ChildMemory, clone_sharing_memory, kill_and_reap};
 
-/// A child started in its namespaces.
+/// A child started in its namespaces: killed and reaped when dropped, unless taken apart
+/// ([`Child::into_parts`]) by whoever watches it from then on.
 pub(crate) struct Child {
+    parts: ChildParts,
+}
+
+/// The parts of a started child.
+pub(crate) struct ChildParts {
     /// Its pid, as the host sees it.
     pub(crate) pid: u32,
     /// A pidfd of it, readable once it has exited.
@@ -38,6 +47,24 @@ pub(crate) struct Child {
     pub(crate) stdout: OwnedFd,
     /// The read end of its stderr.
     pub(crate) stderr: OwnedFd,
+}
+
+impl Child {
+    /// The child's parts; the caller reaps it from then on.
+    pub(crate) fn into_parts(self) -> ChildParts {
+        let child = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `child` is never dropped, and its parts are moved out of it once.
+        unsafe { std::ptr::read(&child.parts) }
+    }
+}
+
+impl Drop for Child {
+    /// A child nobody took (its start was given up) does not run on unwatched.
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.parts.pid) {
+            kill_and_reap(pid);
+        }
+    }
 }
 
 fn os_error(what: &str) -> String {
@@ -187,10 +214,9 @@ fn prepare(plan: &Plan) -> Result<Prepared, String> {
     Ok(prepared)
 }
 
-/// The `clone(2)` flags of a plugin.
+/// The namespaces of a plugin (`clone(2)` flags).
 fn clone_flags(network: bool) -> libc::c_int {
-    let mut flags = libc::CLONE_VM
-        | libc::CLONE_NEWUSER
+    let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
@@ -198,129 +224,17 @@ fn clone_flags(network: bool) -> libc::c_int {
     if !network {
         flags |= libc::CLONE_NEWNET;
     }
-    flags | libc::SIGCHLD
+    flags
 }
 
-/// What the child starts with (the `clone` argument).
-struct ChildStart<'a> {
-    prepared: &'a Prepared,
-    fds: &'a ChildFds,
-    argv: &'a [*const libc::c_char],
-    envp: &'a [*const libc::c_char],
-}
-
-/// The child's entry point on its own stack.
-extern "C" fn child_entry(start: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `start` points to the `ChildStart` of `spawn`, alive until the child has
-    // exec'd or died; `child` never returns.
-    unsafe {
-        let start = &*start.cast::<ChildStart<'_>>();
-        child(start.prepared, start.fds, start.argv, start.envp)
-    }
-}
-
-/// Bytes of the child's stack (it runs only `child`, which keeps a few small buffers).
-const CHILD_STACK_BYTES: usize = 256 * 1024;
-
-/// The child's stack: an anonymous mapping with an inaccessible guard page at its low end.
-struct ChildStack {
-    base: *mut libc::c_void,
-}
-
-impl ChildStack {
-    fn new() -> Result<Self, String> {
-        // SAFETY: an anonymous private mapping of a fixed size; checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                CHILD_STACK_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(os_error("a stack for the plugin process"));
-        }
-        let stack = Self { base };
-        // SAFETY: the lowest page of the mapping just made.
-        if unsafe { libc::mprotect(base, page_size(), libc::PROT_NONE) } != 0 {
-            return Err(os_error("the guard page of the plugin process's stack"));
-        }
-        Ok(stack)
-    }
-
-    /// The stack's top (stacks grow down; the end of the mapping is 16-byte aligned).
-    fn top(&self) -> *mut libc::c_void {
-        // SAFETY: one past the end of the mapping, which `clone` takes as the initial stack
-        // pointer.
-        unsafe { self.base.cast::<u8>().add(CHILD_STACK_BYTES).cast() }
-    }
-}
-
-impl Drop for ChildStack {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, used by nobody once the child has exec'd or died.
-        unsafe {
-            libc::munmap(self.base, CHILD_STACK_BYTES);
-        }
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf(3) reads a constant of the system.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
-}
-
-/// Every signal blocked on this thread until dropped (the mask before is restored).
-struct BlockedSignals {
-    before: libc::sigset_t,
-}
-
-impl BlockedSignals {
-    fn all() -> Result<Self, String> {
-        // SAFETY: sigfillset(3) and pthread_sigmask(3) on local sets.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut before: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            let failed = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
-            if failed != 0 {
-                return Err(format!(
-                    "blocking signals: {}",
-                    std::io::Error::from_raw_os_error(failed)
-                ));
-            }
-            Ok(Self { before })
-        }
-    }
-}
-
-impl Drop for BlockedSignals {
-    fn drop(&mut self) {
-        // SAFETY: pthread_sigmask(3) restoring the set saved in `all`.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.before, std::ptr::null_mut());
-        }
-    }
-}
+/// How long a child may take from its clone to its `exec` (normally about a millisecond; a
+/// host path on a hung network file system, or a child stopped by a signal, would hold every
+/// start up, as starts are made one at a time).
+const EXEC_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Starts the plugin of `plan` in its namespaces.
 pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
     let prepared = prepare(plan)?;
-    let argv: Vec<*const libc::c_char> = prepared
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = prepared
-        .envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
     let (go_read, go_write) = pipe()?;
     let (error_read, error_write) = pipe()?;
     let (stdout_read, stdout_write) = pipe()?;
@@ -333,105 +247,95 @@ pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
     };
-    let stack = ChildStack::new()?;
-    let start = ChildStart {
-        prepared: &prepared,
-        fds: &fds,
-        argv: &argv,
-        envp: &envp,
-    };
-    // No signal handler of the host may run in the child, which shares the host's memory: every
-    // signal is blocked on this thread from before the clone (the child inherits the mask and
-    // resets the handlers before it unblocks them) until the child has exec'd; the host's other
-    // threads take the host's signals meanwhile.
-    let _signals = BlockedSignals::all()?;
-    // SAFETY: the child shares this address space (`CLONE_VM`, as `posix_spawn` does: no copy
-    // of the host's page tables, no copy-on-write faults after) and runs on its own stack. It
-    // only runs `child`, which makes system calls on memory prepared above and never returns
-    // (exec or _exit); everything it reads (`prepared`, `fds`, `argv`, `envp`, `stack`) lives
-    // until this function returns, which is after the child has exec'd or died (the error
-    // pipe's end of file, or kill and waitpid).
-    let pid = unsafe {
-        libc::clone(
-            child_entry,
-            stack.top(),
-            clone_flags(plan.network),
-            (&raw const start).cast_mut().cast(),
-        )
-    };
-    if pid < 0 {
-        return Err(os_error("clone with new namespaces"));
-    }
-    let pid: libc::pid_t = pid;
+    let memory = ChildMemory::new(prepared, fds)?;
+    let child = clone_sharing_memory(memory, clone_flags(plan.network))
+        .map_err(|e| format!("clone with new namespaces: {e}"))?;
     drop(go_read);
     drop(error_write);
     drop(stdout_write);
     drop(stderr_write);
     drop(dev_null);
-    let kill = |message: String| {
-        // SAFETY: kill(2) and waitpid(2) of our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        message
-    };
+    let pid = child.pid();
     let (uid, gid) = (plan.outside_uid, plan.outside_gid);
-    let mapped = (|| {
-        if plan.outside_root {
-            // Root inside is root outside only while the child builds its root (as root it
-            // reaches the host paths it binds); it then becomes INSIDE_ID for good and loses
-            // every capability before the plugin runs.
-            write_proc(pid, "uid_map", &format!("0 0 1\n{INSIDE_ID} {uid} 1\n"))?;
-            write_proc(pid, "gid_map", &format!("0 0 1\n{INSIDE_ID} {gid} 1\n"))
-        } else {
-            // Another user may only map itself: the child is INSIDE_ID from the start.
-            write_proc(pid, "setgroups", "deny")?;
-            write_proc(pid, "uid_map", &format!("{INSIDE_ID} {uid} 1\n"))?;
-            write_proc(pid, "gid_map", &format!("{INSIDE_ID} {gid} 1\n"))
-        }
-    })();
-    if let Err(message) = mapped {
-        return Err(kill(message));
+    if plan.outside_root {
+        // Root inside is root outside only while the child builds its root (as root it
+        // reaches the host paths it binds); it then becomes INSIDE_ID for good and loses
+        // every capability before the plugin runs.
+        write_proc(pid, "uid_map", &format!("0 0 1\n{INSIDE_ID} {uid} 1\n"))?;
+        write_proc(pid, "gid_map", &format!("0 0 1\n{INSIDE_ID} {gid} 1\n"))?;
+    } else {
+        // Another user may only map itself: the child is INSIDE_ID from the start.
+        write_proc(pid, "setgroups", "deny")?;
+        write_proc(pid, "uid_map", &format!("{INSIDE_ID} {uid} 1\n"))?;
+        write_proc(pid, "gid_map", &format!("{INSIDE_ID} {gid} 1\n"))?;
     }
     // SAFETY: pidfd_open(2) of our own child, which nobody else reaps.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if pidfd < 0 {
-        return Err(kill(os_error("pidfd_open")));
+        return Err(os_error("pidfd_open"));
     }
     // SAFETY: the descriptor was just returned by pidfd_open.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
     let go = [1u8];
     // SAFETY: write(2) of one byte from a live buffer.
     if unsafe { libc::write(go_write.as_raw_fd(), go.as_ptr().cast(), 1) } != 1 {
-        return Err(kill(os_error("starting the plugin process")));
+        return Err(os_error("starting the plugin process"));
     }
     // `go_write` stays open until the child has exec'd: a child that finds it closed after
     // setting its parent-death signal knows the host died before it could be signalled.
     let mut report = [0u8; 64];
-    let read = read_all(error_read.as_raw_fd(), &mut report);
+    let read =
+        read_until_closed(error_read.as_raw_fd(), &mut report, EXEC_DEADLINE).ok_or_else(|| {
+            format!(
+                "the isolated process did not reach its exec within {} s",
+                EXEC_DEADLINE.as_secs()
+            )
+        })?;
     drop(go_write);
     if read > 0 {
         let text = String::from_utf8_lossy(&report[..read]);
         let (step, errno) = text.split_once(':').unwrap_or((&text, "0"));
         let errno = errno.trim_end_matches('\0').parse().unwrap_or(0);
-        return Err(kill(format!(
+        return Err(format!(
             "the isolated process failed at `{step}`: {}",
             std::io::Error::from_raw_os_error(errno)
-        )));
+        ));
     }
+    let pid = child.exec_seen();
     Ok(Child {
-        pid: pid as u32,
-        pidfd,
-        stdout: stdout_read,
-        stderr: stderr_read,
+        parts: ChildParts {
+            pid,
+            pidfd,
+            stdout: stdout_read,
+            stderr: stderr_read,
+        },
     })
 }
 
-/// Reads until end of file or `buffer` is full; returns the bytes read.
-fn read_all(fd: RawFd, buffer: &mut [u8]) -> usize {
+/// Reads until end of file or `buffer` is full; returns the bytes read, or `None` when the
+/// writer neither wrote nor closed before `deadline`.
+fn read_until_closed(fd: RawFd, buffer: &mut [u8], deadline: Duration) -> Option<usize> {
+    let until = Instant::now() + deadline;
     let mut total = 0;
     while total < buffer.len() {
+        let left = until.saturating_duration_since(Instant::now());
+        let mut ready = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll(2) of one live descriptor.
+        let polled = unsafe { libc::poll(&mut ready, 1, timeout) };
+        if polled == 0 {
+            return None;
+        }
+        if polled < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
         // SAFETY: read(2) into the unfilled rest of a live buffer.
         let n = unsafe {
             libc::read(
@@ -448,7 +352,7 @@ fn read_all(fd: RawFd, buffer: &mut [u8]) -> usize {
             break;
         }
     }
-    total
+    Some(total)
 }
 
 /// The host path the host reaches a plugin's socket by: through `/proc/<pid>/root`.
@@ -473,6 +377,61 @@ pub(crate) fn socket_from_host(pid: u32, inside: &str) -> Result<PathBuf, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::config::IsolationConfig;
+    use crate::sandbox::plan::{Request, plan};
+
+    /// Starts `script` (a `/bin/sh` body) isolated, from a directory others may read.
+    fn start_script(script: &str) -> (Child, tempfile::TempDir) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let program = dir.path().join("run");
+        std::fs::write(&program, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let config = IsolationConfig::default();
+        let plan = plan(&Request {
+            executable: &program,
+            working_dir: dir.path(),
+            stage: &stage,
+            host_socket: None,
+            env: &[],
+            network: false,
+            memory_bytes: 0,
+            config: &config,
+        })
+        .unwrap();
+        (spawn(&plan).unwrap(), dir)
+    }
+
+    fn dumpable() -> libc::c_int {
+        // SAFETY: prctl(2) reading a flag of this process.
+        unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }
+    }
+
+    #[test]
+    fn the_host_stays_dumpable_when_a_child_sharing_its_memory_changes_ids() {
+        // As root, the child's ids change before its exec, while it shares this memory.
+        let before = dumpable();
+        let (child, _dir) = start_script("exit 0");
+        let child = child.into_parts();
+        // SAFETY: waitpid(2) of our own child.
+        unsafe { libc::waitpid(child.pid as libc::pid_t, std::ptr::null_mut(), 0) };
+        assert_eq!(dumpable(), before);
+    }
+
+    #[test]
+    fn a_child_nobody_took_is_killed_and_reaped() {
+        let (child, _dir) = start_script("sleep 30");
+        let pid = child.parts.pid;
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(child);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the child still runs (or is a zombie)"
+        );
+    }
 
     #[test]
     fn mount_points_are_read_with_their_escapes_undone() {

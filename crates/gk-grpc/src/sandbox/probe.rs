@@ -47,7 +47,7 @@ fn probe_in(
         memory_bytes: 0,
         config,
     })?;
-    let child = linux::spawn(&plan)?;
+    let child = linux::spawn(&plan)?.into_parts();
     let pid = libc::pid_t::try_from(child.pid).map_err(|e| e.to_string())?;
     let mut status = 0;
     // SAFETY: waitpid(2) of our own child.

@@ -26,9 +26,13 @@ static QUEUE: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
 /// Starts the plugin of `plan` in its namespaces, from the spawner thread.
 pub(crate) async fn spawn(plan: Plan) -> Result<Child, String> {
     let (reply, outcome) = oneshot::channel();
-    queue()?
-        .send(Job { plan, reply })
-        .map_err(|_| "the thread starting plugin processes has ended".to_owned())?;
+    if queue()?.send(Job { plan, reply }).is_err() {
+        // The thread has ended: the next start makes a new one.
+        *QUEUE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        return Err("the thread starting plugin processes has ended".to_owned());
+    }
     outcome
         .await
         .map_err(|_| "the thread starting plugin processes has ended".to_owned())?
@@ -55,13 +59,13 @@ fn queue() -> Result<mpsc::Sender<Job>, String> {
 /// queue's sender is kept in [`QUEUE`], so `recv` never ends).
 fn run(jobs: mpsc::Receiver<Job>) {
     while let Ok(Job { plan, reply }) = jobs.recv() {
-        if let Err(Ok(child)) = reply.send(linux::spawn(&plan)) {
-            // Its caller gave up waiting (its task was dropped): the process is nobody's.
-            // SAFETY: kill(2) and waitpid(2) of our own child, reaped only here.
-            unsafe {
-                libc::kill(child.pid as libc::pid_t, libc::SIGKILL);
-                libc::waitpid(child.pid as libc::pid_t, std::ptr::null_mut(), 0);
-            }
-        }
+        // This thread must not end: every plugin started from it would get its parent-death
+        // signal.
+        let started =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| linux::spawn(&plan)))
+                .unwrap_or_else(|_| Err("starting the plugin process panicked".to_owned()));
+        // A caller that gave up waiting (its task was dropped) drops the child: killed and
+        // reaped.
+        let _ = reply.send(started);
     }
 }

@@ -149,7 +149,7 @@ async fn start_isolated(
     }
     // From the spawner thread, which lives as long as the process: the child's
     // `PR_SET_PDEATHSIG` fires when the thread that made it ends.
-    let child = spawner::spawn(plan).await?;
+    let child = spawner::spawn(plan).await?.into_parts();
     let pid = child.pid;
     let pipe = |fd: std::os::fd::OwnedFd| -> Option<Output> {
         tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
