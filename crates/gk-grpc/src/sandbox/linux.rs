@@ -1,29 +1,26 @@
 //! All OS isolation of a plugin process (Linux).
 //!
 //! The host `clone(2)`s the child straight into new user, mount, PID, IPC, UTS and (without
-//! `http`) network namespaces, sharing the host's memory until its exec (`CLONE_VM` on a stack
-//! of its own, as `posix_spawn` does: no copy of the host's page tables, which cost
-//! milliseconds for a large host, and no copy-on-write faults in the host after), so the child is PID 1 of its own PID namespace and still the
-//! host's direct child (its exit is watched with a pidfd). The host writes the child's
-//! `uid_map`/`gid_map` and lets it go on: the plugin's uid inside is [`INSIDE_ID`], outside it
-//! is the configured unprivileged uid when the server is root (root inside is then root outside
-//! too, for building the root only), else the server's own uid. The child, with every signal
-//! blocked and only system calls on memory prepared before the `clone` (nothing allocates or
-//! writes the host's memory after it), builds a new root
-//! on a tmpfs from read-only binds of host paths (read-only with every mount below them:
-//! `mount_setattr` with `AT_RECURSIVE`; on kernels before 5.12 a remount of the top mount,
-//! and the plugin is refused when a host path it gets read-only has mounts below it), a
-//! private `/tmp`, a fresh `/proc`, a minimal
-//! `/dev` and its host socket, `pivot_root`s into it, empties its capability bounding and
-//! ambient sets, takes its ids (which empties the rest), sets `no_new_privs`, its rlimits and
-//! `PR_SET_PDEATHSIG`, and execs the plugin. A failing step is reported to the host through a
-//! close-on-exec pipe as the step's name and `errno`.
+//! `http`) network namespaces, sharing the host's memory until its exec (`shared_clone.rs`), so
+//! the child is PID 1 of its own PID namespace and still the host's direct child (its exit is
+//! watched with a pidfd). The host writes the child's `uid_map`/`gid_map` and lets it go on:
+//! the plugin's uid inside is [`INSIDE_ID`], outside it is the configured unprivileged uid when
+//! the server is root (root inside is then root outside too, for building the root only), else
+//! the server's own uid. The child, with every signal blocked and only system calls on memory
+//! prepared before the `clone` (nothing allocates or writes the host's memory after it), builds
+//! a new root on a tmpfs from read-only binds of host paths (read-only with every mount below
+//! them: `mount_setattr` with `AT_RECURSIVE`; on kernels before 5.12 a remount of the top
+//! mount, and the plugin is refused when a host path it gets read-only has mounts below it), a
+//! private `/tmp`, a fresh `/proc`, a minimal `/dev` and its host socket, `pivot_root`s into
+//! it, empties its capability bounding and ambient sets, takes its ids (which empties the
+//! rest), sets `no_new_privs`, its rlimits and `PR_SET_PDEATHSIG`, and execs the plugin. A
+//! failing step is reported to the host through a close-on-exec pipe as the step's name and
+//! `errno`; a child that has not exec'd within `EXEC_DEADLINE` is killed.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, Instant};
 
 use super::child::{ChildFds, Prepared, PreparedOp};
