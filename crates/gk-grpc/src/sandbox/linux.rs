@@ -321,11 +321,15 @@ fn read_until_closed(fd: RawFd, buffer: &mut [u8], deadline: Duration) -> Option
             events: libc::POLLIN,
             revents: 0,
         };
-        let timeout = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        let timeout =
+            libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
         // SAFETY: poll(2) of one live descriptor.
         let polled = unsafe { libc::poll(&mut ready, 1, timeout) };
         if polled == 0 {
-            return None;
+            if Instant::now() >= until {
+                return None;
+            }
+            continue;
         }
         if polled < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -416,6 +420,23 @@ mod tests {
         // SAFETY: waitpid(2) of our own child.
         unsafe { libc::waitpid(child.pid as libc::pid_t, std::ptr::null_mut(), 0) };
         assert_eq!(dumpable(), before);
+    }
+
+    #[test]
+    fn a_report_is_read_until_its_writer_closes_and_a_silent_writer_times_out() {
+        let (read, write) = pipe().unwrap();
+        let mut buffer = [0u8; 64];
+        // Neither written nor closed: the deadline ends the wait.
+        let started = Instant::now();
+        let waited = read_until_closed(read.as_raw_fd(), &mut buffer, Duration::from_millis(50));
+        assert_eq!(waited, None);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // SAFETY: write(2) of a live buffer to our own pipe.
+        unsafe { libc::write(write.as_raw_fd(), b"mount:13".as_ptr().cast(), 8) };
+        drop(write);
+        let read = read_until_closed(read.as_raw_fd(), &mut buffer, Duration::from_secs(5));
+        assert_eq!(read, Some(8));
+        assert_eq!(&buffer[..8], b"mount:13");
     }
 
     #[test]
