@@ -56,10 +56,20 @@ impl Child {
 }
 
 impl Drop for Child {
-    /// A child nobody took (its start was given up) does not run on unwatched.
+    /// A child nobody took (its start was given up) does not run on unwatched. Reaping may wait
+    /// (up to a second for a child stuck in the kernel): off an async runtime's workers.
     fn drop(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.parts.pid) {
-            kill_and_reap(pid);
+        let Ok(pid) = libc::pid_t::try_from(self.parts.pid) else {
+            return;
+        };
+        let reap = move || {
+            if !kill_and_reap(pid) {
+                tracing::error!(pid, "an unwanted plugin process could not be reaped");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(reap)),
+            Err(_) => reap(),
         }
     }
 }
@@ -76,7 +86,24 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
         return Err(os_error("pipe2"));
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `fd` moved above 0–2 if it is one of them (a host started with a standard descriptor
+/// closed gets them from `pipe2`): the child `dup2`s its standard descriptors over 0–2, which
+/// would close a pipe end it still needs, and the host would take that end of file for an exec.
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, String> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl(2) duplicating a live descriptor to the lowest free one from 3.
+    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if moved < 0 {
+        return Err(os_error("moving a pipe above the standard descriptors"));
+    }
+    // SAFETY: the descriptor was just returned by fcntl; `fd` closes the old one.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
 /// Writes `text` to `/proc/<pid>/<file>`.
@@ -281,13 +308,19 @@ pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
     // `go_write` stays open until the child has exec'd: a child that finds it closed after
     // setting its parent-death signal knows the host died before it could be signalled.
     let mut report = [0u8; 64];
-    let read =
-        read_until_closed(error_read.as_raw_fd(), &mut report, EXEC_DEADLINE).ok_or_else(|| {
-            format!(
+    // Only an end of file means the exec happened; anything else kills the child (`child`).
+    let read = match read_until_closed(error_read.as_raw_fd(), &mut report, EXEC_DEADLINE) {
+        Report::Closed(read) => read,
+        Report::TimedOut => {
+            return Err(format!(
                 "the isolated process did not reach its exec within {} s",
                 EXEC_DEADLINE.as_secs()
-            )
-        })?;
+            ));
+        }
+        Report::Failed(error) => {
+            return Err(format!("waiting for the isolated process's exec: {error}"));
+        }
+    };
     drop(go_write);
     if read > 0 {
         let text = String::from_utf8_lossy(&report[..read]);
@@ -309,9 +342,20 @@ pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
     })
 }
 
-/// Reads until end of file or `buffer` is full; returns the bytes read, or `None` when the
-/// writer neither wrote nor closed before `deadline`.
-fn read_until_closed(fd: RawFd, buffer: &mut [u8], deadline: Duration) -> Option<usize> {
+/// How the wait for a child's report ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// End of file (the child exec'd, or exited) after this many bytes, or the buffer is full.
+    Closed(usize),
+    /// The writer neither wrote nor closed in time.
+    TimedOut,
+    /// `poll` or `read` failed (with every signal blocked, they do not; its `errno` may be the
+    /// child's, which shares this thread's).
+    Failed(std::io::ErrorKind),
+}
+
+/// Reads until end of file or `buffer` is full, at most until `deadline` has passed.
+fn read_until_closed(fd: RawFd, buffer: &mut [u8], deadline: Duration) -> Report {
     let until = Instant::now() + deadline;
     let mut total = 0;
     while total < buffer.len() {
@@ -327,15 +371,12 @@ fn read_until_closed(fd: RawFd, buffer: &mut [u8], deadline: Duration) -> Option
         let polled = unsafe { libc::poll(&mut ready, 1, timeout) };
         if polled == 0 {
             if Instant::now() >= until {
-                return None;
+                return Report::TimedOut;
             }
             continue;
         }
         if polled < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
+            return Report::Failed(std::io::Error::last_os_error().kind());
         }
         // SAFETY: read(2) into the unfilled rest of a live buffer.
         let n = unsafe {
@@ -345,15 +386,13 @@ fn read_until_closed(fd: RawFd, buffer: &mut [u8], deadline: Duration) -> Option
                 buffer.len() - total,
             )
         };
-        if n > 0 {
-            total += n as usize;
-        } else if n == 0
-            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-        {
-            break;
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(_) => return Report::Failed(std::io::Error::last_os_error().kind()),
         }
     }
-    Some(total)
+    Report::Closed(total)
 }
 
 /// The host path the host reaches a plugin's socket by: through `/proc/<pid>/root`.
@@ -429,13 +468,13 @@ mod tests {
         // Neither written nor closed: the deadline ends the wait.
         let started = Instant::now();
         let waited = read_until_closed(read.as_raw_fd(), &mut buffer, Duration::from_millis(50));
-        assert_eq!(waited, None);
+        assert_eq!(waited, Report::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(50));
         // SAFETY: write(2) of a live buffer to our own pipe.
         unsafe { libc::write(write.as_raw_fd(), b"mount:13".as_ptr().cast(), 8) };
         drop(write);
         let read = read_until_closed(read.as_raw_fd(), &mut buffer, Duration::from_secs(5));
-        assert_eq!(read, Some(8));
+        assert_eq!(read, Report::Closed(8));
         assert_eq!(&buffer[..8], b"mount:13");
     }
 
