@@ -118,7 +118,14 @@ pub(crate) fn clone_sharing_memory(
     memory: Box<ChildMemory>,
     flags: libc::c_int,
 ) -> Result<Unexeced, std::io::Error> {
-    debug_assert!(flags & libc::CLONE_NEWUSER != 0, "see the module's docs");
+    if flags & libc::CLONE_NEWUSER == 0 {
+        // See the module's docs: without a user namespace of its own, another process of the
+        // plugin's user could open the child's memory, which is the host's.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a child sharing the host's memory needs a user namespace of its own",
+        ));
+    }
     let one_at_a_time = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
