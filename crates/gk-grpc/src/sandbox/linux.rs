@@ -253,7 +253,8 @@ fn clone_flags(network: bool) -> libc::c_int {
 
 /// How long a child may take from its clone to its `exec` (normally about a millisecond; a
 /// host path on a hung network file system, or a child stopped by a signal, would hold every
-/// start up, as starts are made one at a time).
+/// start up, as starts are made one at a time). What runs before the clone (`prepare`, which
+/// reads the host paths' mount flags) has no deadline.
 const EXEC_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Starts the plugin of `plan` in its namespaces.

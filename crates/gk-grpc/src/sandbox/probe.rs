@@ -5,7 +5,7 @@ use super::linux;
 use super::plan::{Request, plan};
 
 /// Whether plugins can be isolated here: `Err(why not)` when not. The kernel is probed once
-/// per process, by starting `true` in the sandbox.
+/// per process, by starting `true` in the sandbox, on the caller's thread (a few ms, once).
 pub(crate) fn available(config: &IsolationConfig) -> Result<(), String> {
     if config.assume_unavailable {
         return Err(
