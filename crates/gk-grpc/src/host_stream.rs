@@ -98,6 +98,7 @@ async fn answer<S: HostService>(server: &S, call: Call) -> Result<Reply, Status>
 mod tests {
     use std::collections::BTreeMap;
 
+    use gk_sdk::call_stream::StreamedCall as _;
     use gk_sdk::handshake::TOKEN_METADATA;
     use gk_sdk::proto::pb::host_service_client::HostServiceClient;
     use gk_sdk::testing::{MemoryHost, RecordingHost};
@@ -179,7 +180,14 @@ mod tests {
             (12, None),
         ];
         for (id, call) in sent {
-            calls.send(pb::HostCall { id, call }).await.unwrap();
+            calls
+                .send(pb::HostCall {
+                    id,
+                    call,
+                    cancel: false,
+                })
+                .await
+                .unwrap();
         }
         let mut answered = BTreeMap::new();
         for _ in 0..3 {
@@ -206,6 +214,7 @@ mod tests {
             .send(pb::HostCall {
                 id: 13,
                 call: Some(cache_get("k")),
+                cancel: false,
             })
             .await
             .unwrap();
@@ -236,6 +245,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_the_plugin_gives_up_is_stopped_in_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("host.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let side = Arc::new(HostSide::new("p", "t"));
+        let host = Arc::new(
+            RecordingHost::wrapping(Arc::new(MemoryHost::default())).holding_cache_key("slow"),
+        );
+        let _ = side.host.set(host.clone());
+        let stop = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(serve_host(side, listener, 1 << 20, stop));
+        let channel = UnixChannel::connect(&socket).await.unwrap();
+        let mut client = HostServiceClient::with_origin(channel, UnixChannel::origin());
+        let (calls, mut replies) = open(&mut client, "t").await.unwrap();
+        calls
+            .send(pb::HostCall {
+                id: 1,
+                call: Some(cache_get("slow")),
+                cancel: false,
+            })
+            .await
+            .unwrap();
+        let reached = std::time::Instant::now();
+        while host.count() == 0 && reached.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(host.count(), 1, "the held call reached the host");
+        assert_eq!(host.given_up(), 0);
+        calls.send(pb::HostCall::cancel(1).unwrap()).await.unwrap();
+        // The stream goes on: the next call is answered, and it is the only answer.
+        calls
+            .send(pb::HostCall {
+                id: 2,
+                call: Some(cache_get("k")),
+                cancel: false,
+            })
+            .await
+            .unwrap();
+        let reply = replies.message().await.unwrap().unwrap();
+        assert_eq!(reply.id, 2);
+        let cancelled = std::time::Instant::now();
+        while host.given_up() == 0 && cancelled.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            host.given_up(),
+            1,
+            "the cancelled call was stopped in the host"
+        );
+    }
+
+    #[tokio::test]
     async fn more_calls_than_run_at_once_are_all_answered() {
         let (mut client, host, _dir) = served(1 << 20).await;
         let (calls, mut replies) = open(&mut client, "t").await.unwrap();
@@ -246,6 +307,7 @@ mod tests {
                     .send(pb::HostCall {
                         id,
                         call: Some(cache_get(&format!("key{id}"))),
+                        cancel: false,
                     })
                     .await
                     .unwrap();
@@ -273,6 +335,7 @@ mod tests {
             .send(pb::HostCall {
                 id: 1,
                 call: Some(cache_get(&"x".repeat(2_000))),
+                cancel: false,
             })
             .await
             .unwrap();

@@ -366,16 +366,21 @@ impl StreamedCall for pb::HostCall {
         Self {
             id,
             call: Some(payload),
+            cancel: false,
         }
     }
-    fn cancel(_: u64) -> Option<Self> {
-        None
+    fn cancel(id: u64) -> Option<Self> {
+        Some(Self {
+            id,
+            call: None,
+            cancel: true,
+        })
     }
     fn id(&self) -> u64 {
         self.id
     }
     fn is_cancel(&self) -> bool {
-        false
+        self.cancel
     }
     fn into_payload(self) -> Option<HostCallKind> {
         self.call

@@ -226,6 +226,10 @@ fn text(bytes: &[u8]) -> String {
 pub struct RecordingHost {
     inner: Arc<dyn HostApi>,
     reached: Mutex<Vec<Reached>>,
+    /// A cache key whose `cache_get` never answers (see [`RecordingHost::holding_cache_key`]).
+    held_key: Option<String>,
+    /// How many held calls were given up (their futures dropped).
+    given_up: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for RecordingHost {
@@ -249,7 +253,22 @@ impl RecordingHost {
         Self {
             inner,
             reached: Mutex::new(Vec::new()),
+            held_key: None,
+            given_up: Arc::default(),
         }
+    }
+
+    /// A `cache_get` of `key` is recorded and then never answers, until its caller gives it up
+    /// (drops its future), which [`given_up`](Self::given_up) counts: for tests of cancelled
+    /// and abandoned host calls.
+    pub fn holding_cache_key(mut self, key: impl Into<String>) -> Self {
+        self.held_key = Some(key.into());
+        self
+    }
+
+    /// How many held calls were given up.
+    pub fn given_up(&self) -> usize {
+        self.given_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every call so far, in order.
@@ -305,6 +324,17 @@ impl HostApi for RecordingHost {
     }
     async fn cache_get(&self, ctx: &CallContext, key: &str) -> HostResult<Option<Vec<u8>>> {
         self.record("cache_get", ctx, key, json!({"key": key}));
+        if self.held_key.as_deref() == Some(key) {
+            /// Counts the held call as given up when its future is dropped.
+            struct GivenUp(Arc<std::sync::atomic::AtomicUsize>);
+            impl Drop for GivenUp {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            let _given_up = GivenUp(self.given_up.clone());
+            std::future::pending::<()>().await;
+        }
         self.inner.cache_get(ctx, key).await
     }
     async fn cache_set(

@@ -351,6 +351,9 @@ mod tests {
         serves_stream: bool,
     }
 
+    /// Calls of `cache_get("hold")` (never answered) that the client cancelled on the stream.
+    static HELD_CANCELLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     fn unary<T>(method: &str) -> Result<Response<T>, Status> {
         Err(Status::unavailable(format!("unary {method}")))
     }
@@ -436,8 +439,19 @@ mod tests {
             let mut inbound = request.into_inner();
             let (replies, outbound) = mpsc::channel(16);
             tokio::spawn(async move {
+                let mut held = std::collections::HashSet::new();
                 while let Ok(Some(call)) = inbound.message().await {
+                    if call.cancel {
+                        if held.remove(&call.id) {
+                            HELD_CANCELLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        continue;
+                    }
                     let reply = match call.call {
+                        Some(Call::CacheGet(m)) if m.key == "hold" => {
+                            held.insert(call.id);
+                            continue;
+                        }
                         Some(Call::CacheGet(m)) if m.key == "liar" => {
                             let forged = pb::HostReply {
                                 id: call.id + 1_000,
@@ -536,6 +550,26 @@ mod tests {
         assert_eq!(
             host.without_stream().cache_get(&ctx, "k").await,
             Err(HostError::Unavailable("unary cache_get".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_call_given_up_is_cancelled_on_the_stream() {
+        let (host, _dir) = connected(true).await;
+        let before = HELD_CANCELLED.load(std::sync::atomic::Ordering::SeqCst);
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(100), host.cache_get(&ctx(), "hold")).await;
+        assert!(given_up.is_err(), "the host never answers it");
+        let waited = std::time::Instant::now();
+        while HELD_CANCELLED.load(std::sync::atomic::Ordering::SeqCst) == before
+            && waited.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            HELD_CANCELLED.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1,
+            "the host was told to stop it"
         );
     }
 
