@@ -119,11 +119,24 @@ mod tests {
         Arc<RecordingHost>,
         tempfile::TempDir,
     ) {
+        let host = RecordingHost::wrapping(Arc::new(MemoryHost::default()));
+        served_with(max_message_bytes, host).await
+    }
+
+    /// A host service for plugin `p` (token `t`) over `host`, and a client of it.
+    async fn served_with(
+        max_message_bytes: usize,
+        host: RecordingHost,
+    ) -> (
+        HostServiceClient<UnixChannel>,
+        Arc<RecordingHost>,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("host.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         let side = Arc::new(HostSide::new("p", "t"));
-        let host = Arc::new(RecordingHost::wrapping(Arc::new(MemoryHost::default())));
+        let host = Arc::new(host);
         let _ = side.host.set(host.clone());
         let stop = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(serve_host(side, listener, max_message_bytes, stop));
@@ -211,11 +224,7 @@ mod tests {
         assert_eq!(empty.code, Code::InvalidArgument as i32);
 
         calls
-            .send(pb::HostCall {
-                id: 13,
-                call: Some(cache_get("k")),
-                cancel: false,
-            })
+            .send(pb::HostCall::with_id(13, cache_get("k")))
             .await
             .unwrap();
         let reply = replies.message().await.unwrap().unwrap();
@@ -246,25 +255,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_the_plugin_gives_up_is_stopped_in_the_host() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("host.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let side = Arc::new(HostSide::new("p", "t"));
-        let host = Arc::new(
-            RecordingHost::wrapping(Arc::new(MemoryHost::default())).holding_cache_key("slow"),
-        );
-        let _ = side.host.set(host.clone());
-        let stop = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(serve_host(side, listener, 1 << 20, stop));
-        let channel = UnixChannel::connect(&socket).await.unwrap();
-        let mut client = HostServiceClient::with_origin(channel, UnixChannel::origin());
+        let held =
+            RecordingHost::wrapping(Arc::new(MemoryHost::default())).holding_cache_key("slow");
+        let (mut client, host, _dir) = served_with(1 << 20, held).await;
         let (calls, mut replies) = open(&mut client, "t").await.unwrap();
         calls
-            .send(pb::HostCall {
-                id: 1,
-                call: Some(cache_get("slow")),
-                cancel: false,
-            })
+            .send(pb::HostCall::with_id(1, cache_get("slow")))
             .await
             .unwrap();
         let reached = std::time::Instant::now();
@@ -276,11 +272,7 @@ mod tests {
         calls.send(pb::HostCall::cancel(1).unwrap()).await.unwrap();
         // The stream goes on: the next call is answered, and it is the only answer.
         calls
-            .send(pb::HostCall {
-                id: 2,
-                call: Some(cache_get("k")),
-                cancel: false,
-            })
+            .send(pb::HostCall::with_id(2, cache_get("k")))
             .await
             .unwrap();
         let reply = replies.message().await.unwrap().unwrap();
@@ -304,11 +296,7 @@ mod tests {
         let sending = tokio::spawn(async move {
             for id in 0..count {
                 calls
-                    .send(pb::HostCall {
-                        id,
-                        call: Some(cache_get(&format!("key{id}"))),
-                        cancel: false,
-                    })
+                    .send(pb::HostCall::with_id(id, cache_get(&format!("key{id}"))))
                     .await
                     .unwrap();
             }
@@ -332,11 +320,7 @@ mod tests {
 
         let (calls, mut replies) = open(&mut client, "t").await.unwrap();
         calls
-            .send(pb::HostCall {
-                id: 1,
-                call: Some(cache_get(&"x".repeat(2_000))),
-                cancel: false,
-            })
+            .send(pb::HostCall::with_id(1, cache_get(&"x".repeat(2_000))))
             .await
             .unwrap();
         let ended = replies.message().await.unwrap_err();
