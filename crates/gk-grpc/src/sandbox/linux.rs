@@ -158,8 +158,37 @@ fn unescape_mount_point(escaped: &str) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(out)
 }
 
+/// Whether this kernel has `mount_setattr` (5.12 and later), checked once. With it, the child
+/// makes each read-only bind read-only with every mount below it, and what only the older
+/// remount needs (each source's mount flags, the host's mount table) is not read at each start.
+fn has_mount_setattr() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: mount_setattr(2) with no descriptor and no attributes fails at once, with
+        // ENOSYS only where the kernel lacks the call.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                -1,
+                c"".as_ptr(),
+                0,
+                std::ptr::null::<libc::mount_attr>(),
+                0usize,
+            )
+        };
+        !(result == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+    })
+}
+
 fn prepare(plan: &Plan) -> Result<Prepared, String> {
-    let mounts = mount_points();
+    // Read only for the remount of kernels without `mount_setattr`; with it, a child that
+    // still found the call missing refuses (as if every read-only path had mounts below it).
+    let remount_fallback = !has_mount_setattr();
+    let mounts = if remount_fallback {
+        mount_points()
+    } else {
+        Vec::new()
+    };
     let mut ops = Vec::new();
     for op in &plan.ops {
         ops.push(match op {
@@ -178,12 +207,15 @@ fn prepare(plan: &Plan) -> Result<Prepared, String> {
                 let remount = if *read_only {
                     // A bind keeps its source's locked flags (noexec here): a remount that
                     // dropped one would be refused.
-                    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-                    // SAFETY: statvfs(3) fills the struct it is given.
-                    if unsafe { libc::statvfs(c_source.as_ptr(), &mut stat) } != 0 {
-                        return Err(os_error(&format!("statvfs {}", source.display())));
+                    let mut noexec = 0;
+                    if remount_fallback {
+                        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+                        // SAFETY: statvfs(3) fills the struct it is given.
+                        if unsafe { libc::statvfs(c_source.as_ptr(), &mut stat) } != 0 {
+                            return Err(os_error(&format!("statvfs {}", source.display())));
+                        }
+                        noexec = stat.f_flag & libc::ST_NOEXEC;
                     }
-                    let noexec = stat.f_flag & libc::ST_NOEXEC;
                     Some(
                         libc::MS_REMOUNT
                             | libc::MS_BIND
@@ -199,9 +231,10 @@ fn prepare(plan: &Plan) -> Result<Prepared, String> {
                     source: c_source,
                     target: c_path(target)?,
                     remount,
-                    mounts_below: mounts
-                        .iter()
-                        .any(|point| point != source && point.starts_with(source)),
+                    mounts_below: !remount_fallback
+                        || mounts
+                            .iter()
+                            .any(|point| point != source && point.starts_with(source)),
                 }
             }
             Op::Tmpfs { target, options } => PreparedOp::Tmpfs {
