@@ -35,15 +35,24 @@ pub(crate) enum PreparedOp {
     Bind {
         source: CString,
         target: CString,
-        remount: Option<libc::c_ulong>,
-        /// Whether the host has mounts below `source` (read-only only with `mount_setattr`).
-        mounts_below: bool,
+        read_only: ReadOnly,
     },
     Tmpfs {
         target: CString,
         options: CString,
     },
     Proc(CString),
+}
+
+/// Whether and how a bind is made read-only.
+pub(crate) enum ReadOnly {
+    /// Writable (the device nodes).
+    No,
+    /// Read-only with every mount below it (`mount_setattr` with `AT_RECURSIVE`). Where the
+    /// kernel lacks that call, a remount of the top mount with `fallback`'s flags; without a
+    /// fallback (something is mounted below it, or the host found the call there), the start
+    /// is refused rather than leave a mount below writable.
+    Yes { fallback: Option<libc::c_ulong> },
 }
 
 /// The descriptors the child uses.
@@ -318,8 +327,7 @@ unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
             PreparedOp::Bind {
                 source,
                 target,
-                remount,
-                mounts_below,
+                read_only,
             } => {
                 check!(
                     fds,
@@ -332,7 +340,7 @@ unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
                         std::ptr::null()
                     )
                 );
-                if let Some(flags) = remount {
+                if let ReadOnly::Yes { fallback } = read_only {
                     // Read-only with every mount under it (a writable mount below a read-only
                     // host path would stay writable after a remount of the top one alone).
                     // Setting flags clears none, so locked ones (noexec) stay as they are.
@@ -354,14 +362,13 @@ unsafe fn run_op(fds: &ChildFds, op: &PreparedOp) {
                     );
                     if recursive == -1 {
                         // Kernels before 5.12 (or a filter that hides the call): a remount
-                        // makes the top mount read-only, and nothing below it; so refused
-                        // when something is mounted below.
+                        // makes the top mount read-only, and nothing below it.
                         if *libc::__errno_location() != libc::ENOSYS {
                             fail(fds, b"read-only (recursive)");
                         }
-                        if *mounts_below {
-                            fail(fds, b"read-only below (no mount_setattr)");
-                        }
+                        let Some(flags) = fallback else {
+                            fail(fds, b"read-only (no mount_setattr)");
+                        };
                         check!(
                             fds,
                             "remount read-only",

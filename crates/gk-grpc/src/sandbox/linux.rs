@@ -23,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::child::{ChildFds, Prepared, PreparedOp};
+use super::child::{ChildFds, Prepared, PreparedOp, ReadOnly};
 use super::config::INSIDE_ID;
 use super::plan::{Op, Plan};
 use super::shared_clone::{ChildMemory, clone_sharing_memory, kill_and_reap};
@@ -181,14 +181,9 @@ fn has_mount_setattr() -> bool {
 }
 
 fn prepare(plan: &Plan) -> Result<Prepared, String> {
-    // Read only for the remount of kernels without `mount_setattr`; with it, a child that
-    // still found the call missing refuses (as if every read-only path had mounts below it).
-    let remount_fallback = !has_mount_setattr();
-    let mounts = if remount_fallback {
-        mount_points()
-    } else {
-        Vec::new()
-    };
+    // The host's mount table (and each source's flags) are read only for the remount of
+    // kernels without `mount_setattr`.
+    let fallback_mounts = (!has_mount_setattr()).then(mount_points);
     let mut ops = Vec::new();
     for op in &plan.ops {
         ops.push(match op {
@@ -202,41 +197,11 @@ fn prepare(plan: &Plan) -> Result<Prepared, String> {
                 source,
                 target,
                 read_only,
-            } => {
-                let c_source = c_path(source)?;
-                let remount = if *read_only {
-                    // A bind keeps its source's locked flags (noexec here): a remount that
-                    // dropped one would be refused.
-                    let mut noexec = 0;
-                    if remount_fallback {
-                        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-                        // SAFETY: statvfs(3) fills the struct it is given.
-                        if unsafe { libc::statvfs(c_source.as_ptr(), &mut stat) } != 0 {
-                            return Err(os_error(&format!("statvfs {}", source.display())));
-                        }
-                        noexec = stat.f_flag & libc::ST_NOEXEC;
-                    }
-                    Some(
-                        libc::MS_REMOUNT
-                            | libc::MS_BIND
-                            | libc::MS_RDONLY
-                            | libc::MS_NOSUID
-                            | libc::MS_NODEV
-                            | noexec,
-                    )
-                } else {
-                    None
-                };
-                PreparedOp::Bind {
-                    source: c_source,
-                    target: c_path(target)?,
-                    remount,
-                    mounts_below: !remount_fallback
-                        || mounts
-                            .iter()
-                            .any(|point| point != source && point.starts_with(source)),
-                }
-            }
+            } => PreparedOp::Bind {
+                source: c_path(source)?,
+                target: c_path(target)?,
+                read_only: read_only_bind(*read_only, source, fallback_mounts.as_deref())?,
+            },
             Op::Tmpfs { target, options } => PreparedOp::Tmpfs {
                 target: c_path(target)?,
                 options: c_string(options.as_str())?,
@@ -269,6 +234,49 @@ fn prepare(plan: &Plan) -> Result<Prepared, String> {
             .collect(),
     };
     Ok(prepared)
+}
+
+/// How a bind of `source` is made read-only (if `read_only`): `fallback_mounts` is the host's
+/// mount table where the kernel lacks `mount_setattr` (`None` where it has it, and no fallback
+/// is needed); a source with mounts below it gets none, as a remount would leave them writable.
+fn read_only_bind(
+    read_only: bool,
+    source: &Path,
+    fallback_mounts: Option<&[PathBuf]>,
+) -> Result<ReadOnly, String> {
+    if !read_only {
+        return Ok(ReadOnly::No);
+    }
+    let fallback = match fallback_mounts {
+        Some(mounts)
+            if !mounts
+                .iter()
+                .any(|point| point != source && point.starts_with(source)) =>
+        {
+            Some(remount_flags(source)?)
+        }
+        _ => None,
+    };
+    Ok(ReadOnly::Yes { fallback })
+}
+
+/// The flags of a read-only remount of a bind of `source`, for kernels without
+/// `mount_setattr`: a bind keeps its source's locked flags (noexec here), and a remount that
+/// dropped one would be refused.
+fn remount_flags(source: &Path) -> Result<libc::c_ulong, String> {
+    let c_source = c_path(source)?;
+    // SAFETY: an all-zero statvfs is a valid value for statvfs(3) to fill.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(3) fills the struct it is given.
+    if unsafe { libc::statvfs(c_source.as_ptr(), &mut stat) } != 0 {
+        return Err(os_error(&format!("statvfs {}", source.display())));
+    }
+    Ok(libc::MS_REMOUNT
+        | libc::MS_BIND
+        | libc::MS_RDONLY
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | (stat.f_flag & libc::ST_NOEXEC))
 }
 
 /// The namespaces of a plugin (`clone(2)` flags).
@@ -493,6 +501,34 @@ mod tests {
         // SAFETY: waitpid(2) of our own child.
         unsafe { libc::waitpid(child.pid as libc::pid_t, std::ptr::null_mut(), 0) };
         assert_eq!(dumpable(), before);
+    }
+
+    #[test]
+    fn a_read_only_bind_falls_back_to_a_remount_only_with_nothing_mounted_below() {
+        let source = Path::new("/usr");
+        let fallback = |mounts: Option<&[PathBuf]>| match read_only_bind(true, source, mounts) {
+            Ok(ReadOnly::Yes { fallback }) => fallback,
+            Ok(ReadOnly::No) => panic!("a read-only bind came out writable"),
+            Err(e) => panic!("{e}"),
+        };
+        assert!(matches!(
+            read_only_bind(false, source, None),
+            Ok(ReadOnly::No)
+        ));
+        // The kernel has `mount_setattr`: no remount to fall back to.
+        assert_eq!(fallback(None), None);
+        let without_below = [
+            PathBuf::from("/"),
+            PathBuf::from("/usr"),
+            PathBuf::from("/usrx"),
+        ];
+        let flags = fallback(Some(&without_below)).expect("a remount");
+        assert_eq!(
+            flags & (libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY
+        );
+        let with_below = [PathBuf::from("/usr"), PathBuf::from("/usr/local/share")];
+        assert_eq!(fallback(Some(&with_below)), None, "refused, not remounted");
     }
 
     #[test]
