@@ -27,6 +27,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -229,7 +230,7 @@ pub struct RecordingHost {
     /// A cache key whose `cache_get` never answers (see [`RecordingHost::holding_cache_key`]).
     held_key: Option<String>,
     /// How many held calls were given up (their futures dropped).
-    given_up: Arc<std::sync::atomic::AtomicUsize>,
+    given_up: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RecordingHost {
@@ -268,7 +269,7 @@ impl RecordingHost {
 
     /// How many held calls were given up.
     pub fn given_up(&self) -> usize {
-        self.given_up.load(std::sync::atomic::Ordering::SeqCst)
+        self.given_up.load(Ordering::SeqCst)
     }
 
     /// Every call so far, in order.
@@ -326,10 +327,10 @@ impl HostApi for RecordingHost {
         self.record("cache_get", ctx, key, json!({"key": key}));
         if self.held_key.as_deref() == Some(key) {
             /// Counts the held call as given up when its future is dropped.
-            struct GivenUp(Arc<std::sync::atomic::AtomicUsize>);
+            struct GivenUp(Arc<AtomicUsize>);
             impl Drop for GivenUp {
                 fn drop(&mut self) {
-                    self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    self.0.fetch_add(1, Ordering::SeqCst);
                 }
             }
             let _given_up = GivenUp(self.given_up.clone());

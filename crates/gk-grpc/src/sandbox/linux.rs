@@ -550,14 +550,23 @@ mod tests {
 
     #[test]
     fn a_child_nobody_took_is_killed_and_reaped() {
+        let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+        // Dropped outside an async runtime: reaped at once.
         let (child, _dir) = start_script("sleep 30");
         let pid = child.parts.pid;
-        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!gone(pid));
         drop(child);
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "the child still runs (or is a zombie)"
-        );
+        assert!(gone(pid), "the child still runs (or is a zombie)");
+        // Dropped on a runtime (as a start given up is): reaped on its blocking pool.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (child, _dir) = start_script("sleep 30");
+        let pid = child.parts.pid;
+        runtime.block_on(async move { drop(child) });
+        let dropped = Instant::now();
+        while !gone(pid) && dropped.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(gone(pid), "the child dropped on a runtime still runs");
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! from one thread that lives as long as the process. The caller's task waits for it without
 //! holding a runtime worker while the child builds its root (1–2 ms).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use tokio::sync::oneshot;
@@ -21,49 +20,33 @@ struct Job {
     reply: oneshot::Sender<Result<Child, String>>,
 }
 
-/// The spawner thread's queue, started on first use, with its generation (a queue found
-/// closed is replaced only by the caller that found it, not one started since).
-static QUEUE: Mutex<Option<(u64, mpsc::Sender<Job>)>> = Mutex::new(None);
+/// The spawner thread's queue, started on first use.
+static QUEUE: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
 
 /// Starts the plugin of `plan` in its namespaces, from the spawner thread.
 pub(crate) async fn spawn(plan: Plan) -> Result<Child, String> {
+    let ended = || "the thread starting plugin processes has ended".to_owned();
     let (reply, outcome) = oneshot::channel();
-    let (generation, sender) = queue()?;
-    if sender.send(Job { plan, reply }).is_err() {
-        // The thread has ended: the next start makes a new one.
-        let mut queue = QUEUE
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if queue
-            .as_ref()
-            .is_some_and(|(current, _)| *current == generation)
-        {
-            *queue = None;
-        }
-        return Err("the thread starting plugin processes has ended".to_owned());
-    }
-    outcome
-        .await
-        .map_err(|_| "the thread starting plugin processes has ended".to_owned())?
+    queue()?.send(Job { plan, reply }).map_err(|_| ended())?;
+    outcome.await.map_err(|_| ended())?
 }
 
-/// The spawner thread's queue and its generation, starting the thread if it is not running.
-fn queue() -> Result<(u64, mpsc::Sender<Job>), String> {
-    static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+/// The spawner thread's queue, starting the thread on first use. The thread never ends: its
+/// queue's sender stays here, and it catches a start that panics.
+fn queue() -> Result<mpsc::Sender<Job>, String> {
     let mut queue = QUEUE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((generation, sender)) = queue.as_ref() {
-        return Ok((*generation, sender.clone()));
+    if let Some(sender) = queue.as_ref() {
+        return Ok(sender.clone());
     }
     let (sender, jobs) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("gk-plugin-spawner".into())
         .spawn(move || run(jobs))
         .map_err(|e| format!("cannot start the thread that starts plugin processes: {e}"))?;
-    let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
-    *queue = Some((generation, sender.clone()));
-    Ok((generation, sender))
+    *queue = Some(sender.clone());
+    Ok(sender)
 }
 
 /// The spawner thread: starts each plugin asked for, for as long as the process lives (the
