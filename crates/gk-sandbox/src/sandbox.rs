@@ -449,6 +449,15 @@ impl HostApi for SandboxedHostApi {
             .await;
         self.account(result, &self.counters.plugin_calls)
     }
+
+    /// Read queries, when the inner host takes them and the rate limits are this node's own
+    /// (a shared limiter is a round trip to another server): the policy, the SQL guard and
+    /// the local limits decide on the spot, as for any call.
+    fn answers_inline(&self, function: HostCallName) -> bool {
+        function == HostCallName::DbQuery
+            && self.config.shared_limits().is_none()
+            && self.inner.answers_inline(function)
+    }
 }
 
 /// The backend key of a plugin's cache key. Plugin names cannot contain `:`, so no key of one

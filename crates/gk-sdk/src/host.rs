@@ -118,6 +118,15 @@ pub trait HostApi: Send + Sync {
         function: &str,
         args: &[u8],
     ) -> HostResult<Vec<u8>>;
+
+    /// Whether this host takes inline attempts of `function` (see [`inline`](crate::inline)):
+    /// while [`inline::is_attempt`](crate::inline::is_attempt) is true it then answers at once
+    /// without an effect, or refuses with [`inline::refuse`](crate::inline::refuse). A host
+    /// that says `false` (the default) is never tried inline.
+    fn answers_inline(&self, function: crate::HostCallName) -> bool {
+        let _ = function;
+        false
+    }
 }
 
 /// Lets an `Arc<dyn HostApi>` (or any shared host) be used where a `HostApi` is expected.
@@ -205,6 +214,9 @@ impl<T: HostApi + ?Sized> HostApi for Arc<T> {
         args: &[u8],
     ) -> HostResult<Vec<u8>> {
         (**self).call_plugin(ctx, plugin, function, args).await
+    }
+    fn answers_inline(&self, function: crate::HostCallName) -> bool {
+        (**self).answers_inline(function)
     }
 }
 

@@ -21,6 +21,8 @@
 //!   neither tonic nor prost nor protox. `unix-channel` (part of `grpc`) holds what both ends
 //!   of a gRPC plugin's connection use: `unix_channel` (HTTP/2 on a Unix socket) and
 //!   `call_stream` (calls as messages on one stream).
+//! - [`inline`]: how a runtime tries a host call on a thread that must not wait, and what a host
+//!   that answers such attempts promises.
 //! - `testing` (feature `testing`): hosts for tests, `MemoryHost` and `RecordingHost`.
 //!
 //! This crate depends on no other GoatKit crate. It does not enforce policies (gk-sandbox), run
@@ -38,6 +40,7 @@ pub mod guest;
 #[cfg(feature = "proto")]
 pub mod handshake;
 mod host;
+pub mod inline;
 mod manifest;
 mod noop_host;
 mod plugin;

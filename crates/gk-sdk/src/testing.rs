@@ -216,6 +216,8 @@ pub struct Reached {
     /// parameters; bytes (a cache value, a body, a plugin call's arguments) as lossy UTF-8 text,
     /// a TTL as `ttl_secs`, a log level by its name.
     pub args: Value,
+    /// Whether it came as an inline attempt ([`crate::inline`]).
+    pub inline: bool,
 }
 
 /// Bytes as text, for a [`Reached`] record.
@@ -231,6 +233,23 @@ pub struct RecordingHost {
     held_key: Option<String>,
     /// How many held calls were given up (their futures dropped).
     given_up: Arc<AtomicUsize>,
+    /// How it treats inline attempts of `db_query` (see [`RecordingHost::inline_db_query`]).
+    inline_db_query: InlineAnswer,
+}
+
+/// How a [`RecordingHost`] treats an inline attempt of `db_query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InlineAnswer {
+    /// It does not take inline attempts (the default, as [`HostApi::answers_inline`]'s).
+    #[default]
+    NotTaken,
+    /// It answers them as any other call.
+    Answered,
+    /// It refuses them, with [`Refusal::lasting`](crate::inline::Refusal::lasting) as given.
+    Refused {
+        /// Whether the refusal says the same call would be refused again.
+        lasting: bool,
+    },
 }
 
 impl std::fmt::Debug for RecordingHost {
@@ -256,7 +275,15 @@ impl RecordingHost {
             reached: Mutex::new(Vec::new()),
             held_key: None,
             given_up: Arc::default(),
+            inline_db_query: InlineAnswer::NotTaken,
         }
+    }
+
+    /// Takes inline attempts of `db_query` and treats them as `answer` says (each attempt is
+    /// recorded, refused or not).
+    pub fn inline_db_query(mut self, answer: InlineAnswer) -> Self {
+        self.inline_db_query = answer;
+        self
     }
 
     /// A `cache_get` of `key` is recorded and then never answers, until its caller gives it up
@@ -299,6 +326,7 @@ impl RecordingHost {
             ctx: ctx.clone(),
             subject: subject.into(),
             args,
+            inline: crate::inline::is_attempt(),
         });
     }
 }
@@ -317,6 +345,11 @@ impl HostApi for RecordingHost {
             query,
             json!({"query": query, "args": args}),
         );
+        if let InlineAnswer::Refused { lasting } = self.inline_db_query
+            && crate::inline::is_attempt()
+        {
+            return Err(crate::inline::refuse("the test host refuses", lasting));
+        }
         self.inner.db_query(ctx, query, args).await
     }
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
@@ -431,6 +464,9 @@ impl HostApi for RecordingHost {
             json!({"plugin": plugin, "function": function, "args": text(args)}),
         );
         self.inner.call_plugin(ctx, plugin, function, args).await
+    }
+    fn answers_inline(&self, function: crate::HostCallName) -> bool {
+        function == crate::HostCallName::DbQuery && self.inline_db_query != InlineAnswer::NotTaken
     }
 }
 

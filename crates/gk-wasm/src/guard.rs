@@ -55,10 +55,16 @@ pub(crate) enum Stop {
     /// The guest called WASI `proc_exit`.
     #[error("the guest called proc_exit({0})")]
     ProcExit(i32),
-    /// The guest called an import while running on its caller's thread (see `inline`): nothing
-    /// reached the host, and the call starts again on a worker thread.
-    #[error("the call moves to a worker thread (the guest called `{0}`)")]
-    Migrate(String),
+    /// The call, running on its caller's thread (see `inline`), needs what only a worker may
+    /// do: an import other than a host call the host answers inline, or an inline host call
+    /// the host refused. Nothing the host did is visible; the call starts again on a worker.
+    #[error("the call moves to a worker thread ({why})")]
+    Migrate {
+        /// What the guest called.
+        why: String,
+        /// Whether the function's next call would move too (so it goes to a worker directly).
+        lasting: bool,
+    },
 }
 
 /// The limit that stopped a call, as its error and the plugin's statistics name it.
@@ -226,6 +232,11 @@ impl Meter {
     }
 }
 
+/// The imports a call running on its caller's thread may make: `host_call` (which moves the
+/// call unless the host answers that function inline), and those that change nothing outside
+/// the guest.
+const INLINE_IMPORTS: [&str; 4] = ["host_call", "host_error", "fail", "clock_ms"];
+
 /// Records why the call stops and returns the trap that stops it.
 pub(crate) fn halt(env: &mut FunctionEnvMut<'_, CallEnv>, stop: Stop) -> RuntimeError {
     env.data_mut().stopped = Some(stop.clone());
@@ -243,8 +254,14 @@ pub(crate) fn enter(
     let data = env.data();
     let stop = match (&data.stopped, &data.active) {
         (Some(stop), _) => Some(stop.clone()),
-        // On the caller's thread no import runs: the call moves before anything reaches the host.
-        (None, Some(_)) if data.inline => Some(Stop::Migrate(import.to_owned())),
+        // On the caller's thread only imports without an effect outside the guest run (a host
+        // call is judged by `host_call`): the call moves before anything reaches the host.
+        (None, Some(_)) if data.inline && !INLINE_IMPORTS.contains(&import) => {
+            Some(Stop::Migrate {
+                why: format!("the guest called `{import}`"),
+                lasting: true,
+            })
+        }
         (None, None) => Some(Stop::OutsideCall(import.to_owned())),
         (None, Some(active)) => active.budget.stop(),
     };

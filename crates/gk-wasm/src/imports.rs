@@ -2,9 +2,10 @@
 //! `host_error`, `fail` and `clock_ms`.
 
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gk_sdk::{HostApi, HostError, LogLevel};
+use gk_sdk::{HostApi, HostCallName, HostError, LogLevel};
 use serde_json::json;
 use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store, TypedFunction,
@@ -12,7 +13,7 @@ use wasmer::{
 
 use crate::abi::{self, HOST_MODULE};
 use crate::guard::{self, ActiveCall, BYTES_PER_POINT, Meter, Stop};
-use crate::host_calls::dispatch;
+use crate::host_calls::{DispatchError, dispatch};
 use crate::limits::LiveLimits;
 
 /// The longest log line a guest may write in one `log` call.
@@ -60,7 +61,8 @@ pub(crate) struct CallEnv {
     /// The guest export the host is running to manage guest memory (`gk_malloc`, `gk_free`),
     /// and what for.
     pub(crate) managing: Option<(&'static str, &'static str)>,
-    /// The call runs on its caller's thread: every import stops it with `Stop::Migrate`.
+    /// The call runs on its caller's thread (see `inline`): imports with an effect stop it with
+    /// `Stop::Migrate`, and a host call is tried inline or moves it.
     pub(crate) inline: bool,
 }
 
@@ -238,6 +240,13 @@ fn serve_host_call(
         )));
     };
     let runtime = data.shared.runtime.clone();
+    if data.inline {
+        let reply = match try_inline(host.as_ref(), &runtime, &active, &name, &args) {
+            Ok(reply) => reply,
+            Err(stop) => return Err(guard::halt(env, stop)),
+        };
+        return finish_host_call(env, &name, reply, max);
+    }
     // The timer is created inside the runtime's context: this is a worker thread, not a tokio one.
     let outcome = runtime.block_on(async {
         tokio::time::timeout_at(
@@ -248,14 +257,64 @@ fn serve_host_call(
     });
     match outcome {
         Err(_elapsed) => Err(guard::halt(env, Stop::Deadline)),
-        Ok(Err(error)) => Ok(env.data_mut().record(&HostError::from(error))),
-        Ok(Ok(reply)) if reply.len() > max => {
+        Ok(reply) => finish_host_call(env, &name, reply, max),
+    }
+}
+
+/// Hands the guest the host's reply (or records its error for `host_error`).
+fn finish_host_call(
+    env: &mut FunctionEnvMut<'_, CallEnv>,
+    name: &str,
+    reply: Result<Vec<u8>, DispatchError>,
+    max: usize,
+) -> Result<i64, RuntimeError> {
+    match reply {
+        Err(error) => Ok(env.data_mut().record(&HostError::from(error))),
+        Ok(reply) if reply.len() > max => {
             Ok(env.data_mut().record(&HostError::InvalidInput(format!(
                 "the reply of {name} has {} bytes, more than the {max} a guest may receive",
                 reply.len()
             ))))
         }
-        Ok(Ok(reply)) => write_to_guest(env, &reply),
+        Ok(reply) => write_to_guest(env, &reply),
+    }
+}
+
+/// A host call of a call running on its caller's thread (see `inline`), which must not wait:
+/// the host's future is polled once as an inline attempt (`gk_sdk::inline`) if the host takes
+/// such attempts of this function. Its answer, or the stop that moves the call to a worker
+/// when the host does not take them, refused, or did not answer at once (its future is
+/// dropped; a host that takes attempts did nothing visible).
+fn try_inline(
+    host: &dyn HostApi,
+    runtime: &tokio::runtime::Handle,
+    active: &ActiveCall,
+    name: &str,
+    args: &[u8],
+) -> Result<Result<Vec<u8>, DispatchError>, Stop> {
+    let moved = |why: String, lasting: bool| Stop::Migrate { why, lasting };
+    let function = name.parse::<HostCallName>().ok();
+    if !function.is_some_and(|function| host.answers_inline(function)) {
+        return Err(moved(
+            format!("the host does not answer `{name}` inline"),
+            true,
+        ));
+    }
+    // Timers the host creates need the runtime's context (this thread may be any caller's).
+    let _runtime = runtime.enter();
+    let mut call = std::pin::pin!(dispatch(host, &active.ctx, name, args));
+    let mut context = Context::from_waker(Waker::noop());
+    let (polled, refusal) = gk_sdk::inline::attempt(|| call.as_mut().poll(&mut context));
+    match (polled, refusal) {
+        (_, Some(refusal)) => Err(moved(
+            format!("the host refused `{name}` inline: {}", refusal.reason),
+            refusal.lasting,
+        )),
+        (Poll::Ready(reply), None) => Ok(reply),
+        (Poll::Pending, None) => Err(moved(
+            format!("the host did not answer `{name}` at once"),
+            true,
+        )),
     }
 }
 

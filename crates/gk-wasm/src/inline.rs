@@ -1,20 +1,27 @@
-//! Calls run on their caller's thread while they stay short and make no host call.
+//! Calls run on their caller's thread while they stay short and do nothing but read.
 //!
 //! Handing a call to a worker thread costs two thread wake-ups and context switches, about as
 //! much CPU as the rest of an HTTP request; most calls of a route are far shorter than that. So a
 //! call first runs on the thread that asks for it, on an instance that thread keeps for the
 //! plugin, with two extra limits:
-//! - **no import**: the first import the guest calls (any of them: `host_call`, `log`, WASI)
-//!   stops it before anything reaches the host ([`Stop::Migrate`]);
+//! - **no effect, no waiting**: an import with an effect outside the guest (`log`, WASI) stops
+//!   it before anything reaches the host ([`Stop::Migrate`]); so does a `host_call`, unless the
+//!   host [answers that function inline](gk_sdk::HostApi::answers_inline): then its future is
+//!   polled once as an inline attempt ([`gk_sdk::inline`]), and the host either answers at once
+//!   without an effect (a read-only SQLite query within a short budget) or refuses, which
+//!   stops the call the same way;
 //! - **a slice of fuel**: [`INLINE_SLICE`] at the calibrated rate (the same backstop factor as
 //!   a call's fuel), so a guest holds its caller's thread (an async runtime's worker) for about a
-//!   millisecond at most.
+//!   millisecond at most, host calls included (each is bounded by the host's own budget).
 //!
 //! A call stopped by either starts again from the beginning on a worker, with its whole fuel and
 //! its original deadline: the guest did nothing the host or anyone else could see (its
-//! instance is discarded; plugins may not rely on memory between calls anyway). A function
-//! that moved is sent to the workers directly from then on (per thread, up to
-//! [`REMEMBERED`] functions). Nested calls (a plugin called by a plugin) always use workers.
+//! instance is discarded; plugins may not rely on memory between calls anyway; reads it made
+//! are made again, and counted again by rate limits and statistics). A function that moved for
+//! a reason that would hold next time (an import, its fuel, a lasting refusal) is sent to the
+//! workers directly from then on (per thread, up to [`REMEMBERED`] functions); one the host
+//! refused for a passing reason (every connection busy) is tried inline again. Nested calls (a
+//! plugin called by a plugin) always use workers.
 //!
 //! Every limit of a worker's call holds inline too: the memory cap (same instances), the
 //! plugin's concurrency (the same permits), fuel (smaller), the deadline (the slice ends far
@@ -175,12 +182,12 @@ pub(crate) fn run(
         ..budget.clone()
     };
     match instance.call_inline(ctx.clone(), function, args, &slice) {
-        Some(outcome) => {
+        Ok(outcome) => {
             give_back(inner, outcome.reusable.then_some(instance), None);
             Some((outcome.result, outcome.stopped_by))
         }
-        None => {
-            give_back(inner, None, Some(function));
+        Err(lasting) => {
+            give_back(inner, None, lasting.then_some(function));
             None
         }
     }

@@ -158,21 +158,28 @@ impl GuestInstance {
         outcome
     }
 
-    /// Runs `gk_call` on the caller's thread (see `inline`): `None` when the guest called an
-    /// import or used up `budget`'s fuel (the call must run again on a worker; this instance is
-    /// spent).
+    /// Runs `gk_call` on the caller's thread (see `inline`). `Err(lasting)` when the call
+    /// must run again on a worker (this instance is spent): the guest called an import only a
+    /// worker may serve, or used up `budget`'s fuel; `lasting` says whether the function's next
+    /// call would move too.
     pub(crate) fn call_inline(
         &mut self,
         ctx: CallContext,
         function: &str,
         args: &[u8],
         budget: &Budget,
-    ) -> Option<Outcome> {
+    ) -> Result<Outcome, bool> {
         self.env.as_mut(&mut self.store).inline = true;
         let outcome = self.call(ctx, function, args, budget.clone());
         self.env.as_mut(&mut self.store).inline = false;
-        let moved = matches!(self.env.as_ref(&self.store).stopped, Some(Stop::Migrate(_)));
-        (!moved && outcome.stopped_by != Some(Limit::Fuel)).then_some(outcome)
+        match &self.env.as_ref(&self.store).stopped {
+            Some(Stop::Migrate { why, lasting }) => {
+                tracing::trace!(function, why, "an inline call moves to a worker");
+                Err(*lasting)
+            }
+            _ if outcome.stopped_by == Some(Limit::Fuel) => Err(true),
+            _ => Ok(outcome),
+        }
     }
 
     fn call_inner(&mut self, function: &str, args: &[u8], budget: &Budget) -> Outcome {
@@ -392,7 +399,7 @@ impl GuestInstance {
         let limit = match stop {
             Some(Stop::Deadline | Stop::Abandoned) => Limit::Deadline,
             Some(Stop::Fuel) => Limit::Fuel,
-            Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_) | Stop::Migrate(_))) => {
+            Some(stop @ (Stop::Reentry { .. } | Stop::OutsideCall(_) | Stop::Migrate { .. })) => {
                 return PluginError::Protocol(stop.to_string());
             }
             Some(Stop::ProcExit(code)) => {

@@ -247,4 +247,11 @@ impl HostApi for ProductionHost {
             .ok_or_else(|| HostError::Unavailable("plugin calls are not connected yet".into()))?;
         caller.call_plugin(ctx, plugin, function, args).await
     }
+
+    /// Read queries: on a SQLite database a read-only statement runs on the spot (on a free
+    /// connection, within a short budget, never waiting for a lock); anything else is refused
+    /// (see [`Databases::query_scoped`]).
+    fn answers_inline(&self, function: gk_sdk::HostCallName) -> bool {
+        function == gk_sdk::HostCallName::DbQuery
+    }
 }

@@ -2,6 +2,7 @@
 
 mod database;
 mod identity;
+mod inline;
 mod limits;
 mod policy_swap;
 mod services;

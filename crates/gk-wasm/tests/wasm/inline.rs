@@ -1,17 +1,26 @@
-//! Calls start on the caller's thread (gk-wasm `inline`): one that makes a host call moves to a
-//! worker before the host sees anything, so each host call reaches the host exactly once; one
-//! that makes none answers where it was asked, the same as a worker would.
+//! Calls start on the caller's thread (gk-wasm `inline`): one that makes a host call the host
+//! does not answer inline moves to a worker before the host sees anything, so each such host
+//! call reaches the host exactly once; one that makes none answers where it was asked, the same
+//! as a worker would; a read the host answers inline stays on the caller's thread, and one the
+//! host refuses, or followed by more computing than the inline slice, runs again on a worker.
 
 use std::sync::Arc;
 
-use gk_sdk::testing::RecordingHost;
+use gk_sdk::testing::{InlineAnswer, RecordingHost};
 use gk_sdk::{CallContext, Plugin};
 
 use crate::support::{ctx, limits, try_load};
 
 async fn recorded(name: &str) -> (gk_wasm::WasmPlugin, Arc<RecordingHost>) {
+    recorded_with(name, RecordingHost::default()).await
+}
+
+async fn recorded_with(
+    name: &str,
+    host: RecordingHost,
+) -> (gk_wasm::WasmPlugin, Arc<RecordingHost>) {
     let plugin = try_load(name, limits(2_000, 16)).await.unwrap();
-    let host = Arc::new(RecordingHost::default());
+    let host = Arc::new(host);
     plugin
         .init(&CallContext::for_plugin(name), host.clone())
         .await
@@ -48,4 +57,66 @@ async fn a_call_without_host_calls_answers_and_reaches_nothing() {
         assert_eq!(reply, br#"{"a":1}"#);
     }
     assert_eq!(host.count(), 0);
+}
+
+const QUERY: &[u8] = br#"{"query":"SELECT 1","args":[]}"#;
+
+/// Whether each call that reached the host came as an inline attempt.
+fn attempts(host: &RecordingHost) -> Vec<bool> {
+    host.reached().iter().map(|r| r.inline).collect()
+}
+
+#[tokio::test]
+async fn a_read_the_host_answers_inline_stays_on_the_callers_thread() {
+    let host = RecordingHost::default().inline_db_query(InlineAnswer::Answered);
+    let (plugin, host) = recorded_with("proxy", host).await;
+    for _ in 0..3 {
+        let reply = plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+        assert_eq!(reply, b"[]");
+    }
+    assert_eq!(attempts(&host), [true, true, true]);
+}
+
+#[tokio::test]
+async fn a_read_the_host_does_not_take_inline_reaches_it_once_from_a_worker() {
+    let (plugin, host) = recorded("proxy").await;
+    for _ in 0..2 {
+        plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+    }
+    assert_eq!(attempts(&host), [false, false]);
+}
+
+#[tokio::test]
+async fn a_lasting_refusal_sends_the_function_to_the_workers() {
+    let host = RecordingHost::default().inline_db_query(InlineAnswer::Refused { lasting: true });
+    let (plugin, host) = recorded_with("proxy", host).await;
+    for _ in 0..3 {
+        let reply = plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+        assert_eq!(reply, b"[]", "the worker's answer, not the refusal");
+    }
+    // Refused inline once, then run on a worker; the next calls go there directly.
+    assert_eq!(attempts(&host), [true, false, false, false]);
+}
+
+#[tokio::test]
+async fn a_passing_refusal_is_tried_inline_again() {
+    let host = RecordingHost::default().inline_db_query(InlineAnswer::Refused { lasting: false });
+    let (plugin, host) = recorded_with("proxy", host).await;
+    for _ in 0..2 {
+        plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+    }
+    assert_eq!(attempts(&host), [true, false, true, false]);
+}
+
+#[tokio::test]
+async fn a_read_followed_by_long_computing_runs_again_on_a_worker() {
+    let host = RecordingHost::default().inline_db_query(InlineAnswer::Answered);
+    let (plugin, host) = recorded_with("read_then_spin", host).await;
+    for _ in 0..2 {
+        let reply = plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+        assert_eq!(reply, b"[]");
+    }
+    // The inline slice ran out after the read: the call ran again on a worker, and the
+    // function goes there directly from then on.
+    assert_eq!(attempts(&host), [true, false, false]);
 }

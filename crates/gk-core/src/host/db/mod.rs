@@ -201,6 +201,11 @@ impl Databases {
 
     /// Runs a plugin's read query, checked by its sandbox (`?` placeholders; `$1, $2, …` on
     /// PostgreSQL), on the plugin pool, with `scope` enforced by the engine where it can.
+    ///
+    /// In an inline attempt ([`gk_sdk::inline`]) it answers only a read-only statement on a
+    /// SQLite database that finds a free connection and the plugin's query slot at once and
+    /// ends within a short budget without waiting for a lock; it refuses anything else before
+    /// it runs (a statement interrupted at the budget has changed nothing).
     pub async fn query_scoped(
         &self,
         plugin: &str,
@@ -251,6 +256,20 @@ impl Databases {
             .entry(plugin.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_concurrent_queries)))
             .clone();
+        if gk_sdk::inline::is_attempt() {
+            if !matches!(pool, PluginPool::Sqlite(_)) {
+                return Err(gk_sdk::inline::refuse(
+                    format!("database `{name}` is a database server"),
+                    true,
+                ));
+            }
+            if slots.available_permits() == 0 {
+                return Err(gk_sdk::inline::refuse(
+                    "the plugin runs max_concurrent_queries queries already",
+                    false,
+                ));
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.limits.query_timeout;
         let _slot = tokio::time::timeout_at(deadline, slots.acquire_owned())
             .await

@@ -42,6 +42,10 @@ const BUSY_TIMEOUT_MS: c_int = 5_000;
 /// How often (in SQLite virtual machine steps) a plugin statement checks its deadline.
 const DEADLINE_STEPS: c_int = 1000;
 
+/// How long a statement may run in an inline attempt ([`gk_sdk::inline`]), on a thread that
+/// must not wait: past it the statement is interrupted (a read changed nothing) and refused.
+pub(super) const INLINE_BUDGET: Duration = Duration::from_micros(250);
+
 /// How to open a connection of the pool.
 #[derive(Debug)]
 struct Target {
@@ -116,7 +120,8 @@ impl SqlitePluginPool {
     }
 
     /// Runs one plugin statement under `scope` on a connection of the pool: on this thread on
-    /// a multi-threaded runtime (see [`blocking`]), on a blocking thread otherwise.
+    /// a multi-threaded runtime (see [`blocking`]), on a blocking thread otherwise. In an
+    /// inline attempt, on this thread at once, or refused (see [`Connection::run`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run(
         self: &Arc<Self>,
@@ -129,6 +134,25 @@ impl SqlitePluginPool {
         collect: Collected,
     ) -> HostResult<Collected> {
         let deadline = Instant::now() + limits.query_timeout;
+        if gk_sdk::inline::is_attempt() {
+            let Ok(_slot) = self.slots.try_acquire() else {
+                return Err(gk_sdk::inline::refuse(
+                    format!("every connection to database `{database}` is busy"),
+                    false,
+                ));
+            };
+            let job = Job {
+                plugin: plugin.to_owned(),
+                database: database.to_owned(),
+                scope: scope.clone(),
+                sql: sql.to_owned(),
+                values,
+                deadline: deadline.min(Instant::now() + INLINE_BUDGET),
+                limits,
+                inline: true,
+            };
+            return self.run_here(&job, collect);
+        }
         let slot = tokio::time::timeout(limits.query_timeout, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| timed_out(limits.query_timeout))?
@@ -141,6 +165,7 @@ impl SqlitePluginPool {
             values,
             deadline,
             limits,
+            inline: false,
         };
         let pool = Arc::clone(self);
         blocking(move || {
@@ -198,6 +223,9 @@ struct Job {
     values: Vec<sea_orm::Value>,
     deadline: Instant,
     limits: Limits,
+    /// An inline attempt: read-only statements only, no waiting for a lock, interrupted at
+    /// `deadline` and then refused.
+    inline: bool,
 }
 
 /// A compiled statement kept for reuse, and whose it is.
@@ -313,12 +341,22 @@ impl Connection {
         Failure { code, message }
     }
 
-    /// Runs `job` under its plugin's rules and sorts out what SQLite said.
+    /// Runs `job` under its plugin's rules and sorts out what SQLite said. An inline job
+    /// never waits for a lock (SQLite's busy handler is off for it) and is refused when its
+    /// statement would write, met a lock, or was interrupted at its short deadline.
     fn run(&mut self, job: &Job, collect: Collected) -> HostResult<Collected> {
         self.deadline.set(job.deadline);
         let rules = Arc::new(StatementRules::new(&job.database, job.scope.clone()));
         let active = ActiveStatement::begin(self.handle, rules.clone());
+        if job.inline {
+            // SAFETY: an open connection used by this thread only.
+            unsafe { ffi::sqlite3_busy_timeout(self.handle.as_ptr(), 0) };
+        }
         let result = self.execute(job, &rules, collect);
+        if job.inline {
+            // SAFETY: as above.
+            unsafe { ffi::sqlite3_busy_timeout(self.handle.as_ptr(), BUSY_TIMEOUT_MS) };
+        }
         drop(active);
         let refused = rules.refused();
         if !refused.is_empty() {
@@ -332,6 +370,14 @@ impl Connection {
         let database = &job.database;
         result.map_err(|failure| match failure {
             Err(host) => host,
+            Ok(f) if job.inline && f.code & 0xff == ffi::SQLITE_INTERRUPT => {
+                gk_sdk::inline::refuse("the statement outlasted the inline budget", true)
+            }
+            Ok(f)
+                if job.inline && matches!(f.code & 0xff, ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) =>
+            {
+                gk_sdk::inline::refuse(format!("database `{database}` is locked"), false)
+            }
             Ok(f) if f.code & 0xff == ffi::SQLITE_INTERRUPT => timed_out(job.limits.query_timeout),
             // SQLite says `not authorized` with SQLITE_AUTH, or SQLITE_ERROR for a function.
             Ok(f) if f.code & 0xff == ffi::SQLITE_AUTH || f.message.contains("not authorized") => {
@@ -371,13 +417,28 @@ impl Connection {
         let (statement, keep) = match cached {
             Some(statement) => (statement, true),
             None => {
-                let statement = self.prepare(&job.sql, job.deadline).map_err(Ok)?;
+                // An inline job does not wait for a locked schema.
+                let wait_until = if job.inline {
+                    Instant::now()
+                } else {
+                    job.deadline
+                };
+                let statement = self.prepare(&job.sql, wait_until).map_err(Ok)?;
                 // A statement that changed the schema is compiled each time.
                 let keep = !rules.changes_schema();
                 (statement, keep)
             }
         };
-        let outcome = self.step_all(statement, job, &mut collect);
+        // SAFETY: a live statement of this connection.
+        let writes = unsafe { ffi::sqlite3_stmt_readonly(statement.as_ptr()) } == 0;
+        let outcome = if job.inline && writes {
+            Err(Err(gk_sdk::inline::refuse(
+                "the statement writes to the database",
+                true,
+            )))
+        } else {
+            self.step_all(statement, job, &mut collect)
+        };
         // SAFETY: `statement` is a live statement of this connection; a reset ends its read
         // transaction, and cleared bindings drop the arguments' copies.
         unsafe {
@@ -514,6 +575,7 @@ impl Connection {
                 // Another connection of a shared-cache (in-memory) database holds the table.
                 code if code & 0xff == ffi::SQLITE_LOCKED
                     && !delivered
+                    && !job.inline
                     && Instant::now() < job.deadline =>
                 {
                     // SAFETY: as above; the bindings stay.
