@@ -162,6 +162,40 @@ impl SandboxedHostApi {
         verdict
     }
 
+    /// `db_query` but its error log.
+    async fn query(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
+        let policy = self.policy.load_full();
+        let mut checked = None;
+        self.admit(
+            &policy,
+            HostCallName::DbQuery,
+            || {
+                checked = Some(check_statement(
+                    &policy,
+                    &self.config,
+                    SqlCall::Query,
+                    query,
+                    args,
+                )?);
+                Ok(())
+            },
+            OwnLimit::Db,
+        )
+        .await?;
+        let Some(checked) = checked else {
+            return Err(HostError::Backend("the SQL guard gave no decision".into()));
+        };
+        let scope = policy.table_scope();
+        let result = self
+            .inner
+            .db_query_scoped(&self.stamp(ctx), &scope, &checked.sql, args)
+            .await;
+        if result.is_err() && gk_sdk::inline::is_refused() {
+            return result;
+        }
+        self.account(result, &self.counters.db_queries)
+    }
+
     /// Counts the outcome of a call that reached the inner host.
     fn account<T>(&self, result: HostResult<T>, counter: &AtomicU64) -> HostResult<T> {
         SandboxCounters::bump(if result.is_ok() {
@@ -194,40 +228,22 @@ fn check_statement(
 
 #[async_trait]
 impl HostApi for SandboxedHostApi {
-    #[instrument(name = "gk.host.db.query", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
+    /// An inline attempt the host refused (`gk_sdk::inline`) is neither logged nor counted as
+    /// an error: the call runs again where it may wait.
+    #[instrument(name = "gk.host.db.query", skip_all, fields(plugin = %self.plugin))]
     async fn db_query(
         &self,
         ctx: &CallContext,
         query: &str,
         args: &[Value],
     ) -> HostResult<Vec<Row>> {
-        let policy = self.policy.load_full();
-        let mut checked = None;
-        self.admit(
-            &policy,
-            HostCallName::DbQuery,
-            || {
-                checked = Some(check_statement(
-                    &policy,
-                    &self.config,
-                    SqlCall::Query,
-                    query,
-                    args,
-                )?);
-                Ok(())
-            },
-            OwnLimit::Db,
-        )
-        .await?;
-        let Some(checked) = checked else {
-            return Err(HostError::Backend("the SQL guard gave no decision".into()));
-        };
-        let scope = policy.table_scope();
-        let result = self
-            .inner
-            .db_query_scoped(&self.stamp(ctx), &scope, &checked.sql, args)
-            .await;
-        self.account(result, &self.counters.db_queries)
+        let result = self.query(ctx, query, args).await;
+        if let Err(error) = &result
+            && !gk_sdk::inline::is_refused()
+        {
+            tracing::error!(error = %error);
+        }
+        result
     }
 
     #[instrument(name = "gk.host.db.exec", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]

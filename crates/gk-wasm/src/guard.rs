@@ -256,7 +256,7 @@ pub(crate) fn enter(
         (Some(stop), _) => Some(stop.clone()),
         // On the caller's thread only imports without an effect outside the guest run (a host
         // call is judged by `host_call`): the call moves before anything reaches the host.
-        (None, Some(_)) if data.inline && !INLINE_IMPORTS.contains(&import) => {
+        (None, Some(_)) if data.inline.is_some() && !INLINE_IMPORTS.contains(&import) => {
             Some(Stop::Migrate {
                 why: format!("the guest called `{import}`"),
                 lasting: true,

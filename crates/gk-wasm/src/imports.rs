@@ -61,9 +61,9 @@ pub(crate) struct CallEnv {
     /// The guest export the host is running to manage guest memory (`gk_malloc`, `gk_free`),
     /// and what for.
     pub(crate) managing: Option<(&'static str, &'static str)>,
-    /// The call runs on its caller's thread (see `inline`): imports with an effect stop it with
-    /// `Stop::Migrate`, and a host call is tried inline or moves it.
-    pub(crate) inline: bool,
+    /// The call runs on its caller's thread (see `inline`) until this time at most: imports
+    /// with an effect stop it with `Stop::Migrate`, and a host call is tried inline or moves it.
+    pub(crate) inline: Option<std::time::Instant>,
 }
 
 impl CallEnv {
@@ -79,7 +79,7 @@ impl CallEnv {
             stopped: None,
             in_host_call: false,
             managing: None,
-            inline: false,
+            inline: None,
         }
     }
 
@@ -240,8 +240,8 @@ fn serve_host_call(
         )));
     };
     let runtime = data.shared.runtime.clone();
-    if data.inline {
-        let reply = match try_inline(host.as_ref(), &runtime, &active, &name, &args) {
+    if let Some(until) = data.inline {
+        let reply = match try_inline(host.as_ref(), &runtime, &active, until, &name, &args) {
             Ok(reply) => reply,
             Err(stop) => return Err(guard::halt(env, stop)),
         };
@@ -280,15 +280,17 @@ fn finish_host_call(
     }
 }
 
-/// A host call of a call running on its caller's thread (see `inline`), which must not wait:
-/// the host's future is polled once as an inline attempt (`gk_sdk::inline`) if the host takes
-/// such attempts of this function. Its answer, or the stop that moves the call to a worker
-/// when the host does not take them, refused, or did not answer at once (its future is
-/// dropped; a host that takes attempts did nothing visible).
+/// A host call of a call running on its caller's thread (see `inline`), which must not wait
+/// and must be over by `until`: the host's future is polled once as an inline attempt
+/// (`gk_sdk::inline`, answered by `until`) if the host takes such attempts of this function.
+/// Its answer, or the stop that moves the call to a worker when the host does not take them,
+/// refused, or did not answer at once (its future is dropped; a host that takes attempts did
+/// nothing visible), or `until` has passed.
 fn try_inline(
     host: &dyn HostApi,
     runtime: &tokio::runtime::Handle,
     active: &ActiveCall,
+    until: std::time::Instant,
     name: &str,
     args: &[u8],
 ) -> Result<Result<Vec<u8>, DispatchError>, Stop> {
@@ -300,21 +302,35 @@ fn try_inline(
             true,
         ));
     }
+    if std::time::Instant::now() >= until {
+        return Err(moved(
+            format!("its time on the caller's thread was over before `{name}`"),
+            false,
+        ));
+    }
     // Timers the host creates need the runtime's context (this thread may be any caller's).
     let _runtime = runtime.enter();
     let mut call = std::pin::pin!(dispatch(host, &active.ctx, name, args));
     let mut context = Context::from_waker(Waker::noop());
-    let (polled, refusal) = gk_sdk::inline::attempt(|| call.as_mut().poll(&mut context));
+    let (polled, refusal) = gk_sdk::inline::attempt(until, || call.as_mut().poll(&mut context));
     match (polled, refusal) {
         (_, Some(refusal)) => Err(moved(
             format!("the host refused `{name}` inline: {}", refusal.reason),
             refusal.lasting,
         )),
         (Poll::Ready(reply), None) => Ok(reply),
-        (Poll::Pending, None) => Err(moved(
-            format!("the host did not answer `{name}` at once"),
-            true,
-        )),
+        (Poll::Pending, None) => {
+            // A host that takes attempts refuses instead of waiting: say so, without holding
+            // it against the function.
+            tracing::warn!(
+                function = name,
+                "the host neither answered nor refused an inline host call"
+            );
+            Err(moved(
+                format!("the host did not answer `{name}` at once"),
+                false,
+            ))
+        }
     }
 }
 

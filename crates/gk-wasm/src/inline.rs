@@ -3,7 +3,7 @@
 //! Handing a call to a worker thread costs two thread wake-ups and context switches, about as
 //! much CPU as the rest of an HTTP request; most calls of a route are far shorter than that. So a
 //! call first runs on the thread that asks for it, on an instance that thread keeps for the
-//! plugin, with two extra limits:
+//! plugin, with extra limits:
 //! - **no effect, no waiting**: an import with an effect outside the guest (`log`, WASI) stops
 //!   it before anything reaches the host ([`Stop::Migrate`]); so does a `host_call`, unless the
 //!   host [answers that function inline](gk_sdk::HostApi::answers_inline): then its future is
@@ -11,20 +11,24 @@
 //!   without an effect (a read-only SQLite query within a short budget) or refuses, which
 //!   stops the call the same way;
 //! - **a slice of fuel**: [`INLINE_SLICE`] at the calibrated rate (the same backstop factor as
-//!   a call's fuel), so a guest holds its caller's thread (an async runtime's worker) for about a
-//!   millisecond at most, host calls included (each is bounded by the host's own budget).
+//!   a call's fuel) for the guest's own computing;
+//! - **a wall-clock bound**: [`INLINE_WALL`] for everything, host calls included: no host call
+//!   is tried past it, and the host answers one it tries by then (or refuses). So a guest holds
+//!   its caller's thread (an async runtime's worker) for about a millisecond at most.
 //!
-//! A call stopped by either starts again from the beginning on a worker, with its whole fuel and
-//! its original deadline: the guest did nothing the host or anyone else could see (its
+//! A call stopped by any of them starts again from the beginning on a worker, with its whole
+//! fuel and its original deadline: the guest did nothing the host or anyone else could see (its
 //! instance is discarded; plugins may not rely on memory between calls anyway; reads it made
 //! are made again, and counted again by rate limits and statistics). A function that moved for
 //! a reason that would hold next time (an import, its fuel, a lasting refusal) is sent to the
-//! workers directly from then on (per thread, up to [`REMEMBERED`] functions); one the host
-//! refused for a passing reason (every connection busy) is tried inline again. Nested calls (a
-//! plugin called by a plugin) always use workers.
+//! workers directly from then on (per thread, up to [`REMEMBERED`] functions); one that moved
+//! for a passing reason (every connection busy, a lock, the wall-clock bound) is tried inline
+//! again, up to [`PASSING_REFUSALS`] times in a row. Nested calls (a plugin called by a plugin)
+//! always use workers.
 //!
 //! Every limit of a worker's call holds inline too: the memory cap (same instances), the
-//! plugin's concurrency (the same permits), fuel (smaller), the deadline (the slice ends far
+//! plugin's concurrency (the same permits; a call that may run inline waits for one before it
+//! starts, and takes it to a worker if it moves), fuel (smaller), the deadline (the slice ends far
 //! earlier). At most one instance per thread per plugin, and at most as many threads per plugin
 //! as the machine has cores.
 
@@ -42,6 +46,14 @@ use crate::plugin::{Answer, PluginInner};
 
 /// How long a call may compute on its caller's thread, as fuel at the calibrated rate.
 pub(crate) const INLINE_SLICE: Duration = Duration::from_micros(100);
+
+/// How long a call may hold its caller's thread, host calls included: a host call is not tried
+/// inline past it, and one tried is answered by then (or refused).
+pub(crate) const INLINE_WALL: Duration = Duration::from_millis(1);
+
+/// Passing refusals in a row after which a function is sent to the workers as if the refusal
+/// were lasting.
+pub(crate) const PASSING_REFUSALS: u8 = 8;
 
 /// Functions remembered per plugin and thread as moving to a worker.
 pub(crate) const REMEMBERED: usize = 256;
@@ -74,6 +86,8 @@ struct Slot {
     plugin: Weak<PluginInner>,
     instance: Option<GuestInstance>,
     to_worker: HashSet<Box<str>>,
+    /// Functions whose last calls moved for a passing reason, and how many in a row.
+    passing: HashMap<Box<str>, u8>,
 }
 
 impl Slot {
@@ -121,6 +135,7 @@ fn take(inner: &Arc<PluginInner>, function: &str) -> Option<Option<GuestInstance
                     plugin: Arc::downgrade(inner),
                     instance: None,
                     to_worker: HashSet::new(),
+                    passing: HashMap::new(),
                 },
             );
             Some(None)
@@ -129,8 +144,18 @@ fn take(inner: &Arc<PluginInner>, function: &str) -> Option<Option<GuestInstance
         .flatten()
 }
 
-/// Gives the instance back (if it may take more calls), remembering a function that moved.
-fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, moved: Option<&str>) {
+/// How an inline call ended, for the function's next call on this thread.
+enum Ended {
+    /// It answered.
+    Answered,
+    /// It moved; `lasting`: for a reason that would hold next time.
+    Moved { lasting: bool },
+}
+
+/// Gives the instance back (if it may take more calls) and notes how `function`'s call ended:
+/// a function that moved for a lasting reason, or for passing ones [`PASSING_REFUSALS`] times in
+/// a row, goes to the workers from then on.
+fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, function: &str, ended: Ended) {
     let _ = SLOTS.try_with(|slots| {
         let Ok(mut slots) = slots.try_borrow_mut() else {
             return;
@@ -139,7 +164,25 @@ fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, moved: Option
             return;
         };
         slot.instance = instance;
-        if let Some(function) = moved {
+        let lasting = match ended {
+            Ended::Answered => {
+                if !slot.passing.is_empty() {
+                    slot.passing.remove(function);
+                }
+                false
+            }
+            Ended::Moved { lasting: true } => true,
+            Ended::Moved { lasting: false } => {
+                if slot.passing.len() >= REMEMBERED {
+                    slot.passing.clear();
+                }
+                let count = slot.passing.entry(function.into()).or_default();
+                *count += 1;
+                *count >= PASSING_REFUSALS
+            }
+        };
+        if lasting {
+            slot.passing.remove(function);
             if slot.to_worker.len() >= REMEMBERED {
                 slot.to_worker.clear();
             }
@@ -148,8 +191,24 @@ fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, moved: Option
     });
 }
 
-/// Runs the call on this thread if it can: its answer, or `None` when it must run on a worker
-/// (nothing the guest did is visible).
+/// Whether a call of `function` may be tried on this thread: not nested, and not a function
+/// sent to the workers here (the slot is checked again by [`run`], on the thread that runs it).
+pub(crate) fn may_try(inner: &PluginInner, ctx: &CallContext, function: &str) -> bool {
+    ctx.depth == 0
+        && !inner.pool.is_closed()
+        && SLOTS
+            .try_with(|slots| {
+                slots.try_borrow().is_ok_and(|slots| {
+                    slots
+                        .get(&inner.inline.id)
+                        .is_none_or(|slot| !slot.to_worker.contains(function))
+                })
+            })
+            .unwrap_or(false)
+}
+
+/// Runs the call on this thread if it can, under one of the plugin's permits the caller holds:
+/// its answer, or `None` when it must run on a worker (nothing the guest did is visible).
 pub(crate) fn run(
     inner: &Arc<PluginInner>,
     ctx: &CallContext,
@@ -160,7 +219,6 @@ pub(crate) fn run(
     if ctx.depth > 0 || inner.pool.is_closed() {
         return None;
     }
-    let _permit = inner.pool.permits.try_acquire().ok()?;
     let kept = take(inner, function)?;
     // An instance made under another memory cap makes way for one under the new cap.
     let kept = kept.filter(|i| i.generation == inner.shared.limits.generation());
@@ -183,11 +241,12 @@ pub(crate) fn run(
     };
     match instance.call_inline(ctx.clone(), function, args, &slice) {
         Ok(outcome) => {
-            give_back(inner, outcome.reusable.then_some(instance), None);
+            let reusable = outcome.reusable.then_some(instance);
+            give_back(inner, reusable, function, Ended::Answered);
             Some((outcome.result, outcome.stopped_by))
         }
         Err(lasting) => {
-            give_back(inner, None, lasting.then_some(function));
+            give_back(inner, None, function, Ended::Moved { lasting });
             None
         }
     }

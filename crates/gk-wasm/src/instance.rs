@@ -1,6 +1,7 @@
 //! One instance of a plugin's module, with its own store, and the ABI calls made on it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use gk_sdk::{CallContext, PluginError};
 use wasmer::{
@@ -11,6 +12,7 @@ use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_rem
 use crate::abi::{self, GuestExports};
 use crate::guard::{ActiveCall, Budget, Limit, Meter, Stop};
 use crate::imports::{self, CallEnv, Shared};
+use crate::inline::INLINE_WALL;
 use crate::interrupt::{Armed, InterruptFlag};
 use crate::{WasmError, wasi};
 
@@ -169,9 +171,9 @@ impl GuestInstance {
         args: &[u8],
         budget: &Budget,
     ) -> Result<Outcome, bool> {
-        self.env.as_mut(&mut self.store).inline = true;
+        self.env.as_mut(&mut self.store).inline = Some(Instant::now() + INLINE_WALL);
         let outcome = self.call(ctx, function, args, budget.clone());
-        self.env.as_mut(&mut self.store).inline = false;
+        self.env.as_mut(&mut self.store).inline = None;
         match &self.env.as_ref(&self.store).stopped {
             Some(Stop::Migrate { why, lasting }) => {
                 tracing::trace!(function, why, "an inline call moves to a worker");

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use gk_sdk::{
     CallContext, GkRegistration, HostApi, LimitStops, Plugin, PluginError, ResourcePolicy,
 };
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, oneshot};
 use wasmer::{Engine, Module};
 
 use crate::WasmLimits;
@@ -149,30 +149,60 @@ impl WasmPlugin {
     /// ends, answered or not, the call is marked abandoned and its interrupt flag raised, so a
     /// guest still running stops at its next loop iteration, function call or import (and its
     /// instance is discarded).
+    /// `permit`: one of the plugin's permits the caller holds already.
     async fn run(
         &self,
         ctx: &CallContext,
         budget: &Budget,
         work: Work,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<u8>, PluginError> {
-        let (result, stopped_by) = self.wait(ctx, budget, work).await;
+        let (result, stopped_by) = self.wait(ctx, budget, work, permit).await;
         if let Some(limit) = stopped_by {
             self.inner.stops.count(limit);
         }
         result
     }
 
+    /// One of the plugin's permits (its calls at once), waited for until the call's deadline;
+    /// `None` for a nested call when none is free (a plugin calling itself through the host
+    /// gets an extra worker rather than waiting for the one its caller holds).
+    async fn permit(
+        &self,
+        ctx: &CallContext,
+        budget: &Budget,
+    ) -> Result<Option<OwnedSemaphorePermit>, Answer> {
+        let permits = &self.inner.pool.permits;
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(TryAcquireError::Closed) => Err((Err(closed()), None)),
+            Err(TryAcquireError::NoPermits) if ctx.depth > 0 => Ok(None),
+            Err(TryAcquireError::NoPermits) => {
+                let waited = tokio::time::timeout_at(
+                    budget.deadline.into(),
+                    permits.clone().acquire_owned(),
+                )
+                .await;
+                match waited {
+                    Ok(Ok(permit)) => Ok(Some(permit)),
+                    Ok(Err(_)) => Err((Err(closed()), None)),
+                    Err(_) => Err(timed_out(budget)),
+                }
+            }
+        }
+    }
+
     /// [`run`](Self::run) without the counting.
-    async fn wait(&self, ctx: &CallContext, budget: &Budget, work: Work) -> Answer {
+    async fn wait(
+        &self,
+        ctx: &CallContext,
+        budget: &Budget,
+        work: Work,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Answer {
         let _abandon = budget.abandon_on_drop();
         let deadline = budget.deadline;
         let inner = &self.inner;
-        let timeout = || {
-            let ran = budget.started.elapsed();
-            let error = Limit::Deadline.error("call", ran, budget.timeout, "");
-            (Err(error), Some(Limit::Deadline))
-        };
-        let closed = || PluginError::Unavailable("the plugin has been shut down".into());
         let crashed = || {
             let problem = "the guest's worker stopped during the call";
             (Err(PluginError::Crashed(problem.into())), None)
@@ -180,20 +210,11 @@ impl WasmPlugin {
         if inner.pool.is_closed() {
             return (Err(closed()), None);
         }
-        let permit = match inner.pool.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            // A nested call (a plugin calling itself through the host) gets an extra worker
-            // rather than waiting for the one its caller holds.
-            Err(_) if ctx.depth > 0 => None,
-            Err(_) => match tokio::time::timeout_at(
-                deadline.into(),
-                inner.pool.permits.clone().acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(permit)) => Some(permit),
-                Ok(Err(_)) => return (Err(closed()), None),
-                Err(_) => return timeout(),
+        let permit = match permit {
+            Some(permit) => Some(permit),
+            None => match self.permit(ctx, budget).await {
+                Ok(permit) => permit,
+                Err(answer) => return answer,
             },
         };
         let worker = match inner.pool.worker(inner.shared.name()) {
@@ -223,7 +244,7 @@ impl WasmPlugin {
             }
         }
         match tokio::time::timeout_at(deadline.into(), answer).await {
-            Err(_elapsed) => timeout(),
+            Err(_elapsed) => timed_out(budget),
             Ok(Err(_dropped)) => crashed(),
             Ok(Ok(answer)) => answer,
         }
@@ -259,12 +280,28 @@ impl Plugin for WasmPlugin {
         // Short calls without host calls answer on this thread; the others go to a worker.
         // The manager's `gk.plugin.call` span is current: say which path answered.
         let span = tracing::Span::current();
-        if let Some((result, stopped_by)) = inline::run(&self.inner, ctx, function, args, &budget) {
-            if let Some(limit) = stopped_by {
-                self.inner.stops.count(limit);
+        // A call that may run inline waits for its permit here (not on the workers' path), so
+        // that calls queued for a permit do not push later ones off their caller's thread.
+        let mut permit = None;
+        if inline::may_try(&self.inner, ctx, function) {
+            let held = match self.permit(ctx, &budget).await {
+                Ok(permit) => permit,
+                Err((result, stopped_by)) => {
+                    if let Some(limit) = stopped_by {
+                        self.inner.stops.count(limit);
+                    }
+                    return result;
+                }
+            };
+            if let Some(answer) = inline::run(&self.inner, ctx, function, args, &budget) {
+                let (result, stopped_by) = answer;
+                if let Some(limit) = stopped_by {
+                    self.inner.stops.count(limit);
+                }
+                span.record("wasm.inline", true);
+                return result;
             }
-            span.record("wasm.inline", true);
-            return result;
+            permit = held;
         }
         span.record("wasm.inline", false);
         let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
@@ -275,7 +312,7 @@ impl Plugin for WasmPlugin {
             let _entered = span.enter();
             instance.call(call_ctx, &function, &args, guest_budget)
         });
-        self.run(ctx, &budget, work).await
+        self.run(ctx, &budget, work, permit).await
     }
 
     async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {
@@ -300,4 +337,16 @@ impl Plugin for WasmPlugin {
         }
         Ok(())
     }
+}
+
+/// The error of a call to a plugin that has been shut down.
+fn closed() -> PluginError {
+    PluginError::Unavailable("the plugin has been shut down".into())
+}
+
+/// The answer of a call whose deadline passed before it was answered.
+fn timed_out(budget: &Budget) -> Answer {
+    let ran = budget.started.elapsed();
+    let error = Limit::Deadline.error("call", ran, budget.timeout, "");
+    (Err(error), Some(Limit::Deadline))
 }

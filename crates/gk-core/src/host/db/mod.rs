@@ -21,6 +21,7 @@ mod roles;
 mod sqlite_authorizer;
 mod sqlite_pool;
 mod sqlite_values;
+mod sqlite_watchdog;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -256,30 +257,31 @@ impl Databases {
             .entry(plugin.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_concurrent_queries)))
             .clone();
-        if gk_sdk::inline::is_attempt() {
+        let _slot = if gk_sdk::inline::is_attempt() {
             if !matches!(pool, PluginPool::Sqlite(_)) {
                 return Err(gk_sdk::inline::refuse(
                     format!("database `{name}` is a database server"),
                     true,
                 ));
             }
-            if slots.available_permits() == 0 {
-                return Err(gk_sdk::inline::refuse(
+            slots.try_acquire_owned().map_err(|_| {
+                gk_sdk::inline::refuse(
                     "the plugin runs max_concurrent_queries queries already",
                     false,
-                ));
-            }
-        }
-        let deadline = tokio::time::Instant::now() + self.limits.query_timeout;
-        let _slot = tokio::time::timeout_at(deadline, slots.acquire_owned())
-            .await
-            .map_err(|_| {
-                HostError::Timeout(format!(
-                    "the plugin already runs {} queries (max_concurrent_queries) and none ended within query_timeout",
-                    self.limits.max_concurrent_queries
-                ))
+                )
             })?
-            .map_err(|_| HostError::Unavailable("the database is closing".into()))?;
+        } else {
+            let deadline = tokio::time::Instant::now() + self.limits.query_timeout;
+            tokio::time::timeout_at(deadline, slots.acquire_owned())
+                .await
+                .map_err(|_| {
+                    HostError::Timeout(format!(
+                        "the plugin already runs {} queries (max_concurrent_queries) and none ended within query_timeout",
+                        self.limits.max_concurrent_queries
+                    ))
+                })?
+                .map_err(|_| HostError::Unavailable("the database is closing".into()))?
+        };
         match pool {
             PluginPool::Sqlite(pool) => {
                 let placeholders = sqlite_placeholders(sql).map_err(HostError::InvalidInput)?;

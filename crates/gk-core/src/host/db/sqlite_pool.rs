@@ -31,6 +31,7 @@ use super::Limits;
 use super::results::Collected;
 use super::sqlite_authorizer::{ActiveStatement, StatementRules, install};
 use super::sqlite_values::{Column, bind_all, read_row};
+use super::sqlite_watchdog::Watched;
 use super::timed_out;
 
 /// Compiled statements kept per connection (the least recently used one makes way).
@@ -141,13 +142,14 @@ impl SqlitePluginPool {
                     false,
                 ));
             };
+            let budget = Instant::now() + INLINE_BUDGET;
             let job = Job {
                 plugin: plugin.to_owned(),
                 database: database.to_owned(),
                 scope: scope.clone(),
                 sql: sql.to_owned(),
                 values,
-                deadline: deadline.min(Instant::now() + INLINE_BUDGET),
+                deadline: gk_sdk::inline::deadline().map_or(budget, |by| by.min(budget)),
                 limits,
                 inline: true,
             };
@@ -175,11 +177,21 @@ impl SqlitePluginPool {
         .await
     }
 
-    /// Runs `job` on this thread on a connection of the pool.
+    /// Runs `job` on this thread on a connection of the pool (an inline job only on an idle
+    /// one: opening one reads files).
     fn run_here(&self, job: &Job, collect: Collected) -> HostResult<Collected> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut connection = match idle {
             Some(connection) => connection,
+            None if job.inline => {
+                return Err(gk_sdk::inline::refuse(
+                    format!(
+                        "no connection to database `{}` is open and idle",
+                        job.database
+                    ),
+                    false,
+                ));
+            }
             None => Connection::open(&self.target).map_err(|problem| {
                 HostError::Backend(format!("database `{}`: {problem}", job.database))
             })?,
@@ -247,6 +259,8 @@ struct Connection {
     deadline: Box<Cell<Instant>>,
     statements: HashMap<Key, Cached>,
     uses: u64,
+    /// Interrupts an inline statement at its deadline; `None` if the watchdog did not start.
+    watched: Option<Arc<Watched>>,
 }
 
 // SAFETY: the connection is opened in SQLite's multi-thread mode (`SQLITE_OPEN_NOMUTEX`), in
@@ -278,6 +292,7 @@ impl Connection {
             deadline: Box::new(Cell::new(Instant::now())),
             statements: HashMap::new(),
             uses: 0,
+            watched: Watched::register(handle),
         };
         if code != ffi::SQLITE_OK {
             return Err(connection.failure(code).to_string());
@@ -348,15 +363,27 @@ impl Connection {
         self.deadline.set(job.deadline);
         let rules = Arc::new(StatementRules::new(&job.database, job.scope.clone()));
         let active = ActiveStatement::begin(self.handle, rules.clone());
-        if job.inline {
+        let result = if job.inline {
+            // One step can outlast the progress handler's checks (a table's count is one): the
+            // watchdog interrupts it from outside.
+            let Some(watched) = self.watched.clone() else {
+                return Err(gk_sdk::inline::refuse(
+                    "the SQLite watchdog is not running",
+                    true,
+                ));
+            };
             // SAFETY: an open connection used by this thread only.
             unsafe { ffi::sqlite3_busy_timeout(self.handle.as_ptr(), 0) };
-        }
-        let result = self.execute(job, &rules, collect);
-        if job.inline {
+            watched.arm(job.deadline);
+            let result = self.execute(job, &rules, collect);
+            // After `execute` has reset the statement, so no later one can be interrupted.
+            watched.disarm();
             // SAFETY: as above.
             unsafe { ffi::sqlite3_busy_timeout(self.handle.as_ptr(), BUSY_TIMEOUT_MS) };
-        }
+            result
+        } else {
+            self.execute(job, &rules, collect)
+        };
         drop(active);
         let refused = rules.refused();
         if !refused.is_empty() {
@@ -371,7 +398,7 @@ impl Connection {
         result.map_err(|failure| match failure {
             Err(host) => host,
             Ok(f) if job.inline && f.code & 0xff == ffi::SQLITE_INTERRUPT => {
-                gk_sdk::inline::refuse("the statement outlasted the inline budget", true)
+                gk_sdk::inline::refuse("the statement outlasted the inline budget", false)
             }
             Ok(f)
                 if job.inline && matches!(f.code & 0xff, ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED) =>
@@ -596,6 +623,9 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        if let Some(watched) = &self.watched {
+            watched.close();
+        }
         for (_, cached) in self.statements.drain() {
             // SAFETY: statements of this connection, finalized once.
             unsafe { ffi::sqlite3_finalize(cached.statement.as_ptr()) };

@@ -1,0 +1,196 @@
+//! Stops inline statements at their deadline from outside the statement.
+//!
+//! A plugin statement's deadline is checked by SQLite's progress handler, which runs between
+//! virtual-machine steps; but one step can walk a whole table (`SELECT count(*) FROM t` is a
+//! single `OP_Count`, a sort is one step), so a statement tried inline on a thread that must not
+//! wait (an async runtime's worker) could hold it for as long as the table is large. The
+//! watchdog is one thread that, while inline statements run, looks every [`TICK`] at the
+//! connections armed with a deadline and interrupts those past it (`sqlite3_interrupt`, which
+//! SQLite lets any thread call on an open connection). It parks after [`IDLE_TICKS`] ticks
+//! without a statement armed, so an idle server spends nothing on it.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use libsqlite3_sys as ffi;
+
+/// How often the watchdog looks while statements are armed: a statement runs at most about
+/// this much past its deadline.
+pub(super) const TICK: Duration = Duration::from_millis(1);
+
+/// Ticks without a statement armed after which the watchdog parks.
+const IDLE_TICKS: u32 = 100;
+
+/// What the watchdog knows of one connection.
+#[derive(Debug, Default)]
+struct State {
+    /// The open connection; `None` once it is closing.
+    handle: Option<NonNull<ffi::sqlite3>>,
+    /// When the statement running on it must be interrupted, if one is armed.
+    deadline: Option<Instant>,
+}
+
+/// One connection as the watchdog sees it.
+#[derive(Debug)]
+pub(super) struct Watched {
+    state: Mutex<State>,
+    watchdog: &'static Watchdog,
+}
+
+// SAFETY: the handle is only used for `sqlite3_interrupt`, which SQLite documents as safe from
+// any thread while the connection is open, and only under the mutex that `close` takes before
+// the connection is closed.
+unsafe impl Send for Watched {}
+// SAFETY: as above; every access to the handle is under the mutex.
+unsafe impl Sync for Watched {}
+
+impl Watched {
+    /// Registers the open connection `handle`, or `None` when the watchdog thread could not
+    /// start (statements are then never run inline).
+    pub(super) fn register(handle: NonNull<ffi::sqlite3>) -> Option<Arc<Self>> {
+        let watchdog = Watchdog::get()?;
+        let watched = Arc::new(Self {
+            state: Mutex::new(State {
+                handle: Some(handle),
+                deadline: None,
+            }),
+            watchdog,
+        });
+        if let Ok(mut list) = watchdog.watched.lock() {
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(&watched));
+        }
+        Some(watched)
+    }
+
+    /// Interrupts the connection's statement if it still runs at `deadline`.
+    pub(super) fn arm(&self, deadline: Instant) {
+        if let Ok(mut state) = self.state.lock() {
+            state.deadline = Some(deadline);
+        }
+        self.watchdog.armed.fetch_add(1, Ordering::Relaxed);
+        // Pairs with the fence in `Watchdog::run`: either the watchdog's last look before
+        // parking sees this deadline, or this sees it parking and wakes it.
+        fence(Ordering::SeqCst);
+        if self.watchdog.parking.load(Ordering::SeqCst) {
+            self.watchdog.thread.unpark();
+        }
+    }
+
+    /// The statement is over (and reset): nothing to interrupt any more.
+    pub(super) fn disarm(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.deadline = None;
+        }
+    }
+
+    /// The connection is about to close: the watchdog must not touch it any more.
+    pub(super) fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = State::default();
+        }
+    }
+
+    /// Interrupts the statement if it is past its deadline at `now`; whether one is armed.
+    fn check(&self, now: Instant) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        match (state.handle, state.deadline) {
+            (Some(handle), Some(deadline)) if now >= deadline => {
+                // SAFETY: the connection is open (`close` clears the handle under this lock
+                // before it closes), and this call is allowed from any thread.
+                unsafe { ffi::sqlite3_interrupt(handle.as_ptr()) };
+                state.deadline = None;
+                false
+            }
+            (_, deadline) => deadline.is_some(),
+        }
+    }
+}
+
+/// The watchdog thread and the connections it watches.
+#[derive(Debug)]
+struct Watchdog {
+    watched: Mutex<Vec<Weak<Watched>>>,
+    /// Statements armed so far (to tell a busy spell from an idle one).
+    armed: AtomicU64,
+    /// The thread is about to park or parked.
+    parking: AtomicBool,
+    thread: Thread,
+}
+
+impl Watchdog {
+    /// The process's watchdog, started on first use; `None` if its thread could not start.
+    fn get() -> Option<&'static Self> {
+        static WATCHDOG: OnceLock<Option<Watchdog>> = OnceLock::new();
+        WATCHDOG
+            .get_or_init(|| {
+                let started = std::thread::Builder::new()
+                    .name("gk-sqlite-watchdog".into())
+                    .spawn(|| {
+                        // Waits until `get` has stored the watchdog, then runs it.
+                        loop {
+                            if let Some(Some(watchdog)) = WATCHDOG.get() {
+                                watchdog.run();
+                            }
+                            std::thread::sleep(TICK);
+                        }
+                    });
+                match started {
+                    Ok(handle) => Some(Self {
+                        watched: Mutex::new(Vec::new()),
+                        armed: AtomicU64::new(0),
+                        parking: AtomicBool::new(false),
+                        thread: handle.thread().clone(),
+                    }),
+                    Err(error) => {
+                        tracing::warn!(%error, "the SQLite watchdog thread did not start: plugin statements will not run inline");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// Looks at every armed connection; whether any statement is armed.
+    fn look(&self) -> bool {
+        let watched: Vec<Arc<Watched>> = match self.watched.lock() {
+            Ok(list) => list.iter().filter_map(Weak::upgrade).collect(),
+            Err(_) => return false,
+        };
+        let now = Instant::now();
+        watched
+            .iter()
+            .fold(false, |armed, watched| watched.check(now) | armed)
+    }
+
+    fn run(&self) -> ! {
+        let mut idle = 0;
+        let mut seen = self.armed.load(Ordering::Relaxed);
+        loop {
+            let armed_now = self.look();
+            let armed = self.armed.load(Ordering::Relaxed);
+            if armed_now || armed != seen {
+                idle = 0;
+                seen = armed;
+            } else {
+                idle += 1;
+            }
+            if idle < IDLE_TICKS {
+                std::thread::sleep(TICK);
+                continue;
+            }
+            self.parking.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !self.look() && self.armed.load(Ordering::Relaxed) == seen {
+                std::thread::park();
+            }
+            self.parking.store(false, Ordering::SeqCst);
+            idle = 0;
+        }
+    }
+}
