@@ -14,7 +14,10 @@
 //!   a call's fuel) for the guest's own computing;
 //! - **a wall-clock bound**: [`INLINE_WALL`] for everything, host calls included: no host call
 //!   is tried past it, and the host answers one it tries by then (or refuses). So a guest holds
-//!   its caller's thread (an async runtime's worker) for about a millisecond at most.
+//!   its caller's thread (an async runtime's worker) for about a millisecond (gk-core's SQLite
+//!   interrupts a statement from a watchdog thread that looks every millisecond, so one long
+//!   step of a statement may add up to that much; making the thread's instance of the plugin,
+//!   once, comes on top).
 //!
 //! A call stopped by any of them starts again from the beginning on a worker, with its whole
 //! fuel and its original deadline: the guest did nothing the host or anyone else could see (its
@@ -23,7 +26,8 @@
 //! a reason that would hold next time (an import, its fuel, a lasting refusal) is sent to the
 //! workers directly from then on (per thread, up to [`REMEMBERED`] functions); one that moved
 //! for a passing reason (every connection busy, a lock, the wall-clock bound) is tried inline
-//! again, up to [`PASSING_REFUSALS`] times in a row. Nested calls (a plugin called by a plugin)
+//! again, up to [`PASSING_REFUSALS`] times in a row; then its next [`COOL_DOWN`] calls go to
+//! the workers directly before it is tried again. Nested calls (a plugin called by a plugin)
 //! always use workers.
 //!
 //! Every limit of a worker's call holds inline too: the memory cap (same instances), the
@@ -51,9 +55,12 @@ pub(crate) const INLINE_SLICE: Duration = Duration::from_micros(100);
 /// inline past it, and one tried is answered by then (or refused).
 pub(crate) const INLINE_WALL: Duration = Duration::from_millis(1);
 
-/// Passing refusals in a row after which a function is sent to the workers as if the refusal
-/// were lasting.
+/// Passing refusals in a row after which a function's next [`COOL_DOWN`] calls on the thread go
+/// to the workers directly.
 pub(crate) const PASSING_REFUSALS: u8 = 8;
+
+/// Calls sent to the workers directly after [`PASSING_REFUSALS`] passing refusals in a row.
+pub(crate) const COOL_DOWN: u16 = 256;
 
 /// Functions remembered per plugin and thread as moving to a worker.
 pub(crate) const REMEMBERED: usize = 256;
@@ -86,8 +93,17 @@ struct Slot {
     plugin: Weak<PluginInner>,
     instance: Option<GuestInstance>,
     to_worker: HashSet<Box<str>>,
-    /// Functions whose last calls moved for a passing reason, and how many in a row.
-    passing: HashMap<Box<str>, u8>,
+    /// Functions whose last calls moved for a passing reason.
+    passing: HashMap<Box<str>, Passing>,
+}
+
+/// The passing refusals of one function's calls on one thread.
+#[derive(Debug, Default)]
+struct Passing {
+    /// Refusals in a row.
+    refused: u8,
+    /// Calls still to send to the workers directly.
+    cooling: u16,
 }
 
 impl Slot {
@@ -118,6 +134,12 @@ fn take(inner: &Arc<PluginInner>, function: &str) -> Option<Option<GuestInstance
             let mut slots = slots.try_borrow_mut().ok()?;
             if let Some(slot) = slots.get_mut(&inner.inline.id) {
                 if slot.to_worker.contains(function) {
+                    return None;
+                }
+                if let Some(passing) = slot.passing.get_mut(function)
+                    && passing.cooling > 0
+                {
+                    passing.cooling -= 1;
                     return None;
                 }
                 return Some(slot.instance.take());
@@ -153,8 +175,8 @@ enum Ended {
 }
 
 /// Gives the instance back (if it may take more calls) and notes how `function`'s call ended:
-/// a function that moved for a lasting reason, or for passing ones [`PASSING_REFUSALS`] times in
-/// a row, goes to the workers from then on.
+/// a function that moved for a lasting reason goes to the workers from then on; one that moved
+/// for passing ones [`PASSING_REFUSALS`] times in a row, for its next [`COOL_DOWN`] calls.
 fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, function: &str, ended: Ended) {
     let _ = SLOTS.try_with(|slots| {
         let Ok(mut slots) = slots.try_borrow_mut() else {
@@ -176,9 +198,15 @@ fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, function: &st
                 if slot.passing.len() >= REMEMBERED {
                     slot.passing.clear();
                 }
-                let count = slot.passing.entry(function.into()).or_default();
-                *count += 1;
-                *count >= PASSING_REFUSALS
+                let passing = slot.passing.entry(function.into()).or_default();
+                passing.refused += 1;
+                if passing.refused >= PASSING_REFUSALS {
+                    *passing = Passing {
+                        refused: 0,
+                        cooling: COOL_DOWN,
+                    };
+                }
+                false
             }
         };
         if lasting {

@@ -18,9 +18,11 @@
 //!   ([`WasmPlugin::set_limits`]).
 //! - **Performance**: a module is compiled once per content hash and kept in memory and on disk;
 //!   each plugin has a pool of instances so calls run in parallel; guest code runs on blocking
-//!   threads and reaches the async host API from there. A short call that makes no host call
-//!   runs on its caller's thread instead (no handoff): the first import, or a slice of fuel
-//!   used up, moves it to a worker before anything reaches the host (`inline.rs`).
+//!   threads and reaches the async host API from there. A short call that only reads runs on
+//!   its caller's thread instead (no handoff): a host call the host answers inline at once
+//!   without an effect (`gk_sdk::inline`: a read-only SQLite query) stays there; any other
+//!   import, a refusal, a slice of fuel used up or a millisecond passed moves the call to a
+//!   worker, where it starts again: nothing it did was visible (`inline.rs`).
 //!
 //! Between calls a plugin must not rely on what it keeps in linear memory: calls are spread over
 //! several instances, and an instance is thrown away after a trap. Use the cache host functions

@@ -290,6 +290,7 @@ impl Plugin for WasmPlugin {
                     if let Some(limit) = stopped_by {
                         self.inner.stops.count(limit);
                     }
+                    span.record("wasm.inline", false);
                     return result;
                 }
             };

@@ -99,7 +99,7 @@ async fn a_lasting_refusal_sends_the_function_to_the_workers() {
 }
 
 #[tokio::test]
-async fn a_passing_refusal_is_tried_inline_again_up_to_eight_times_in_a_row() {
+async fn a_passing_refusal_is_tried_inline_again_eight_times_then_after_a_cool_down() {
     let host = RecordingHost::default().inline_db_query(InlineAnswer::Refused { lasting: false });
     let (plugin, host) = recorded_with("proxy", host).await;
     for _ in 0..9 {
@@ -108,6 +108,14 @@ async fn a_passing_refusal_is_tried_inline_again_up_to_eight_times_in_a_row() {
     let mut expected = [true, false].repeat(8);
     expected.push(false);
     assert_eq!(attempts(&host), expected);
+    // After 256 calls sent to the workers directly, the function is tried inline again.
+    for _ in 9..(8 + 256 + 1) {
+        plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+    }
+    let attempts = attempts(&host);
+    assert_eq!(attempts.len(), 16 + 256 + 2);
+    assert!(!attempts[16..16 + 256].contains(&true));
+    assert_eq!(attempts[16 + 256..], [true, false]);
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, Statement, StreamTrait, TransactionTrait,
 };
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::host::placeholders::{rewrite, sqlite_placeholders};
 use crate::host::rows;
@@ -264,11 +264,14 @@ impl Databases {
                     true,
                 ));
             }
-            slots.try_acquire_owned().map_err(|_| {
-                gk_sdk::inline::refuse(
-                    "the plugin runs max_concurrent_queries queries already",
-                    false,
-                )
+            slots.try_acquire_owned().map_err(|error| {
+                let reason = match error {
+                    TryAcquireError::NoPermits => {
+                        "the plugin runs max_concurrent_queries queries already"
+                    }
+                    TryAcquireError::Closed => "the database is closing",
+                };
+                gk_sdk::inline::refuse(reason, false)
             })?
         } else {
             let deadline = tokio::time::Instant::now() + self.limits.query_timeout;

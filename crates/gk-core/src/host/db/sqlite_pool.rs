@@ -376,7 +376,9 @@ impl Connection {
             unsafe { ffi::sqlite3_busy_timeout(self.handle.as_ptr(), 0) };
             watched.arm(job.deadline);
             let result = self.execute(job, &rules, collect);
-            // After `execute` has reset the statement, so no later one can be interrupted.
+            // After `execute` has reset the statement. An interrupt the watchdog sends between
+            // the reset and here is forgotten when the connection's next statement starts
+            // (SQLite clears it then when no other statement of the connection is running).
             watched.disarm();
             // SAFETY: as above.
             unsafe { ffi::sqlite3_busy_timeout(self.handle.as_ptr(), BUSY_TIMEOUT_MS) };
@@ -462,6 +464,12 @@ impl Connection {
             Err(Err(gk_sdk::inline::refuse(
                 "the statement writes to the database",
                 true,
+            )))
+        } else if job.inline && Instant::now() >= job.deadline {
+            // Its time went on compiling it: an interrupt sent before the first step is lost.
+            Err(Err(gk_sdk::inline::refuse(
+                "the statement outlasted the inline budget",
+                false,
             )))
         } else {
             self.step_all(statement, job, &mut collect)

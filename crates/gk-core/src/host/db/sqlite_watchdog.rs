@@ -6,19 +6,21 @@
 //! wait (an async runtime's worker) could hold it for as long as the table is large. The
 //! watchdog is one thread that, while inline statements run, looks every [`TICK`] at the
 //! connections armed with a deadline and interrupts those past it (`sqlite3_interrupt`, which
-//! SQLite lets any thread call on an open connection). It parks after [`IDLE_TICKS`] ticks
-//! without a statement armed, so an idle server spends nothing on it.
+//! SQLite lets any thread call on an open connection), at every look until the connection is
+//! disarmed: SQLite forgets an interrupt that comes before the statement's first step. It
+//! parks after [`IDLE_TICKS`] ticks without a statement armed, so an idle server spends nothing
+//! on it.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use libsqlite3_sys as ffi;
 
-/// How often the watchdog looks while statements are armed: a statement runs at most about
-/// this much past its deadline.
+/// How often the watchdog looks while statements are armed: a single step of a statement runs
+/// at most about this much past its deadline (the progress handler stops the others sooner).
 pub(super) const TICK: Duration = Duration::from_millis(1);
 
 /// Ticks without a statement armed after which the watchdog parks.
@@ -59,18 +61,15 @@ impl Watched {
             }),
             watchdog,
         });
-        if let Ok(mut list) = watchdog.watched.lock() {
-            list.retain(|w| w.strong_count() > 0);
-            list.push(Arc::downgrade(&watched));
-        }
+        let mut list = lock(&watchdog.watched);
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&watched));
         Some(watched)
     }
 
     /// Interrupts the connection's statement if it still runs at `deadline`.
     pub(super) fn arm(&self, deadline: Instant) {
-        if let Ok(mut state) = self.state.lock() {
-            state.deadline = Some(deadline);
-        }
+        lock(&self.state).deadline = Some(deadline);
         self.watchdog.armed.fetch_add(1, Ordering::Relaxed);
         // Pairs with the fence in `Watchdog::run`: either the watchdog's last look before
         // parking sees this deadline, or this sees it parking and wakes it.
@@ -82,34 +81,34 @@ impl Watched {
 
     /// The statement is over (and reset): nothing to interrupt any more.
     pub(super) fn disarm(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.deadline = None;
-        }
+        lock(&self.state).deadline = None;
     }
 
     /// The connection is about to close: the watchdog must not touch it any more.
     pub(super) fn close(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            *state = State::default();
-        }
+        *lock(&self.state) = State::default();
     }
 
-    /// Interrupts the statement if it is past its deadline at `now`; whether one is armed.
+    /// Interrupts the statement if it is past its deadline at `now` (again at each look until
+    /// it is disarmed); whether one is armed.
     fn check(&self, now: Instant) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return false;
-        };
+        let state = lock(&self.state);
         match (state.handle, state.deadline) {
             (Some(handle), Some(deadline)) if now >= deadline => {
                 // SAFETY: the connection is open (`close` clears the handle under this lock
                 // before it closes), and this call is allowed from any thread.
                 unsafe { ffi::sqlite3_interrupt(handle.as_ptr()) };
-                state.deadline = None;
-                false
+                true
             }
             (_, deadline) => deadline.is_some(),
         }
     }
+}
+
+/// Locks `mutex`, also after a panic elsewhere left it poisoned (its data is a plain state the
+/// watchdog and the connection overwrite whole).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The watchdog thread and the connections it watches.
@@ -158,10 +157,10 @@ impl Watchdog {
 
     /// Looks at every armed connection; whether any statement is armed.
     fn look(&self) -> bool {
-        let watched: Vec<Arc<Watched>> = match self.watched.lock() {
-            Ok(list) => list.iter().filter_map(Weak::upgrade).collect(),
-            Err(_) => return false,
-        };
+        let watched: Vec<Arc<Watched>> = lock(&self.watched)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
         let now = Instant::now();
         watched
             .iter()

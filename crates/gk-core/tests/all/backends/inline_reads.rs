@@ -130,6 +130,15 @@ async fn a_single_long_step_is_interrupted_and_refused() {
     let refusal = refusal.expect("a count of three million rows is refused inline");
     assert!(refusal.reason.contains("budget"), "{refusal:?}");
     assert!(matches!(polled, Poll::Ready(Err(_))), "{polled:?}");
+    // A statement whose time is over before its first step (here: at once) is not started,
+    // since SQLite would forget an interrupt sent before then.
+    let fresh = "SELECT count(*) AS n FROM big WHERE x > 0";
+    let mut query = std::pin::pin!(db.query_scoped("p", &scope, fresh, &[]));
+    let mut context = Context::from_waker(Waker::noop());
+    let (polled, refusal) = attempt(Instant::now(), || query.as_mut().poll(&mut context));
+    let refusal = refusal.expect("a statement out of time is refused");
+    assert!(refusal.reason.contains("budget"), "{refusal:?}");
+    assert!(matches!(polled, Poll::Ready(Err(_))), "{polled:?}");
 }
 
 #[tokio::test]
