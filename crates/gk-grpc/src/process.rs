@@ -7,11 +7,13 @@
 use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gk_sdk::LogLevel;
-use gk_sdk::call_stream::{CallStream, NotSent, PLUGIN_CALLS_AT_ONCE, STREAM_MESSAGE_BYTES};
+use gk_sdk::call_stream::{
+    CallStream, NotSent, PLUGIN_CALLS_AT_ONCE, ReopeningStream, STREAM_MESSAGE_BYTES,
+};
 use gk_sdk::proto::pb;
 use gk_sdk::proto::pb::plugin_service_client::PluginServiceClient;
 use gk_sdk::unix_channel::UnixChannel;
@@ -78,12 +80,9 @@ pub(crate) struct Process {
     pub(crate) tmp_dir: PathBuf,
     /// Whether `tmp_dir` is a host directory made for it, to remove when it ends.
     pub(crate) owns_tmp: bool,
-    /// Its `Calls` stream, once opened (`None` inside when the plugin does not serve one).
-    calls: OnceLock<Option<PluginCallStream>>,
+    /// Its `Calls` stream, opened in the background at start and again after it ends.
+    calls: ReopeningStream<pb::StreamedCall, pb::StreamedResult>,
 }
-
-/// The host's side of a plugin's `Calls` stream.
-type PluginCallStream = CallStream<pb::StreamedCall, pb::StreamedResult>;
 
 impl Process {
     pub(crate) fn has_exited(&self) -> bool {
@@ -92,11 +91,11 @@ impl Process {
 
     /// Whether calls travel on the `Calls` stream.
     pub(crate) fn calls_streamed(&self) -> bool {
-        matches!(self.calls.get(), Some(Some(stream)) if stream.is_open())
+        self.calls.is_open()
     }
 
-    /// Calls the plugin with `budget` left: on its `Calls` stream once that is open, else (for
-    /// plugins without one, after the stream ended, for a request over
+    /// Calls the plugin with `budget` left: on its `Calls` stream when that is open, else (for
+    /// plugins without one, while it opens again after it ended, for a request over
     /// [`STREAM_MESSAGE_BYTES`], and beyond [`PLUGIN_CALLS_AT_ONCE`] calls at once) as a unary `Call`
     /// with the budget as its deadline.
     pub(crate) async fn call(
@@ -104,47 +103,18 @@ impl Process {
         call: pb::CallRequest,
         budget: Duration,
     ) -> Result<pb::CallResponse, Status> {
-        let call = match self.calls.get() {
-            Some(Some(stream)) if call.encoded_len() <= STREAM_MESSAGE_BYTES => {
-                let timeout_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1);
-                match stream.call((call, timeout_ms)).await {
-                    Ok(answered) => return answered,
-                    Err(NotSent((call, _))) => call,
-                }
+        let call = if call.encoded_len() <= STREAM_MESSAGE_BYTES {
+            let timeout_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1);
+            match self.calls.call((call, timeout_ms)).await {
+                Ok(answered) => return answered,
+                Err(NotSent((call, _))) => call,
             }
-            _ => call,
+        } else {
+            call
         };
         let mut request = Request::new(call);
         request.set_timeout(budget);
         Ok(self.client.clone().call(request).await?.into_inner())
-    }
-
-    /// Opens the `Calls` stream in the background; calls are unary until it is open.
-    fn open_calls(self: &Arc<Self>, plugin: &str) {
-        let plugin = plugin.to_owned();
-        let process = Arc::downgrade(self);
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let mut client = client;
-            let opened = PluginCallStream::open(PLUGIN_CALLS_AT_ONCE, |outgoing| async move {
-                client.calls(outgoing).await
-            })
-            .await;
-            let stream = match opened {
-                Ok(stream) => stream,
-                Err(status) => {
-                    tracing::warn!(
-                        plugin,
-                        %status,
-                        "the plugin's Calls stream did not open; calls stay unary"
-                    );
-                    None
-                }
-            };
-            if let Some(process) = process.upgrade() {
-                let _ = process.calls.set(stream);
-            }
-        });
     }
 }
 
@@ -276,10 +246,22 @@ impl Spec {
             Some(dir) => dir.clone(),
             None => PathBuf::from(format!("/proc/{}/root/tmp", spawned.pid)),
         };
+        let client = PluginServiceClient::with_origin(channel.clone(), UnixChannel::origin())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        let calls = {
+            let client = client.clone();
+            ReopeningStream::new(format!("calls to plugin {}", self.name), move || {
+                let mut client = client.clone();
+                CallStream::open(PLUGIN_CALLS_AT_ONCE, move |outgoing| async move {
+                    client.calls(outgoing).await
+                })
+            })
+        };
+        // Calls are unary until it is open.
+        calls.open_soon();
         let process = Arc::new(Process {
-            client: PluginServiceClient::with_origin(channel.clone(), UnixChannel::origin())
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
+            client,
             channel,
             socket: spawned.socket,
             pid: spawned.pid,
@@ -287,9 +269,8 @@ impl Spec {
             stderr_tail: spawned.stderr_tail,
             tmp_dir,
             owns_tmp: owned_tmp.is_some(),
-            calls: OnceLock::new(),
+            calls,
         });
-        process.open_calls(&self.name);
         Ok(process)
     }
 }

@@ -4,6 +4,8 @@
 //! the same id in any order. A call saves the HTTP/2 stream (HEADERS, trailers, a task on each
 //! side) a unary call costs.
 //!
+//! A [`ReopeningStream`] opens a stream again, with backoff, after it ended.
+//!
 //! The two pairs of messages, [`pb::HostCall`]/[`pb::HostReply`] (plugin → host) and
 //! [`pb::StreamedCall`]/[`pb::StreamedResult`] (host → plugin), say how they carry an id, a
 //! payload and a status through [`StreamedCall`] and [`StreamedReply`].
@@ -22,6 +24,10 @@ use crate::proto::pb::host_call::Call as HostCallKind;
 use crate::proto::pb::host_reply::Reply as HostReplyKind;
 
 pub use tokio_stream::wrappers::ReceiverStream;
+
+mod reopening;
+
+pub use reopening::{REOPEN_FIRST_DELAY, REOPEN_MAX_DELAY, ReopeningStream};
 
 /// A message that carries a call on a stream.
 pub trait StreamedCall: Sized + Send + 'static {
@@ -216,7 +222,7 @@ async fn read_replies<R: StreamedReply>(
             Err(status) => break status,
         }
     };
-    tracing::warn!(%ended, "a call stream ended; calls go unary from now on");
+    tracing::warn!(%ended, "a call stream ended");
     let waiting = lock(&pending).take().unwrap_or_default();
     for (_, call) in waiting {
         let _ = call.send(Err(ended.clone()));

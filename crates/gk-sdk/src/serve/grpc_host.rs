@@ -1,16 +1,17 @@
 //! The host as a plugin process sees it: a gRPC client of the `HostService` (what `init` hands
-//! the plugin). Calls travel on the `Calls` stream the client opens once (one message each way
-//! per call), or as unary calls when the host has no such stream, when a call's message is
-//! large ([`STREAM_MESSAGE_BYTES`]), or after the stream ended.
+//! the plugin). Calls travel on the `Calls` stream the client opens at start, and again after
+//! it ends (one message each way per call), or as unary calls when the host has no such stream,
+//! when a call's message is large ([`STREAM_MESSAGE_BYTES`]), or while the stream opens again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tonic::{Request, Status};
 
-use crate::call_stream::{CallStream, HOST_CALLS_AT_ONCE, NotSent, STREAM_MESSAGE_BYTES};
+use crate::call_stream::{
+    CallStream, HOST_CALLS_AT_ONCE, NotSent, ReopeningStream, STREAM_MESSAGE_BYTES,
+};
 use crate::handshake::TOKEN_METADATA;
 use crate::proto::pb::host_call::Call;
 use crate::proto::pb::host_reply::Reply;
@@ -27,7 +28,7 @@ use crate::{
 pub(super) struct GrpcHost {
     client: HostServiceClient<UnixChannel>,
     token: tonic::metadata::AsciiMetadataValue,
-    stream: Option<Arc<CallStream<pb::HostCall, pb::HostReply>>>,
+    stream: Option<ReopeningStream<pb::HostCall, pb::HostReply>>,
 }
 
 impl GrpcHost {
@@ -47,18 +48,25 @@ impl GrpcHost {
         let client = HostServiceClient::with_origin(channel, UnixChannel::origin())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let mut opener = client.clone();
-        let stream = CallStream::open(HOST_CALLS_AT_ONCE, |outgoing| {
-            let mut request = Request::new(outgoing);
-            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
-            async move { opener.calls(request).await }
-        })
-        .await
-        .map_err(|status| format!("the host refused the call stream: {status}"))?;
+        let stream = {
+            let (client, token) = (client.clone(), token.clone());
+            ReopeningStream::new("host calls", move || {
+                let (mut client, token) = (client.clone(), token.clone());
+                CallStream::open(HOST_CALLS_AT_ONCE, move |outgoing| {
+                    let mut request = Request::new(outgoing);
+                    request.metadata_mut().insert(TOKEN_METADATA, token);
+                    async move { client.calls(request).await }
+                })
+            })
+        };
+        let served = stream
+            .open_now()
+            .await
+            .map_err(|status| format!("the host refused the call stream: {status}"))?;
         Ok(Self {
             client,
             token,
-            stream: stream.map(Arc::new),
+            stream: served.then_some(stream),
         })
     }
 
@@ -591,7 +599,7 @@ mod tests {
         assert_eq!(
             host.cache_get(&ctx(), "k").await,
             Err(HostError::Unavailable("unary cache_get".into())),
-            "and calls go unary from then on"
+            "and the next call goes unary (while the stream opens again)"
         );
 
         let (host, _dir) = connected(true).await;

@@ -1,6 +1,6 @@
 //! The plugin side of the host's `Calls` stream, driven by the host's side (`CallStream`) over a
-//! real socket: results by id, the time budget, cancellation, host errors, and the end of the
-//! stream at shutdown.
+//! real socket: results by id, the time budget, cancellation, host errors, the end of the
+//! stream at shutdown, and a stream opened again after it ended.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 
 use super::*;
-use crate::call_stream::{CallStream, NotSent};
+use crate::call_stream::{CallStream, NotSent, ReopeningStream};
 use crate::proto::pb::plugin_service_client::PluginServiceClient;
 use crate::unix_channel::UnixChannel;
 use crate::{GkRegistration, HostApi, HostError};
@@ -79,6 +79,100 @@ async fn ended(count: &AtomicUsize, expected: usize) -> usize {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     count.load(Ordering::SeqCst)
+}
+
+/// Serves `plugin` on a socket in `dir`; the sender ends its `Calls` streams while it says
+/// `true`.
+async fn serve_on(
+    dir: &tempfile::TempDir,
+    plugin: Sleeper,
+) -> (std::path::PathBuf, Arc<watch::Sender<bool>>) {
+    let socket = dir.path().join("plugin.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let stopping = Arc::new(watch::channel(false).0);
+    let server = PluginServer {
+        plugin: Arc::new(plugin),
+        host_socket: String::new(),
+        token: String::new(),
+        stop: Arc::new(Notify::new()),
+        stopping: stopping.clone(),
+        max_message_bytes: Arc::new(AtomicUsize::new(1_000)),
+        early_host: std::sync::Mutex::new(None),
+        initialised: OnceLock::new(),
+    };
+    tokio::spawn(
+        Server::builder()
+            .add_service(PluginServiceServer::new(server))
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    (socket, stopping)
+}
+
+/// Waits up to two seconds for `stream` to be open (or not).
+async fn until_open(stream: &ReopeningStream<pb::StreamedCall, pb::StreamedResult>, open: bool) {
+    for _ in 0..200 {
+        if stream.is_open() == open {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the stream is not {}", if open { "open" } else { "ended" });
+}
+
+#[tokio::test]
+async fn an_ended_stream_is_opened_again_after_a_wait_and_calls_go_unary_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, stopping) = serve_on(&dir, Sleeper::default()).await;
+    let channel = UnixChannel::connect(&socket).await.unwrap();
+    let client = PluginServiceClient::with_origin(channel, UnixChannel::origin());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let stream = {
+        let opened = opened.clone();
+        ReopeningStream::new("test", move || {
+            opened.fetch_add(1, Ordering::SeqCst);
+            let mut client = client.clone();
+            CallStream::open(
+                8,
+                move |outgoing| async move { client.calls(outgoing).await },
+            )
+        })
+    };
+    assert!(stream.open_now().await.unwrap());
+    let first_opened = std::time::Instant::now();
+    let echoed = stream.call((call("echo", b"1"), 0)).await.unwrap().unwrap();
+    assert_eq!(echoed.result_json, b"1");
+
+    // The plugin ends its streams; while they end, a call is handed back (to go unary) and
+    // asks for a new stream, which the plugin ends too: the next opening waits longer.
+    stopping.send_replace(true);
+    until_open(&stream, false).await;
+    assert!(matches!(
+        stream.call((call("echo", b"2"), 0)).await,
+        Err(NotSent(_))
+    ));
+    for _ in 0..20 {
+        let _ = stream.call((call("echo", b"3"), 0)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let while_ending = opened.load(Ordering::SeqCst);
+    // The n-th opening comes REOPEN_FIRST_DELAY * (2^(n-1) - 1) after the first at the soonest.
+    let first = super::super::call_stream::REOPEN_FIRST_DELAY;
+    let elapsed = first_opened.elapsed();
+    let most = (1..32u32)
+        .take_while(|n| first * (2u32.pow(n - 1) - 1) <= elapsed)
+        .count();
+    assert!(
+        (2..=most).contains(&while_ending),
+        "openings are spaced out, not one per call: {while_ending} in {elapsed:?} (at most {most})"
+    );
+
+    // Once the plugin serves streams again, a call reopens one, and calls travel on it.
+    stopping.send_replace(false);
+    tokio::time::sleep(super::super::call_stream::REOPEN_FIRST_DELAY * 4).await;
+    let _ = stream.call((call("echo", b"4"), 0)).await;
+    until_open(&stream, true).await;
+    let echoed = stream.call((call("echo", b"5"), 0)).await.unwrap().unwrap();
+    assert_eq!(echoed.result_json, b"5");
 }
 
 #[tokio::test]
