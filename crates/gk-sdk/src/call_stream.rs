@@ -57,16 +57,47 @@ pub trait StreamedReply: Sized + Send + 'static {
     fn into_result(self) -> Result<Self::Payload, Status>;
 }
 
-/// Where a call's answer is handed over.
-type Slot<P> = oneshot::Sender<Result<P, Status>>;
+/// How a call on a stream ended: its answer, or its payload back when the stream ended before
+/// the call's message left (so it may go another way).
+enum Outcome<P, Q> {
+    Answered(Result<P, Status>),
+    Unsent(Q),
+}
+
+/// Where a call's outcome is handed over.
+type Slot<P, Q> = oneshot::Sender<Outcome<P, Q>>;
 
 /// The answers awaited, by call id; `None` once the stream has ended.
-type Pending<P> = Mutex<Option<HashMap<u64, Slot<P>>>>;
+type Pending<P, Q> = Mutex<Option<HashMap<u64, Slot<P, Q>>>>;
 
-fn lock<P>(pending: &Pending<P>) -> MutexGuard<'_, Option<HashMap<u64, Slot<P>>>> {
-    pending
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The messages a [`CallStream`] sends, as the gRPC call takes them. When the stream ends, the
+/// messages it has not taken yet are known not to have left: their calls get their payloads
+/// back.
+pub struct Outgoing<C> {
+    queue: Arc<Mutex<mpsc::Receiver<C>>>,
+}
+
+impl<C> std::fmt::Debug for Outgoing<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing").finish_non_exhaustive()
+    }
+}
+
+impl<C> tokio_stream::Stream for Outgoing<C> {
+    type Item = C;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<C>> {
+        lock(&self.queue).poll_recv(cx)
+    }
 }
 
 /// Host calls of one `HostService.Calls` stream that run at once: the host's bound, and how many
@@ -84,7 +115,7 @@ pub const STREAM_MESSAGE_BYTES: usize = 64 * 1024;
 /// The calling side of a stream: sends calls, and hands each answer to the call waiting for it.
 pub struct CallStream<C: StreamedCall, R: StreamedReply> {
     sender: mpsc::Sender<C>,
-    pending: Arc<Pending<R::Payload>>,
+    pending: Arc<Pending<R::Payload, C::Payload>>,
     next_id: Arc<AtomicU64>,
     in_flight: usize,
 }
@@ -108,19 +139,29 @@ impl<C: StreamedCall, R: StreamedReply> CallStream<C, R> {
     /// the method (`UNIMPLEMENTED`).
     pub async fn open<F, Fut>(in_flight: usize, open: F) -> Result<Option<Self>, Status>
     where
-        F: FnOnce(ReceiverStream<C>) -> Fut,
+        F: FnOnce(Outgoing<C>) -> Fut,
         Fut: Future<Output = Result<Response<Streaming<R>>, Status>>,
     {
         let in_flight = in_flight.max(1);
         let (sender, outgoing) = mpsc::channel(in_flight);
-        let replies = match open(ReceiverStream::new(outgoing)).await {
+        let queue = Arc::new(Mutex::new(outgoing));
+        let outgoing = Outgoing {
+            queue: queue.clone(),
+        };
+        let replies = match open(outgoing).await {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == Code::Unimplemented => return Ok(None),
             Err(status) => return Err(status),
         };
-        let pending: Arc<Pending<R::Payload>> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let pending: Arc<Pending<R::Payload, C::Payload>> =
+            Arc::new(Mutex::new(Some(HashMap::new())));
         let next_id = Arc::new(AtomicU64::new(1));
-        tokio::spawn(read_replies::<R>(replies, pending.clone(), next_id.clone()));
+        tokio::spawn(read_replies::<C, R>(
+            replies,
+            queue,
+            pending.clone(),
+            next_id.clone(),
+        ));
         Ok(Some(Self {
             sender,
             pending,
@@ -135,8 +176,9 @@ impl<C: StreamedCall, R: StreamedReply> CallStream<C, R> {
     }
 
     /// Sends a call and waits for its answer. A call given up before its answer (its future
-    /// dropped) is cancelled where the protocol can say so. When the stream has ended, or as
-    /// many calls as it carries at once are waiting, the payload comes back in [`NotSent`].
+    /// dropped) is cancelled where the protocol can say so. When the stream has ended (before
+    /// the call, or with the call's message still queued), or as many calls as it carries at
+    /// once are waiting, the payload comes back in [`NotSent`].
     pub async fn call(
         &self,
         payload: C::Payload,
@@ -164,9 +206,13 @@ impl<C: StreamedCall, R: StreamedReply> CallStream<C, R> {
                 None => Ok(Err(Status::internal("a call was lost before it was sent"))),
             };
         }
-        let answered = answer.await;
+        let outcome = answer.await;
         awaiting.answered = true;
-        Ok(answered.unwrap_or_else(|_| Err(Status::unavailable("the call stream ended"))))
+        match outcome {
+            Ok(Outcome::Answered(result)) => Ok(result),
+            Ok(Outcome::Unsent(payload)) => Err(NotSent(payload)),
+            Err(_) => Ok(Err(Status::unavailable("the call stream ended"))),
+        }
     }
 }
 
@@ -195,11 +241,13 @@ impl<C: StreamedCall, R: StreamedReply> Drop for Awaiting<'_, C, R> {
 }
 
 /// Hands each answer to the call waiting for it (an answer to a call given up is dropped; one
-/// to a call never made ends the stream); when the stream ends, fails the calls still waiting
-/// with the reason and marks the stream ended.
-async fn read_replies<R: StreamedReply>(
+/// to a call never made ends the stream); when the stream ends, hands the calls whose messages
+/// never left their payloads back, fails the others still waiting with the reason, and marks
+/// the stream ended.
+async fn read_replies<C: StreamedCall, R: StreamedReply>(
     mut replies: Streaming<R>,
-    pending: Arc<Pending<R::Payload>>,
+    queue: Arc<Mutex<mpsc::Receiver<C>>>,
+    pending: Arc<Pending<R::Payload, C::Payload>>,
     next_id: Arc<AtomicU64>,
 ) {
     let ended = loop {
@@ -215,7 +263,7 @@ async fn read_replies<R: StreamedReply>(
                     .as_mut()
                     .and_then(|waiting| waiting.remove(&id));
                 if let Some(waiting) = waiting {
-                    let _ = waiting.send(reply.into_result());
+                    let _ = waiting.send(Outcome::Answered(reply.into_result()));
                 }
             }
             Ok(None) => break Status::unavailable("the other side closed the call stream"),
@@ -223,9 +271,21 @@ async fn read_replies<R: StreamedReply>(
         }
     };
     tracing::warn!(%ended, "a call stream ended");
-    let waiting = lock(&pending).take().unwrap_or_default();
+    let mut waiting = lock(&pending).take().unwrap_or_default();
+    // What the gRPC call has not taken from the queue has not left: no more is taken now.
+    let unsent = {
+        let mut queue = lock(&queue);
+        queue.close();
+        std::iter::from_fn(|| queue.try_recv().ok()).collect::<Vec<C>>()
+    };
+    for message in unsent {
+        let id = message.id();
+        if let (Some(call), Some(payload)) = (waiting.remove(&id), message.into_payload()) {
+            let _ = call.send(Outcome::Unsent(payload));
+        }
+    }
     for (_, call) in waiting {
-        let _ = call.send(Err(ended.clone()));
+        let _ = call.send(Outcome::Answered(Err(ended.clone())));
     }
 }
 

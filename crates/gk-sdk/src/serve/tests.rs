@@ -176,6 +176,48 @@ async fn an_ended_stream_is_opened_again_after_a_wait_and_calls_go_unary_meanwhi
 }
 
 #[tokio::test]
+async fn a_call_still_queued_when_the_stream_ends_comes_back_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, stopping) = serve_on(&dir, Sleeper::default()).await;
+    let channel = UnixChannel::connect(&socket).await.unwrap();
+    let mut client = PluginServiceClient::with_origin(channel, UnixChannel::origin());
+    // The gRPC call is given a stream of its own that sends nothing: what the CallStream queues
+    // is never taken, as when the connection cannot write.
+    let held = Arc::new(std::sync::Mutex::new(None));
+    let stream = {
+        let held = held.clone();
+        CallStream::<pb::StreamedCall, pb::StreamedResult>::open(8, move |outgoing| {
+            *held.lock().unwrap() = Some(outgoing);
+            async move {
+                client
+                    .calls(tokio_stream::pending::<pb::StreamedCall>())
+                    .await
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let stream = Arc::new(stream);
+    let queued = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.call((call("echo", b"queued"), 0)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!queued.is_finished(), "the call waits for its answer");
+    stopping.send_replace(true);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), queued)
+        .await
+        .expect("the call ends with the stream")
+        .unwrap();
+    match outcome {
+        Err(NotSent((unsent, _))) => assert_eq!(unsent.args_json, b"queued"),
+        Ok(answered) => panic!("a call that never left was answered: {answered:?}"),
+    }
+    assert!(!stream.is_open());
+}
+
+#[tokio::test]
 async fn calls_on_the_stream_answer_by_id_keep_their_budget_and_stop_when_given_up() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("plugin.sock");
