@@ -149,9 +149,11 @@ pub(crate) async fn serve_host(
     max_message_bytes: usize,
     stop: Arc<tokio::sync::Notify>,
 ) {
+    let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let service = HostServiceServer::new(HostServer {
         side: side.clone(),
         max_message_bytes,
+        stopping: stopping_seen,
     })
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);
@@ -162,7 +164,10 @@ pub(crate) async fn serve_host(
         ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
-            async move { stop.notified().await },
+            async move {
+                stop.notified().await;
+                stopping.send_replace(true);
+            },
         )
         .await;
     if let Err(error) = served {
@@ -200,6 +205,10 @@ pub(crate) struct HostServer {
     pub(crate) side: Arc<HostSide>,
     /// The message cap either way (an answer on the `Calls` stream over it fails alone).
     pub(crate) max_message_bytes: usize,
+    /// Says `true` once the server stops: `Calls` streams take no more calls and end when the
+    /// calls running have answered (so the server's graceful stop does not wait for the
+    /// plugin to close them).
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl HostServer {
@@ -412,10 +421,15 @@ impl HostService for HostServer {
         &self,
         request: Request<tonic::Streaming<pb::HostCall>>,
     ) -> Result<Response<Self::CallsStream>, Status> {
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
         Ok(Response::new(crate::host_stream::answer_stream(
             self.clone(),
             self.max_message_bytes,
             request.into_inner(),
+            stopped,
         )))
     }
 }

@@ -19,13 +19,15 @@ use tonic::{Request, Status, Streaming};
 pub(crate) type ReplyStream = ReceiverStream<Result<pb::HostReply, Status>>;
 
 /// Answers the calls `inbound` brings with `service`'s methods, until the plugin closes it or
-/// goes away (its process ending ends it). A message the host cannot read (over the size cap, not a `HostCall`) ends the
-/// stream with its status.
+/// goes away (its process ending ends it), or `stop` completes (the host's server stops: no
+/// more calls are read, and the stream ends when the running ones have answered). A message
+/// the host cannot read (over the size cap, not a `HostCall`) ends the stream with its status.
 /// An answer over `max_reply_bytes` fails its call alone (`OUT_OF_RANGE`).
 pub(crate) fn answer_stream<S>(
     service: S,
     max_reply_bytes: usize,
     inbound: Streaming<pb::HostCall>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> ReplyStream
 where
     S: HostService + Clone,
@@ -35,13 +37,7 @@ where
         async move { answer(&service, call).await }
     };
     let cap = Arc::new(AtomicUsize::new(max_reply_bytes));
-    answer_calls(
-        inbound,
-        HOST_CALLS_AT_ONCE,
-        cap,
-        answer,
-        std::future::pending(),
-    )
+    answer_calls(inbound, HOST_CALLS_AT_ONCE, cap, answer, stop)
 }
 
 /// One call, answered by its unary method.
@@ -310,6 +306,39 @@ mod tests {
         assert_eq!(ids, (0..count).collect::<Vec<_>>());
         assert_eq!(host.count() as u64, count);
         drop(sending.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_host_ends_its_streams_when_its_server_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("host.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let side = Arc::new(HostSide::new("p", "t"));
+        let _ = side.host.set(Arc::new(MemoryHost::default()));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let server = tokio::spawn(serve_host(side, listener, 1 << 20, stop.clone()));
+        let channel = UnixChannel::connect(&socket).await.unwrap();
+        let mut client = HostServiceClient::with_origin(channel, UnixChannel::origin());
+        let (calls, mut replies) = open(&mut client, "t").await.unwrap();
+        calls
+            .send(pb::HostCall::with_id(1, cache_get("k")))
+            .await
+            .unwrap();
+        assert_eq!(replies.message().await.unwrap().unwrap().id, 1);
+
+        stop.notify_one();
+        // The plugin keeps its side open (`calls` lives): the host ends the stream anyway, and
+        // its server's graceful stop does not wait for the plugin.
+        let wait = std::time::Duration::from_secs(5);
+        let ended = tokio::time::timeout(wait, replies.message())
+            .await
+            .expect("the stream ends when the server stops");
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+        tokio::time::timeout(wait, server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+        drop(calls);
     }
 
     #[tokio::test]
