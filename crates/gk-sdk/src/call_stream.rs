@@ -27,7 +27,7 @@ pub use tokio_stream::wrappers::ReceiverStream;
 
 mod reopening;
 
-pub use reopening::{REOPEN_FIRST_DELAY, REOPEN_MAX_DELAY, ReopeningStream};
+pub use reopening::{OPEN_TIMEOUT, REOPEN_FIRST_DELAY, REOPEN_MAX_DELAY, ReopeningStream};
 
 /// A message that carries a call on a stream.
 pub trait StreamedCall: Sized + Send + 'static {
@@ -80,7 +80,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// messages it has not taken yet are known not to have left: their calls get their payloads
 /// back.
 pub struct Outgoing<C> {
-    queue: Arc<Mutex<mpsc::Receiver<C>>>,
+    queue: Arc<Mutex<Queue<C>>>,
+}
+
+/// The messages not taken yet, and who waits for the next one.
+struct Queue<C> {
+    receiver: mpsc::Receiver<C>,
+    /// The gRPC call's task while it waits: woken when the queue is closed, so that it ends
+    /// its side of the stream.
+    waiting: Option<std::task::Waker>,
 }
 
 impl<C> std::fmt::Debug for Outgoing<C> {
@@ -96,7 +104,17 @@ impl<C> tokio_stream::Stream for Outgoing<C> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<C>> {
-        lock(&self.queue).poll_recv(cx)
+        let mut queue = lock(&self.queue);
+        let polled = queue.receiver.poll_recv(cx);
+        if polled.is_pending()
+            && !queue
+                .waiting
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            queue.waiting = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 
@@ -144,7 +162,10 @@ impl<C: StreamedCall, R: StreamedReply> CallStream<C, R> {
     {
         let in_flight = in_flight.max(1);
         let (sender, outgoing) = mpsc::channel(in_flight);
-        let queue = Arc::new(Mutex::new(outgoing));
+        let queue = Arc::new(Mutex::new(Queue {
+            receiver: outgoing,
+            waiting: None,
+        }));
         let outgoing = Outgoing {
             queue: queue.clone(),
         };
@@ -246,7 +267,7 @@ impl<C: StreamedCall, R: StreamedReply> Drop for Awaiting<'_, C, R> {
 /// the stream ended.
 async fn read_replies<C: StreamedCall, R: StreamedReply>(
     mut replies: Streaming<R>,
-    queue: Arc<Mutex<mpsc::Receiver<C>>>,
+    queue: Arc<Mutex<Queue<C>>>,
     pending: Arc<Pending<R::Payload, C::Payload>>,
     next_id: Arc<AtomicU64>,
 ) {
@@ -273,11 +294,16 @@ async fn read_replies<C: StreamedCall, R: StreamedReply>(
     tracing::warn!(%ended, "a call stream ended");
     let mut waiting = lock(&pending).take().unwrap_or_default();
     // What the gRPC call has not taken from the queue has not left: no more is taken now.
-    let unsent = {
+    let (unsent, sender_task) = {
         let mut queue = lock(&queue);
-        queue.close();
-        std::iter::from_fn(|| queue.try_recv().ok()).collect::<Vec<C>>()
+        queue.receiver.close();
+        let unsent = std::iter::from_fn(|| queue.receiver.try_recv().ok()).collect::<Vec<C>>();
+        (unsent, queue.waiting.take())
     };
+    // The gRPC call finds the queue closed and empty: its side of the stream ends.
+    if let Some(sender_task) = sender_task {
+        sender_task.wake();
+    }
     for message in unsent {
         let id = message.id();
         if let (Some(call), Some(payload)) = (waiting.remove(&id), message.into_payload()) {

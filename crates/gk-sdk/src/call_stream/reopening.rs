@@ -13,8 +13,11 @@ use super::{CallStream, NotSent, StreamedCall, StreamedReply};
 pub const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(100);
 
 /// The longest wait between two openings (the wait doubles after each one, and starts again
-/// from [`REOPEN_FIRST_DELAY`] once a stream has stayed open that long).
+/// from [`REOPEN_FIRST_DELAY`] at the first opening this long after a stream opened).
 pub const REOPEN_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// How long one opening may take before it counts as failed (a side that never answers).
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What opens one stream: `Ok(None)` when the other side does not serve the method.
 type Opener<C, R> = Box<
@@ -22,6 +25,39 @@ type Opener<C, R> = Box<
         + Send
         + Sync,
 >;
+
+/// What [`ReopeningStream::claim`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Open one.
+    Granted,
+    /// Another opening is under way.
+    Busy,
+    /// The wait since the last opening is not over.
+    TooSoon,
+    /// The other side does not serve the method.
+    Unsupported,
+}
+
+/// An opening under way: settled with its outcome, or (its future dropped, its task gone)
+/// released as a failed one, so that a later call may open again.
+struct Opening<C: StreamedCall, R: StreamedReply>(ReopeningStream<C, R>);
+
+impl<C: StreamedCall, R: StreamedReply> Opening<C, R> {
+    fn settle(self, opened: Result<Option<CallStream<C, R>>, Status>) -> Result<bool, Status> {
+        let stream = self.0.clone();
+        std::mem::forget(self);
+        stream.settle(opened)
+    }
+}
+
+impl<C: StreamedCall, R: StreamedReply> Drop for Opening<C, R> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .settle(Err(Status::cancelled("the opening was given up")));
+    }
+}
 
 /// When to open a stream again.
 #[derive(Debug)]
@@ -102,26 +138,43 @@ impl<C: StreamedCall, R: StreamedReply> ReopeningStream<C, R> {
     }
 
     /// Opens a stream now and waits for it: `Ok(true)` when one is open, `Ok(false)` when the
-    /// other side does not serve the method (never asked again), the status when it failed.
+    /// other side does not serve the method (never asked again), the status when it failed
+    /// (`UNAVAILABLE` while another opening is under way).
     pub async fn open_now(&self) -> Result<bool, Status> {
-        if !self.claim(true) {
-            return Ok(self.is_open());
+        match self.claim(true) {
+            Claim::Granted => {}
+            Claim::Unsupported => return Ok(false),
+            Claim::Busy | Claim::TooSoon => {
+                return Err(Status::unavailable("the call stream is being opened"));
+            }
         }
-        let opened = (self.inner.open)().await;
-        self.settle(opened)
+        let opening = Opening(self.clone());
+        let opened = self.opened().await;
+        opening.settle(opened)
     }
 
     /// Opens a stream in the background if none is open and the last opening is long enough
     /// ago (and none is under way).
     pub fn open_soon(&self) {
-        if self.is_open() || !self.claim(false) {
+        if self.is_open() || self.claim(false) != Claim::Granted {
             return;
         }
-        let this = self.clone();
+        let opening = Opening(self.clone());
         tokio::spawn(async move {
-            let opened = (this.inner.open)().await;
-            let _ = this.settle(opened);
+            let opened = opening.0.opened().await;
+            let _ = opening.settle(opened);
         });
+    }
+
+    /// One opening, bounded by [`OPEN_TIMEOUT`].
+    async fn opened(&self) -> Result<Option<CallStream<C, R>>, Status> {
+        tokio::time::timeout(OPEN_TIMEOUT, (self.inner.open)())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(
+                    "the call stream did not open in time",
+                ))
+            })
     }
 
     /// Whether a stream is open and carries calls.
@@ -154,23 +207,30 @@ impl<C: StreamedCall, R: StreamedReply> ReopeningStream<C, R> {
         }
     }
 
-    /// Takes the right to open a stream: always when `now` (unless one is opening or the side
-    /// does not serve the method), else only once the wait since the last opening is over.
-    fn claim(&self, now: bool) -> bool {
+    /// Takes the right to open a stream: when `now`, unless one is opening or the side does
+    /// not serve the method; else also only once the wait since the last opening is over.
+    fn claim(&self, now: bool) -> Claim {
         let mut retry = lock(&self.inner.retry);
-        if retry.opening || retry.unsupported || (!now && Instant::now() < retry.not_before) {
-            return false;
+        if retry.unsupported {
+            return Claim::Unsupported;
         }
-        // A stream that stayed open long enough ended for a reason of its own: start the
-        // waits over.
+        if retry.opening {
+            return Claim::Busy;
+        }
+        if !now && Instant::now() < retry.not_before {
+            return Claim::TooSoon;
+        }
+        // The first opening long after a stream opened (it ended for a reason of its own)
+        // starts the waits over; failed openings after it do not.
         if retry
             .opened_at
+            .take()
             .is_some_and(|opened| opened.elapsed() >= REOPEN_MAX_DELAY)
         {
             retry.delay = REOPEN_FIRST_DELAY;
         }
         retry.opening = true;
-        true
+        Claim::Granted
     }
 
     /// Records how an opening went and sets the wait before the next one.
@@ -197,5 +257,61 @@ impl<C: StreamedCall, R: StreamedReply> ReopeningStream<C, R> {
                 Err(status)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::proto::pb;
+
+    type HostCalls = ReopeningStream<pb::HostCall, pb::HostReply>;
+
+    /// A stream whose openings never finish, and how many were started.
+    fn hanging() -> (HostCalls, Arc<AtomicUsize>) {
+        let started = Arc::new(AtomicUsize::new(0));
+        let stream = {
+            let started = started.clone();
+            ReopeningStream::new("test", move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                std::future::pending()
+            })
+        };
+        (stream, started)
+    }
+
+    #[tokio::test]
+    async fn an_opening_given_up_lets_the_next_one_start() {
+        let (stream, started) = hanging();
+        let short = Duration::from_millis(20);
+        assert!(
+            tokio::time::timeout(short, stream.open_now())
+                .await
+                .is_err()
+        );
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        // The first was given up (its future dropped): a new opening starts, rather than
+        // waiting for one that will never end.
+        assert!(
+            tokio::time::timeout(short, stream.open_now())
+                .await
+                .is_err()
+        );
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert!(!stream.is_open());
+    }
+
+    #[tokio::test]
+    async fn an_opening_under_way_is_not_started_twice() {
+        let (stream, started) = hanging();
+        stream.open_soon();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        let busy = stream.open_now().await.unwrap_err();
+        assert_eq!(busy.code(), tonic::Code::Unavailable, "{busy:?}");
+        stream.open_soon();
+        assert_eq!(started.load(Ordering::SeqCst), 1);
     }
 }
