@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gk_sdk::{
     CallContext, Email, HostApi, HostCallName, HostError, HostResult, HttpRequest, HttpResponse,
-    LogLevel, MAX_CALL_DEPTH, ResourcePolicy, Row, TranslateArgs,
+    LogLevel, MAX_CALL_DEPTH, ResourcePolicy, Row, TableScope, TranslateArgs,
 };
 use serde_json::{Map, Value};
 use tracing::{Level, instrument};
@@ -164,28 +164,9 @@ impl SandboxedHostApi {
 
     /// `db_query` but its error log.
     async fn query(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
-        let policy = self.policy.load_full();
-        let mut checked = None;
-        self.admit(
-            &policy,
-            HostCallName::DbQuery,
-            || {
-                checked = Some(check_statement(
-                    &policy,
-                    &self.config,
-                    SqlCall::Query,
-                    query,
-                    args,
-                )?);
-                Ok(())
-            },
-            OwnLimit::Db,
-        )
-        .await?;
-        let Some(checked) = checked else {
-            return Err(HostError::Backend("the SQL guard gave no decision".into()));
-        };
-        let scope = policy.table_scope();
+        let (checked, scope) = self
+            .admit_statement(HostCallName::DbQuery, SqlCall::Query, query, args)
+            .await?;
         let result = self
             .inner
             .db_query_scoped(&self.stamp(ctx), &scope, &checked.sql, args)
@@ -194,6 +175,33 @@ impl SandboxedHostApi {
             return result;
         }
         self.account(result, &self.counters.db_queries)
+    }
+
+    /// Judges a statement (the policy, the SQL guard, the limits: see `admit`): the checked
+    /// statement and the scope the engine is to enforce too.
+    async fn admit_statement(
+        &self,
+        function: HostCallName,
+        call: SqlCall,
+        query: &str,
+        args: &[Value],
+    ) -> HostResult<(CheckedSql, Arc<dyn TableScope>)> {
+        let policy = self.policy.load_full();
+        let mut checked = None;
+        self.admit(
+            &policy,
+            function,
+            || {
+                checked = Some(check_statement(&policy, &self.config, call, query, args)?);
+                Ok(())
+            },
+            OwnLimit::Db,
+        )
+        .await?;
+        let Some(checked) = checked else {
+            return Err(HostError::Backend("the SQL guard gave no decision".into()));
+        };
+        Ok((checked, policy.table_scope()))
     }
 
     /// Counts the outcome of a call that reached the inner host.
@@ -248,28 +256,9 @@ impl HostApi for SandboxedHostApi {
 
     #[instrument(name = "gk.host.db.exec", skip_all, fields(plugin = %self.plugin), err(level = Level::ERROR))]
     async fn db_exec(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<u64> {
-        let policy = self.policy.load_full();
-        let mut checked = None;
-        self.admit(
-            &policy,
-            HostCallName::DbExec,
-            || {
-                checked = Some(check_statement(
-                    &policy,
-                    &self.config,
-                    SqlCall::Exec,
-                    query,
-                    args,
-                )?);
-                Ok(())
-            },
-            OwnLimit::Db,
-        )
-        .await?;
-        let Some(checked) = checked else {
-            return Err(HostError::Backend("the SQL guard gave no decision".into()));
-        };
-        let scope = policy.table_scope();
+        let (checked, scope) = self
+            .admit_statement(HostCallName::DbExec, SqlCall::Exec, query, args)
+            .await?;
         let result = self
             .inner
             .db_exec_scoped(&self.stamp(ctx), &scope, &checked.sql, args)

@@ -220,26 +220,9 @@ async fn a_call_still_queued_when_the_stream_ends_comes_back_unsent() {
 #[tokio::test]
 async fn calls_on_the_stream_answer_by_id_keep_their_budget_and_stop_when_given_up() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("plugin.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
     let plugin = Sleeper::default();
     let calls_ended = plugin.ended.clone();
-    let stopping = Arc::new(watch::channel(false).0);
-    let server = PluginServer {
-        plugin: Arc::new(plugin),
-        host_socket: String::new(),
-        token: String::new(),
-        stop: Arc::new(Notify::new()),
-        stopping: stopping.clone(),
-        max_message_bytes: Arc::new(AtomicUsize::new(1_000)),
-        early_host: std::sync::Mutex::new(None),
-        initialised: OnceLock::new(),
-    };
-    tokio::spawn(
-        Server::builder()
-            .add_service(PluginServiceServer::new(server))
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-    );
+    let (socket, stopping) = serve_on(&dir, plugin).await;
     let channel = UnixChannel::connect(&socket).await.unwrap();
     let mut client = PluginServiceClient::with_origin(channel, UnixChannel::origin());
     let stream =

@@ -134,31 +134,13 @@ impl SqlitePluginPool {
         limits: Limits,
         collect: Collected,
     ) -> HostResult<Collected> {
-        let deadline = Instant::now() + limits.query_timeout;
-        if gk_sdk::inline::is_attempt() {
-            let Ok(_slot) = self.slots.try_acquire() else {
-                return Err(gk_sdk::inline::refuse(
-                    format!("every connection to database `{database}` is busy"),
-                    false,
-                ));
-            };
+        let inline = gk_sdk::inline::is_attempt();
+        let deadline = if inline {
             let budget = Instant::now() + INLINE_BUDGET;
-            let job = Job {
-                plugin: plugin.to_owned(),
-                database: database.to_owned(),
-                scope: scope.clone(),
-                sql: sql.to_owned(),
-                values,
-                deadline: gk_sdk::inline::deadline().map_or(budget, |by| by.min(budget)),
-                limits,
-                inline: true,
-            };
-            return self.run_here(&job, collect);
-        }
-        let slot = tokio::time::timeout(limits.query_timeout, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| timed_out(limits.query_timeout))?
-            .map_err(|_| HostError::Unavailable("the database is closing".into()))?;
+            gk_sdk::inline::deadline().map_or(budget, |by| by.min(budget))
+        } else {
+            Instant::now() + limits.query_timeout
+        };
         let job = Job {
             plugin: plugin.to_owned(),
             database: database.to_owned(),
@@ -167,8 +149,21 @@ impl SqlitePluginPool {
             values,
             deadline,
             limits,
-            inline: false,
+            inline,
         };
+        if inline {
+            let Ok(_slot) = self.slots.try_acquire() else {
+                return Err(gk_sdk::inline::refuse(
+                    format!("every connection to database `{database}` is busy"),
+                    false,
+                ));
+            };
+            return self.run_here(&job, collect);
+        }
+        let slot = tokio::time::timeout(limits.query_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| timed_out(limits.query_timeout))?
+            .map_err(|_| HostError::Unavailable("the database is closing".into()))?;
         let pool = Arc::clone(self);
         blocking(move || {
             let _slot = slot;
