@@ -1,6 +1,7 @@
 //! Cost as work grows: a server with [`DISCOVERED`] WASM plugins discovered, [`LOADED`] of them
 //! loaded: its start time, its RSS per loaded plugin, and the p50 of sequential calls to one of
-//! them, to compare with the same calls on a server with one WASM plugin.
+//! them, to compare with the same calls to the one WASM plugin of a small server, measured in
+//! turns with them (so that both see the machine in the same state).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,8 +17,18 @@ use super::{Running, SECRET, build_noop, noop_yaml, put_json};
 pub(super) const DISCOVERED: usize = 200;
 /// Of those, loaded (by a first call) before measuring.
 pub(super) const LOADED: usize = 50;
-/// Sequential calls whose median is taken (after as many again to warm up).
-pub(super) const CALLS: usize = 2000;
+/// Sequential calls per round (after as many again to warm up the connection).
+pub(super) const CALLS: usize = 1000;
+
+/// Rounds of [`CALLS`] calls to each server, in turns; the median is of all of them.
+pub(super) const ROUNDS: usize = 6;
+
+/// The server the scaled one is compared with, and the call to make there.
+pub(super) struct Baseline<'a> {
+    pub(super) address: &'a str,
+    pub(super) path: &'a str,
+    pub(super) token: &'a str,
+}
 
 const ADDRESS: &str = "127.0.0.1:9182";
 
@@ -31,6 +42,8 @@ pub(super) struct Scaled {
     pub(super) rss_per_loaded_kib: f64,
     /// Median of sequential calls to one loaded plugin.
     pub(super) call_p50: Duration,
+    /// Median of the same calls to the baseline's plugin, in turns with them.
+    pub(super) baseline_p50: Duration,
 }
 
 /// `VmRSS` of a process in KiB.
@@ -94,26 +107,59 @@ pub(super) fn read_status(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u
     }
 }
 
-/// The median of `CALLS` sequential `POST path` calls on one keep-alive connection.
-pub(super) fn sequential_p50(address: &str, path: &str, token: &str) -> Result<Duration> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_nodelay(true)?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
-    );
-    let mut buf = Vec::new();
-    let mut times = Vec::with_capacity(CALLS);
-    for round in 0..2 * CALLS {
-        let started = Instant::now();
-        stream.write_all(request.as_bytes())?;
-        read_response(&mut stream, &mut buf)?;
-        if round >= CALLS {
-            times.push(started.elapsed());
+/// Sequential `POST path` calls on one keep-alive connection, timed.
+struct Sequential {
+    stream: TcpStream,
+    request: String,
+    buf: Vec<u8>,
+    times: Vec<Duration>,
+}
+
+impl Sequential {
+    /// Connects and warms the connection up with [`CALLS`] calls.
+    fn connect(address: &str, path: &str, token: &str) -> Result<Self> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let mut this = Self {
+            stream,
+            request,
+            buf: Vec::new(),
+            times: Vec::with_capacity(ROUNDS * CALLS),
+        };
+        for _ in 0..CALLS {
+            this.call()?;
         }
+        Ok(this)
     }
-    times.sort();
-    Ok(times[times.len() / 2])
+
+    fn call(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.stream.write_all(self.request.as_bytes())?;
+        read_response(&mut self.stream, &mut self.buf)?;
+        Ok(started.elapsed())
+    }
+
+    /// [`CALLS`] timed calls.
+    fn round(&mut self) -> Result<()> {
+        for _ in 0..CALLS {
+            let took = self.call()?;
+            self.times.push(took);
+        }
+        Ok(())
+    }
+
+    /// The median of the timed calls.
+    fn p50(&mut self) -> Duration {
+        self.times.sort();
+        self.times
+            .get(self.times.len() / 2)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 /// One call on a fresh connection (loads the plugin on first use).
@@ -141,8 +187,8 @@ fn name(index: usize) -> String {
 }
 
 /// Starts a server on [`DISCOVERED`] copies of the no-host-call guest in `work`, loads
-/// [`LOADED`] of them and measures.
-pub(super) fn measure(gk: &Path, work: &Path) -> Result<Scaled> {
+/// [`LOADED`] of them and measures, with calls to `baseline` in turns.
+pub(super) fn measure(gk: &Path, work: &Path, baseline: &Baseline<'_>) -> Result<Scaled> {
     let plugins = work.join("plugins");
     // One build; the copies differ only in the name in their data (same length).
     let first = plugins.join(name(0));
@@ -215,16 +261,19 @@ pub(super) fn measure(gk: &Path, work: &Path) -> Result<Scaled> {
             r#"{{"plugin_name":"{measured}","status":"approved","memory_mb":16,"call_timeout":"5s","max_calls_per_second":0}}"#
         ),
     )?;
-    let call_p50 = sequential_p50(
-        ADDRESS,
-        &format!("/api/v1/plugins/{measured}/call/ping"),
-        &agent,
-    )?;
+    let scaled_path = format!("/api/v1/plugins/{measured}/call/ping");
+    let mut scaled = Sequential::connect(ADDRESS, &scaled_path, &agent)?;
+    let mut one = Sequential::connect(baseline.address, baseline.path, baseline.token)?;
+    for _ in 0..ROUNDS {
+        scaled.round()?;
+        one.round()?;
+    }
     Ok(Scaled {
         start,
         rss_before_kib,
         rss_per_loaded_kib: rss_after.saturating_sub(rss_before_kib) as f64 / LOADED as f64,
-        call_p50,
+        call_p50: scaled.p50(),
+        baseline_p50: one.p50(),
     })
 }
 
