@@ -3,17 +3,20 @@
 //! handler (so an internal failure answers and logs that same id), and echoed in the response's
 //! `x-request-id`.
 //!
-//! This module is a leaf: the router mounts [`middleware`]; the JSON API's errors and the admin
-//! pages read [`current_or_new`].
+//! This module is a leaf: the router mounts [`RequestIdLayer`]; the JSON API's errors and the
+//! admin pages read [`current_or_new`].
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderValue, Response};
+use tower::{Layer, Service};
 
 /// The header that carries a request's id, in the request and in its response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -85,19 +88,52 @@ pub fn current_or_new() -> RequestId {
         .unwrap_or_else(|_| RequestId::generate())
 }
 
-/// Gives each request its id (see the module docs): in its extensions, on its task while it is
-/// handled, and in its response's `x-request-id`.
-pub async fn middleware(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(RequestId::accept)
-        .unwrap_or_else(RequestId::generate);
-    request.extensions_mut().insert(id.clone());
-    let header = id.0.clone();
-    let mut response = CURRENT.scope(id, next.run(request)).await;
-    response.headers_mut().insert(REQUEST_ID_HEADER, header);
-    response
+/// The layer that gives each request its id (see the module docs): in its extensions, on its
+/// task while it is handled, and in its response's `x-request-id`. A tower layer of its own
+/// rather than `axum::middleware::from_fn`, which boxes the inner service anew per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = WithRequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithRequestId(inner)
+    }
+}
+
+/// A service whose requests get their ids ([`RequestIdLayer`]).
+#[derive(Debug, Clone)]
+pub struct WithRequestId<S>(S);
+
+impl<S, B> Service<Request> for WithRequestId<S>
+where
+    S: Service<Request, Response = Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(RequestId::accept)
+            .unwrap_or_else(RequestId::generate);
+        request.extensions_mut().insert(id.clone());
+        let header = id.0.clone();
+        let handled = CURRENT.scope(id, self.0.call(request));
+        Box::pin(async move {
+            let mut response = handled.await?;
+            response.headers_mut().insert(REQUEST_ID_HEADER, header);
+            Ok(response)
+        })
+    }
 }
 
 #[cfg(test)]

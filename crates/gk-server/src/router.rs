@@ -48,7 +48,7 @@ where
 {
     router.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(crate::request_id::middleware))
+            .layer(crate::request_id::RequestIdLayer)
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
