@@ -41,21 +41,22 @@ enum Claim {
 
 /// An opening under way: settled with its outcome, or (its future dropped, its task gone)
 /// released as a failed one, so that a later call may open again.
-struct Opening<C: StreamedCall, R: StreamedReply>(ReopeningStream<C, R>);
+struct Opening<C: StreamedCall, R: StreamedReply>(Option<ReopeningStream<C, R>>);
 
 impl<C: StreamedCall, R: StreamedReply> Opening<C, R> {
-    fn settle(self, opened: Result<Option<CallStream<C, R>>, Status>) -> Result<bool, Status> {
-        let stream = self.0.clone();
-        std::mem::forget(self);
-        stream.settle(opened)
+    fn settle(mut self, opened: Result<Option<CallStream<C, R>>, Status>) -> Result<bool, Status> {
+        match self.0.take() {
+            Some(stream) => stream.settle(opened),
+            None => Ok(false),
+        }
     }
 }
 
 impl<C: StreamedCall, R: StreamedReply> Drop for Opening<C, R> {
     fn drop(&mut self) {
-        let _ = self
-            .0
-            .settle(Err(Status::cancelled("the opening was given up")));
+        if let Some(stream) = self.0.take() {
+            let _ = stream.settle(Err(Status::cancelled("the opening was given up")));
+        }
     }
 }
 
@@ -148,7 +149,7 @@ impl<C: StreamedCall, R: StreamedReply> ReopeningStream<C, R> {
                 return Err(Status::unavailable("the call stream is being opened"));
             }
         }
-        let opening = Opening(self.clone());
+        let opening = Opening(Some(self.clone()));
         let opened = self.opened().await;
         opening.settle(opened)
     }
@@ -159,9 +160,9 @@ impl<C: StreamedCall, R: StreamedReply> ReopeningStream<C, R> {
         if self.is_open() || self.claim(false) != Claim::Granted {
             return;
         }
-        let opening = Opening(self.clone());
+        let (stream, opening) = (self.clone(), Opening(Some(self.clone())));
         tokio::spawn(async move {
-            let opened = opening.0.opened().await;
+            let opened = stream.opened().await;
             let _ = opening.settle(opened);
         });
     }
@@ -301,6 +302,26 @@ mod tests {
         );
         assert_eq!(started.load(Ordering::SeqCst), 2);
         assert!(!stream.is_open());
+    }
+
+    #[tokio::test]
+    async fn nothing_keeps_a_stream_alive_after_its_openings() {
+        // One opening given up, one that failed.
+        let (given_up, _) = hanging();
+        let short = Duration::from_millis(20);
+        assert!(
+            tokio::time::timeout(short, given_up.open_now())
+                .await
+                .is_err()
+        );
+        let failing: HostCalls =
+            ReopeningStream::new("test", || async { Err(Status::unavailable("no host")) });
+        assert!(failing.open_now().await.is_err());
+        for stream in [given_up, failing] {
+            let inner = Arc::downgrade(&stream.inner);
+            drop(stream);
+            assert!(inner.upgrade().is_none(), "an ended opening holds nothing");
+        }
     }
 
     #[tokio::test]
