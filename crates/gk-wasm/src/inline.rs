@@ -31,8 +31,8 @@
 //! always use workers.
 //!
 //! Every limit of a worker's call holds inline too: the memory cap (same instances), the
-//! plugin's concurrency (the same permits; a call that may run inline waits for one before it
-//! starts, and takes it to a worker if it moves), fuel (smaller), the deadline (the slice ends far
+//! plugin's concurrency (the same permits: a call waits for one before it starts, and takes it
+//! to a worker if it moves), fuel (smaller), the deadline (the slice ends far
 //! earlier). At most one instance per thread per plugin, and at most as many threads per plugin
 //! as the machine has cores.
 
@@ -217,22 +217,6 @@ fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, function: &st
             slot.to_worker.insert(function.into());
         }
     });
-}
-
-/// Whether a call of `function` may be tried on this thread: not nested, and not a function
-/// sent to the workers here (the slot is checked again by [`run`], on the thread that runs it).
-pub(crate) fn may_try(inner: &PluginInner, ctx: &CallContext, function: &str) -> bool {
-    ctx.depth == 0
-        && !inner.pool.is_closed()
-        && SLOTS
-            .try_with(|slots| {
-                slots.try_borrow().is_ok_and(|slots| {
-                    slots
-                        .get(&inner.inline.id)
-                        .is_none_or(|slot| !slot.to_worker.contains(function))
-                })
-            })
-            .unwrap_or(false)
 }
 
 /// Runs the call on this thread if it can, under one of the plugin's permits the caller holds:

@@ -148,16 +148,19 @@ impl WasmPlugin {
     /// Runs `work` on an instance; the caller gets `Timeout` at the deadline. When this future
     /// ends, answered or not, the call is marked abandoned and its interrupt flag raised, so a
     /// guest still running stops at its next loop iteration, function call or import (and its
-    /// instance is discarded).
-    /// `permit`: one of the plugin's permits the caller holds already.
+    /// instance is discarded). `permit`: the call's permit ([`permit`](Self::permit)).
     async fn run(
         &self,
-        ctx: &CallContext,
         budget: &Budget,
         work: Work,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<u8>, PluginError> {
-        let (result, stopped_by) = self.wait(ctx, budget, work, permit).await;
+        let answer = self.wait(budget, work, permit).await;
+        self.counted(answer)
+    }
+
+    /// The result of an answer, its stop (if a limit stopped it) counted.
+    fn counted(&self, (result, stopped_by): Answer) -> Result<Vec<u8>, PluginError> {
         if let Some(limit) = stopped_by {
             self.inner.stops.count(limit);
         }
@@ -195,7 +198,6 @@ impl WasmPlugin {
     /// [`run`](Self::run) without the counting.
     async fn wait(
         &self,
-        ctx: &CallContext,
         budget: &Budget,
         work: Work,
         permit: Option<OwnedSemaphorePermit>,
@@ -210,13 +212,6 @@ impl WasmPlugin {
         if inner.pool.is_closed() {
             return (Err(closed()), None);
         }
-        let permit = match permit {
-            Some(permit) => Some(permit),
-            None => match self.permit(ctx, budget).await {
-                Ok(permit) => permit,
-                Err(answer) => return answer,
-            },
-        };
         let worker = match inner.pool.worker(inner.shared.name()) {
             Ok(worker) => worker,
             Err(problem) => return (Err(PluginError::Unavailable(problem)), None),
@@ -280,29 +275,18 @@ impl Plugin for WasmPlugin {
         // Short calls without host calls answer on this thread; the others go to a worker.
         // The manager's `gk.plugin.call` span is current: say which path answered.
         let span = tracing::Span::current();
-        // A call that may run inline waits for its permit here (not on the workers' path), so
-        // that calls queued for a permit do not push later ones off their caller's thread.
-        let mut permit = None;
-        if inline::may_try(&self.inner, ctx, function) {
-            let held = match self.permit(ctx, &budget).await {
-                Ok(permit) => permit,
-                Err((result, stopped_by)) => {
-                    if let Some(limit) = stopped_by {
-                        self.inner.stops.count(limit);
-                    }
-                    span.record("wasm.inline", false);
-                    return result;
-                }
-            };
-            if let Some(answer) = inline::run(&self.inner, ctx, function, args, &budget) {
-                let (result, stopped_by) = answer;
-                if let Some(limit) = stopped_by {
-                    self.inner.stops.count(limit);
-                }
-                span.record("wasm.inline", true);
-                return result;
+        // The permit is taken before either path (and handed to a worker if the call moves),
+        // so that calls queued for a permit do not push later ones off their caller's thread.
+        let permit = match self.permit(ctx, &budget).await {
+            Ok(permit) => permit,
+            Err(refused) => {
+                span.record("wasm.inline", false);
+                return self.counted(refused);
             }
-            permit = held;
+        };
+        if let Some(answer) = inline::run(&self.inner, ctx, function, args, &budget) {
+            span.record("wasm.inline", true);
+            return self.counted(answer);
         }
         span.record("wasm.inline", false);
         let (call_ctx, function, args) = (ctx.clone(), function.to_owned(), args.to_vec());
@@ -313,7 +297,7 @@ impl Plugin for WasmPlugin {
             let _entered = span.enter();
             instance.call(call_ctx, &function, &args, guest_budget)
         });
-        self.run(ctx, &budget, work, permit).await
+        self.run(&budget, work, permit).await
     }
 
     async fn shutdown(&self, _ctx: &CallContext) -> Result<(), PluginError> {

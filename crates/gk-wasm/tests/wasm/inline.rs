@@ -130,3 +130,50 @@ async fn a_read_followed_by_long_computing_runs_again_on_a_worker() {
     // function goes there directly from then on.
     assert_eq!(attempts(&host), [true, false, false]);
 }
+
+/// A call that found every permit taken waits for one and then still runs on its caller's
+/// thread (when the waiting happened on the workers' path, calls queued behind a slow one all
+/// went to the workers, and every later call with them).
+#[tokio::test]
+async fn a_call_that_waited_for_its_permit_still_runs_inline() {
+    use gk_wasm::{WasmConfig, WasmRuntime};
+
+    let runtime = WasmRuntime::new(WasmConfig {
+        pool_size: 1,
+        points_per_second: Some(crate::support::runtime().points_per_second()),
+        ..WasmConfig::default()
+    })
+    .unwrap();
+    let plugin = runtime
+        .load(crate::support::fixture("proxy"), limits(300, 16))
+        .await
+        .unwrap();
+    let host = Arc::new(
+        RecordingHost::default()
+            .inline_db_query(InlineAnswer::Answered)
+            .holding_cache_key("slow"),
+    );
+    plugin
+        .init(&CallContext::for_plugin("proxy"), host.clone())
+        .await
+        .unwrap();
+    let plugin = Arc::new(plugin);
+    // The one permit is held by a call on a worker whose host call never answers (until its
+    // deadline, 300 ms).
+    let slow = tokio::spawn({
+        let plugin = plugin.clone();
+        async move { plugin.call(&ctx(), "cache_get", br#"{"key":"slow"}"#).await }
+    });
+    while host.count() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The next call gets time enough to wait for the permit.
+    plugin.set_limits(limits(5_000, 16));
+    let reply = plugin.call(&ctx(), "db_query", QUERY).await.unwrap();
+    assert_eq!(reply, b"[]");
+    assert!(
+        slow.await.unwrap().is_err(),
+        "the slow call ran out of time"
+    );
+    assert_eq!(attempts(&host), [false, true], "{:?}", host.reached());
+}
