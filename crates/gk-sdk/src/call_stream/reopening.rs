@@ -2,12 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::Status;
 
-use super::{CallStream, NotSent, StreamedCall, StreamedReply};
+use super::{CallStream, NotSent, StreamedCall, StreamedReply, lock};
 
 /// The first wait before opening a stream again after one ended or an opening failed.
 pub const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -45,10 +45,10 @@ struct Opening<C: StreamedCall, R: StreamedReply>(Option<ReopeningStream<C, R>>)
 
 impl<C: StreamedCall, R: StreamedReply> Opening<C, R> {
     fn settle(mut self, opened: Result<Option<CallStream<C, R>>, Status>) -> Result<bool, Status> {
-        match self.0.take() {
-            Some(stream) => stream.settle(opened),
-            None => Ok(false),
-        }
+        // Only `settle` and `drop` take the stream, each once.
+        self.0
+            .take()
+            .map_or(Ok(false), |stream| stream.settle(opened))
     }
 }
 
@@ -69,7 +69,7 @@ struct Retry {
     not_before: Instant,
     /// The wait after the next opening.
     delay: Duration,
-    /// When the stream in use was opened.
+    /// When the last stream opened, until the next opening is claimed.
     opened_at: Option<Instant>,
     /// The other side does not serve the method: never again.
     unsupported: bool,
@@ -108,10 +108,6 @@ impl<C: StreamedCall, R: StreamedReply> std::fmt::Debug for ReopeningStream<C, R
             .field("open", &self.is_open())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<C: StreamedCall, R: StreamedReply> ReopeningStream<C, R> {
@@ -283,24 +279,40 @@ mod tests {
         (stream, started)
     }
 
+    /// Opens `stream` now and gives the opening up after 20 ms; whether it was still going.
+    async fn give_up_opening(stream: &HostCalls) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), stream.open_now())
+            .await
+            .is_err()
+    }
+
     #[tokio::test]
     async fn an_opening_given_up_lets_the_next_one_start() {
         let (stream, started) = hanging();
-        let short = Duration::from_millis(20);
-        assert!(
-            tokio::time::timeout(short, stream.open_now())
-                .await
-                .is_err()
-        );
+        assert!(give_up_opening(&stream).await);
         assert_eq!(started.load(Ordering::SeqCst), 1);
         // The first was given up (its future dropped): a new opening starts, rather than
         // waiting for one that will never end.
-        assert!(
-            tokio::time::timeout(short, stream.open_now())
-                .await
-                .is_err()
-        );
+        assert!(give_up_opening(&stream).await);
         assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert!(!stream.is_open());
+    }
+
+    #[tokio::test]
+    async fn a_side_that_does_not_serve_the_method_is_not_asked_again() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let stream: HostCalls = {
+            let asked = asked.clone();
+            ReopeningStream::new("test", move || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                async { Ok(None) }
+            })
+        };
+        assert!(!stream.open_now().await.unwrap(), "not served");
+        stream.open_soon();
+        assert!(!stream.open_now().await.unwrap(), "not served");
+        tokio::task::yield_now().await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
         assert!(!stream.is_open());
     }
 
@@ -308,12 +320,7 @@ mod tests {
     async fn nothing_keeps_a_stream_alive_after_its_openings() {
         // One opening given up, one that failed.
         let (given_up, _) = hanging();
-        let short = Duration::from_millis(20);
-        assert!(
-            tokio::time::timeout(short, given_up.open_now())
-                .await
-                .is_err()
-        );
+        assert!(give_up_opening(&given_up).await);
         let failing: HostCalls =
             ReopeningStream::new("test", || async { Err(Status::unavailable("no host")) });
         assert!(failing.open_now().await.is_err());
