@@ -128,6 +128,20 @@ mod tests {
         Arc<RecordingHost>,
         tempfile::TempDir,
     ) {
+        let served = serving(max_message_bytes, host).await;
+        (served.client, served.host, served.dir)
+    }
+
+    /// A running host service, its client, and what stops it.
+    struct Served {
+        client: HostServiceClient<UnixChannel>,
+        host: Arc<RecordingHost>,
+        dir: tempfile::TempDir,
+        stop: Arc<tokio::sync::Notify>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    async fn serving(max_message_bytes: usize, host: RecordingHost) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("host.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -135,13 +149,15 @@ mod tests {
         let host = Arc::new(host);
         let _ = side.host.set(host.clone());
         let stop = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(serve_host(side, listener, max_message_bytes, stop));
+        let server = tokio::spawn(serve_host(side, listener, max_message_bytes, stop.clone()));
         let channel = UnixChannel::connect(&socket).await.unwrap();
-        (
-            HostServiceClient::with_origin(channel, UnixChannel::origin()),
+        Served {
+            client: HostServiceClient::with_origin(channel, UnixChannel::origin()),
             host,
             dir,
-        )
+            stop,
+            server,
+        }
     }
 
     /// Opens the `Calls` stream with `token`; calls go in through the sender.
@@ -310,15 +326,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_host_ends_its_streams_when_its_server_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("host.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let side = Arc::new(HostSide::new("p", "t"));
-        let _ = side.host.set(Arc::new(MemoryHost::default()));
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let server = tokio::spawn(serve_host(side, listener, 1 << 20, stop.clone()));
-        let channel = UnixChannel::connect(&socket).await.unwrap();
-        let mut client = HostServiceClient::with_origin(channel, UnixChannel::origin());
+        let host = RecordingHost::wrapping(Arc::new(MemoryHost::default()));
+        let Served {
+            mut client,
+            stop,
+            server,
+            dir: _dir,
+            ..
+        } = serving(1 << 20, host).await;
         let (calls, mut replies) = open(&mut client, "t").await.unwrap();
         calls
             .send(pb::HostCall::with_id(1, cache_get("k")))
