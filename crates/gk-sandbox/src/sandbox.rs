@@ -162,7 +162,7 @@ impl SandboxedHostApi {
         verdict
     }
 
-    /// `db_query` but its error log.
+    /// What `db_query` does, but for logging its error.
     async fn query(&self, ctx: &CallContext, query: &str, args: &[Value]) -> HostResult<Vec<Row>> {
         let (checked, scope) = self
             .admit_statement(HostCallName::DbQuery, SqlCall::Query, query, args)
@@ -171,9 +171,6 @@ impl SandboxedHostApi {
             .inner
             .db_query_scoped(&self.stamp(ctx), &scope, &checked.sql, args)
             .await;
-        if result.is_err() && gk_sdk::inline::is_refused() {
-            return result;
-        }
         self.account(result, &self.counters.db_queries)
     }
 
@@ -204,8 +201,12 @@ impl SandboxedHostApi {
         Ok((checked, policy.table_scope()))
     }
 
-    /// Counts the outcome of a call that reached the inner host.
+    /// Counts the outcome of a call that reached the inner host (an inline attempt the host
+    /// refused is no outcome: the call is made again).
     fn account<T>(&self, result: HostResult<T>, counter: &AtomicU64) -> HostResult<T> {
+        if result.is_err() && gk_sdk::inline::is_refused() {
+            return result;
+        }
         SandboxCounters::bump(if result.is_ok() {
             counter
         } else {

@@ -89,3 +89,20 @@ fn an_attempt_is_judged_as_any_call() {
     assert_eq!(reached.len(), 1, "{reached:?}");
     assert!(reached[0].inline);
 }
+
+#[test]
+fn a_refused_attempt_is_counted_neither_as_a_query_nor_as_an_error() {
+    let host = RecordingHost::default().inline_db_query(InlineAnswer::Refused { lasting: false });
+    let (sandbox, host) = sandbox_over(host, SandboxConfig::default());
+    let ctx = ctx();
+    let mut query = std::pin::pin!(sandbox.db_query(&ctx, "SELECT id FROM tickets", &[]));
+    let mut context = Context::from_waker(Waker::noop());
+    let (polled, refusal) =
+        gk_sdk::inline::attempt(Instant::now() + Duration::from_millis(1), || {
+            query.as_mut().poll(&mut context)
+        });
+    assert!(refusal.is_some(), "{polled:?}");
+    assert_eq!(host.count(), 1, "the attempt reached the host");
+    let stats = sandbox.stats();
+    assert_eq!((stats.db_queries, stats.errors), (0, 0), "{stats:?}");
+}
