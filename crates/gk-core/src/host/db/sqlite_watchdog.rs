@@ -193,3 +193,73 @@ impl Watchdog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ptr;
+
+    use super::*;
+
+    /// An open in-memory SQLite connection, closed when dropped.
+    struct Memory(NonNull<ffi::sqlite3>);
+
+    impl Memory {
+        fn open() -> Self {
+            let mut raw = ptr::null_mut();
+            // SAFETY: a NUL-terminated name, an out pointer, no VFS name.
+            let code = unsafe {
+                ffi::sqlite3_open_v2(
+                    c":memory:".as_ptr(),
+                    &mut raw,
+                    ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE,
+                    ptr::null(),
+                )
+            };
+            assert_eq!(code, ffi::SQLITE_OK);
+            Self(NonNull::new(raw).expect("a connection"))
+        }
+
+        fn interrupted(&self) -> bool {
+            // SAFETY: an open connection.
+            unsafe { ffi::sqlite3_is_interrupted(self.0.as_ptr()) != 0 }
+        }
+    }
+
+    impl Drop for Memory {
+        fn drop(&mut self) {
+            // SAFETY: opened by `open`, closed once.
+            unsafe { ffi::sqlite3_close(self.0.as_ptr()) };
+        }
+    }
+
+    /// Waits up to two seconds for `condition`.
+    fn eventually(condition: impl Fn() -> bool) -> bool {
+        let started = Instant::now();
+        while !condition() {
+            if started.elapsed() > Duration::from_secs(2) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn an_idle_watchdog_parks_and_an_armed_deadline_wakes_it() {
+        let connection = Memory::open();
+        let watched = Watched::register(connection.0).expect("the watchdog runs");
+        let watchdog = watched.watchdog;
+        assert!(
+            eventually(|| watchdog.parking.load(Ordering::SeqCst)),
+            "nothing armed: the watchdog parks"
+        );
+        // Armed with a deadline in the future: not interrupted yet.
+        watched.arm(Instant::now() + Duration::from_secs(60));
+        std::thread::sleep(TICK * 5);
+        assert!(!connection.interrupted());
+        // Past its deadline: interrupted within a few looks.
+        watched.arm(Instant::now());
+        assert!(eventually(|| connection.interrupted()));
+        watched.close();
+    }
+}
