@@ -9,7 +9,7 @@ use futures::future::join_all;
 use gk_sdk::{LimitStops, Plugin, PluginError, ResourcePolicy};
 use gk_wasm::{WasmConfig, WasmPlugin, WasmRuntime};
 
-use crate::support::{MemoryHost, ctx, fixture, limits, load, runtime};
+use crate::support::{MemoryHost, ctx, fixture, limits, load, single_worker_runtime};
 
 /// The instruction mixes of `mixes.wat`: the function and what it does.
 const MIXES: [(&str, &str); 4] = [
@@ -22,12 +22,7 @@ const MIXES: [(&str, &str); 4] = [
 /// A plugin of `mixes.wat` with one worker (so the next call shows when the guest stopped),
 /// fuel at the shared runtime's calibrated rate.
 async fn single_worker(timeout_ms: u64, memory_mb: u64) -> WasmPlugin {
-    let runtime = WasmRuntime::new(WasmConfig {
-        pool_size: 1,
-        points_per_second: Some(runtime().points_per_second()),
-        ..WasmConfig::default()
-    })
-    .unwrap();
+    let runtime = single_worker_runtime();
     let plugin = runtime
         .load(fixture("mixes"), limits(timeout_ms, memory_mb))
         .await

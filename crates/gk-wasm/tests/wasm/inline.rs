@@ -136,14 +136,7 @@ async fn a_read_followed_by_long_computing_runs_again_on_a_worker() {
 /// went to the workers, and every later call with them).
 #[tokio::test]
 async fn a_call_that_waited_for_its_permit_still_runs_inline() {
-    use gk_wasm::{WasmConfig, WasmRuntime};
-
-    let runtime = WasmRuntime::new(WasmConfig {
-        pool_size: 1,
-        points_per_second: Some(crate::support::runtime().points_per_second()),
-        ..WasmConfig::default()
-    })
-    .unwrap();
+    let runtime = crate::support::single_worker_runtime();
     let plugin = runtime
         .load(crate::support::fixture("proxy"), limits(300, 16))
         .await

@@ -81,12 +81,7 @@ async fn tables_grow_up_to_the_cap_and_no_further() {
 async fn cpu_bound_guests_stop_at_the_deadline_not_at_their_fuel() {
     // One worker and a long timeout: the fuel (several times the timeout) would keep the guest
     // busy for many seconds; the interrupt at the deadline frees the worker for the next call.
-    let runtime = gk_wasm::WasmRuntime::new(gk_wasm::WasmConfig {
-        pool_size: 1,
-        points_per_second: Some(crate::support::runtime().points_per_second()),
-        ..Default::default()
-    })
-    .unwrap();
+    let runtime = crate::support::single_worker_runtime();
     let plugin = runtime
         .load(crate::support::fixture("echo"), limits(1_000, 16))
         .await
@@ -122,12 +117,7 @@ async fn cpu_bound_guests_stop_at_the_deadline_not_at_their_fuel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_whose_caller_went_away_stops_without_calling_the_host() {
-    let runtime = gk_wasm::WasmRuntime::new(gk_wasm::WasmConfig {
-        pool_size: 1,
-        points_per_second: Some(crate::support::runtime().points_per_second()),
-        ..Default::default()
-    })
-    .unwrap();
+    let runtime = crate::support::single_worker_runtime();
     let plugin = runtime
         .load(crate::support::fixture("echo"), limits(30_000, 16))
         .await

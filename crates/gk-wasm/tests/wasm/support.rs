@@ -20,6 +20,17 @@ pub(crate) fn runtime() -> &'static WasmRuntime {
     })
 }
 
+/// A runtime of its own with one worker per plugin (so that a call holding it shows), fuel at
+/// the shared runtime's calibrated rate.
+pub(crate) fn single_worker_runtime() -> WasmRuntime {
+    WasmRuntime::new(WasmConfig {
+        pool_size: 1,
+        points_per_second: Some(runtime().points_per_second()),
+        ..WasmConfig::default()
+    })
+    .expect("runtime")
+}
+
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
