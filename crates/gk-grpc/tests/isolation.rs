@@ -513,3 +513,57 @@ async fn run_by_an_ordinary_user_the_server_still_isolates_its_plugins() {
     assert!(line.contains("NoNewPrivs:1"), "{line}");
     drop(listener);
 }
+
+/// A plugin script `name` in the host's plugins directory that prints `RAN` and exits 7.
+fn exiting_script(host: &Host, name: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = host.plugins.join(name);
+    readable_dir(&dir);
+    let script = dir.join("plugin");
+    std::fs::write(&script, "#!/bin/sh\necho RAN >&2\nexit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, script)
+}
+
+/// Opens `path` for writing and closes it after `open_for`, on a thread of its own.
+fn write_open_for(path: &Path, open_for: Duration) -> std::thread::JoinHandle<()> {
+    let writer = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(open_for);
+        drop(writer);
+    })
+}
+
+#[tokio::test]
+async fn an_executable_open_for_writing_is_waited_for_a_moment_then_refused_saying_why() {
+    let host = host();
+    let runtime = GrpcRuntime::new(&host.run);
+    let (dir, script) = exiting_script(&host, "busy");
+    // Open for writing a moment, as when another thread's child inherited the descriptor until
+    // its own exec: the start waits and the plugin runs.
+    let writer = write_open_for(&script, Duration::from_millis(30));
+    let err = runtime
+        .start("busy", &script, &dir, limits())
+        .await
+        .unwrap_err();
+    writer.join().unwrap();
+    let GrpcError::Handshake { message, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("RAN"), "{message}");
+    assert!(message.contains("exit status: 7"), "{message}");
+
+    // Open for writing throughout: refused, saying why.
+    let writer = write_open_for(&script, Duration::from_secs(2));
+    let err = runtime
+        .start("busy", &script, &dir, limits())
+        .await
+        .unwrap_err();
+    writer.join().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("Text file busy")
+            && text.contains("stayed open for writing through every try"),
+        "{text}"
+    );
+}

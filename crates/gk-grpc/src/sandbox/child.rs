@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
-use super::config::INSIDE_ID;
+use super::config::{BUSY_EXECUTABLE_PAUSES_MS, INSIDE_ID};
 
 /// Everything the child needs, prepared before the clone.
 pub(crate) struct Prepared {
@@ -290,7 +290,30 @@ pub(crate) unsafe fn child(
         if libc::poll(&mut host, 1, 0) > 0 && host.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             libc::_exit(125);
         }
+        // Every descriptor inherited from the host closes at the exec anyway; closed now (all
+        // but the report pipe), a file another thread of the host had open for writing at the
+        // clone (the plugin's own executable, if it was being copied) no longer holds the exec
+        // off. Where `close_range` is missing (before Linux 5.9) the exec closes them.
+        if let Ok(report) = libc::c_uint::try_from(fds.error)
+            && report >= 3
+        {
+            if report > 3 {
+                libc::syscall(libc::SYS_close_range, 3, report - 1, 0);
+            }
+            libc::syscall(libc::SYS_close_range, report + 1, libc::c_uint::MAX, 0);
+        }
         libc::execve(prepared.executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        for pause_ms in BUSY_EXECUTABLE_PAUSES_MS {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::ETXTBSY) {
+                break;
+            }
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::c_long::from(pause_ms) * 1_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::execve(prepared.executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
         fail(fds, b"exec");
     }
 }

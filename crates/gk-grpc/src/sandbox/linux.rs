@@ -13,7 +13,9 @@
 //! mount, and the plugin is refused when a host path it gets read-only has mounts below it), a
 //! private `/tmp`, a fresh `/proc`, a minimal `/dev` and its host socket, `pivot_root`s into
 //! it, empties its capability bounding and ambient sets, takes its ids (which empties the
-//! rest), sets `no_new_privs`, its rlimits and `PR_SET_PDEATHSIG`, and execs the plugin. A
+//! rest), sets `no_new_privs`, its rlimits and `PR_SET_PDEATHSIG`, closes the descriptors it
+//! inherited, and execs the plugin (again for about half a second while the executable is open
+//! for writing somewhere, `ETXTBSY`: usually by a child another thread is starting). A
 //! failing step is reported to the host through a close-on-exec pipe as the step's name and
 //! `errno`; a child that has not exec'd within `EXEC_DEADLINE` is killed.
 
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::child::{ChildFds, Prepared, PreparedOp, ReadOnly};
-use super::config::INSIDE_ID;
+use super::config::{BUSY_EXECUTABLE_HINT, INSIDE_ID};
 use super::plan::{Op, Plan};
 use super::shared_clone::{ChildMemory, clone_sharing_memory, kill_and_reap};
 
@@ -368,10 +370,12 @@ pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
         let text = String::from_utf8_lossy(&report[..read]);
         let (step, errno) = text.split_once(':').unwrap_or((&text, "0"));
         let errno = errno.trim_end_matches('\0').parse().unwrap_or(0);
-        return Err(format!(
-            "the isolated process failed at `{step}`: {}",
-            std::io::Error::from_raw_os_error(errno)
-        ));
+        let error = std::io::Error::from_raw_os_error(errno);
+        return Err(if errno == libc::ETXTBSY {
+            format!("the isolated process failed at `{step}`: {error}: {BUSY_EXECUTABLE_HINT}")
+        } else {
+            format!("the isolated process failed at `{step}`: {error}")
+        });
     }
     let pid = child.exec_seen();
     Ok(Child {
