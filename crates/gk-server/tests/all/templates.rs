@@ -157,7 +157,9 @@ async fn templates_use_plugins_include_theirs_and_honour_overrides() {
             dashboard
                 .body
                 .contains(&format!("data-widget=\"{widget}\"")),
-            "{widget}: {}",
+            "{widget} (load errors: stats {:?}, hello-grpc {:?}): {}",
+            manager.load_error("stats"),
+            manager.load_error("hello-grpc"),
             dashboard.body
         );
     }
