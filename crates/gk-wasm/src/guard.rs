@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gk_sdk::{CallContext, LimitStops, PluginError};
-use wasmer::{FunctionEnvMut, Global, Instance, RuntimeError, Value};
+use wasmer::{AsStoreMut, FunctionEnvMut, Global, Instance, RuntimeError, Value};
 
 use crate::imports::CallEnv;
 use crate::interrupt::CallSignal;
@@ -229,6 +229,19 @@ impl Meter {
                 .ok()?
                 .clone(),
         })
+    }
+
+    /// Gives the instance `points` of fuel, as wasmer's `set_remaining_points` does without
+    /// looking both globals up by name each time.
+    pub(crate) fn fill(&self, store: &mut impl AsStoreMut, points: u64) {
+        // The middleware's globals are mutable i64/i32: setting them cannot fail.
+        let _ = self.remaining.set(store, Value::I64(points as i64));
+        let _ = self.exhausted.set(store, Value::I32(0));
+    }
+
+    /// Whether the instance ran out of fuel.
+    pub(crate) fn is_exhausted(&self, store: &mut impl AsStoreMut) -> bool {
+        matches!(self.exhausted.get(store), Value::I32(flag) if flag != 0)
     }
 }
 

@@ -91,7 +91,8 @@ fn max_threads() -> usize {
 /// One thread's instance of one plugin.
 struct Slot {
     plugin: Weak<PluginInner>,
-    instance: Option<GuestInstance>,
+    /// Boxed: it is taken out and put back at every call, and moving a pointer is cheaper.
+    instance: Option<Box<GuestInstance>>,
     to_worker: HashSet<Box<str>>,
     /// Functions whose last calls moved for a passing reason.
     passing: HashMap<Box<str>, Passing>,
@@ -123,12 +124,15 @@ impl Drop for Slot {
 }
 
 thread_local! {
-    static SLOTS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+    /// This thread's slots by plugin id (foldhash: looked up twice per call, and the ids are
+    /// the runtime's own).
+    static SLOTS: RefCell<HashMap<u64, Slot, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Whether this thread may run `function` of the plugin inline, and its instance if it has
 /// one: `None` for no, `Some(None)` for yes without an instance yet.
-fn take(inner: &Arc<PluginInner>, function: &str) -> Option<Option<GuestInstance>> {
+fn take(inner: &Arc<PluginInner>, function: &str) -> Option<Option<Box<GuestInstance>>> {
     SLOTS
         .try_with(|slots| {
             let mut slots = slots.try_borrow_mut().ok()?;
@@ -177,7 +181,12 @@ enum Ended {
 /// Gives the instance back (if it may take more calls) and notes how `function`'s call ended:
 /// a function that moved for a lasting reason goes to the workers from then on; one that moved
 /// for passing ones [`PASSING_REFUSALS`] times in a row, for its next [`COOL_DOWN`] calls.
-fn give_back(inner: &PluginInner, instance: Option<GuestInstance>, function: &str, ended: Ended) {
+fn give_back(
+    inner: &PluginInner,
+    instance: Option<Box<GuestInstance>>,
+    function: &str,
+    ended: Ended,
+) {
     let _ = SLOTS.try_with(|slots| {
         let Ok(mut slots) = slots.try_borrow_mut() else {
             return;
@@ -242,7 +251,7 @@ pub(crate) fn run(
             inner.exports,
             inner.shared.clone(),
         ) {
-            Ok(instance) => instance,
+            Ok(instance) => Box::new(instance),
             // The worker makes its own, and reports the error if it fails there too.
             Err(_) => return None,
         },

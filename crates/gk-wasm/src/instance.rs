@@ -7,7 +7,6 @@ use gk_sdk::{CallContext, PluginError};
 use wasmer::{
     Engine, FunctionEnv, Imports, Instance, Memory, Module, RuntimeError, Store, TypedFunction,
 };
-use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 
 use crate::abi::{self, GuestExports};
 use crate::guard::{ActiveCall, Budget, Limit, Meter, Stop};
@@ -19,7 +18,8 @@ use crate::{WasmError, wasi};
 /// An instantiated module ready to take calls. Not shared between threads at once.
 pub(crate) struct GuestInstance {
     store: Store,
-    instance: Instance,
+    /// The instance itself, kept with its store (what is called is held below as handles).
+    _instance: Instance,
     env: FunctionEnv<CallEnv>,
     memory: Memory,
     malloc: TypedFunction<i32, i32>,
@@ -27,6 +27,8 @@ pub(crate) struct GuestInstance {
     register: TypedFunction<(), i64>,
     call: TypedFunction<(i32, i32, i32, i32), i64>,
     interrupt: InterruptFlag,
+    /// The metering globals: the call's fuel.
+    meter: Meter,
     shared: Arc<Shared>,
     /// The memory cap this instance was made under, in pages.
     max_pages: u32,
@@ -111,10 +113,11 @@ impl GuestInstance {
         let data = env.as_mut(&mut store);
         data.memory = Some(memory.clone());
         data.malloc = Some(malloc.clone());
-        data.meter = Some(meter);
+        data.meter = Some(meter.clone());
         Ok(Self {
+            meter,
             store,
-            instance,
+            _instance: instance,
             env,
             memory,
             malloc,
@@ -229,7 +232,7 @@ impl GuestInstance {
     /// guard is dropped (after `end`).
     #[must_use]
     fn begin(&mut self, ctx: CallContext, budget: &Budget) -> Armed {
-        set_remaining_points(&mut self.store, &self.instance, budget.fuel);
+        self.meter.fill(&mut self.store, budget.fuel);
         self.interrupt.lower(&mut self.store);
         let data = self.env.as_mut(&mut self.store);
         data.active = Some(ActiveCall {
@@ -410,13 +413,7 @@ impl GuestInstance {
                     message: format!("the guest called proc_exit({code})"),
                 };
             }
-            None if matches!(
-                get_remaining_points(&mut self.store, &self.instance),
-                MeteringPoints::Exhausted
-            ) =>
-            {
-                Limit::Fuel
-            }
+            None if self.meter.is_exhausted(&mut self.store) => Limit::Fuel,
             None if self.at_memory_cap() => Limit::Memory,
             None => return PluginError::Trap(error.message()),
         };
