@@ -54,7 +54,12 @@ impl Manager {
         if !slot.enabled.load(Ordering::SeqCst) {
             return Err(ManagerError::Disabled(ctx.plugin.clone()));
         }
-        let loaded = self.ensure_loaded(&slot).await?;
+        let loaded = match slot.loaded.load_full() {
+            Some(loaded) => loaded,
+            // Loading is rare and its future is kilobytes: boxed, so that every call's future
+            // (moved by each layer of the HTTP stack above it) stays small.
+            None => Box::pin(self.ensure_loaded(&slot)).await?,
+        };
         let span = tracing::Span::current();
         if !span.is_disabled()
             && let Some(source) = slot.source.load().as_ref()
