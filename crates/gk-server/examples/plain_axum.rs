@@ -1,10 +1,14 @@
 //! The baseline of `cargo xtask bench`: a plain axum handler answering the same JSON as the
-//! Stats plugin's overview route, with no plugin, sandbox or token check in between.
+//! Stats plugin's overview route, with no plugin, sandbox or token check in between. It uses
+//! the same allocator as `gk` (mimalloc), so that the comparison measures what the server adds.
 //!
 //! `cargo run --release -p gk-server --example plain_axum -- 127.0.0.1:9100`
 
 use axum::Router;
 use axum::routing::get;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
