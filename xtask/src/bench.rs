@@ -402,8 +402,8 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
     println!(
         "\n{} WASM plugins discovered, {} loaded: start to /healthz {:.0} ms; RSS {:.1} MiB \
          before loading, {:.0} KiB per loaded plugin; sequential call p50 {:.0} us against \
-         {:.0} us with one WASM plugin ({:.2}x; {} rounds of {} calls on one connection each, \
-         taken in turns)",
+         {:.0} us with one WASM plugin ({:.2}x; {} calls on one connection to each, taken in \
+         turns call by call)",
         scale::DISCOVERED,
         scale::LOADED,
         scaled.start.as_secs_f64() * 1e3,
@@ -412,7 +412,6 @@ pub(crate) fn bench(root: &Path) -> Result<()> {
         micros(scaled.call_p50),
         micros(one_p50),
         scale_ratio,
-        scale::ROUNDS,
         scale::CALLS,
     );
     Ok(())

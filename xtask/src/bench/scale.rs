@@ -1,7 +1,8 @@
 //! Cost as work grows: a server with [`DISCOVERED`] WASM plugins discovered, [`LOADED`] of them
 //! loaded: its start time, its RSS per loaded plugin, and the p50 of sequential calls to one of
 //! them, to compare with the same calls to the one WASM plugin of a small server, measured in
-//! turns with them (so that both see the machine in the same state).
+//! turns with them, call by call (so that both see the machine in the same state: a call this
+//! short is mostly the wake-up of an idle server, which drifts with the machine).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,11 +18,11 @@ use super::{Running, SECRET, build_noop, noop_yaml, put_json};
 pub(super) const DISCOVERED: usize = 200;
 /// Of those, loaded (by a first call) before measuring.
 pub(super) const LOADED: usize = 50;
-/// Sequential calls per round (after as many again to warm up the connection).
-pub(super) const CALLS: usize = 1000;
+/// Calls to warm each connection up before measuring.
+const WARM_UP: usize = 1000;
 
-/// Rounds of [`CALLS`] calls to each server, in turns; the median is of all of them.
-pub(super) const ROUNDS: usize = 6;
+/// Sequential calls measured on each server, in turns with the other's.
+pub(super) const CALLS: usize = 6000;
 
 /// The server the scaled one is compared with, and the call to make there.
 pub(super) struct Baseline<'a> {
@@ -116,7 +117,7 @@ struct Sequential {
 }
 
 impl Sequential {
-    /// Connects and warms the connection up with [`CALLS`] calls.
+    /// Connects and warms the connection up with [`WARM_UP`] calls.
     fn connect(address: &str, path: &str, token: &str) -> Result<Self> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
@@ -128,9 +129,9 @@ impl Sequential {
             stream,
             request,
             buf: Vec::new(),
-            times: Vec::with_capacity(ROUNDS * CALLS),
+            times: Vec::with_capacity(CALLS),
         };
-        for _ in 0..CALLS {
+        for _ in 0..WARM_UP {
             this.call()?;
         }
         Ok(this)
@@ -143,12 +144,10 @@ impl Sequential {
         Ok(started.elapsed())
     }
 
-    /// [`CALLS`] timed calls.
-    fn round(&mut self) -> Result<()> {
-        for _ in 0..CALLS {
-            let took = self.call()?;
-            self.times.push(took);
-        }
+    /// One timed call.
+    fn timed_call(&mut self) -> Result<()> {
+        let took = self.call()?;
+        self.times.push(took);
         Ok(())
     }
 
@@ -264,9 +263,9 @@ pub(super) fn measure(gk: &Path, work: &Path, baseline: &Baseline<'_>) -> Result
     let scaled_path = format!("/api/v1/plugins/{measured}/call/ping");
     let mut scaled = Sequential::connect(ADDRESS, &scaled_path, &agent)?;
     let mut one = Sequential::connect(baseline.address, baseline.path, baseline.token)?;
-    for _ in 0..ROUNDS {
-        scaled.round()?;
-        one.round()?;
+    for _ in 0..CALLS {
+        scaled.timed_call()?;
+        one.timed_call()?;
     }
     Ok(Scaled {
         start,
