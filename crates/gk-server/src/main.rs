@@ -9,7 +9,9 @@ mod cli;
 /// mimalloc rather than the C library's allocator: a request through the server makes about
 /// fifty small allocations, and glibc's `malloc`/`free` were a fifth of its instructions
 /// (callgrind, `POST /api/v1/plugins/noop/call/ping`); the library crates leave the choice to
-/// the binary.
+/// the binary. Built with `no_thp` (the process opts out of transparent huge pages): with the
+/// kernel's THP `always`, mimalloc's arenas were backed by 2 MiB pages and the server's RSS grew
+/// from 36 to 51 MiB at start and from ~155 KiB to 1.1 MiB per loaded WASM plugin.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
