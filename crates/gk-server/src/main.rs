@@ -9,9 +9,10 @@ mod cli;
 /// mimalloc rather than the C library's allocator: a request through the server makes about
 /// fifty small allocations, and glibc's `malloc`/`free` were a fifth of its instructions
 /// (callgrind, `POST /api/v1/plugins/noop/call/ping`); the library crates leave the choice to
-/// the binary. Built with `no_thp` (the process opts out of transparent huge pages): with the
-/// kernel's THP `always`, mimalloc's arenas were backed by 2 MiB pages and the server's RSS grew
-/// from 36 to 51 MiB at start and from ~155 KiB to 1.1 MiB per loaded WASM plugin.
+/// the binary. Built with `no_thp`, so that it does not ask for transparent huge pages for its
+/// arenas (`madvise(MADV_HUGEPAGE)`): with the kernel's THP mode `madvise`, that had the server's
+/// RSS grow from 36 to 51 MiB at start and from ~155 KiB to 1.1 MiB per loaded WASM plugin.
+/// (Under THP `always` the kernel may still back them with huge pages.)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -290,10 +290,11 @@ pub(crate) unsafe fn child(
         if libc::poll(&mut host, 1, 0) > 0 && host.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             libc::_exit(125);
         }
-        // Every descriptor inherited from the host closes at the exec anyway; closed now (all
-        // but the report pipe), a file another thread of the host had open for writing at the
-        // clone (the plugin's own executable, if it was being copied) no longer holds the exec
-        // off. Where `close_range` is missing (before Linux 5.9) the exec closes them.
+        // The descriptors inherited from the host (all opened close-on-exec by the host's own
+        // code) would close at the exec anyway; closed now (all but the report pipe), a file
+        // another thread of the host had open for writing at the clone (the plugin's own
+        // executable, if it was being copied) no longer holds the exec off. Where
+        // `close_range` is missing (before Linux 5.9) the exec closes the close-on-exec ones.
         if let Ok(report) = libc::c_uint::try_from(fds.error)
             && report >= 3
         {
@@ -311,7 +312,13 @@ pub(crate) unsafe fn child(
                 tv_sec: 0,
                 tv_nsec: libc::c_long::from(pause_ms) * 1_000_000,
             };
-            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_clock_nanosleep,
+                libc::CLOCK_MONOTONIC,
+                0,
+                &pause,
+                std::ptr::null_mut::<libc::timespec>(),
+            );
             libc::execve(prepared.executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
         fail(fds, b"exec");

@@ -371,7 +371,7 @@ pub(crate) fn spawn(plan: &Plan) -> Result<Child, String> {
         let (step, errno) = text.split_once(':').unwrap_or((&text, "0"));
         let errno = errno.trim_end_matches('\0').parse().unwrap_or(0);
         let error = std::io::Error::from_raw_os_error(errno);
-        return Err(if errno == libc::ETXTBSY {
+        return Err(if step == "exec" && errno == libc::ETXTBSY {
             format!("the isolated process failed at `{step}`: {error}: {BUSY_EXECUTABLE_HINT}")
         } else {
             format!("the isolated process failed at `{step}`: {error}")
