@@ -58,10 +58,7 @@ impl RequestId {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         // `{start:x}-{n:x}` written by hand: this runs for every request, and `format!` was
         // most of its cost. Hex digits and a dash only: always a valid header value.
-        let mut text = [0u8; 33];
-        let mut length = push_hex(&mut text, 0, start);
-        text[length] = b'-';
-        length = push_hex(&mut text, length + 1, n);
+        let (text, length) = id_text(start, n);
         let value = HeaderValue::from_bytes(&text[..length])
             .unwrap_or_else(|_| HeaderValue::from_static("0"));
         Self(value)
@@ -77,6 +74,15 @@ impl RequestId {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+}
+
+/// `{start:x}-{n:x}` in a buffer, and its length.
+fn id_text(start: u64, n: u64) -> ([u8; 33], usize) {
+    let mut text = [0u8; 33];
+    let dash = push_hex(&mut text, 0, start);
+    text[dash] = b'-';
+    let length = push_hex(&mut text, dash + 1, n);
+    (text, length)
 }
 
 /// Writes `value` in lowercase hex without leading zeros into `text` at `at`; returns the end.
@@ -159,10 +165,7 @@ mod tests {
     #[test]
     fn generated_ids_are_the_start_and_the_counter_in_hex() {
         for (start, n) in [(0, 0), (1, 15), (16, 255), (0x1234_5678_9abc, u64::MAX)] {
-            let mut text = [0u8; 33];
-            let mut length = push_hex(&mut text, 0, start);
-            text[length] = b'-';
-            length = push_hex(&mut text, length + 1, n);
+            let (text, length) = id_text(start, n);
             assert_eq!(&text[..length], format!("{start:x}-{n:x}").as_bytes());
         }
         // Other tests make ids meanwhile: the second's counter is later, not the next.

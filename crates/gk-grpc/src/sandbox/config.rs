@@ -24,10 +24,10 @@ pub(crate) const HOST_SOCKET_INSIDE: &str = "/run/goatkit/host.sock";
 /// The plugin's `TMPDIR` and `HOME` inside its root.
 pub(crate) const TMP_INSIDE: &str = "/tmp";
 /// The pauses, in milliseconds, before each new try of an isolated plugin's `exec` refused with
-/// `ETXTBSY` (the executable is open for writing somewhere): 511 ms in all. Usually that writer is no copy in
-/// progress but a descriptor inherited for a moment by a child another thread of the host is
-/// starting (it closes at that child's own exec, a millisecond later), so a start made while
-/// the host writes any file would otherwise fail at random.
+/// `ETXTBSY` (the executable is open for writing somewhere): 511 ms in all. Usually that writer
+/// is no copy in progress but a descriptor inherited for a moment by a child another thread of
+/// the host is starting (it closes before that child's own exec, a millisecond later), so a
+/// start made while the host writes any file would otherwise fail at random.
 pub(crate) const BUSY_EXECUTABLE_PAUSES_MS: [u16; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 /// Said after the error of an `exec` still refused with `ETXTBSY` after every pause.
 pub(crate) const BUSY_EXECUTABLE_HINT: &str =
