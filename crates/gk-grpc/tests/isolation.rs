@@ -525,13 +525,29 @@ fn exiting_script(host: &Host, name: &str) -> (PathBuf, PathBuf) {
     (dir, script)
 }
 
-/// Opens `path` for writing and closes it after `open_for`, on a thread of its own.
-fn write_open_for(path: &Path, open_for: Duration) -> std::thread::JoinHandle<()> {
-    let writer = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    std::thread::spawn(move || {
+/// Starts `script` while it is open for writing for `open_for` (on a thread of its own, as
+/// when another thread's child inherited the descriptor until its own exec), and returns why
+/// the start failed (the script never completes a handshake).
+async fn start_while_open_for(
+    runtime: &GrpcRuntime,
+    dir: &Path,
+    script: &Path,
+    open_for: Duration,
+) -> GrpcError {
+    let writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(script)
+        .unwrap();
+    let closer = std::thread::spawn(move || {
         std::thread::sleep(open_for);
         drop(writer);
-    })
+    });
+    let err = runtime
+        .start("busy", script, dir, limits())
+        .await
+        .unwrap_err();
+    closer.join().unwrap();
+    err
 }
 
 #[tokio::test]
@@ -539,14 +555,8 @@ async fn an_executable_open_for_writing_is_waited_for_a_moment_then_refused_sayi
     let host = host();
     let runtime = GrpcRuntime::new(&host.run);
     let (dir, script) = exiting_script(&host, "busy");
-    // Open for writing a moment, as when another thread's child inherited the descriptor until
-    // its own exec: the start waits and the plugin runs.
-    let writer = write_open_for(&script, Duration::from_millis(30));
-    let err = runtime
-        .start("busy", &script, &dir, limits())
-        .await
-        .unwrap_err();
-    writer.join().unwrap();
+    // Open for writing a moment: the start waits and the plugin runs.
+    let err = start_while_open_for(&runtime, &dir, &script, Duration::from_millis(30)).await;
     let GrpcError::Handshake { message, .. } = &err else {
         panic!("{err:?}")
     };
@@ -554,13 +564,9 @@ async fn an_executable_open_for_writing_is_waited_for_a_moment_then_refused_sayi
     assert!(message.contains("exit status: 7"), "{message}");
 
     // Open for writing throughout: refused, saying why.
-    let writer = write_open_for(&script, Duration::from_secs(2));
-    let err = runtime
-        .start("busy", &script, &dir, limits())
+    let text = start_while_open_for(&runtime, &dir, &script, Duration::from_secs(2))
         .await
-        .unwrap_err();
-    writer.join().unwrap();
-    let text = err.to_string();
+        .to_string();
     assert!(
         text.contains("Text file busy")
             && text.contains("stayed open for writing through every try"),
