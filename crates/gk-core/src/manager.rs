@@ -306,6 +306,15 @@ impl Manager {
     /// however many first calls arrive together.
     pub async fn add_discovered(&self, found: Discovered) -> Result<(), ManagerError> {
         let enabled = self.inner.store.plugin_enabled(&found.name).await?;
+        let slot = self.insert_discovered(found, enabled);
+        self.recall_into(&slot).await;
+        self.catalog_changed();
+        Ok(())
+    }
+
+    /// The slot of a discovered plugin: a new one with `found` as its source, or the one
+    /// already there (a plugin registered in the process keeps its own).
+    fn insert_discovered(&self, found: Discovered, enabled: bool) -> Arc<Slot> {
         let name = found.name.clone();
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -318,17 +327,13 @@ impl Manager {
             load_error: ArcSwapOption::empty(),
             known: ArcSwapOption::empty(),
         });
-        let slot = self
-            .inner
+        self.inner
             .plugins
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(name)
             .or_insert(slot)
-            .clone();
-        self.recall_into(&slot).await;
-        self.catalog_changed();
-        Ok(())
+            .clone()
     }
 
     /// Loads `found` through its runtime now and replaces the running instance (blue-green); an

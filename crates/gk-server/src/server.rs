@@ -362,8 +362,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer, ServerError> {
     for refused in loader.scan().await {
         tracing::warn!(%refused, "plugin not loaded");
     }
-    for name in &config.approve {
-        if let Err(error) = manager.approve_unreviewed(name, "configuration").await {
+    for (name, approved) in manager
+        .approve_unreviewed_all(&config.approve, "configuration")
+        .await
+    {
+        if let Err(error) = approved {
             tracing::warn!(plugin = %name, %error, "cannot approve the plugin named in `approve`");
         }
     }

@@ -1,12 +1,15 @@
 //! Cost as work grows: a server with [`DISCOVERED`] WASM plugins discovered, [`LOADED`] of them
-//! loaded: its start time, its RSS per loaded plugin, and the p50 of sequential calls to one of
-//! them, to compare with the same calls to the one WASM plugin of a small server, measured in
-//! turns with them, call by call (so that both see the machine in the same state: a call this
-//! short is mostly the wake-up of an idle server, which drifts with the machine).
+//! loaded, against a server with one plugin (the single-plugin case), both started the same way
+//! from fresh data directories: start time (a restart, the median of [`RESTARTS`]; the first
+//! start, which approves every plugin, is printed too), RSS per loaded plugin, and the p50 of
+//! sequential calls to one loaded plugin, taken in turns with the same calls to the single
+//! plugin, call by call and in alternating order (so that both see the machine in the same
+//! state: a call this short is mostly the wake-up of an idle server, which drifts with the
+//! machine, and the second of two servers called in a row finds its caches colder).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,37 +17,41 @@ use anyhow::{Context, Result, bail};
 
 use super::{Running, SECRET, build_noop, noop_yaml, put_json};
 
-/// WASM plugins in the plugins directory.
+/// WASM plugins in the plugins directory of the scaled server.
 pub(super) const DISCOVERED: usize = 200;
 /// Of those, loaded (by a first call) before measuring.
 pub(super) const LOADED: usize = 50;
 /// Calls to warm each connection up before measuring.
 const WARM_UP: usize = 1000;
+/// Restarts of each server whose median start time is compared.
+pub(super) const RESTARTS: usize = 5;
 
 /// Sequential calls measured on each server, in turns with the other's.
 pub(super) const CALLS: usize = 6000;
 
-/// The server the scaled one is compared with, and the call to make there.
-pub(super) struct Baseline<'a> {
-    pub(super) address: &'a str,
-    pub(super) path: &'a str,
-    pub(super) token: &'a str,
-}
+const SCALED_ADDRESS: &str = "127.0.0.1:9182";
+const SINGLE_ADDRESS: &str = "127.0.0.1:9183";
 
-const ADDRESS: &str = "127.0.0.1:9182";
-
-/// What the scaled server measured.
-pub(super) struct Scaled {
-    /// From spawning `gk serve` to `/healthz` answering.
-    pub(super) start: Duration,
+/// What one server measured.
+pub(super) struct Figures {
+    /// From spawning `gk serve` on a fresh data directory to `/healthz` answering.
+    pub(super) first_start: Duration,
+    /// The median of [`RESTARTS`] restarts on the data directory the first start made.
+    pub(super) restart: Duration,
     /// Resident memory before loading any plugin, in KiB.
     pub(super) rss_before_kib: u64,
     /// Resident memory growth per loaded plugin, in KiB.
     pub(super) rss_per_loaded_kib: f64,
     /// Median of sequential calls to one loaded plugin.
     pub(super) call_p50: Duration,
-    /// Median of the same calls to the baseline's plugin, in turns with them.
-    pub(super) baseline_p50: Duration,
+}
+
+/// The scaled server and the single-plugin one, measured in the same run.
+pub(super) struct Scaled {
+    /// [`DISCOVERED`] plugins discovered, [`LOADED`] loaded.
+    pub(super) scaled: Figures,
+    /// One plugin, loaded.
+    pub(super) single: Figures,
 }
 
 /// `VmRSS` of a process in KiB.
@@ -185,11 +192,11 @@ fn name(index: usize) -> String {
     format!("scale-{index:03}")
 }
 
-/// Starts a server on [`DISCOVERED`] copies of the no-host-call guest in `work`, loads
-/// [`LOADED`] of them and measures, with calls to `baseline` in turns.
-pub(super) fn measure(gk: &Path, work: &Path, baseline: &Baseline<'_>) -> Result<Scaled> {
+/// A server's directory with `count` copies of the no-host-call guest (one build; the copies
+/// differ only in the name in their data, of the same length), all approved in its
+/// configuration.
+fn prepare(work: &Path, address: &str, count: usize) -> Result<PathBuf> {
     let plugins = work.join("plugins");
-    // One build; the copies differ only in the name in their data (same length).
     let first = plugins.join(name(0));
     build_noop(&first, &name(0))?;
     let wasm = std::fs::read(first.join("noop.wasm"))?;
@@ -198,7 +205,7 @@ pub(super) fn measure(gk: &Path, work: &Path, baseline: &Baseline<'_>) -> Result
         .windows(needle.len())
         .position(|w| w == needle.as_slice())
         .context("the guest's name is not in its data")?;
-    for index in 1..DISCOVERED {
+    for index in 1..count {
         let dir = plugins.join(name(index));
         std::fs::create_dir_all(&dir)?;
         let mut copy = wasm.clone();
@@ -206,45 +213,82 @@ pub(super) fn measure(gk: &Path, work: &Path, baseline: &Baseline<'_>) -> Result
         std::fs::write(dir.join("noop.wasm"), copy)?;
         std::fs::write(dir.join("plugin.yaml"), noop_yaml(&name(index)))?;
     }
-    let approve: Vec<String> = (0..DISCOVERED).map(|i| format!("{:?}", name(i))).collect();
+    let approve: Vec<String> = (0..count).map(|i| format!("{:?}", name(i))).collect();
     let config = work.join("goatkit.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{ADDRESS}\"\nplugins_dir = \"plugins\"\ndata_dir = \"data\"\napprove = [{}]\n",
+            "listen = \"{address}\"\nplugins_dir = \"plugins\"\ndata_dir = \"data\"\napprove = [{}]\n",
             approve.join(", ")
         ),
     )?;
+    Ok(config)
+}
+
+/// Starts `gk serve` on `config` and waits for `/healthz`; the server and how long that took.
+fn start(gk: &Path, config: &Path, address: &str) -> Result<(Running, Duration)> {
+    let work = config
+        .parent()
+        .context("the configuration has no directory")?;
     let started = Instant::now();
     let server = Running(
         Command::new(gk)
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(config)
             .current_dir(work)
             .env("GOATKIT_TOKEN_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .context("starting gk serve with many plugins")?,
+            .with_context(|| format!("starting gk serve on {}", config.display()))?,
     );
-    let pid = server.0.id();
     loop {
-        if call_ok(ADDRESS, "/healthz") {
-            break;
+        if call_ok(address, "/healthz") {
+            return Ok((server, started.elapsed()));
         }
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("the server with {DISCOVERED} plugins did not start within 60 s");
+            bail!(
+                "the server of {} did not start within 60 s",
+                config.display()
+            );
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let start = started.elapsed();
+}
+
+/// A server with `count` plugins, `loaded` of them loaded, ready for the timed calls.
+struct Prepared {
+    server: Running,
+    figures: Figures,
+    calls: Sequential,
+}
+
+fn prepare_server(
+    gk: &Path,
+    work: &Path,
+    address: &str,
+    count: usize,
+    loaded: usize,
+) -> Result<Prepared> {
+    let config = prepare(work, address, count)?;
+    let (server, first_start) = start(gk, &config, address)?;
+    drop(server);
+    let mut restarts = Vec::with_capacity(RESTARTS);
+    for _ in 0..RESTARTS {
+        let (server, took) = start(gk, &config, address)?;
+        drop(server);
+        restarts.push(took);
+    }
+    restarts.sort();
+    let (server, _) = start(gk, &config, address)?;
+    let pid = server.0.id();
     let agent = token(gk, &config, "agent")?;
     let admin = token(gk, &config, "admin")?;
     std::thread::sleep(Duration::from_millis(500));
     let rss_before_kib = rss_kib(pid).context("no VmRSS")?;
-    for index in 0..LOADED {
+    for index in 0..loaded {
         call_once(
-            ADDRESS,
+            address,
             &format!("/api/v1/plugins/{}/call/ping", name(index)),
             &agent,
         )?;
@@ -253,26 +297,50 @@ pub(super) fn measure(gk: &Path, work: &Path, baseline: &Baseline<'_>) -> Result
     let rss_after = rss_kib(pid).context("no VmRSS")?;
     let measured = name(0);
     put_json(
-        ADDRESS,
+        address,
         &format!("/api/v1/plugins/{measured}/policy"),
         &admin,
         &format!(
             r#"{{"plugin_name":"{measured}","status":"approved","memory_mb":16,"call_timeout":"5s","max_calls_per_second":0}}"#
         ),
     )?;
-    let scaled_path = format!("/api/v1/plugins/{measured}/call/ping");
-    let mut scaled = Sequential::connect(ADDRESS, &scaled_path, &agent)?;
-    let mut one = Sequential::connect(baseline.address, baseline.path, baseline.token)?;
-    for _ in 0..CALLS {
-        scaled.timed_call()?;
-        one.timed_call()?;
+    let calls = Sequential::connect(
+        address,
+        &format!("/api/v1/plugins/{measured}/call/ping"),
+        &agent,
+    )?;
+    Ok(Prepared {
+        server,
+        figures: Figures {
+            first_start,
+            restart: restarts[RESTARTS / 2],
+            rss_before_kib,
+            rss_per_loaded_kib: rss_after.saturating_sub(rss_before_kib) as f64 / loaded as f64,
+            call_p50: Duration::ZERO,
+        },
+        calls,
+    })
+}
+
+/// Prepares the scaled server and the single-plugin one in `work` and measures both.
+pub(super) fn measure(gk: &Path, work: &Path) -> Result<Scaled> {
+    let mut single = prepare_server(gk, &work.join("single"), SINGLE_ADDRESS, 1, 1)?;
+    let mut scaled = prepare_server(gk, &work.join("scaled"), SCALED_ADDRESS, DISCOVERED, LOADED)?;
+    for turn in 0..CALLS {
+        if turn % 2 == 0 {
+            scaled.calls.timed_call()?;
+            single.calls.timed_call()?;
+        } else {
+            single.calls.timed_call()?;
+            scaled.calls.timed_call()?;
+        }
     }
+    scaled.figures.call_p50 = scaled.calls.p50();
+    single.figures.call_p50 = single.calls.p50();
+    drop((scaled.server, single.server));
     Ok(Scaled {
-        start,
-        rss_before_kib,
-        rss_per_loaded_kib: rss_after.saturating_sub(rss_before_kib) as f64 / LOADED as f64,
-        call_p50: scaled.p50(),
-        baseline_p50: one.p50(),
+        scaled: scaled.figures,
+        single: single.figures,
     })
 }
 

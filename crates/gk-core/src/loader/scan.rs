@@ -12,12 +12,17 @@ impl Loader {
     pub async fn scan(&self) -> Vec<DiscoveryError> {
         let (found, errors) =
             discover(&self.plugins_dir, &self.managed_dir, &self.signatures).await;
-        for plugin in found {
-            let entry = self
-                .top_level(&plugin.entry)
-                .or_else(|| self.top_level(&plugin.dir));
-            let name = plugin.name.clone();
-            match self.manager.add_discovered(plugin).await {
+        let entries: Vec<_> = found
+            .iter()
+            .map(|plugin| {
+                self.top_level(&plugin.entry)
+                    .or_else(|| self.top_level(&plugin.dir))
+            })
+            .collect();
+        // In the order found: one result per plugin.
+        let added = self.manager.add_discovered_all(found).await;
+        for ((name, added), entry) in added.into_iter().zip(entries) {
+            match added {
                 Ok(()) => {
                     if let Some(entry) = entry {
                         self.sources

@@ -11,6 +11,8 @@ mod entities;
 mod job_claims;
 mod outbox;
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use gk_sdk::ResourcePolicy;
 use sea_orm::sea_query::OnConflict;
@@ -49,6 +51,17 @@ fn enabled_key(plugin: &str) -> String {
     format!("Plugin::{plugin}::Enabled")
 }
 
+/// A stored enabled state read as the Go host does: `0`, `false`, `no` or `off` disable; no
+/// row means enabled.
+fn enabled_from(stored: Option<&str>) -> bool {
+    stored.is_none_or(|value| {
+        !matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        )
+    })
+}
+
 fn policy_key(plugin: &str) -> String {
     format!("Plugin::{plugin}::Policy")
 }
@@ -57,6 +70,10 @@ fn policy_key(plugin: &str) -> String {
 const CREATE_ATTEMPTS: u64 = 6;
 
 impl Store {
+    /// Setting names in one `IN (...)` list of [`Store::settings`]: far below every backend's
+    /// limit on bound values (SQLite's 32,766, PostgreSQL's 65,535).
+    pub const SETTINGS_PER_QUERY: usize = 500;
+
     /// The platform's tables. No plugin scope reaches them, `*` included.
     pub const TABLES: [&str; 6] = [
         "sysconfig_default",
@@ -165,6 +182,28 @@ impl Store {
             .one(&self.db)
             .await?;
         Ok(default.map(|row| row.value))
+    }
+
+    /// The settings named in `keys` that have a value, read in two queries per
+    /// [`Store::SETTINGS_PER_QUERY`] keys instead of up to two per key; a modified value wins over a
+    /// default one, as in [`Store::setting`].
+    pub async fn settings(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(Self::SETTINGS_PER_QUERY) {
+            let defaults = sysconfig_default::Entity::find()
+                .filter(sysconfig_default::Column::Name.is_in(chunk.iter().map(String::as_str)))
+                .filter(sysconfig_default::Column::Valid.eq(1))
+                .all(&self.db)
+                .await?;
+            found.extend(defaults.into_iter().map(|row| (row.name, row.value)));
+            let modified = sysconfig_modified::Entity::find()
+                .filter(sysconfig_modified::Column::Name.is_in(chunk.iter().map(String::as_str)))
+                .filter(sysconfig_modified::Column::Valid.eq(1))
+                .all(&self.db)
+                .await?;
+            found.extend(modified.into_iter().map(|row| (row.name, row.value)));
+        }
+        Ok(found)
     }
 
     /// Sets a modified setting (insert or update).
@@ -295,13 +334,26 @@ impl Store {
 
     /// Whether a plugin is enabled: no stored state means enabled.
     pub async fn plugin_enabled(&self, plugin: &str) -> Result<bool, StoreError> {
-        Ok(match self.setting(&enabled_key(plugin)).await? {
-            None => true,
-            Some(value) => !matches!(
-                value.trim().to_ascii_lowercase().as_str(),
-                "0" | "false" | "no" | "off"
-            ),
-        })
+        Ok(enabled_from(
+            self.setting(&enabled_key(plugin)).await?.as_deref(),
+        ))
+    }
+
+    /// Whether each of `plugins` is enabled, read at once (see [`Store::plugin_enabled`]).
+    pub async fn plugins_enabled(
+        &self,
+        plugins: &[String],
+    ) -> Result<HashMap<String, bool>, StoreError> {
+        let keys: Vec<String> = plugins.iter().map(|plugin| enabled_key(plugin)).collect();
+        let stored = self.settings(&keys).await?;
+        Ok(plugins
+            .iter()
+            .zip(&keys)
+            .map(|(plugin, key)| {
+                let value = stored.get(key).map(String::as_str);
+                (plugin.clone(), enabled_from(value))
+            })
+            .collect())
     }
 
     /// Whether a plugin has any stored enabled state.
@@ -332,6 +384,27 @@ impl Store {
                     problem: e.to_string(),
                 }),
         }
+    }
+
+    /// The stored policies of those of `plugins` that have one, read at once.
+    pub async fn plugin_policies(
+        &self,
+        plugins: &[String],
+    ) -> Result<HashMap<String, ResourcePolicy>, StoreError> {
+        let keys: Vec<String> = plugins.iter().map(|plugin| policy_key(plugin)).collect();
+        let mut stored = self.settings(&keys).await?;
+        let mut policies = HashMap::new();
+        for (plugin, key) in plugins.iter().zip(keys) {
+            let Some(json) = stored.remove(&key) else {
+                continue;
+            };
+            let policy = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                key,
+                problem: e.to_string(),
+            })?;
+            policies.insert(plugin.clone(), policy);
+        }
+        Ok(policies)
     }
 
     /// Stores a plugin's policy (as JSON under `Plugin::<name>::Policy`).

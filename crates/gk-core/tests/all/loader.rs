@@ -537,3 +537,92 @@ async fn the_registration_cache_makes_a_plugin_known_before_it_loads() {
     assert!(restarted.routes().is_empty(), "a changed file is unknown");
     assert!(restarted.has_unloaded());
 }
+
+/// A scan of many plugins reads their stored state at once (`add_discovered_all`): after a
+/// restart each plugin has its own enabled state and, where its bytes are unchanged, its own
+/// cached registration, and no plugin is loaded to learn it.
+#[tokio::test]
+async fn a_scan_of_many_plugins_restores_each_ones_enabled_state_and_cached_registration() {
+    let f = fixture().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    f.manager.add_runtime(Arc::new(RouteRuntime {
+        loads: loads.clone(),
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let name = |i: usize| format!("many-{i:02}");
+    for i in 0..40 {
+        std::fs::write(plugins.join(format!("{}.wasm", name(i))), format!("{i}")).unwrap();
+    }
+    let loader = |manager: gk_core::Manager| {
+        gk_core::Loader::new(
+            manager,
+            plugins.clone(),
+            plugins.join(".managed"),
+            gk_core::signing::SignaturePolicy::default(),
+        )
+    };
+    assert!(loader(f.manager.clone()).scan().await.is_empty());
+    assert_eq!(f.manager.names().len(), 40);
+    // Loaded once (so cached): 0, 1, 2 and 3; disabled: 2 (loaded) and 5 (never loaded).
+    for i in 0..4 {
+        f.manager.load(&name(i)).await.unwrap();
+    }
+    for i in [2, 5] {
+        f.manager
+            .set_enabled(&name(i), false, "admin")
+            .await
+            .unwrap();
+    }
+    // Plugin 3's file changes while the server is down.
+    std::fs::write(plugins.join(format!("{}.wasm", name(3))), "changed").unwrap();
+    assert_eq!(loads.load(Ordering::SeqCst), 4);
+
+    let restarted = gk_core::Manager::new(
+        Arc::new(gk_sdk::NoopHost),
+        f.store.clone(),
+        Arc::new(gk_sandbox::SandboxConfig::default()),
+    );
+    restarted.add_runtime(Arc::new(RouteRuntime {
+        loads: loads.clone(),
+    }));
+    assert!(loader(restarted.clone()).scan().await.is_empty());
+    assert_eq!(restarted.names().len(), 40);
+    for i in 0..40 {
+        assert_eq!(
+            restarted.is_enabled(&name(i)).unwrap(),
+            i != 2 && i != 5,
+            "{}'s enabled state",
+            name(i)
+        );
+        assert!(!restarted.is_loaded(&name(i)).unwrap());
+    }
+    let mut known: Vec<String> = restarted
+        .routes()
+        .into_iter()
+        .map(|route| route.item.path)
+        .collect();
+    known.sort();
+    assert_eq!(
+        known,
+        ["/api/plugins/many-00/v", "/api/plugins/many-01/v"],
+        "cached and unchanged: known without a load (a disabled plugin's routes are not served; \
+         a changed file is unknown)"
+    );
+    let all: Vec<String> = restarted
+        .all_routes()
+        .into_iter()
+        .map(|route| route.plugin)
+        .collect();
+    assert_eq!(
+        all,
+        ["many-00", "many-01", "many-02"],
+        "the disabled one is known too"
+    );
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "nothing loaded to learn it"
+    );
+}

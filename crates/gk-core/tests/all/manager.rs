@@ -372,3 +372,54 @@ async fn a_call_timeout_change_applies_to_the_next_call_of_a_loaded_wasm_plugin(
     );
     assert_eq!((stats.calls, stats.errors), (3, 1));
 }
+
+/// The configuration's `approve` list, read in one go: a plugin awaiting review gets what it
+/// requests (once, however often it is listed), a reviewed policy stays as the admin left it,
+/// an unknown name is its own error, and a plugin not listed stays pending.
+#[tokio::test]
+async fn approving_a_list_grants_only_what_awaits_review() {
+    let f = fixture().await;
+    for name in ["alpha", "beta", "gamma"] {
+        f.manager
+            .register(Arc::new(TestPlugin::new(name, "1")))
+            .await
+            .unwrap();
+    }
+    let mut reviewed = approved("beta", vec![]);
+    reviewed.status = PolicyStatus::Blocked;
+    f.manager
+        .set_policy(reviewed.clone(), "admin")
+        .await
+        .unwrap();
+
+    let names = ["alpha", "beta", "alpha", "nobody"].map(String::from);
+    let approved = f
+        .manager
+        .approve_unreviewed_all(&names, "configuration")
+        .await;
+    let listed: Vec<&str> = approved.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        listed,
+        ["alpha", "beta", "alpha", "nobody"],
+        "one result per name, in order"
+    );
+    let alpha = approved[0].1.as_ref().unwrap();
+    assert_eq!(alpha.status, PolicyStatus::Approved);
+    assert_eq!(
+        approved[2].1.as_ref().unwrap(),
+        alpha,
+        "listed twice: the same policy"
+    );
+    assert_eq!(approved[1].1.as_ref().unwrap(), &reviewed);
+    assert!(
+        approved[3].1.is_err(),
+        "an unknown plugin cannot be approved"
+    );
+
+    assert_eq!(f.manager.policy("alpha").await.unwrap(), *alpha);
+    assert_eq!(f.manager.policy("beta").await.unwrap(), reviewed);
+    assert_eq!(
+        f.manager.policy("gamma").await.unwrap().status,
+        PolicyStatus::PendingReview
+    );
+}

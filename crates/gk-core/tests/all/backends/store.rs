@@ -87,6 +87,34 @@ async fn survives_a_restart(kind: Kind, url: &str) {
         .unwrap();
     assert!(store.plugin_enabled(&shipped).await.unwrap());
 
+    // Read at once, the same answers as one at a time: a modified value over a default one, a
+    // default alone, nothing stored; over more names than one query takes.
+    let shipped_off = format!("{plugin}-shipped-off");
+    store
+        .set_default(&format!("Plugin::{shipped_off}::Enabled"), "0")
+        .await
+        .unwrap();
+    let mut names: Vec<String> = (0..Store::SETTINGS_PER_QUERY + 20)
+        .map(|i| format!("{plugin}-unstored-{i}"))
+        .collect();
+    names.extend([plugin.clone(), shipped.clone(), shipped_off.clone()]);
+    let enabled = store.plugins_enabled(&names).await.unwrap();
+    assert_eq!(enabled.len(), names.len(), "{kind:?}");
+    for name in &names {
+        assert_eq!(
+            enabled[name],
+            store.plugin_enabled(name).await.unwrap(),
+            "{kind:?}: {name}"
+        );
+    }
+    assert!(!enabled[&shipped_off] && enabled[&shipped] && enabled[&plugin]);
+    let policies = store.plugin_policies(&names).await.unwrap();
+    assert_eq!(
+        policies.into_iter().collect::<Vec<_>>(),
+        [(plugin.clone(), policy.clone())],
+        "{kind:?}: only the stored policy"
+    );
+
     // A corrupt policy is an error naming the key, not a silent default.
     store
         .set_setting(&format!("Plugin::{plugin}::Policy"), "{not json", "admin")
@@ -98,6 +126,13 @@ async fn survives_a_restart(kind: Kind, url: &str) {
             "store: `Plugin::{plugin}::Policy` holds a value that cannot be read"
         )),
         "{err}"
+    );
+    let err = store.plugin_policies(&names).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "store: `Plugin::{plugin}::Policy` holds a value that cannot be read"
+        )),
+        "read at once too: {err}"
     );
     forget_earlier_runs(url).await;
 }
