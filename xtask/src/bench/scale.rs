@@ -40,8 +40,13 @@ pub(super) struct Figures {
     pub(super) restart: Duration,
     /// Resident memory before loading any plugin, in KiB.
     pub(super) rss_before_kib: u64,
-    /// Resident memory growth per loaded plugin, in KiB.
+    /// Resident memory growth per loaded plugin, in KiB (the first load pays the runtime's
+    /// one-time costs too: threads, allocator arenas).
     pub(super) rss_per_loaded_kib: f64,
+    /// Resident memory growth per plugin over the first and the second half of the loads
+    /// after the first, in KiB (the same where the cost of a plugin does not grow with the
+    /// plugins loaded); `None` with fewer than three loaded.
+    pub(super) rss_per_plugin_halves_kib: Option<(f64, f64)>,
     /// Median of sequential calls to one loaded plugin.
     pub(super) call_p50: Duration,
 }
@@ -286,15 +291,33 @@ fn prepare_server(
     let admin = token(gk, &config, "admin")?;
     std::thread::sleep(Duration::from_millis(500));
     let rss_before_kib = rss_kib(pid).context("no VmRSS")?;
+    // RSS after the first load, after half of them and after all.
+    let half = loaded.div_ceil(2);
+    let mut marks = Vec::with_capacity(3);
     for index in 0..loaded {
         call_once(
             address,
             &format!("/api/v1/plugins/{}/call/ping", name(index)),
             &agent,
         )?;
+        if index == 0 || index + 1 == half || index + 1 == loaded {
+            std::thread::sleep(Duration::from_millis(300));
+            marks.push((index + 1, rss_kib(pid).context("no VmRSS")?));
+        }
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_after = rss_kib(pid).context("no VmRSS")?;
+    let rss_after = marks.last().map_or(rss_before_kib, |&(_, rss)| rss);
+    let rss_per_plugin_halves_kib = match marks.as_slice() {
+        [(first, at_first), (middle, at_middle), (last, at_last)] if last > middle => {
+            let per = |from: u64, to: u64, plugins: usize| {
+                to.saturating_sub(from) as f64 / plugins as f64
+            };
+            Some((
+                per(*at_first, *at_middle, middle - first),
+                per(*at_middle, *at_last, last - middle),
+            ))
+        }
+        _ => None,
+    };
     let measured = name(0);
     put_json(
         address,
@@ -316,6 +339,7 @@ fn prepare_server(
             restart: restarts[RESTARTS / 2],
             rss_before_kib,
             rss_per_loaded_kib: rss_after.saturating_sub(rss_before_kib) as f64 / loaded as f64,
+            rss_per_plugin_halves_kib,
             call_p50: Duration::ZERO,
         },
         calls,
