@@ -6,6 +6,7 @@
 //! policies in the [`Store`], replaces a plugin blue-green, and measures calls.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -306,15 +307,16 @@ impl Manager {
     /// however many first calls arrive together.
     pub async fn add_discovered(&self, found: Discovered) -> Result<(), ManagerError> {
         let enabled = self.inner.store.plugin_enabled(&found.name).await?;
-        let slot = self.insert_discovered(found, enabled);
+        let (slot, _) = self.insert_discovered(found, enabled);
         self.recall_into(&slot).await;
         self.catalog_changed();
         Ok(())
     }
 
     /// The slot of a discovered plugin: a new one with `found` as its source, or the one
-    /// already there (a plugin registered in the process keeps its own).
-    fn insert_discovered(&self, found: Discovered, enabled: bool) -> Arc<Slot> {
+    /// already there (a plugin registered in the process, or another entry of the same name,
+    /// keeps its own); whether it is new.
+    fn insert_discovered(&self, found: Discovered, enabled: bool) -> (Arc<Slot>, bool) {
         let name = found.name.clone();
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -327,13 +329,16 @@ impl Manager {
             load_error: ArcSwapOption::empty(),
             known: ArcSwapOption::empty(),
         });
-        self.inner
+        match self
+            .inner
             .plugins
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(name)
-            .or_insert(slot)
-            .clone()
+        {
+            Entry::Occupied(existing) => (existing.get().clone(), false),
+            Entry::Vacant(vacant) => (vacant.insert(slot).clone(), true),
+        }
     }
 
     /// Loads `found` through its runtime now and replaces the running instance (blue-green); an

@@ -221,8 +221,15 @@ impl Manager {
                 (Some(cached), Some(sha256)) => self.cached_if_current(&found, cached, &sha256),
                 _ => None,
             };
-            let slot = self.insert_discovered(found, enabled);
-            slot.known.store(known.map(Arc::new));
+            let (slot, new) = self.insert_discovered(found, enabled);
+            if new {
+                slot.known.store(known.map(Arc::new));
+            } else {
+                // A slot already there (another entry of the same name, a plugin registered in
+                // the process) keeps its own source: what is known comes from that, as one at a
+                // time.
+                self.recall_into(&slot).await;
+            }
             added.push((name, Ok(())));
         }
         self.catalog_changed();

@@ -183,9 +183,9 @@ impl Manager {
         self.approve_requested(name, by).await
     }
 
-    /// [`Manager::approve_unreviewed`] for each of `names`, their stored policies read in one
-    /// go (a start that approves hundreds of plugins from the configuration read them one
-    /// store round trip each); one result per name, in order.
+    /// [`Manager::approve_unreviewed`] for each of `names`, the reviewed ones found with one
+    /// read of the stored policies (a restart that approves hundreds of plugins from the
+    /// configuration read them one store round trip each); one result per name, in order.
     pub async fn approve_unreviewed_all(
         &self,
         names: &[String],
@@ -204,9 +204,11 @@ impl Manager {
         };
         let mut approved = Vec::with_capacity(names.len());
         for name in names {
+            // Read again before it is replaced: approving the names before it may have loaded
+            // plugins for seconds, and an admin may have reviewed it meanwhile.
             let result = match stored.get(name) {
                 Some(policy) if policy.status != PolicyStatus::PendingReview => Ok(policy.clone()),
-                _ => self.approve_requested(name, by).await,
+                _ => self.approve_unreviewed(name, by).await,
             };
             // A name listed twice is approved once.
             if let Ok(policy) = &result {

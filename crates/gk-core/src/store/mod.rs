@@ -187,21 +187,38 @@ impl Store {
     /// The settings named in `keys` that have a value, read in two queries per
     /// [`Store::SETTINGS_PER_QUERY`] keys instead of up to two per key; a modified value wins over a
     /// default one, as in [`Store::setting`].
+    ///
+    /// Rows come back under the key asked for: MariaDB compares names without regard to case
+    /// (as [`Store::setting`] finds them there), so a row is matched to its key the same way.
     pub async fn settings(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        let asked: HashMap<String, &String> = keys
+            .iter()
+            .map(|key| (key.to_ascii_lowercase(), key))
+            .collect();
         let mut found = HashMap::new();
+        let mut keep = |name: String, value: String| {
+            if let Some(key) = asked.get(&name.to_ascii_lowercase()) {
+                found.insert((*key).clone(), value);
+            }
+        };
         for chunk in keys.chunks(Self::SETTINGS_PER_QUERY) {
             let defaults = sysconfig_default::Entity::find()
                 .filter(sysconfig_default::Column::Name.is_in(chunk.iter().map(String::as_str)))
                 .filter(sysconfig_default::Column::Valid.eq(1))
                 .all(&self.db)
                 .await?;
-            found.extend(defaults.into_iter().map(|row| (row.name, row.value)));
+            for row in defaults {
+                keep(row.name, row.value);
+            }
+            // Read after the defaults: a modified value wins.
             let modified = sysconfig_modified::Entity::find()
                 .filter(sysconfig_modified::Column::Name.is_in(chunk.iter().map(String::as_str)))
                 .filter(sysconfig_modified::Column::Valid.eq(1))
                 .all(&self.db)
                 .await?;
-            found.extend(modified.into_iter().map(|row| (row.name, row.value)));
+            for row in modified {
+                keep(row.name, row.value);
+            }
         }
         Ok(found)
     }

@@ -620,6 +620,20 @@ async fn a_scan_of_many_plugins_restores_each_ones_enabled_state_and_cached_regi
         ["many-00", "many-01", "many-02"],
         "the disabled one is known too"
     );
+
+    // Another entry of a known name (other bytes) does not take over the slot's knowledge.
+    let other = gk_core::discovery::Discovered {
+        entry: plugins.join("elsewhere.wasm"),
+        ..discovered(&name(1), gk_sdk::Runtime::Wasm)
+    };
+    std::fs::write(&other.entry, "other bytes").unwrap();
+    let added = restarted.add_discovered_all(vec![other]).await;
+    assert!(added[0].1.is_ok());
+    assert_eq!(
+        restarted.routes().len(),
+        2,
+        "many-01 still known from its own file"
+    );
     assert_eq!(
         loads.load(Ordering::SeqCst),
         4,
