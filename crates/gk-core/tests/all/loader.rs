@@ -485,44 +485,72 @@ impl gk_core::discovery::PluginRuntime for RouteRuntime {
     }
 }
 
+/// A plugins directory, a manager loading its plugins with [`RouteRuntime`], and restarts:
+/// new managers over the same store.
+struct CacheFixture {
+    f: crate::common::Fixture,
+    loads: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+    plugins: std::path::PathBuf,
+}
+
+impl CacheFixture {
+    async fn new() -> Self {
+        let f = fixture().await;
+        let loads = Arc::new(AtomicUsize::new(0));
+        f.manager.add_runtime(Arc::new(RouteRuntime {
+            loads: loads.clone(),
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        Self {
+            f,
+            loads,
+            _dir: dir,
+            plugins,
+        }
+    }
+
+    fn loader(&self, manager: gk_core::Manager) -> Arc<gk_core::Loader> {
+        gk_core::Loader::new(
+            manager,
+            self.plugins.clone(),
+            self.plugins.join(".managed"),
+            gk_core::signing::SignaturePolicy::default(),
+        )
+    }
+
+    /// Another manager over the same store, as after a restart.
+    fn restarted(&self) -> gk_core::Manager {
+        let restarted = gk_core::Manager::new(
+            Arc::new(gk_sdk::NoopHost),
+            self.f.store.clone(),
+            Arc::new(gk_sandbox::SandboxConfig::default()),
+        );
+        restarted.add_runtime(Arc::new(RouteRuntime {
+            loads: self.loads.clone(),
+        }));
+        restarted
+    }
+}
+
 /// What a plugin declared is kept with the sha256 of its bytes: after a restart the catalog
 /// knows its routes without loading it; a changed file is unknown again until it loads.
 #[tokio::test]
 async fn the_registration_cache_makes_a_plugin_known_before_it_loads() {
-    let f = fixture().await;
-    let loads = Arc::new(AtomicUsize::new(0));
-    f.manager.add_runtime(Arc::new(RouteRuntime {
-        loads: loads.clone(),
-    }));
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let module = plugins.join("cached.wasm");
+    let c = CacheFixture::new().await;
+    let (f, loads) = (&c.f, &c.loads);
+    let module = c.plugins.join("cached.wasm");
     std::fs::write(&module, "1").unwrap();
-    let loader = |manager: gk_core::Manager| {
-        gk_core::Loader::new(
-            manager,
-            plugins.clone(),
-            plugins.join(".managed"),
-            gk_core::signing::SignaturePolicy::default(),
-        )
-    };
-    assert!(loader(f.manager.clone()).scan().await.is_empty());
+    assert!(c.loader(f.manager.clone()).scan().await.is_empty());
     assert!(f.manager.routes().is_empty(), "nothing cached yet");
     assert!(f.manager.has_unloaded());
     f.manager.load("cached").await.unwrap();
     assert_eq!(f.manager.routes().len(), 1);
 
-    // A restart: another manager over the same store.
-    let restarted = gk_core::Manager::new(
-        Arc::new(gk_sdk::NoopHost),
-        f.store.clone(),
-        Arc::new(gk_sandbox::SandboxConfig::default()),
-    );
-    restarted.add_runtime(Arc::new(RouteRuntime {
-        loads: loads.clone(),
-    }));
-    let second = loader(restarted.clone());
+    let restarted = c.restarted();
+    let second = c.loader(restarted.clone());
     assert!(second.scan().await.is_empty());
     let routes = restarted.routes();
     assert_eq!(routes.len(), 1, "known from the cache");
@@ -543,27 +571,13 @@ async fn the_registration_cache_makes_a_plugin_known_before_it_loads() {
 /// cached registration, and no plugin is loaded to learn it.
 #[tokio::test]
 async fn a_scan_of_many_plugins_restores_each_ones_enabled_state_and_cached_registration() {
-    let f = fixture().await;
-    let loads = Arc::new(AtomicUsize::new(0));
-    f.manager.add_runtime(Arc::new(RouteRuntime {
-        loads: loads.clone(),
-    }));
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
+    let c = CacheFixture::new().await;
+    let (f, loads, plugins) = (&c.f, &c.loads, &c.plugins);
     let name = |i: usize| format!("many-{i:02}");
     for i in 0..40 {
         std::fs::write(plugins.join(format!("{}.wasm", name(i))), format!("{i}")).unwrap();
     }
-    let loader = |manager: gk_core::Manager| {
-        gk_core::Loader::new(
-            manager,
-            plugins.clone(),
-            plugins.join(".managed"),
-            gk_core::signing::SignaturePolicy::default(),
-        )
-    };
-    assert!(loader(f.manager.clone()).scan().await.is_empty());
+    assert!(c.loader(f.manager.clone()).scan().await.is_empty());
     assert_eq!(f.manager.names().len(), 40);
     // Loaded once (so cached): 0, 1, 2 and 3; disabled: 2 (loaded) and 5 (never loaded).
     for i in 0..4 {
@@ -579,15 +593,8 @@ async fn a_scan_of_many_plugins_restores_each_ones_enabled_state_and_cached_regi
     std::fs::write(plugins.join(format!("{}.wasm", name(3))), "changed").unwrap();
     assert_eq!(loads.load(Ordering::SeqCst), 4);
 
-    let restarted = gk_core::Manager::new(
-        Arc::new(gk_sdk::NoopHost),
-        f.store.clone(),
-        Arc::new(gk_sandbox::SandboxConfig::default()),
-    );
-    restarted.add_runtime(Arc::new(RouteRuntime {
-        loads: loads.clone(),
-    }));
-    assert!(loader(restarted.clone()).scan().await.is_empty());
+    let restarted = c.restarted();
+    assert!(c.loader(restarted.clone()).scan().await.is_empty());
     assert_eq!(restarted.names().len(), 40);
     for i in 0..40 {
         assert_eq!(
