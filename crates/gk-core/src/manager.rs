@@ -306,11 +306,7 @@ impl Manager {
     /// Makes a discovered plugin known without loading it: it is loaded on first use, once,
     /// however many first calls arrive together.
     pub async fn add_discovered(&self, found: Discovered) -> Result<(), ManagerError> {
-        let enabled = self.inner.store.plugin_enabled(&found.name).await?;
-        let (slot, _) = self.insert_discovered(found, enabled);
-        self.recall_into(&slot).await;
-        self.catalog_changed();
-        Ok(())
+        self.add_discovered_all(vec![found]).await
     }
 
     /// The slot of a discovered plugin: a new one with `found` as its source, or the one

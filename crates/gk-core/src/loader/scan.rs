@@ -12,6 +12,7 @@ impl Loader {
     pub async fn scan(&self) -> Vec<DiscoveryError> {
         let (found, errors) =
             discover(&self.plugins_dir, &self.managed_dir, &self.signatures).await;
+        let names: Vec<String> = found.iter().map(|plugin| plugin.name.clone()).collect();
         let entries: Vec<_> = found
             .iter()
             .map(|plugin| {
@@ -19,20 +20,16 @@ impl Loader {
                     .or_else(|| self.top_level(&plugin.dir))
             })
             .collect();
-        // In the order found: one result per plugin.
-        let added = self.manager.add_discovered_all(found).await;
-        for ((name, added), entry) in added.into_iter().zip(entries) {
-            match added {
-                Ok(()) => {
+        match self.manager.add_discovered_all(found).await {
+            Ok(()) => {
+                let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+                for (name, entry) in names.into_iter().zip(entries) {
                     if let Some(entry) = entry {
-                        self.sources
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(entry, name);
+                        sources.insert(entry, name);
                     }
                 }
-                Err(error) => tracing::warn!(plugin = %name, %error, "cannot add the plugin"),
             }
+            Err(error) => tracing::warn!(plugins = ?names, %error, "cannot add the plugins"),
         }
         for error in &errors {
             tracing::warn!(%error, "not loaded");

@@ -5,7 +5,9 @@
 //! items, jobs, translations) without being loaded; its first request or first due job loads
 //! it. A changed file has another sha256, so its entry no longer applies.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use gk_sdk::{GkRegistration, Plugin};
@@ -170,41 +172,31 @@ impl Manager {
     /// Makes every plugin in `found` known without loading it, as [`Manager::add_discovered`]
     /// does one: their enabled states and cached registrations are read from the store in a
     /// few queries and their files hashed on one blocking thread, where one at a time took
-    /// several store round trips each (a start with 200 plugins spent ~300 ms on them). One
-    /// result per plugin, in the order of `found`. Where the store cannot be read at once, each
-    /// is added alone, with its own error.
-    pub async fn add_discovered_all(
-        &self,
-        found: Vec<Discovered>,
-    ) -> Vec<(String, Result<(), ManagerError>)> {
+    /// several store round trips each (a start with 200 plugins spent ~300 ms on them). A store
+    /// that cannot be read adds none of them.
+    pub async fn add_discovered_all(&self, found: Vec<Discovered>) -> Result<(), ManagerError> {
         let names: Vec<String> = found.iter().map(|found| found.name.clone()).collect();
         let keys: Vec<String> = names.iter().map(|name| cache_key(name)).collect();
-        let store = &self.inner.store;
-        let (enabled, mut cached) = match (
-            store.plugins_enabled(&names).await,
-            store.settings(&keys).await,
-        ) {
-            (Ok(enabled), Ok(cached)) => (enabled, cached),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "the plugins' stored state cannot be read at once; reading it plugin by plugin");
-                let mut added = Vec::with_capacity(found.len());
-                for found in found {
-                    let name = found.name.clone();
-                    added.push((name, self.add_discovered(found).await));
-                }
-                return added;
+        let enabled = self.inner.store.plugins_enabled(&names).await?;
+        let mut stored = match self.inner.store.settings(&keys).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "the registration cache cannot be read");
+                HashMap::new()
             }
         };
-        // What the cache holds for each plugin, and the files to hash for those that have it.
+        // What the cache holds for each plugin, and the sha256 of the files of those that have
+        // an entry.
         let cached: Vec<Option<CachedRegistration>> = keys
             .iter()
-            .map(|key| serde_json::from_str(&cached.remove(key)?).ok())
+            .map(|key| serde_json::from_str(&stored.remove(key)?).ok())
             .collect();
-        let paths: Vec<Option<std::path::PathBuf>> = found
+        let paths: Vec<Option<PathBuf>> = found
             .iter()
             .zip(&cached)
             .map(|(found, cached)| cached.as_ref().map(|_| found.entry.clone()))
             .collect();
+        let count = paths.len();
         let hashes = tokio::task::spawn_blocking(move || {
             paths
                 .iter()
@@ -212,28 +204,22 @@ impl Manager {
                 .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_default();
-        let mut added = Vec::with_capacity(found.len());
-        for (index, (found, cached)) in found.into_iter().zip(cached).enumerate() {
-            let name = found.name.clone();
-            let enabled = enabled.get(&name).copied().unwrap_or(true);
-            let known = match (cached, hashes.get(index).cloned().flatten()) {
+        .unwrap_or_else(|_| vec![None; count]);
+        for ((found, cached), sha256) in found.into_iter().zip(cached).zip(hashes) {
+            let known = match (cached, sha256) {
                 (Some(cached), Some(sha256)) => self.cached_if_current(&found, cached, &sha256),
                 _ => None,
             };
-            let (slot, new) = self.insert_discovered(found, enabled);
-            if new {
-                slot.known.store(known.map(Arc::new));
-            } else {
+            let enabled = enabled.get(&found.name).copied().unwrap_or(true);
+            match self.insert_discovered(found, enabled) {
+                (slot, true) => slot.known.store(known.map(Arc::new)),
                 // A slot already there (another entry of the same name, a plugin registered in
-                // the process) keeps its own source: what is known comes from that, as one at a
-                // time.
-                self.recall_into(&slot).await;
+                // the process) keeps its own source: what is known comes from that.
+                (slot, false) => self.recall_into(&slot).await,
             }
-            added.push((name, Ok(())));
         }
         self.catalog_changed();
-        added
+        Ok(())
     }
 
     /// The cached registration of `found`, when it was made from the bytes `sha256` (its file

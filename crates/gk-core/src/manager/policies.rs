@@ -191,29 +191,21 @@ impl Manager {
         names: &[String],
         by: &str,
     ) -> Vec<(String, Result<ResourcePolicy, ManagerError>)> {
-        let mut stored = match self.inner.store.plugin_policies(names).await {
-            Ok(stored) => stored,
-            Err(error) => {
-                tracing::warn!(%error, "the stored policies cannot be read at once; reading them plugin by plugin");
-                let mut approved = Vec::with_capacity(names.len());
-                for name in names {
-                    approved.push((name.clone(), self.approve_unreviewed(name, by).await));
-                }
-                return approved;
-            }
-        };
+        // Where they cannot be read at once (a corrupt one, say), each is read on its own.
+        let stored = self
+            .inner
+            .store
+            .plugin_policies(names)
+            .await
+            .unwrap_or_default();
         let mut approved = Vec::with_capacity(names.len());
         for name in names {
-            // Read again before it is replaced: approving the names before it may have loaded
-            // plugins for seconds, and an admin may have reviewed it meanwhile.
             let result = match stored.get(name) {
                 Some(policy) if policy.status != PolicyStatus::PendingReview => Ok(policy.clone()),
+                // Read again before it is replaced: approving the names before it may have
+                // loaded plugins for seconds, and an admin may have reviewed it meanwhile.
                 _ => self.approve_unreviewed(name, by).await,
             };
-            // A name listed twice is approved once.
-            if let Ok(policy) = &result {
-                stored.insert(name.clone(), policy.clone());
-            }
             approved.push((name.clone(), result));
         }
         approved

@@ -17,7 +17,8 @@ use chrono::Utc;
 use gk_sdk::ResourcePolicy;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Schema,
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    QueryFilter, Schema,
 };
 
 use entities::{email_outbox, sysconfig_default, sysconfig_modified};
@@ -49,17 +50,6 @@ pub struct Store {
 
 fn enabled_key(plugin: &str) -> String {
     format!("Plugin::{plugin}::Enabled")
-}
-
-/// A stored enabled state read as the Go host does: `0`, `false`, `no` or `off` disable; no
-/// row means enabled.
-fn enabled_from(stored: Option<&str>) -> bool {
-    stored.is_none_or(|value| {
-        !matches!(
-            value.trim().to_ascii_lowercase().as_str(),
-            "0" | "false" | "no" | "off"
-        )
-    })
 }
 
 fn policy_key(plugin: &str) -> String {
@@ -168,56 +158,52 @@ impl Store {
 
     /// A setting: the modified value if there is a valid one, else the default.
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let modified = sysconfig_modified::Entity::find()
-            .filter(sysconfig_modified::Column::Name.eq(key))
-            .filter(sysconfig_modified::Column::Valid.eq(1))
-            .one(&self.db)
-            .await?;
-        if let Some(row) = modified {
-            return Ok(Some(row.value));
-        }
-        let default = sysconfig_default::Entity::find()
-            .filter(sysconfig_default::Column::Name.eq(key))
-            .filter(sysconfig_default::Column::Valid.eq(1))
-            .one(&self.db)
-            .await?;
-        Ok(default.map(|row| row.value))
+        Ok(self.settings(&[key.to_owned()]).await?.remove(key))
     }
 
-    /// The settings named in `keys` that have a value, read in two queries per
-    /// [`Store::SETTINGS_PER_QUERY`] keys instead of up to two per key; a modified value wins over a
-    /// default one, as in [`Store::setting`].
+    /// The settings named in `keys` that have a value, each the modified value if there is a
+    /// valid one, else the default; two queries per [`Store::SETTINGS_PER_QUERY`] keys.
     ///
-    /// Rows come back under the key asked for: MariaDB compares names without regard to case
-    /// (as [`Store::setting`] finds them there), so a row is matched to its key the same way.
+    /// A row is matched to the keys it answers as the database compares names: MariaDB's
+    /// collation ignores case (so `Plugin::Foo::Enabled` answers `Plugin::foo::Enabled` there,
+    /// as a lookup by `=` always did), SQLite and PostgreSQL do not.
     pub async fn settings(&self, keys: &[String]) -> Result<HashMap<String, String>, StoreError> {
-        let asked: HashMap<String, &String> = keys
-            .iter()
-            .map(|key| (key.to_ascii_lowercase(), key))
-            .collect();
+        let ignores_case = self.db.get_database_backend() == DatabaseBackend::MySql;
+        let compared = |name: &str| {
+            if ignores_case {
+                name.to_ascii_lowercase()
+            } else {
+                name.to_owned()
+            }
+        };
+        let mut asked: HashMap<String, Vec<&String>> = HashMap::new();
+        for key in keys {
+            asked.entry(compared(key)).or_default().push(key);
+        }
         let mut found = HashMap::new();
-        let mut keep = |name: String, value: String| {
-            if let Some(key) = asked.get(&name.to_ascii_lowercase()) {
-                found.insert((*key).clone(), value);
+        let mut keep = |name: &str, value: String| {
+            for key in asked.get(&compared(name)).into_iter().flatten() {
+                found.insert((*key).clone(), value.clone());
             }
         };
         for chunk in keys.chunks(Self::SETTINGS_PER_QUERY) {
+            let names = || chunk.iter().map(String::as_str);
             let defaults = sysconfig_default::Entity::find()
-                .filter(sysconfig_default::Column::Name.is_in(chunk.iter().map(String::as_str)))
+                .filter(sysconfig_default::Column::Name.is_in(names()))
                 .filter(sysconfig_default::Column::Valid.eq(1))
                 .all(&self.db)
                 .await?;
             for row in defaults {
-                keep(row.name, row.value);
+                keep(&row.name, row.value);
             }
-            // Read after the defaults: a modified value wins.
+            // Kept after the defaults: a modified value wins.
             let modified = sysconfig_modified::Entity::find()
-                .filter(sysconfig_modified::Column::Name.is_in(chunk.iter().map(String::as_str)))
+                .filter(sysconfig_modified::Column::Name.is_in(names()))
                 .filter(sysconfig_modified::Column::Valid.eq(1))
                 .all(&self.db)
                 .await?;
             for row in modified {
-                keep(row.name, row.value);
+                keep(&row.name, row.value);
             }
         }
         Ok(found)
@@ -351,12 +337,13 @@ impl Store {
 
     /// Whether a plugin is enabled: no stored state means enabled.
     pub async fn plugin_enabled(&self, plugin: &str) -> Result<bool, StoreError> {
-        Ok(enabled_from(
-            self.setting(&enabled_key(plugin)).await?.as_deref(),
-        ))
+        let plugin = plugin.to_owned();
+        let mut enabled = self.plugins_enabled(std::slice::from_ref(&plugin)).await?;
+        Ok(enabled.remove(&plugin).unwrap_or(true))
     }
 
-    /// Whether each of `plugins` is enabled, read at once (see [`Store::plugin_enabled`]).
+    /// Whether each of `plugins` is enabled, read at once. A stored state is read as the Go
+    /// host reads it: `0`, `false`, `no` or `off` disable; no state means enabled.
     pub async fn plugins_enabled(
         &self,
         plugins: &[String],
@@ -367,8 +354,13 @@ impl Store {
             .iter()
             .zip(&keys)
             .map(|(plugin, key)| {
-                let value = stored.get(key).map(String::as_str);
-                (plugin.clone(), enabled_from(value))
+                let enabled = stored.get(key).is_none_or(|value| {
+                    !matches!(
+                        value.trim().to_ascii_lowercase().as_str(),
+                        "0" | "false" | "no" | "off"
+                    )
+                });
+                (plugin.clone(), enabled)
             })
             .collect())
     }
@@ -391,16 +383,11 @@ impl Store {
 
     /// A plugin's stored policy, if it has one.
     pub async fn plugin_policy(&self, plugin: &str) -> Result<Option<ResourcePolicy>, StoreError> {
-        let key = policy_key(plugin);
-        match self.setting(&key).await? {
-            None => Ok(None),
-            Some(json) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    key,
-                    problem: e.to_string(),
-                }),
-        }
+        let plugin = plugin.to_owned();
+        Ok(self
+            .plugin_policies(std::slice::from_ref(&plugin))
+            .await?
+            .remove(&plugin))
     }
 
     /// The stored policies of those of `plugins` that have one, read at once.

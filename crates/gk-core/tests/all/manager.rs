@@ -422,4 +422,26 @@ async fn approving_a_list_grants_only_what_awaits_review() {
         f.manager.policy("gamma").await.unwrap().status,
         PolicyStatus::PendingReview
     );
+
+    // A corrupt stored policy fails its own name only: the others are still approved.
+    f.manager
+        .register(Arc::new(TestPlugin::new("delta", "1")))
+        .await
+        .unwrap();
+    f.store
+        .set_setting("Plugin::gamma::Policy", "{not json", "admin")
+        .await
+        .unwrap();
+    let names = ["gamma", "delta"].map(String::from);
+    let approved = f
+        .manager
+        .approve_unreviewed_all(&names, "configuration")
+        .await;
+    let gamma = approved[0].1.as_ref().unwrap_err().to_string();
+    assert!(gamma.contains("`Plugin::gamma::Policy`"), "{gamma}");
+    assert_eq!(
+        approved[1].1.as_ref().unwrap().status,
+        PolicyStatus::Approved,
+        "delta is approved all the same"
+    );
 }
